@@ -1,0 +1,1 @@
+"""nnaudit attacks and defenses (a generic top-level name: this is nnaudit's ``attacks`` package)."""

@@ -1,0 +1,198 @@
+"""The ``nnaudit`` command. Start-up is light: heavy libraries load inside the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from audit import __version__
+from audit.errors import NNAuditError
+
+log = logging.getLogger("nnaudit")
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("nnaudit: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+def _open_hints(run_dirs: list[Path], root: Path) -> None:
+    for run_dir in run_dirs:
+        print(f"  results:   {run_dir / 'results.json'}")
+        if (run_dir / "report.html").exists():
+            print(f"  report:    {(run_dir / 'report.html').resolve().as_uri()}")
+    print(f"  dashboard: nnaudit dashboard {root}")
+    print(f"  gate:      nnaudit gate {run_dirs[0]} --policy policy.yaml")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from audit.config import load_config
+    from audit.runner import default_out_dir, run_audit
+
+    config = load_config(args.config)
+    if args.device:
+        config.device = args.device
+    if args.seed is not None:
+        config.seed = args.seed
+    if args.limit is not None:
+        if args.limit <= 0:
+            raise NNAuditError("--limit must be a positive number of samples")
+        config.data.limit = args.limit
+    if args.no_report:
+        config.report = False
+    out = Path(args.out) if args.out else default_out_dir()
+    results = run_audit(config, out, config_dir=Path(args.config).resolve().parent)
+    failed = [name for name, s in results["sections"].items() if s["status"] == "error"]
+    print(f"nnaudit: audit written to {out}")
+    _open_hints([out], out)
+    if failed:
+        print(f"nnaudit: {len(failed)} section(s) failed and are recorded with their error: {', '.join(failed)}",
+              file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import time
+
+    from audit.demo import run_demo
+
+    start = time.perf_counter()
+    out = Path(args.out)
+    runs = run_demo(out, seed=args.seed, device=args.device or "auto")
+    print(f"nnaudit: demo finished in {time.perf_counter() - start:.1f} s; runs in {out}")
+    _open_hints(runs, out)
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from audit.results import load_results
+    from reports.html import write_report
+
+    load_results(args.run_dir)  # a clear error for a missing or invalid file
+    path = write_report(Path(args.run_dir))
+    print(f"nnaudit: report written to {path}")
+    return EXIT_OK
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from audit.gate import run_gate
+
+    return run_gate(Path(args.run_dir), Path(args.policy), junit=Path(args.junit) if args.junit else None,
+                    summary=Path(args.summary) if args.summary else None)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import subprocess
+
+    import app
+
+    runs = Path(args.runs_dir)
+    if not runs.exists():
+        raise NNAuditError(f"no runs directory {runs}; create a run first: nnaudit demo --out {runs}")
+    command = [sys.executable, "-m", "streamlit", "run", str(Path(app.__file__).resolve()),
+               "--server.headless", "true", "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
+               "--", str(runs.resolve())]
+    print(f"nnaudit: dashboard on http://localhost:{args.port} (Ctrl+C stops it)")
+    return subprocess.call(command, env={**os.environ, "NNAUDIT_RUNS_DIR": str(runs.resolve())})
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from audit.plugin import GROUPS, available, load_plugin
+
+    for group in GROUPS:
+        found = available(group)
+        if not found:
+            continue
+        print(f"{group}:")
+        for name, target in found.items():
+            try:
+                obj = load_plugin(name, group)
+                doc = (obj.__doc__ or "").strip().splitlines()
+                summary = doc[0] if doc else ""
+            except NNAuditError as err:
+                summary = f"UNAVAILABLE: {err}"
+            print(f"  {name:<16} {target:<40} {summary}")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from audit.results import load_results
+
+    load_results(args.run_dir, validate=True)
+    print(f"nnaudit: {args.run_dir} validates against the results schema")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnaudit", description="Audit a trained neural network before it ships: "
+                                     "robustness, explanations, fairness; one report and one CI gate.")
+    parser.add_argument("--version", action="version", version=f"nnaudit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="audit a model described by a YAML config")
+    run.add_argument("config", help="audit.yaml")
+    run.add_argument("--out", help="run directory (default: runs/<timestamp>)")
+    run.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the config)")
+    run.add_argument("--limit", type=int, help="audit a stratified, seeded subset of N samples")
+    run.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    run.add_argument("--no-report", action="store_true", help="do not write report.html")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="train two small models on real data and audit both")
+    demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
+    demo.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=cmd_demo)
+
+    report = sub.add_parser("report", help="(re)write RUN_DIR/report.html from results.json")
+    report.add_argument("run_dir")
+    report.set_defaults(func=cmd_report)
+
+    gate = sub.add_parser("gate", help="check a finished run against a threshold policy (exit 0 pass, 1 fail, "
+                          "2 missing metric or errored section)")
+    gate.add_argument("run_dir")
+    gate.add_argument("--policy", required=True, help="policy.yaml with threshold rules")
+    gate.add_argument("--junit", help="write JUnit XML here")
+    gate.add_argument("--summary", help="write a Markdown summary here")
+    gate.set_defaults(func=cmd_gate)
+
+    dash = sub.add_parser("dashboard", help="open the Streamlit dashboard over a runs directory")
+    dash.add_argument("runs_dir", nargs="?", default="runs")
+    dash.add_argument("--port", type=int, default=8501)
+    dash.set_defaults(func=cmd_dashboard)
+
+    plugins = sub.add_parser("plugins", help="list installed plugins")
+    plugins.set_defaults(func=cmd_plugins)
+
+    validate = sub.add_parser("validate", help="validate RUN_DIR/results.json against the shipped schema")
+    validate.add_argument("run_dir")
+    validate.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        code: int = args.func(args)
+    except NNAuditError as err:
+        print(f"nnaudit: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("nnaudit: interrupted; sections finished so far are in results.json", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""The audit config: YAML validated with pydantic, with errors that name the key to change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from audit.errors import ConfigError
+
+BUILTIN_DATASETS = ("digits", "breast_cancer", "resume_names")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class Normalization(_Strict):
+    """Applied inside the adapter: the model sees (x - mean) / std, attacks work on raw x."""
+
+    mean: list[float]
+    std: list[float]
+
+    @field_validator("std")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(s <= 0 for s in value):
+            raise ValueError("every std must be > 0")
+        return value
+
+
+class ModelConfig(_Strict):
+    """Exactly one of ``factory`` (+ optional ``weights``), ``torchscript`` or ``predict_fn``."""
+
+    factory: str | None = Field(None, description="import path 'package.module:callable' returning an nn.Module")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the factory")
+    weights: Path | None = Field(None, description="state_dict file, loaded with torch.load(weights_only=True)")
+    torchscript: Path | None = Field(None, description="a TorchScript file (torch.jit.save)")
+    predict_fn: str | None = Field(
+        None, description="black-box: import path of a function numpy array -> scores (N, classes); no gradients"
+    )
+    trust_pickle: bool = Field(False, description="allow torch.load(weights_only=False): executes code in the file")
+    input_bounds: tuple[float, float] | None = Field(
+        None, description="valid input range [low, high]; default: the data loader's bounds"
+    )
+    normalization: Normalization | None = None
+    output: Literal["auto", "logits", "probabilities"] = "auto"
+    output_key: str | int | None = Field(None, description="select one output of a tuple/list (index) or dict (key)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        sources = [name for name in ("factory", "torchscript", "predict_fn") if getattr(self, name) is not None]
+        if len(sources) != 1:
+            found = ", ".join(sources) or "none"
+            raise ValueError(f"give exactly one of 'factory', 'torchscript' or 'predict_fn' (found: {found})")
+        if self.weights is not None and self.factory is None:
+            raise ValueError("'weights' goes with 'factory' (a TorchScript file already holds its weights)")
+        if self.input_bounds is not None and not self.input_bounds[0] < self.input_bounds[1]:
+            raise ValueError("input_bounds must be [low, high] with low < high")
+        return self
+
+
+class DataConfig(_Strict):
+    source: Literal["digits", "breast_cancer", "resume_names", "csv", "parquet", "npz", "idx", "torch"]
+    path: Path | None = Field(None, description="file for csv/parquet/npz/torch; images file for idx")
+    labels_path: Path | None = Field(None, description="idx: the labels file")
+    target: str | None = Field(None, description="csv/parquet: target column")
+    features: list[str] | None = Field(None, description="csv/parquet: feature columns (default: all but target)")
+    categorical: list[str] = Field(default_factory=list, description="csv/parquet: columns to one-hot encode")
+    sensitive: list[str] = Field(default_factory=list, description="columns kept per row as sensitive attributes")
+    sensitive_as_features: bool = Field(False, description="also feed the sensitive columns to the model")
+    standardize: bool = Field(False, description="csv/parquet: standardize numeric features (z-score on this data)")
+    x_key: str = "x"
+    y_key: str = "y"
+    class_names: list[str] | None = None
+    split: Literal["test", "train", "all"] = Field(
+        "test", description="built-in datasets: the seeded held-out split (25%), the rest, or all rows"
+    )
+    limit: int | None = Field(None, gt=0, description="audit a stratified, seeded subset of this many samples")
+    input_shape: list[int] | None = Field(None, description="reshape each sample to this shape, e.g. [1, 28, 28]")
+    scale: float | None = Field(None, description="divide inputs by this (e.g. 255 for IDX/uint8 images)")
+
+    @model_validator(mode="after")
+    def _needs_path(self) -> DataConfig:
+        if self.source not in BUILTIN_DATASETS and self.path is None:
+            raise ValueError(f"data source '{self.source}' needs 'path'")
+        if self.source in ("csv", "parquet") and not self.target:
+            raise ValueError(f"data source '{self.source}' needs 'target' (the label column)")
+        if self.source == "idx" and self.labels_path is None:
+            raise ValueError("data source 'idx' needs 'labels_path' (the labels IDX file)")
+        return self
+
+
+class SectionConfig(_Strict):
+    """One section: a plugin name and its parameters (validated by the plugin)."""
+
+    plugin: str
+    enabled: bool = True
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditConfig(_Strict):
+    title: str = "nnaudit run"
+    model: ModelConfig
+    data: DataConfig
+    sections: dict[str, SectionConfig] = Field(default_factory=dict)
+    seed: int = 0
+    device: str = "auto"
+    batch_size: int = Field(256, gt=0)
+    report: bool = True
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda", "mps") or (value.startswith("cuda:") and value[5:].isdigit()):
+            return value
+        raise ValueError("device must be auto, cpu, cuda, cuda:N or mps")
+
+    @field_validator("sections", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        """Accept ``performance: {}`` or ``performance: {param: 1}`` as shorthand for plugin=name."""
+        if value is None:
+            return {}
+        if isinstance(value, list):  # - performance\n- imbalance
+            value = {str(name): {} for name in value}
+        if not isinstance(value, dict):
+            return value
+        out: dict[str, Any] = {}
+        for name, spec in value.items():
+            spec = {} if spec is None else spec
+            if isinstance(spec, dict) and "plugin" not in spec:
+                enabled = spec.get("enabled", True)
+                params = {k: v for k, v in spec.items() if k != "enabled"}
+                spec = {"plugin": name, "enabled": enabled, "params": params}
+            out[name] = spec
+        return out
+
+
+def _format_validation_error(err: ValidationError) -> ConfigError:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    kind = first["type"]
+    msg = first["msg"]
+    if kind == "extra_forbidden":
+        parent = key.rsplit(".", 1)[0] if "." in key else "<root>"
+        msg = f"unknown key; remove it or check its spelling (under '{parent}')"
+    elif kind == "missing":
+        msg = "required key is missing; add it"
+    else:
+        msg = msg.removeprefix("Value error, ")
+    extra = f" ({len(err.errors()) - 1} more problem(s) after this one)" if len(err.errors()) > 1 else ""
+    return ConfigError(key, msg + extra)
+
+
+def parse_config(data: Any, *, base_dir: Path | None = None) -> AuditConfig:
+    """Validate a config dict. Relative paths resolve against ``base_dir`` (the YAML file's folder)."""
+    if not isinstance(data, dict):
+        raise ConfigError("<root>", "the config must be a YAML mapping with at least 'model' and 'data'")
+    try:
+        config = AuditConfig.model_validate(data)
+    except ValidationError as err:
+        raise _format_validation_error(err) from err
+    if base_dir is not None:
+        _resolve_paths(config, base_dir)
+    _check_files(config)
+    return config
+
+
+def _resolve_paths(config: AuditConfig, base: Path) -> None:
+    for holder, name in (
+        (config.model, "weights"),
+        (config.model, "torchscript"),
+        (config.data, "path"),
+        (config.data, "labels_path"),
+    ):
+        value = getattr(holder, name)
+        if value is not None and not Path(value).is_absolute():
+            setattr(holder, name, (base / value).resolve())
+
+
+def _check_files(config: AuditConfig) -> None:
+    for key, value in (
+        ("model.weights", config.model.weights),
+        ("model.torchscript", config.model.torchscript),
+        ("data.path", config.data.path),
+        ("data.labels_path", config.data.labels_path),
+    ):
+        if value is not None and not Path(value).exists():
+            raise ConfigError(key, f"file not found: {value}; fix the path (relative paths start at the config file)")
+
+
+def load_config(path: str | Path) -> AuditConfig:
+    import yaml
+
+    file = Path(path)
+    if not file.exists():
+        raise ConfigError("<file>", f"config file not found: {file}")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError("<file>", f"{file} is not valid YAML: {err}") from err
+    return parse_config(data, base_dir=file.parent.resolve())

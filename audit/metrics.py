@@ -1,0 +1,203 @@
+"""Built-in sections: ``performance`` and ``imbalance`` (scikit-learn metrics on the clean predictions)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from pydantic import Field
+
+from audit.plugin import Params, SectionPlugin
+from audit.results import SectionResult
+
+if TYPE_CHECKING:
+    from audit.context import AuditContext
+
+
+def expected_calibration_error(proba: np.ndarray, y: np.ndarray, n_bins: int) -> tuple[float, list[list[float]]]:
+    """Top-label ECE with equal-width confidence bins. Returns (ece, rows of
+    [bin_low, bin_high, count, mean_confidence, accuracy])."""
+    confidence = proba.max(axis=1)
+    correct = (proba.argmax(axis=1) == y).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # bin i holds (edges[i], edges[i+1]]; confidence 0 goes to bin 0
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+    counts = np.bincount(which, minlength=n_bins).astype(np.float64)
+    conf_sum = np.bincount(which, weights=confidence, minlength=n_bins)
+    acc_sum = np.bincount(which, weights=correct, minlength=n_bins)
+    ece = float(np.abs(acc_sum - conf_sum).sum() / len(y))
+    rows = []
+    for i in range(n_bins):
+        n = counts[i]
+        rows.append([float(edges[i]), float(edges[i + 1]), int(n),
+                     float(conf_sum[i] / n) if n else float("nan"), float(acc_sum[i] / n) if n else float("nan")])
+    return ece, rows
+
+
+class PerformanceParams(Params):
+    top_k: int = Field(1, ge=1, description="also report top-k accuracy when k > 1")
+
+
+class PerformanceSection(SectionPlugin):
+    """Accuracy, cross-entropy loss and the confusion matrix on the audited data."""
+
+    name = "performance"
+    title = "Performance"
+    ParamsModel = PerformanceParams
+    params: PerformanceParams
+
+    def run(self, ctx: AuditContext, result: SectionResult) -> None:
+        from sklearn.metrics import accuracy_score, confusion_matrix, log_loss
+
+        y, pred, proba = ctx.data.y, ctx.clean_predictions(), ctx.clean_probabilities()
+        k = ctx.data.num_classes
+        labels = list(range(k))
+        accuracy = accuracy_score(y, pred)
+        result.metric("accuracy", accuracy)
+        result.metric("error_rate", 1.0 - accuracy)
+        result.metric("loss", log_loss(y, proba, labels=labels))
+        result.metric("n_samples", len(y))
+        if self.params.top_k > 1:
+            top = np.argsort(-proba, axis=1)[:, : self.params.top_k]
+            result.metric(f"top{self.params.top_k}_accuracy", float((top == y[:, None]).any(axis=1).mean()))
+        matrix = confusion_matrix(y, pred, labels=labels)
+        names = ctx.data.class_names
+        result.table("confusion_matrix", "Confusion matrix (rows: true class, columns: predicted)",
+                     ["true \\ predicted", *names], [[names[i], *map(int, matrix[i])] for i in range(k)])
+        result.figure({"name": "confusion_matrix", "title": "Confusion matrix", "kind": "heatmap",
+                       "matrix": matrix.tolist(), "x_labels": names, "y_labels": names,
+                       "xlabel": "predicted", "ylabel": "true"})
+        majority = np.bincount(y, minlength=k).max() / len(y)
+        result.metric("majority_baseline_accuracy", majority)
+        if accuracy <= majority + 0.01:
+            result.finding("high", f"accuracy {accuracy:.3f} does not beat always predicting the majority class "
+                           f"({majority:.3f}); the model has learned little",
+                           code="performance.no_better_than_majority",
+                           metric=f"{self.section}.accuracy", value=accuracy)
+
+
+class ImbalanceParams(Params):
+    n_bins: int = Field(10, ge=2, le=100, description="calibration bins")
+    ratio_warn: float = Field(3.0, gt=1, description="imbalance ratio above which to warn")
+    ratio_high: float = Field(10.0, gt=1, description="imbalance ratio rated high severity")
+    ece_warn: float = Field(0.05, gt=0, description="expected calibration error above which to warn")
+    recall_gap_warn: float = Field(0.2, gt=0, description="gap between best and worst per-class recall to warn")
+
+
+class ImbalanceSection(SectionPlugin):
+    """Class distribution, per-class and imbalance-aware metrics, calibration."""
+
+    name = "imbalance"
+    title = "Class imbalance and calibration"
+    ParamsModel = ImbalanceParams
+    params: ImbalanceParams
+
+    def run(self, ctx: AuditContext, result: SectionResult) -> None:
+        y, pred, proba = ctx.data.y, ctx.clean_predictions(), ctx.clean_probabilities()
+        names, k = ctx.data.class_names, ctx.data.num_classes
+        counts = np.bincount(y, minlength=k)
+        self._distribution(result, names, counts)
+        self._per_class(result, y, pred, names)
+        self._scores(result, y, pred, proba, k)
+        self._calibration(result, y, proba)
+
+    def _distribution(self, result: SectionResult, names: list[str], counts: np.ndarray) -> None:
+        total = counts.sum()
+        result.table("class_distribution", "Class distribution", ["class", "count", "fraction"],
+                     [[n, int(c), float(c / total)] for n, c in zip(names, counts, strict=True)])
+        result.figure({"name": "class_distribution", "title": "Class distribution", "kind": "bar",
+                       "xlabel": "class", "ylabel": "samples",
+                       "series": [{"label": "samples", "x": names, "y": counts.tolist()}]})
+        present = counts[counts > 0]
+        ratio = float(present.max() / present.min())
+        result.metric("imbalance_ratio", ratio)
+        result.metric("minority_fraction", float(present.min() / total))
+        missing = [n for n, c in zip(names, counts, strict=True) if c == 0]
+        if missing:
+            result.finding("medium", f"classes {missing} have no samples in the audited data; their metrics are "
+                           "undefined", code="imbalance.missing_classes")
+        if ratio >= self.params.ratio_warn:
+            severity = "high" if ratio >= self.params.ratio_high else "medium"
+            result.finding(severity, f"imbalance ratio {ratio:.1f} (largest class / smallest class): accuracy "
+                           "overstates quality; read balanced accuracy, per-class recall and PR AUC",
+                           code="imbalance.ratio", metric=f"{self.section}.imbalance_ratio", value=ratio)
+
+    def _per_class(self, result: SectionResult, y: np.ndarray, pred: np.ndarray, names: list[str]) -> None:
+        from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+        labels = list(range(len(names)))
+        precision, recall, f1, support = precision_recall_fscore_support(
+            y, pred, labels=labels, zero_division=0)
+        predicted = np.bincount(pred, minlength=len(names))
+        result.table("per_class", "Per-class metrics", ["class", "precision", "recall", "f1", "support", "predicted"],
+                     [[names[i], float(precision[i]), float(recall[i]), float(f1[i]), int(support[i]),
+                       int(predicted[i])] for i in labels])
+        result.figure({"name": "per_class_recall", "title": "Recall and precision per class", "kind": "bar",
+                       "xlabel": "class", "ylabel": "score",
+                       "series": [{"label": "recall", "x": names, "y": recall.tolist()},
+                                  {"label": "precision", "x": names, "y": precision.tolist()}]})
+        for i in labels:
+            result.metric(f"class={_safe(names[i])}.recall", recall[i] if support[i] else None)
+            result.metric(f"class={_safe(names[i])}.precision", precision[i] if predicted[i] else None)
+        result.metric("macro_f1", f1_score(y, pred, labels=labels, average="macro", zero_division=0))
+        result.metric("weighted_f1", f1_score(y, pred, labels=labels, average="weighted", zero_division=0))
+        present = support > 0
+        gap = float(recall[present].max() - recall[present].min())
+        result.metric("recall_gap", gap)
+        never = [names[i] for i in labels if support[i] and not predicted[i]]
+        if never:
+            result.finding("high", f"the model never predicts {never}, which have "
+                           f"{int(support[[names.index(n) for n in never]].sum())} samples",
+                           code="imbalance.never_predicted")
+        if gap >= self.params.recall_gap_warn:
+            worst = names[int(np.argmin(np.where(present, recall, np.inf)))]
+            result.finding("medium", f"recall differs by {gap:.2f} across classes; worst is '{worst}' "
+                           f"({recall[names.index(worst)]:.2f})", code="imbalance.recall_gap",
+                           metric=f"{self.section}.recall_gap", value=gap)
+
+    def _scores(self, result: SectionResult, y: np.ndarray, pred: np.ndarray, proba: np.ndarray, k: int) -> None:
+        from sklearn.metrics import average_precision_score, balanced_accuracy_score, matthews_corrcoef, roc_auc_score
+
+        result.metric("balanced_accuracy", balanced_accuracy_score(y, pred))
+        result.metric("mcc", matthews_corrcoef(y, pred))
+        present = np.unique(y)
+        if len(present) < 2:
+            result.notes.append("ROC AUC and PR AUC are undefined with a single class present")
+            result.metric("roc_auc_ovr", None)
+            result.metric("pr_auc", None)
+            return
+        if k == 2:
+            result.metric("roc_auc_ovr", roc_auc_score(y, proba[:, 1]))
+            result.metric("pr_auc", average_precision_score(y, proba[:, 1]))
+            result.metric("positive_rate", float((y == 1).mean()))
+            return
+        # one-vs-rest over the classes present; renormalize so scores sum to 1 over them
+        sub = proba[:, present] / proba[:, present].sum(axis=1, keepdims=True)
+        remap = np.searchsorted(present, y)
+        if len(present) == 2:
+            result.metric("roc_auc_ovr", roc_auc_score(remap, sub[:, 1]))
+        else:
+            result.metric("roc_auc_ovr", roc_auc_score(remap, sub, multi_class="ovr", average="macro"))
+        onehot = np.eye(k)[y][:, present]
+        result.metric("pr_auc", average_precision_score(onehot, proba[:, present], average="macro"))
+
+    def _calibration(self, result: SectionResult, y: np.ndarray, proba: np.ndarray) -> None:
+        ece, rows = expected_calibration_error(proba, y, self.params.n_bins)
+        result.metric("ece", ece)
+        result.table("reliability", "Reliability (top-label confidence vs. accuracy)",
+                     ["bin_low", "bin_high", "count", "mean_confidence", "accuracy"], rows)
+        filled = [r for r in rows if r[2] > 0]
+        result.figure({"name": "reliability", "title": f"Reliability diagram (ECE {ece:.3f})", "kind": "line",
+                       "xlabel": "confidence", "ylabel": "accuracy", "diagonal": True,
+                       "series": [{"label": "model", "x": [r[3] for r in filled], "y": [r[4] for r in filled],
+                                   "style": "o-"}]})
+        if ece >= self.params.ece_warn:
+            result.finding("low" if ece < 3 * self.params.ece_warn else "medium",
+                           f"expected calibration error {ece:.3f}: confidences do not match accuracy",
+                           code="imbalance.calibration", metric=f"{self.section}.ece", value=ece)
+
+
+def _safe(name: str) -> str:
+    """A class name as a metric-name segment: letters, digits and _ only."""
+    out = "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
+    return out or "class"

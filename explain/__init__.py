@@ -1,0 +1,1 @@
+"""nnaudit explanations (a generic top-level name: this is nnaudit's ``explain`` package)."""
