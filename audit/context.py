@@ -100,8 +100,8 @@ class AuditContext:
 
     def clean_probabilities(self) -> np.ndarray:
         if "proba" not in self._cache:
-            proba = torch.softmax(self.clean_logits().double(), dim=1).numpy()
-            self._cache["proba"] = proba / proba.sum(axis=1, keepdims=True)
+            raw = torch.softmax(self.clean_logits().double(), dim=1).numpy()
+            self._cache["proba"] = raw / raw.sum(axis=1, keepdims=True)
         proba: np.ndarray = self._cache["proba"]
         return proba
 

@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import Field
 
 from audit.plugin import Params, SectionPlugin
-from audit.results import SectionResult
+from audit.results import SectionResult, Severity
 
 if TYPE_CHECKING:
     from audit.context import AuditContext
@@ -117,7 +117,7 @@ class ImbalanceSection(SectionPlugin):
             result.finding("medium", f"classes {missing} have no samples in the audited data; their metrics are "
                            "undefined", code="imbalance.missing_classes")
         if ratio >= self.params.ratio_warn:
-            severity = "high" if ratio >= self.params.ratio_high else "medium"
+            severity: Severity = "high" if ratio >= self.params.ratio_high else "medium"
             result.finding(severity, f"imbalance ratio {ratio:.1f} (largest class / smallest class): accuracy "
                            "overstates quality; read balanced accuracy, per-class recall and PR AUC",
                            code="imbalance.ratio", metric=f"{self.section}.imbalance_ratio", value=ratio)

@@ -1,0 +1,196 @@
+"""Realistic, schema-valid results dicts and run directories for the reports, gate and app tests.
+
+Nothing here runs a model: the numbers are made up but shaped like a real audit (several
+sections, every figure kind, an errored and a skipped section, a class name holding markup).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from audit.results import ARTIFACTS_DIR, RESULTS_FILE, SCHEMA_VERSION
+
+XSS = "<script>alert(1)</script>"
+CLASS_NAMES = ["cat", "dog", XSS]
+IMAGE_ARTIFACT = f"{ARTIFACTS_DIR}/explain/saliency_0.png"
+
+
+def _manifest(title: str, seed: int) -> dict[str, Any]:
+    return {
+        "nnaudit_version": "0.1.0",
+        "created_at": "2025-01-02T03:04:05Z",
+        "finished_at": "2025-01-02T03:04:17Z",
+        "status": "complete",
+        "title": title,
+        "python": "3.11.7",
+        "platform": "Linux-x86_64",
+        "libraries": {"torch": "2.3.0", "numpy": "1.26.4", "captum": None},
+        "config": {"model": {"factory": "tests.zoo:mlp"}, "data": {"name": "toy"}, "seed": seed},
+        "model": {
+            "kind": "torch.nn.Module",
+            "source": "tests.zoo:mlp",
+            "sha256": "ab" * 32,
+            "num_classes": 3,
+            "output_kind": "logits",
+            "has_gradients": True,
+            "input_bounds": [0.0, 1.0],
+            "num_parameters": 12_345,
+        },
+        "data": {
+            "name": "toy",
+            "sha256": "cd" * 32,
+            "n_samples": 300,
+            "modality": "tabular",
+            "input_shape": [4],
+            "class_names": list(CLASS_NAMES),
+            "feature_names": ["f0", "f1", "f2", "f3"],
+            "sensitive": ["group"],
+        },
+        "device": "cpu",
+        "seed": seed,
+        "timings": {"load": 0.5, "performance": 0.2, "imbalance": 0.3, "robustness": 4.0, "total": 12.0},
+    }
+
+
+def _section(name: str, title: str, **fields: Any) -> dict[str, Any]:
+    section: dict[str, Any] = {
+        "name": name, "plugin": f"builtin.{name}", "title": title, "status": "ok", "params": {},
+        "metrics": {}, "tables": [], "figures": [], "findings": [], "artifacts": {}, "notes": [],
+        "duration_s": 0.25, "error": None,
+    }
+    section.update(fields)
+    return section
+
+
+def _performance(accuracy: float) -> dict[str, Any]:
+    matrix = [[90, 5, 5], [10, 80, 10], [3, 7, 90]]
+    return _section(
+        "performance", "Performance",
+        params={"top_k": 1},
+        metrics={"performance.accuracy": accuracy, "performance.error_rate": round(1 - accuracy, 6),
+                 "performance.loss": 0.31, "performance.n_samples": 300},
+        tables=[{"name": "confusion_matrix", "title": "Confusion matrix",
+                 "columns": ["true \\ predicted", *CLASS_NAMES],
+                 "rows": [[CLASS_NAMES[i], *matrix[i]] for i in range(3)]}],
+        figures=[{"name": "confusion_matrix", "title": "Confusion matrix", "kind": "heatmap", "matrix": matrix,
+                  "x_labels": list(CLASS_NAMES), "y_labels": list(CLASS_NAMES),
+                  "xlabel": "predicted", "ylabel": "true"}],
+        findings=[{"severity": "info", "message": "accuracy beats the majority baseline",
+                   "code": "performance.baseline", "metric": "performance.accuracy", "value": accuracy}],
+    )
+
+
+def _imbalance() -> dict[str, Any]:
+    return _section(
+        "imbalance", "Class imbalance and calibration",
+        metrics={"imbalance.balanced_accuracy": 0.84, "imbalance.ece": 0.07, "imbalance.roc_auc_ovr": None},
+        tables=[{"name": "per_class", "title": "Per-class metrics", "description": "precision and recall per class",
+                 "columns": ["class", "precision", "recall", "support", "seen"],
+                 "rows": [["cat", 0.87, 0.9, 100, True], ["dog", 0.87, 0.8, 100, True],
+                          [XSS, 0.86, 0.9, 100, False]]}],
+        figures=[
+            {"name": "per_class_recall", "title": "Recall per class", "kind": "bar", "xlabel": "class",
+             "ylabel": "recall",
+             "series": [{"label": "recall", "x": list(CLASS_NAMES), "y": [0.9, 0.8, 0.9],
+                         "yerr_low": [0.05, 0.06, 0.05], "yerr_high": [0.04, 0.05, 0.04]},
+                        {"label": "precision", "x": list(CLASS_NAMES), "y": [0.87, 0.87, None]}]},
+            {"name": "reliability", "title": "Reliability diagram", "kind": "line", "xlabel": "confidence",
+             "ylabel": "accuracy", "diagonal": True,
+             "series": [{"label": "model", "x": [0.35, 0.55, 0.75, 0.95], "y": [0.3, 0.5, 0.8, 0.97],
+                         "style": "o-"}]},
+        ],
+        findings=[
+            {"severity": "medium", "message": f"recall of class '{XSS}' is low", "code": "imbalance.recall_gap",
+             "metric": "imbalance.balanced_accuracy", "value": 0.84},
+            {"severity": "low", "message": "expected calibration error 0.070", "code": "imbalance.calibration"},
+        ],
+        notes=["ROC AUC is undefined for this toy data"],
+    )
+
+
+def _robustness(robust: float) -> dict[str, Any]:
+    eps = [0.0, 0.05, 0.1, 0.2]
+    return _section(
+        "robustness", "Adversarial robustness",
+        params={"attack": "pgd", "norm": "linf", "eps": eps},
+        metrics={"robustness.pgd.linf.eps=0.1.robust_accuracy": robust,
+                 "robustness.pgd.linf.eps=0.2.robust_accuracy": robust / 2},
+        figures=[{"name": "robustness_curve", "title": "Robust accuracy vs. epsilon", "kind": "line",
+                  "xlabel": "epsilon", "ylabel": "robust accuracy",
+                  "series": [{"label": "PGD L-inf", "x": eps, "y": [0.9, 0.7, robust, robust / 2],
+                              "yerr_low": [0.02, 0.03, 0.03, 0.02], "yerr_high": [0.02, 0.03, 0.03, 0.02]},
+                             {"label": "FGSM", "x": eps, "y": [0.9, 0.75, 0.6, None]}]}],
+        findings=[{"severity": "high", "message": "robust accuracy collapses at eps=0.2",
+                   "code": "robustness.collapse", "metric": "robustness.pgd.linf.eps=0.2.robust_accuracy",
+                   "value": robust / 2}],
+        artifacts={"adversarial_examples": f"{ARTIFACTS_DIR}/robustness/adv.npz"},
+        duration_s=4.0,
+    )
+
+
+def _explain() -> dict[str, Any]:
+    return _section(
+        "explain", "Explanations",
+        metrics={"explain.saliency.faithfulness": 0.42},
+        figures=[{"name": "saliency_0", "title": "Saliency, sample 0", "kind": "image",
+                  "artifact": IMAGE_ARTIFACT}],
+        artifacts={"saliency_0": IMAGE_ARTIFACT},
+    )
+
+
+def _fairness_error() -> dict[str, Any]:
+    return _section(
+        "fairness", "Fairness", status="error",
+        error={"type": "DataError", "message": "sensitive attribute 'group' has a single value",
+               "traceback": "Traceback (most recent call last):\n  File \"fairness.py\", line 3\nDataError: boom"},
+    )
+
+
+def _skipped() -> dict[str, Any]:
+    return _section("shap", "SHAP values", status="skipped", notes=["shap is not installed"], duration_s=0.0)
+
+
+def make_results(*, title: str = "Toy MLP audit", accuracy: float = 0.9, robust: float = 0.55,
+                 seed: int = 0, with_error: bool = True) -> dict[str, Any]:
+    """A valid results dict. ``with_error=False`` drops the errored section."""
+    sections = [_performance(accuracy), _imbalance(), _robustness(robust), _explain()]
+    if with_error:
+        sections.append(_fairness_error())
+    sections.append(_skipped())
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "manifest": _manifest(title, seed),
+        "sections": {s["name"]: s for s in sections},
+    }
+
+
+def minimal_results() -> dict[str, Any]:
+    """A valid run with no sections at all."""
+    data = make_results()
+    data["sections"] = {}
+    return data
+
+
+def write_png(path: Path) -> Path:
+    """A small real PNG (a gradient with a bright square), drawn with matplotlib."""
+    import numpy as np
+    from matplotlib import image as mpimg
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.linspace(0, 1, 16 * 16).reshape(16, 16)
+    pixels[4:8, 9:13] = 1.0
+    mpimg.imsave(path, pixels, cmap="magma", format="png")
+    return path
+
+
+def write_run(root: Path, name: str = "run1", results: dict[str, Any] | None = None) -> Path:
+    """A run directory ``root/name`` with results.json and the image artifact."""
+    run_dir = Path(root) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = copy.deepcopy(results) if results is not None else make_results()
+    (run_dir / RESULTS_FILE).write_text(json.dumps(data, indent=2), encoding="utf-8")
+    write_png(run_dir / IMAGE_ARTIFACT)
+    return run_dir

@@ -1,0 +1,156 @@
+"""app.py, the Streamlit dashboard, through Streamlit's AppTest (no browser, no server).
+
+AppTest.from_file has no way to pass command-line arguments: the script sees the test
+process's ``sys.argv``. So the tests set ``sys.argv`` (what ``streamlit run app.py -- DIR``
+gives the script) or clear it and set ``NNAUDIT_RUNS_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from results_factory import make_results, write_run
+
+from audit.results import RESULTS_FILE
+
+APP = Path(__file__).resolve().parents[1] / "app.py"
+TIMEOUT = 60
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    write_run(root, "baseline", make_results(title="Baseline", accuracy=0.9))
+    newer = write_run(root, "candidate", make_results(title="Candidate", accuracy=0.8, with_error=False))
+    os.utime(newer / RESULTS_FILE, (2_000_000_000, 2_000_000_000))  # newest first in the list
+    return root
+
+
+def _app(monkeypatch: pytest.MonkeyPatch, runs_dir: Path | None, *, env: Path | None = None) -> Any:
+    from streamlit.testing.v1 import AppTest
+
+    argv = ["app.py"] if runs_dir is None else ["app.py", str(runs_dir)]
+    monkeypatch.setattr(sys, "argv", argv)
+    if env is None:
+        monkeypatch.delenv("NNAUDIT_RUNS_DIR", raising=False)
+    else:
+        monkeypatch.setenv("NNAUDIT_RUNS_DIR", str(env))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    return at.run()
+
+
+def _frames(at: Any) -> list[Any]:
+    return [element.value for element in at.dataframe]
+
+
+def _metric_values(at: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for frame in _frames(at):
+        if list(frame.columns) == ["metric", "value"]:
+            values.update(zip(frame["metric"], frame["value"], strict=True))
+    return values
+
+
+def test_lists_runs_and_shows_the_newest(monkeypatch: pytest.MonkeyPatch, runs: Path) -> None:
+    at = _app(monkeypatch, runs)
+    assert not at.exception
+    select = at.sidebar.selectbox(key="run")
+    assert select.options == ["candidate", "baseline"]
+    assert at.title[0].value == "Candidate"
+    assert _metric_values(at)["performance.accuracy"] == "0.8000"
+    labels = [e.label for e in at.expander]
+    assert any("Performance" in label for label in labels) and any("Explanations" in label for label in labels)
+    assert len(at.image) == 5  # every figure of the run, drawn by reports.figures
+    assert not at.error
+
+
+def test_select_another_run(monkeypatch: pytest.MonkeyPatch, runs: Path) -> None:
+    at = _app(monkeypatch, runs)
+    at.sidebar.selectbox(key="run").select("baseline").run()
+    assert not at.exception
+    assert at.title[0].value == "Baseline"
+    assert _metric_values(at)["performance.accuracy"] == "0.9000"
+    # the errored fairness section shows its error, with the traceback as code
+    assert [e.value for e in at.error] == ["DataError: sensitive attribute 'group' has a single value"]
+    assert any("Traceback" in c.value for c in at.code)
+
+
+def test_runs_dir_from_environment(monkeypatch: pytest.MonkeyPatch, runs: Path) -> None:
+    at = _app(monkeypatch, None, env=runs)
+    assert not at.exception
+    assert at.sidebar.selectbox(key="run").options == ["candidate", "baseline"]
+
+
+def test_compare_view(monkeypatch: pytest.MonkeyPatch, runs: Path) -> None:
+    at = _app(monkeypatch, runs)
+    at.sidebar.radio(key="view").set_value("Compare runs").run()
+    assert not at.exception
+    assert at.multiselect(key="compare_runs").value == ["candidate", "baseline"]
+    frame = _frames(at)[0]
+    assert list(frame.columns) == ["metric", "candidate", "baseline", "differs"]
+    row = frame[frame["metric"] == "performance.accuracy"].iloc[0]
+    assert (row["candidate"], row["baseline"], bool(row["differs"])) == (pytest.approx(0.8), pytest.approx(0.9), True)
+    at.checkbox(key="compare_only_diff").check().run()
+    assert set(_frames(at)[0]["differs"]) == {True}
+    at.text_input(key="compare_filter").input("robust").run()
+    assert [i.value for i in at.info] == ["No metric matches the filter."]  # same robust accuracy in both runs
+    at.checkbox(key="compare_only_diff").uncheck().run()
+    assert list(_frames(at)[0]["metric"]) == ["robustness.pgd.linf.eps=0.1.robust_accuracy",
+                                              "robustness.pgd.linf.eps=0.2.robust_accuracy"]
+    at.multiselect(key="compare_runs").set_value(["baseline"]).run()
+    assert any("Pick two or more runs" in i.value for i in at.info)
+
+
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"schema_version": "1.0"})], ids=["json", "schema"])
+def test_broken_results_show_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: str) -> None:
+    run = write_run(tmp_path / "runs", "broken")
+    (run / RESULTS_FILE).write_text(content, encoding="utf-8")
+    at = _app(monkeypatch, tmp_path / "runs")
+    assert not at.exception
+    assert len(at.error) == 1
+    assert at.error[0].value.startswith("Cannot show run `broken`:")
+
+
+def test_broken_run_in_compare_view(monkeypatch: pytest.MonkeyPatch, runs: Path) -> None:
+    (runs / "baseline" / RESULTS_FILE).write_text("[]", encoding="utf-8")
+    at = _app(monkeypatch, runs)
+    at.sidebar.radio(key="view").set_value("Compare runs").run()
+    assert not at.exception
+    assert at.error[0].value.startswith("Cannot show run `baseline`:")
+
+
+def test_empty_runs_dir_says_how_to_create_a_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    at = _app(monkeypatch, tmp_path)
+    assert not at.exception
+    assert len(at.info) == 1
+    assert "nnaudit demo --out" in at.info[0].value
+
+
+def test_missing_runs_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    at = _app(monkeypatch, tmp_path / "does-not-exist")
+    assert not at.exception
+    assert "nnaudit demo --out" in at.info[0].value
+
+
+def test_runs_dir_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(APP.parent))
+    import app
+
+    assert app.runs_dir(["/a"], {"NNAUDIT_RUNS_DIR": "/b"}) == Path("/a")
+    assert app.runs_dir([], {"NNAUDIT_RUNS_DIR": "/b"}) == Path("/b")
+    assert app.runs_dir([], {}) == Path("runs")
+
+
+def test_importing_app_is_silent() -> None:
+    """The CLI imports ``app`` to find its file: that must neither render nor log anything."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(APP.parent), os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.run([sys.executable, "-c", "import app"], capture_output=True, text=True, env=env, timeout=120,
+                          check=False)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
