@@ -24,13 +24,14 @@ def _setup_logging(verbose: bool) -> None:
     log.propagate = False
 
 
-def _open_hints(run_dirs: list[Path], root: Path) -> None:
+def _open_hints(run_dirs: list[Path], root: Path, policies: list[Path] | None = None) -> None:
     for run_dir in run_dirs:
         print(f"  results:   {run_dir / 'results.json'}")
         if (run_dir / "report.html").exists():
             print(f"  report:    {(run_dir / 'report.html').resolve().as_uri()}")
     print(f"  dashboard: nnaudit dashboard {root}")
-    print(f"  gate:      nnaudit gate {run_dirs[0]} --policy policy.yaml")
+    for run_dir, policy in zip(run_dirs, policies or [Path("policy.yaml")] * len(run_dirs), strict=True):
+        print(f"  gate:      nnaudit gate {run_dir} --policy {policy}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -62,13 +63,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     import time
 
-    from audit.demo import run_demo
+    from audit.demo import policy_path, run_demo
 
     start = time.perf_counter()
     out = Path(args.out)
     runs = run_demo(out, seed=args.seed, device=args.device or "auto")
     print(f"nnaudit: demo finished in {time.perf_counter() - start:.1f} s; runs in {out}")
-    _open_hints(runs, out)
+    _open_hints(runs, out, [policy_path(out, run.name) for run in runs])
     return EXIT_OK
 
 

@@ -28,6 +28,22 @@ RESUME_SECTIONS: dict[str, Any] = {
     "performance": {},
     "imbalance": {},
 }
+# Release gates for the demo runs: `nnaudit gate OUT/digits-cnn --policy OUT/policies/digits-cnn.yaml`.
+DIGITS_POLICY: dict[str, Any] = {
+    "rules": [
+        "performance.accuracy >= 0.9",
+        "imbalance.balanced_accuracy >= 0.9",
+        "imbalance.ece <= 0.1",
+    ],
+    "max_findings": {"critical": 0},
+}
+RESUME_POLICY: dict[str, Any] = {
+    "rules": [
+        "imbalance.roc_auc_ovr >= 0.6",
+        "imbalance.balanced_accuracy >= 0.55",
+    ],
+    "max_findings": {"critical": 0},
+}
 
 
 def _train(model: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float, seed: int,
@@ -57,13 +73,13 @@ def _train(model: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float, 
         return float((model(xt).argmax(1) == yt).float().mean())
 
 
-def _write_yaml(path: Path, config: dict[str, Any]) -> None:
+def _write_yaml(path: Path, config: dict[str, Any], *, note: str = "audit config: nnaudit run") -> None:
     import yaml
 
     from audit.results import atomic_write_text
 
-    atomic_write_text(path, "# written by `nnaudit demo`; run it again with `nnaudit run " + path.name + "`\n"
-                      + yaml.safe_dump(config, sort_keys=False))
+    header = f"# written by `nnaudit demo`; {note} {path.name}\n"
+    atomic_write_text(path, header + yaml.safe_dump(config, sort_keys=False))
 
 
 def prepare_digits(out: Path, seed: int) -> Path:
@@ -118,16 +134,22 @@ def prepare_resume(out: Path, seed: int) -> Path:
     return config_path
 
 
+def policy_path(out: Path, run_name: str) -> Path:
+    return Path(out) / "policies" / f"{run_name}.yaml"
+
+
 def run_demo(out: Path, *, seed: int = 0, device: str = "auto") -> list[Path]:
-    """Train, write configs, audit both models. Returns the run directories."""
+    """Train, write configs and gate policies, audit both models. Returns the run directories."""
     from audit.config import load_config
     from audit.runner import run_audit
 
     out = Path(out)
     runs = []
-    for name, prepare in (("digits-cnn", prepare_digits), ("resume-mlp", prepare_resume)):
+    for name, prepare, policy in (("digits-cnn", prepare_digits, DIGITS_POLICY),
+                                  ("resume-mlp", prepare_resume, RESUME_POLICY)):
         start = time.perf_counter()
         config_path = prepare(out, seed)
+        _write_yaml(policy_path(out, name), policy, note="gate policy: nnaudit gate RUN_DIR --policy")
         config = load_config(config_path)
         config.device = device
         run_dir = out / name

@@ -82,6 +82,9 @@ def test_gate_pass_and_fail_on_demo(demo_dir: Path, tmp_path: Path) -> None:
     assert junit.exists() and (tmp_path / "gate.md").exists()
     assert main(["gate", str(run), "--policy", str(failing)]) == 1
     assert main(["gate", str(run), "--policy", str(missing)]) == 2
+    # the policies the demo writes pass on the demo's own runs
+    for name in ("digits-cnn", "resume-mlp"):
+        assert main(["gate", str(demo_dir / name), "--policy", str(demo_dir / "policies" / f"{name}.yaml")]) == 0
 
 
 def test_plugins_lists_builtins(capsys: pytest.CaptureFixture[str]) -> None:
