@@ -62,7 +62,8 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    source: Literal["digits", "breast_cancer", "resume_names", "csv", "parquet", "npz", "idx", "torch"]
+    source: Literal["digits", "breast_cancer", "resume_names", "adult", "compas", "german", "csv", "parquet", "npz",
+                    "idx", "torch"]
     path: Path | None = Field(None, description="file for csv/parquet/npz/torch; images file for idx")
     labels_path: Path | None = Field(None, description="idx: the labels file")
     target: str | None = Field(None, description="csv/parquet: target column")

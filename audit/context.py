@@ -42,6 +42,7 @@ class AdversarialOutcome:
     clean_correct: np.ndarray  # (N,) bool
     robust_correct: np.ndarray  # (N,) bool: correct under every attack at eps
     min_eps: np.ndarray | None = None  # (N,) smallest adversarial eps found (0 if clean-wrong, inf if none)
+    index: np.ndarray | None = None  # rows of ctx.data these arrays describe (None: all rows, in order)
 
 
 @dataclass

@@ -357,6 +357,9 @@ def load_arrays(config: DataConfig) -> AuditData:
     )
 
 
+PRESET_SOURCES = ("digits", "breast_cancer", "resume_names", "adult", "compas", "german")
+
+
 def load_data(config: DataConfig, *, seed: int = 0, limit: int | None = None) -> AuditData:
     """Load the data a config describes, then reshape and subset it."""
     if config.source == "digits":
@@ -365,11 +368,17 @@ def load_data(config: DataConfig, *, seed: int = 0, limit: int | None = None) ->
         data = load_breast_cancer_data(config.split)
     elif config.source == "resume_names":
         data = load_resume_names_data(config.split, sensitive_as_features=config.sensitive_as_features)
+    elif config.source in ("adult", "compas", "german"):
+        from audit.fairness_datasets import load_fairness_dataset
+
+        assert config.path is not None  # DataConfig requires it
+        data = load_fairness_dataset(config.source, config.path, config.split,
+                                     sensitive_as_features=config.sensitive_as_features)
     elif config.source in ("csv", "parquet"):
         data = load_table(config)
     else:
         data = load_arrays(config)
-    if config.class_names is not None and config.source in ("digits", "breast_cancer", "resume_names"):
+    if config.class_names is not None and config.source in PRESET_SOURCES:
         if len(config.class_names) != data.num_classes:
             raise ConfigError("data.class_names", f"{data.name} has {data.num_classes} classes, "
                               f"got {len(config.class_names)} names")
@@ -381,8 +390,11 @@ def load_data(config: DataConfig, *, seed: int = 0, limit: int | None = None) ->
                               f"has {int(np.prod(data.input_shape))} (shape {list(data.input_shape)})")
         data.x = data.x.reshape(data.n_samples, *config.input_shape)
         data.modality = _image_or_tabular(data.x)
-    if not config.sensitive_as_features and config.source in ("digits", "breast_cancer") and config.sensitive:
-        raise ConfigError("data.sensitive", f"built-in dataset '{config.source}' has no sensitive columns")
+    if config.source in PRESET_SOURCES:
+        unknown = sorted(set(config.sensitive) - set(data.sensitive))
+        if unknown:
+            raise ConfigError("data.sensitive", f"dataset '{config.source}' has no sensitive columns {unknown}; "
+                              f"it provides {sorted(data.sensitive) or 'none'}")
     effective = limit if limit is not None else config.limit
     if effective is not None and effective < data.n_samples:
         data = data.subset(stratified_subset(data.y, effective, seed))

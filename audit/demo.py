@@ -27,6 +27,7 @@ DIGITS_SECTIONS: dict[str, Any] = {
 RESUME_SECTIONS: dict[str, Any] = {
     "performance": {},
     "imbalance": {},
+    "fairness": {"intersections": True},
 }
 # Release gates for the demo runs: `nnaudit gate OUT/digits-cnn --policy OUT/policies/digits-cnn.yaml`.
 DIGITS_POLICY: dict[str, Any] = {
@@ -89,6 +90,7 @@ def prepare_digits(out: Path, seed: int) -> Path:
     from audit.zoo import digits_cnn
 
     train = load_digits_data("train")
+    torch.manual_seed(seed)  # the initial weights too: the demo is reproducible across processes
     model = digits_cnn()
     acc = _train(model, train.x, train.y, epochs=15, lr=3e-3, seed=seed)
     log.info("digits CNN trained: train accuracy %.3f on %d images", acc, train.n_samples)
@@ -115,6 +117,7 @@ def prepare_resume(out: Path, seed: int) -> Path:
     train = load_resume_names_data("train")
     counts = np.bincount(train.y, minlength=2)
     class_weight = counts.sum() / (2.0 * counts)  # balanced: the positive class is 8%
+    torch.manual_seed(seed)
     model = tabular_mlp(in_features=train.x.shape[1], hidden=32)
     acc = _train(model, train.x, train.y, epochs=20, lr=1e-3, seed=seed, class_weight=class_weight,
                  weight_decay=1e-3)
