@@ -23,10 +23,12 @@ log = logging.getLogger("nnaudit")
 DIGITS_SECTIONS: dict[str, Any] = {
     "performance": {},
     "imbalance": {},
+    "robustness": {},
 }
 RESUME_SECTIONS: dict[str, Any] = {
     "performance": {},
     "imbalance": {},
+    "robustness": {},
     "fairness": {"intersections": True},
 }
 # Release gates for the demo runs: `nnaudit gate OUT/digits-cnn --policy OUT/policies/digits-cnn.yaml`.

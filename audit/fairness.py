@@ -140,6 +140,7 @@ class FairnessSection(SectionPlugin):
     title = "Fairness across groups"
     ParamsModel = FairnessParams
     params: FairnessParams
+    reads_sections = ("robustness", "explanations")
 
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
         data = ctx.data

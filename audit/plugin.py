@@ -48,6 +48,8 @@ class SectionPlugin(ABC):
     description: ClassVar[str] = ""
     ParamsModel: ClassVar[type[Params]] = Params
     requires_gradients: ClassVar[bool] = False
+    # plugins whose outputs (ctx.adversarial, ctx.attributions) this one uses when they ran before it
+    reads_sections: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, section: str | None = None, **params: Any) -> None:
         self.section = section or self.name

@@ -50,6 +50,11 @@ def build_plugins(config: AuditConfig) -> list[SectionPlugin]:
                for name, spec in config.sections.items() if spec.enabled]
     if not plugins:
         raise ConfigError("sections", "no section enabled; add e.g. 'performance: {}' under 'sections'")
+    for i, plugin in enumerate(plugins):
+        later = [p for p in plugins[i + 1 :] if p.name in plugin.reads_sections]
+        if later:
+            raise ConfigError(f"sections.{later[0].section}", f"move '{later[0].section}' above '{plugin.section}': "
+                              f"'{plugin.section}' reuses its results, so it must run first")
     return plugins
 
 

@@ -150,3 +150,10 @@ def test_yaml_round_trip_and_relative_weights(tmp_path: Path, weights: Path) -> 
     loaded = load_config(tmp_path / "audit.yaml")
     assert loaded.model.weights == weights.resolve()
     assert parse_config(loaded.model_dump(mode="json")) == loaded
+
+
+def test_section_order_must_put_producers_first(tmp_path: Path, weights: Path) -> None:
+    sections = {"fairness": {}, "robustness": {}}
+    with pytest.raises(ConfigError, match="move 'robustness' above 'fairness'") as info:
+        run_audit(parse_config(_config(weights, sections=sections)), tmp_path / "run")
+    assert info.value.key == "sections.robustness"

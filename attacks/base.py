@@ -1,0 +1,341 @@
+"""The attack base class: the shared work done once, so each attack writes only its step.
+
+``Attack.__call__`` is final. It checks the inputs, moves batches to the model's device, hands
+each batch to the attack's ``_attack_batch``, projects the result back into the threat model
+(epsilon ball, input bounds, perturbable features) once more, and verifies success with one
+forward pass. Attacks work in raw input space; normalization lives inside the model adapter.
+
+Only input gradients are ever computed (``torch.autograd.grad`` on the input; the adapter's
+parameters are frozen), so no attack pays for weight gradients.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, final
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from audit.errors import NNAuditError
+
+if TYPE_CHECKING:
+    from audit.data import AuditData
+    from audit.model import ModelAdapter
+
+Norm = Literal["linf", "l2"]
+NORMS: tuple[Norm, ...] = ("linf", "l2")
+Forward = Callable[[torch.Tensor], torch.Tensor]
+LossName = Literal["ce", "dlr", "margin"]
+
+
+class AttackError(NNAuditError):
+    """An attack cannot run with these inputs or settings. The message says what to change."""
+
+
+class AttackNotApplicable(AttackError):
+    """The attack does not apply to this model or data (e.g. needs gradients, or a norm it lacks)."""
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Where adversarial inputs may live: per-feature bounds and which features may change.
+
+    ``lower``/``upper`` broadcast against a batch (1, *input_shape); ``mask`` is 1 where a feature
+    may be perturbed and 0 where it must stay (None: every feature may change).
+    """
+
+    lower: torch.Tensor
+    upper: torch.Tensor
+    mask: torch.Tensor | None = None
+
+    @classmethod
+    def build(cls, *, input_shape: tuple[int, ...], lower: Any = None, upper: Any = None,
+              perturbable: Any = None, device: torch.device | str = "cpu") -> Domain:
+        def as_bound(value: Any, fill: float) -> torch.Tensor:
+            if value is None:
+                return torch.full((1, *input_shape), fill, dtype=torch.float32, device=device)
+            t = torch.as_tensor(np.asarray(value, dtype=np.float32), device=device)
+            return t.reshape(1, *input_shape) if t.numel() > 1 else t.reshape(1, *([1] * len(input_shape)))
+
+        lo, hi = as_bound(lower, -math.inf), as_bound(upper, math.inf)
+        if bool((lo > hi).any()):
+            raise AttackError("a lower input bound is above its upper bound; check data.lower/upper or "
+                              "model.input_bounds")
+        mask = None
+        if perturbable is not None:
+            m = np.asarray(perturbable, dtype=bool)
+            if m.size != int(np.prod(input_shape)):
+                raise AttackError(f"the perturbable mask has {m.size} entries but inputs have shape "
+                                  f"{list(input_shape)}; give one flag per feature")
+            if not m.any():
+                raise AttackNotApplicable("no feature may be perturbed (data.perturbable is all false); "
+                                          "mark at least one feature perturbable")
+            if not m.all():
+                mask = torch.as_tensor(m.reshape(1, *input_shape), dtype=torch.float32, device=device)
+        return cls(lo, hi, mask)
+
+    @classmethod
+    def from_model_data(cls, model: ModelAdapter, data: AuditData) -> Domain:
+        """Data bounds where the data has them, else the model's input bounds, else unbounded."""
+        lower: Any = data.lower
+        upper: Any = data.upper
+        if model.bounds is not None:
+            lower = model.bounds.lower if lower is None else np.maximum(lower, model.bounds.lower)
+            upper = model.bounds.upper if upper is None else np.minimum(upper, model.bounds.upper)
+        return cls.build(input_shape=data.input_shape, lower=lower, upper=upper, perturbable=data.perturbable,
+                         device=model.device)
+
+    def to(self, device: torch.device | str) -> Domain:
+        mask = self.mask.to(device) if self.mask is not None else None
+        return Domain(self.lower.to(device), self.upper.to(device), mask)
+
+    @property
+    def masked(self) -> bool:
+        return self.mask is not None
+
+    @property
+    def scalar_bounds(self) -> tuple[float, float]:
+        """The loosest scalar box holding every feature's range (for libraries that take one pair)."""
+        return float(self.lower.min()), float(self.upper.max())
+
+    def clip(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(torch.minimum(x, self.upper), self.lower)
+
+    def apply_mask(self, delta: torch.Tensor) -> torch.Tensor:
+        return delta if self.mask is None else delta * self.mask
+
+    def project(self, x_adv: torch.Tensor, x: torch.Tensor, eps: float | torch.Tensor | None,
+                norm: Norm) -> torch.Tensor:
+        """Nearest point (per sample) in the eps-ball around ``x``, restricted to perturbable features
+        and clipped into the bounds (clipping only shrinks the perturbation, so it stays in the ball)."""
+        delta = self.apply_mask(x_adv - x)
+        if eps is not None:
+            if norm == "linf":
+                e = eps if isinstance(eps, torch.Tensor) else torch.tensor(eps, device=x.device)
+                e = e.reshape(-1, *([1] * (x.ndim - 1))) if e.ndim else e
+                delta = torch.maximum(torch.minimum(delta, e), -e)
+            else:
+                size = flat_norm(delta, "l2").clamp_min(1e-12)
+                e = eps if isinstance(eps, torch.Tensor) else torch.full_like(size, float(eps))
+                delta = delta * (e / size).clamp(max=1.0).reshape(-1, *([1] * (x.ndim - 1)))
+        return self.clip(x + delta)
+
+
+def flat_norm(delta: torch.Tensor, norm: Norm) -> torch.Tensor:
+    flat = delta.reshape(delta.shape[0], -1)
+    return flat.abs().amax(dim=1) if norm == "linf" else flat.norm(dim=1)
+
+
+def batch_view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(N,) -> (N, 1, 1, ...) to broadcast against a batch shaped like ``like``."""
+    return v.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+# --- losses (per sample, larger = more adversarial for an untargeted attack) -------------------
+
+
+def other_max(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return logits.scatter(1, y[:, None], -math.inf).amax(dim=1)
+
+
+def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Carlini-Wagner margin: best other logit minus the true one (> 0 means misclassified)."""
+    return other_max(logits, y) - logits.gather(1, y[:, None]).squeeze(1)
+
+
+def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Difference of logits ratio (Croce & Hein 2020): the margin over (z_pi1 - z_pi3), invariant to
+    shifts and scaling of the logits, so it does not saturate. Falls back to the margin below 3 classes."""
+    if logits.shape[1] < 3:
+        return margin_loss(logits, y)
+    top = logits.sort(dim=1, descending=True).values
+    return margin_loss(logits, y) / (top[:, 0] - top[:, 2] + 1e-12)
+
+
+def ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "ce": ce_loss, "dlr": dlr_loss, "margin": margin_loss,
+}
+
+
+def attack_loss(name: str, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """Per-sample objective to maximize: the untargeted loss on ``y``, or minus the loss toward ``target``."""
+    if target is None:
+        return LOSSES[name](logits, y)
+    toward = ce_loss if name == "ce" else margin_loss  # DLR has no targeted form here: use the margin
+    return -toward(logits, target)
+
+
+def fooled(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """Success criterion: misclassified (untargeted) or classified as the target (targeted)."""
+    pred = logits.argmax(dim=1)
+    return pred != y if target is None else pred == target
+
+
+def input_gradient(forward: Forward, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+                   loss: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits, per-sample loss, d loss / d x): one forward and one backward, on the input only."""
+    x = x.detach().requires_grad_(True)
+    logits = forward(x)
+    values = attack_loss(loss, logits, y, target)
+    (grad,) = torch.autograd.grad(values.sum(), x)
+    return logits.detach(), values.detach(), grad
+
+
+def random_start(x: torch.Tensor, eps: float, norm: Norm, domain: Domain) -> torch.Tensor:
+    if norm == "linf":
+        delta = torch.empty_like(x).uniform_(-eps, eps)
+    else:
+        delta = domain.apply_mask(torch.randn_like(x))
+        size = flat_norm(delta, "l2").clamp_min(1e-12)
+        radius = eps * torch.rand(x.shape[0], device=x.device)
+        delta = delta * batch_view(radius / size, x)
+    return domain.project(x + delta, x, eps, norm)
+
+
+def step_direction(grad: torch.Tensor, norm: Norm, domain: Domain) -> torch.Tensor:
+    """Steepest ascent direction for the norm: sign (linf) or unit-L2 gradient, on perturbable features."""
+    grad = domain.apply_mask(grad)
+    if norm == "linf":
+        return grad.sign()
+    return grad / batch_view(flat_norm(grad, "l2").clamp_min(1e-12), grad)
+
+
+# --- the base class ------------------------------------------------------------------------------
+
+
+@dataclass
+class AttackOutput:
+    """What one attack run returns (CPU numpy arrays, one row per input)."""
+
+    attack: str
+    norm: Norm
+    eps: float | None
+    x_adv: np.ndarray  # adversarial where success, else the attack's last candidate
+    success: np.ndarray  # (N,) bool, verified by a forward pass on x_adv
+    perturbation: np.ndarray  # (N,) norm of x_adv - x
+    seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+    queries: int = 0  # model forward passes per sample (score/decision-based attacks)
+
+    @property
+    def robust(self) -> np.ndarray:
+        return ~self.success
+
+
+class Attack(ABC):
+    """An attack. Subclasses set the class attributes and write ``_attack_batch`` only."""
+
+    name: str  # subclasses set it; APGD names itself after its loss (apgd_ce, apgd_dlr)
+    norms: ClassVar[tuple[Norm, ...]] = NORMS
+    needs_gradients: ClassVar[bool] = True
+    minimal: ClassVar[bool] = False  # minimal-norm attacks ignore eps and report each sample's norm
+    supports_mask: ClassVar[bool] = True
+    library: ClassVar[str] = "nnaudit"
+
+    def __init__(self, *, norm: Norm = "linf") -> None:
+        if norm not in self.norms:
+            raise AttackNotApplicable(f"attack '{self.name}' supports norms {list(self.norms)}, not '{norm}'")
+        self.norm: Norm = norm
+
+    def settings(self) -> dict[str, Any]:
+        """The exact settings that produce this attack's numbers (for the settings table)."""
+        return {"attack": self.name, "norm": self.norm, "library": self.library}
+
+    @abstractmethod
+    def _attack_batch(self, forward: Forward, x: torch.Tensor, y: torch.Tensor, *, eps: float | None,
+                      domain: Domain, target: torch.Tensor | None) -> torch.Tensor:
+        """Return candidate adversarial inputs for one batch on the model's device."""
+
+    def _forward(self, model: ModelAdapter) -> Forward:
+        if self.needs_gradients:
+            if not model.has_gradients:
+                raise AttackNotApplicable(f"attack '{self.name}' needs input gradients but the model "
+                                          f"({model.kind}) has none; use 'square' (score-based) instead")
+            return model.forward
+        if model.has_gradients:
+            return model.forward
+        return lambda t: model.logits(t).to(t.device)
+
+    @final
+    def __call__(self, model: ModelAdapter, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *,
+                 eps: float | None, domain: Domain, target: np.ndarray | torch.Tensor | None = None,
+                 batch_size: int = 256) -> AttackOutput:
+        if not self.minimal and (eps is None or not math.isfinite(eps) or eps < 0):
+            raise AttackError(f"attack '{self.name}' needs a finite eps >= 0, got {eps}")
+        if domain.masked and not self.supports_mask:
+            raise AttackNotApplicable(f"attack '{self.name}' cannot keep some features fixed; the data marks "
+                                      "only some features perturbable")
+        forward = self._forward(model)
+        device = model.device
+        domain = domain.to(device)
+        xt = torch.as_tensor(x, dtype=torch.float32)
+        yt = torch.as_tensor(y, dtype=torch.long)
+        tt = torch.as_tensor(target, dtype=torch.long) if target is not None else None
+        if tt is not None and bool((tt == yt).any()):
+            raise AttackError("a target class equals the true label; pick targets different from the labels")
+        start = time.perf_counter()
+        outs, wins, sizes = [], [], []
+        for i in range(0, len(xt), batch_size):
+            xb = xt[i : i + batch_size].to(device)
+            yb = yt[i : i + batch_size].to(device)
+            tb = tt[i : i + batch_size].to(device) if tt is not None else None
+            if eps == 0:
+                adv = xb.clone()
+            else:
+                adv = self._attack_batch(forward, xb, yb, eps=eps, domain=domain, target=tb).detach()
+                adv = domain.project(adv, xb, eps, self.norm)
+            with torch.no_grad():
+                win = fooled(forward(adv), yb, tb)
+            outs.append(adv.cpu())
+            wins.append(win.cpu())
+            sizes.append(flat_norm(adv - xb, self.norm).cpu())
+        seconds = time.perf_counter() - start
+        empty = torch.empty(0)
+        return AttackOutput(
+            attack=self.name, norm=self.norm, eps=eps,
+            x_adv=torch.cat(outs).numpy() if outs else np.empty((0, *xt.shape[1:]), np.float32),
+            success=torch.cat(wins).numpy().astype(bool) if wins else np.zeros(0, bool),
+            perturbation=torch.cat(sizes).numpy() if sizes else empty.numpy(),
+            seconds=seconds, settings=self.settings(), queries=self.queries_per_sample())
+
+    def queries_per_sample(self) -> int:
+        return 0
+
+
+class ActiveSet:
+    """Samples still being attacked in a batch: those found adversarial leave the set, so later
+    steps cost less (a found adversarial stays adversarial, robust accuracy does not change)."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.best = x.clone()  # adversarial once found, else the latest candidate
+        self.index = torch.arange(x.shape[0], device=x.device)
+
+    def record(self, candidates: torch.Tensor, found: torch.Tensor) -> torch.Tensor | None:
+        """Store the ``found`` rows of ``candidates`` (rows of the active set); return the keep mask
+        when some were found (the caller shrinks its own state with it), else None."""
+        if not bool(found.any()):
+            return None
+        self.best[self.index[found]] = candidates[found].detach()
+        keep = ~found
+        self.index = self.index[keep]
+        return keep
+
+    def finish(self, candidates: torch.Tensor) -> torch.Tensor:
+        """Store the last candidates of the samples never found adversarial; return every row."""
+        if self.index.numel():
+            self.best[self.index] = candidates.detach()
+        return self.best
+
+    @property
+    def empty(self) -> bool:
+        return self.index.numel() == 0

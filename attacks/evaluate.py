@@ -1,0 +1,170 @@
+"""Robustness evaluation, following the AutoAttack conventions.
+
+- Only clean-correct samples are attacked; a clean-wrong sample counts as non-robust.
+- Robust accuracy at eps = fraction of samples correct under every attack at eps (the per-sample
+  worst case over the configured attacks). An adversarial found at a smaller eps also counts at
+  every larger eps, so the worst-case curve never rises.
+- Minimal-norm attacks give each sample's smallest adversarial eps, hence the whole curve in one
+  pass; they are folded into the worst case wherever their perturbation fits in eps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from attacks.apgd import APGD
+from attacks.base import Attack, AttackError, AttackOutput, Domain, Norm
+from attacks.foolbox_attacks import DDN, FMN, Boundary, CarliniWagner, DeepFool, HopSkipJump
+from attacks.gradient import FGSM, PGD
+from attacks.square import Square
+
+ATTACKS_GROUP = "nnaudit.attacks"
+BOUNDED_ATTACKS = ("fgsm", "pgd", "apgd_ce", "apgd_dlr", "square")
+MINIMAL_ATTACKS = ("fmn", "ddn", "cw", "deepfool", "hsj", "boundary")
+Progress = Callable[..., Iterator[Any]]
+
+
+def make_attack(name: str, *, norm: Norm, steps: int, restarts: int = 1, queries: int = 1000,
+                minimal_steps: int = 100) -> Attack:
+    """Build a built-in attack by its config name (see BOUNDED_ATTACKS, MINIMAL_ATTACKS)."""
+    factories: dict[str, Callable[[], Attack]] = {
+        "fgsm": lambda: FGSM(norm=norm),
+        "pgd": lambda: PGD(norm=norm, steps=steps, restarts=restarts),
+        "apgd_ce": lambda: APGD(norm=norm, steps=steps, loss="ce", restarts=restarts),
+        "apgd_dlr": lambda: APGD(norm=norm, steps=steps, loss="dlr", restarts=restarts),
+        "square": lambda: Square(norm=norm, queries=queries),
+        "fmn": lambda: FMN(norm=norm, steps=minimal_steps),
+        "ddn": lambda: DDN(norm=norm, steps=minimal_steps),
+        "cw": lambda: CarliniWagner(norm=norm, steps=minimal_steps, binary_search_steps=5),
+        "deepfool": lambda: DeepFool(norm=norm, steps=min(minimal_steps, 50)),
+        "hsj": lambda: HopSkipJump(norm=norm, steps=max(1, minimal_steps // 10)),
+        "boundary": lambda: Boundary(norm=norm, steps=minimal_steps * 10),
+    }
+    if name in factories:
+        return factories[name]()
+    if name in third_party_attacks():
+        from audit.plugin import load_plugin
+
+        cls = load_plugin(name, ATTACKS_GROUP)
+        if not (isinstance(cls, type) and issubclass(cls, Attack)):
+            raise AttackError(f"plugin '{name}' in {ATTACKS_GROUP} is {cls!r}, not an attacks.Attack subclass")
+        attack: Attack = cls(norm=norm)
+        return attack
+    raise AttackError(f"unknown attack '{name}'; choose from {sorted(factories) + sorted(third_party_attacks())}")
+
+
+def third_party_attacks() -> dict[str, str]:
+    """Attacks other packages register in the ``nnaudit.attacks`` entry-point group (built-ins excluded)."""
+    from audit.plugin import available
+
+    builtin = set(BOUNDED_ATTACKS) | set(MINIMAL_ATTACKS)
+    return {name: target for name, target in available(ATTACKS_GROUP).items()
+            if name not in builtin and not target.startswith("attacks.")}
+
+
+@dataclass
+class NormEvaluation:
+    """Everything the evaluation of one norm found, per sample (rows of the evaluated data)."""
+
+    norm: Norm
+    eps: list[float]
+    clean_correct: np.ndarray  # (N,) bool
+    runs: dict[tuple[str, float], AttackOutput] = field(default_factory=dict)  # rows: all N samples
+    worst_robust: dict[float, np.ndarray] = field(default_factory=dict)  # eps -> (N,) bool
+    worst_x_adv: dict[float, np.ndarray] = field(default_factory=dict)  # eps -> (N, *shape)
+    fooled_by: dict[float, np.ndarray] = field(default_factory=dict)  # eps -> (N,) name of first attack or ""
+    minimal: dict[str, tuple[np.ndarray, AttackOutput]] = field(default_factory=dict)  # name -> (index, output)
+    min_eps: np.ndarray | None = None  # (N,) smallest adversarial eps found: 0 clean-wrong, inf none
+    skipped: list[str] = field(default_factory=list)  # "attack: reason"
+
+    def robust_accuracy(self, attack: str, eps: float) -> float:
+        """Share of all samples correct under this attack alone (clean-wrong samples count as wrong)."""
+        return float((self.clean_correct & self.runs[(attack, eps)].robust).mean())
+
+    def worst_accuracy(self, eps: float) -> float:
+        return float(self.worst_robust[eps].mean())
+
+    def minimal_curve(self, name: str, grid: Iterable[float]) -> list[float]:
+        """Robust accuracy vs eps on the minimal attack's subset, from its per-sample norms."""
+        index, out = self.minimal[name]
+        norms = np.where(out.success, out.perturbation, np.inf)
+        ok = self.clean_correct[index]
+        return [float((ok & (norms > e)).mean()) for e in grid]
+
+
+def _expand(out: AttackOutput, index: np.ndarray, x: np.ndarray, n: int) -> AttackOutput:
+    """Attack output on ``x[index]`` -> rows for all n samples (others: clean, not successful)."""
+    x_adv = x.copy()
+    x_adv[index] = out.x_adv
+    success = np.zeros(n, bool)
+    success[index] = out.success
+    size = np.zeros(n, np.float32)
+    size[index] = out.perturbation
+    return AttackOutput(attack=out.attack, norm=out.norm, eps=out.eps, x_adv=x_adv, success=success,
+                        perturbation=size, seconds=out.seconds, settings=out.settings, queries=out.queries)
+
+
+def evaluate_norm(model: Any, x: np.ndarray, y: np.ndarray, *, norm: Norm, eps: list[float],
+                  attacks: list[Attack], minimal_attacks: list[Attack], minimal_index: np.ndarray,
+                  domain: Domain, clean_pred: np.ndarray, batch_size: int = 256,
+                  progress: Progress | None = None) -> NormEvaluation:
+    """Run every attack at every eps (on clean-correct samples) and the minimal-norm attacks once."""
+    n = len(y)
+    clean_correct = clean_pred == y
+    attacked = np.flatnonzero(clean_correct)
+    ev = NormEvaluation(norm=norm, eps=sorted(eps), clean_correct=clean_correct)
+    jobs = [(a, e) for e in ev.eps for a in attacks]
+    steps: Iterable[Any] = progress(jobs, desc=f"attacks ({norm})", total=len(jobs)) if progress else jobs
+    for attack, e in steps:
+        if len(attacked) == 0:
+            out = AttackOutput(attack.name, norm, e, x[:0], np.zeros(0, bool), np.zeros(0, np.float32), 0.0,
+                               attack.settings())
+        else:
+            out = attack(model, x[attacked], y[attacked], eps=e, domain=domain, batch_size=batch_size)
+        ev.runs[(attack.name, e)] = _expand(out, attacked, x, n)
+    min_eps = np.where(clean_correct, np.inf, 0.0)
+    for attack in minimal_attacks:
+        index = minimal_index[clean_correct[minimal_index]]
+        if len(index) == 0:
+            continue
+        out = attack(model, x[index], y[index], eps=None, domain=domain, batch_size=batch_size)
+        ev.minimal[attack.name] = (index, out)
+        found = np.where(out.success, out.perturbation, np.inf)
+        min_eps[index] = np.minimum(min_eps[index], found)
+    worst_fooled = ~clean_correct
+    worst_x = x.copy()
+    names = np.where(clean_correct, "", "clean").astype(object)
+    for e in ev.eps:
+        for attack in attacks:
+            run = ev.runs[(attack.name, e)]
+            new = run.success & ~worst_fooled
+            worst_x[new] = run.x_adv[new]
+            names[new] = attack.name
+            worst_fooled = worst_fooled | run.success
+        for name, (index, out) in ev.minimal.items():
+            fits = out.success & (out.perturbation <= e)
+            new = np.zeros(n, bool)
+            new[index[fits]] = True
+            new &= ~worst_fooled
+            rows = np.flatnonzero(new)
+            worst_x[rows] = out.x_adv[np.searchsorted(index, rows)]
+            names[rows] = name
+            worst_fooled = worst_fooled | new
+        min_eps = np.where(worst_fooled & clean_correct, np.minimum(min_eps, e), min_eps)
+        ev.worst_robust[e] = ~worst_fooled
+        ev.worst_x_adv[e] = worst_x.copy()
+        ev.fooled_by[e] = names.copy()
+    ev.min_eps = min_eps
+    return ev
+
+
+def per_class_accuracy(y: np.ndarray, correct: np.ndarray, k: int) -> np.ndarray:
+    """(k,) accuracy per true class (NaN for an absent class)."""
+    counts = np.bincount(y, minlength=k).astype(np.float64)
+    hits = np.bincount(y, weights=correct.astype(np.float64), minlength=k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)

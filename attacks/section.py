@@ -1,0 +1,410 @@
+"""The ``robustness`` section: robust accuracy under the strongest configured attacks, robustness
+curves, minimal adversarial epsilons, gradient-masking red flags and an adversarial gallery."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from attacks.base import NORMS, Attack, AttackNotApplicable, Domain, Norm
+from attacks.evaluate import (
+    BOUNDED_ATTACKS,
+    MINIMAL_ATTACKS,
+    NormEvaluation,
+    evaluate_norm,
+    make_attack,
+    per_class_accuracy,
+    third_party_attacks,
+)
+from attacks.gallery import feature_summary, write_gallery
+from attacks.redflags import (
+    RedFlag,
+    check_blackbox,
+    check_convergence,
+    check_monotone,
+    check_nonfinite_gradients,
+    check_probability_outputs,
+    check_randomized,
+    check_restart_variance,
+    check_single_step,
+    check_unbounded,
+    check_zero_gradients,
+    gradient_stats,
+)
+from audit.plugin import Params, SectionPlugin
+from audit.results import SectionResult, Severity
+
+if TYPE_CHECKING:
+    from audit.context import AuditContext
+
+GRADIENT_MINIMAL = ("fmn", "ddn", "cw", "deepfool")
+
+
+class RobustnessParams(Params):
+    norm: Norm | list[Norm] = Field("linf", description="threat model(s): linf, l2 or both")
+    eps: list[float] | dict[Norm, list[float]] = Field(
+        [0.05, 0.1, 0.2], description="perturbation budgets in raw input units; a dict gives a list per norm")
+    attacks: list[str] = Field(["apgd_ce", "apgd_dlr"], description=f"eps-bounded attacks: {list(BOUNDED_ATTACKS)}")
+    steps: int = Field(50, ge=2, le=10_000, description="iterations of pgd / apgd")
+    restarts: int = Field(1, ge=1, le=100, description="random restarts of pgd / apgd (worst case per sample)")
+    square: Literal["auto", "always", "never"] = Field(
+        "auto", description="add the score-based square attack: auto = only when the model has no gradients")
+    square_queries: int = Field(1000, ge=1, description="queries per sample of the square attack")
+    minimal_norm: list[str] = Field(["fmn"], description=f"minimal-norm attacks (foolbox): {list(MINIMAL_ATTACKS)}")
+    minimal_samples: int = Field(100, ge=0, description="samples given to the minimal-norm attacks")
+    minimal_steps: int = Field(100, ge=1, description="iterations of the minimal-norm attacks")
+    max_samples: int | None = Field(2000, ge=1, description="attack at most this many samples (stratified)")
+    red_flags: bool = Field(True, description="run the gradient-masking checks")
+    check_samples: int = Field(100, ge=4, description="clean-correct samples the red-flag checks use")
+    check_queries: int = Field(300, ge=1, description="square-attack queries in the black-box check")
+    gallery_size: int = Field(8, ge=0, le=32, description="adversarial examples in the image gallery")
+
+    @field_validator("eps")
+    @classmethod
+    def _eps_positive(cls, value: Any) -> Any:
+        lists = value.values() if isinstance(value, dict) else [value]
+        for eps in lists:
+            if not eps:
+                raise ValueError("give at least one eps")
+            if any(not math.isfinite(e) or e <= 0 for e in eps):
+                raise ValueError(f"eps values must be finite and > 0, got {eps}")
+        return value
+
+    @field_validator("attacks")
+    @classmethod
+    def _known_attacks(cls, value: list[str]) -> list[str]:
+        unknown = [a for a in value if a not in BOUNDED_ATTACKS and a not in third_party_attacks()]
+        if unknown:
+            raise ValueError(f"unknown attacks {unknown}; choose from {list(BOUNDED_ATTACKS)} (minimal-norm "
+                             "attacks go under minimal_norm)")
+        return value
+
+    @field_validator("minimal_norm")
+    @classmethod
+    def _known_minimal(cls, value: list[str]) -> list[str]:
+        unknown = [a for a in value if a not in MINIMAL_ATTACKS]
+        if unknown:
+            raise ValueError(f"unknown minimal-norm attacks {unknown}; choose from {list(MINIMAL_ATTACKS)}")
+        return value
+
+    def norms(self) -> list[Norm]:
+        chosen = [self.norm] if isinstance(self.norm, str) else list(dict.fromkeys(self.norm))
+        return [n for n in NORMS if n in chosen]
+
+    def eps_for(self, norm: Norm) -> list[float] | None:
+        if isinstance(self.eps, dict):
+            return sorted(self.eps[norm]) if norm in self.eps else None
+        return sorted(self.eps)
+
+
+def fmt(eps: float) -> str:
+    return f"{eps:g}"
+
+
+class RobustnessSection(SectionPlugin):
+    """Adversarial robustness: worst-case robust accuracy over strong attacks, curves, red flags."""
+
+    name = "robustness"
+    title = "Adversarial robustness"
+    ParamsModel = RobustnessParams
+    params: RobustnessParams
+
+    def run(self, ctx: AuditContext, result: SectionResult) -> None:
+        from audit.data import stratified_subset
+
+        p = self.params
+        data = ctx.data
+        index = np.arange(data.n_samples)
+        if p.max_samples is not None and p.max_samples < data.n_samples:
+            index = stratified_subset(data.y, p.max_samples, ctx.seed)
+            result.notes.append(f"attacked a stratified subset of {len(index)} of {data.n_samples} samples "
+                                "(max_samples)")
+        x, y = data.x[index], data.y[index]
+        pred = ctx.clean_predictions()[index]
+        clean_correct = pred == y
+        try:
+            domain = Domain.from_model_data(ctx.model, data)
+        except AttackNotApplicable as err:
+            result.status = "skipped"
+            result.notes.append(str(err))
+            return
+        result.metric("clean_accuracy", clean_correct.mean())
+        result.metric("n_samples", len(y))
+        result.metric("n_attacked", int(clean_correct.sum()))
+        rng = np.random.default_rng(ctx.seed)
+        correct_idx = np.flatnonzero(clean_correct)
+        minimal_index = np.sort(rng.permutation(len(y))[: p.minimal_samples])
+        settings_rows: list[list[Any]] = []
+        curve_rows: list[list[Any]] = []
+        flags: list[RedFlag] = []
+        for norm in p.norms():
+            eps_list = p.eps_for(norm)
+            if eps_list is None:
+                result.notes.append(f"norm {norm}: no eps list given in eps; skipped")
+                continue
+            attacks = self._attacks(ctx, norm, domain, result)
+            minimal = self._minimal(ctx, norm, domain, result)
+            if not attacks and not minimal:
+                result.notes.append(f"norm {norm}: no attack applies to this model and data")
+                continue
+            ev = evaluate_norm(ctx.model, x, y, norm=norm, eps=eps_list, attacks=attacks, minimal_attacks=minimal,
+                               minimal_index=minimal_index, domain=domain, clean_pred=pred,
+                               batch_size=ctx.batch_size, progress=ctx.progress)
+            self._record_norm(ctx, result, ev, x, y, index, settings_rows, curve_rows)
+            if p.red_flags:
+                check_idx = correct_idx[: p.check_samples] if len(correct_idx) <= p.check_samples else \
+                    np.sort(rng.choice(correct_idx, p.check_samples, replace=False))
+                flags += self._red_flags(ctx, ev, x, y, check_idx, domain)
+        result.table("settings", "Attack settings behind every number", ["attack", "library", "norm", "eps", "steps",
+                     "step size", "restarts", "random start", "loss", "samples", "queries/sample", "seconds"],
+                     settings_rows, description="each robust accuracy in this section comes from the row with "
+                     "the same attack, norm and eps")
+        result.table("robust_accuracy", "Robust accuracy by attack and eps",
+                     ["norm", "eps", "attack", "robust accuracy", "attack success rate", "mean perturbation"],
+                     curve_rows, description="attack success rate: share of clean-correct samples fooled; worst "
+                     "case: correct under every attack at that eps (and every smaller eps)")
+        if p.red_flags:
+            self._record_flags(result, flags)
+
+    # -- which attacks -------------------------------------------------------------------------
+    def _attacks(self, ctx: AuditContext, norm: Norm, domain: Domain, result: SectionResult) -> list[Attack]:
+        p = self.params
+        names = list(p.attacks)
+        if p.square == "always" or (p.square == "auto" and not ctx.model.has_gradients):
+            names.append("square")
+        out: list[Attack] = []
+        for name in dict.fromkeys(names):
+            try:
+                attack = make_attack(name, norm=norm, steps=p.steps, restarts=p.restarts, queries=p.square_queries)
+                if attack.needs_gradients and not ctx.model.has_gradients:
+                    raise AttackNotApplicable("the model has no gradients")
+            except AttackNotApplicable as err:
+                result.notes.append(f"{name} ({norm}) skipped: {err}")
+                continue
+            out.append(attack)
+        if not ctx.model.has_gradients and "square" not in names:
+            result.notes.append("the model has no gradients and square is off: no eps-bounded attack ran")
+        return out
+
+    def _minimal(self, ctx: AuditContext, norm: Norm, domain: Domain, result: SectionResult) -> list[Attack]:
+        p = self.params
+        out: list[Attack] = []
+        if p.minimal_samples == 0:
+            return out
+        for name in p.minimal_norm:
+            try:
+                attack = make_attack(name, norm=norm, steps=p.steps, minimal_steps=p.minimal_steps)
+                if attack.needs_gradients and not ctx.model.has_gradients:
+                    raise AttackNotApplicable("the model has no gradients")
+                if domain.masked and not attack.supports_mask:
+                    raise AttackNotApplicable("foolbox cannot keep non-perturbable features fixed; per-sample "
+                                              "minimal eps comes from the eps grid instead")
+            except Exception as err:  # AttackError / AttackNotApplicable: a norm the attack lacks, etc.
+                result.notes.append(f"{name} ({norm}) skipped: {err}")
+                continue
+            out.append(attack)
+        return out
+
+    # -- recording -----------------------------------------------------------------------------
+    def _record_norm(self, ctx: AuditContext, result: SectionResult, ev: NormEvaluation, x: np.ndarray,
+                     y: np.ndarray, index: np.ndarray, settings_rows: list[list[Any]],
+                     curve_rows: list[list[Any]]) -> None:
+        from audit.context import AdversarialOutcome
+
+        norm, n_ok = ev.norm, max(int(ev.clean_correct.sum()), 1)
+        attacked = int(ev.clean_correct.sum())
+        order = list(BOUNDED_ATTACKS)
+        names = sorted({a for a, _ in ev.runs}, key=lambda a: (order.index(a) if a in order else len(order), a))
+        for e in ev.eps:
+            for name in names:
+                run = ev.runs[(name, e)]
+                key = f"{name}.{norm}.eps={fmt(e)}"
+                success_rate = run.success.sum() / n_ok
+                mean_size = float(run.perturbation[run.success].mean()) if run.success.any() else math.nan
+                result.metric(f"{key}.robust_accuracy", ev.robust_accuracy(name, e))
+                result.metric(f"{key}.attack_success_rate", success_rate)
+                curve_rows.append([norm, e, name, ev.robust_accuracy(name, e), float(success_rate), mean_size])
+                s = run.settings
+                settings_rows.append([name, s.get("library"), norm, e, s.get("steps"), s.get("step_size"),
+                                      s.get("restarts"), s.get("random_start"), s.get("loss"), attacked,
+                                      run.queries or None, round(run.seconds, 3)])
+            robust = ev.worst_robust[e]
+            fooled = ev.clean_correct & ~robust
+            sizes = np.abs((ev.worst_x_adv[e] - x).reshape(len(x), -1))
+            size = sizes.max(axis=1) if norm == "linf" else np.sqrt((sizes**2).sum(axis=1))
+            mean_size = float(size[fooled].mean()) if fooled.any() else math.nan
+            key = f"worst_case.{norm}.eps={fmt(e)}"
+            result.metric(f"{key}.robust_accuracy", robust.mean())
+            result.metric(f"{key}.attack_success_rate", fooled.sum() / n_ok)
+            result.metric(f"{key}.mean_perturbation", mean_size)
+            result.metric(f"{key}.max_perturbation", size.max() if len(size) else 0.0)
+            per_class = per_class_accuracy(y, robust, ctx.data.num_classes)
+            result.metric(f"{key}.worst_class_robust_accuracy", np.nanmin(per_class))
+            curve_rows.append([norm, e, "worst case", float(robust.mean()), float(fooled.sum() / n_ok), mean_size])
+            outcome_attack = "worst of " + ", ".join(names + list(ev.minimal)) + f" ({self.params.steps} steps, " \
+                f"{self.params.restarts} restart(s))"
+            subset = None if len(index) == ctx.data.n_samples else index
+            ctx.adversarial[f"{norm}:{e}"] = AdversarialOutcome(
+                norm=norm, eps=e, attack=outcome_attack, x_adv=ev.worst_x_adv[e], clean_correct=ev.clean_correct,
+                robust_correct=robust, min_eps=ev.min_eps, index=subset)
+        self._per_class(ctx, result, ev, y)
+        self._minimal_record(result, ev, settings_rows, curve_rows)
+        self._curve(result, ev, names)
+        middle = self._middle_eps(ev)
+        if ctx.data.modality == "image":
+            self._gallery(ctx, result, ev, x, y, middle)
+        else:
+            self._features(ctx, result, ev, x, middle)
+
+    def _per_class(self, ctx: AuditContext, result: SectionResult, ev: NormEvaluation, y: np.ndarray) -> None:
+        k, names = ctx.data.num_classes, ctx.data.class_names
+        clean = per_class_accuracy(y, ev.clean_correct, k)
+        cols = {e: per_class_accuracy(y, ev.worst_robust[e], k) for e in ev.eps}
+        counts = np.bincount(y, minlength=k)
+        rows = []
+        for c in range(k):
+            ok = int((ev.clean_correct & (y == c)).sum())
+            rates = [float(((~ev.worst_robust[e]) & ev.clean_correct & (y == c)).sum() / ok) if ok else None
+                     for e in ev.eps]
+            rows.append([names[c], int(counts[c]), float(clean[c]), *[float(cols[e][c]) for e in ev.eps], *rates])
+        result.table(f"per_class_{ev.norm}", f"Per-class robust accuracy ({ev.norm}, worst case)",
+                     ["class", "samples", "clean accuracy", *[f"robust eps={fmt(e)}" for e in ev.eps],
+                      *[f"success rate eps={fmt(e)}" for e in ev.eps]], rows)
+
+    def _minimal_record(self, result: SectionResult, ev: NormEvaluation, settings_rows: list[list[Any]],
+                        curve_rows: list[list[Any]]) -> None:
+        for name, (idx, out) in ev.minimal.items():
+            norms = np.where(out.success, out.perturbation, np.inf)
+            ok = ev.clean_correct[idx]
+            found = norms[ok & out.success]
+            result.metric(f"{name}.{ev.norm}.median_min_eps", float(np.median(norms[ok])) if ok.any() else math.nan)
+            result.metric(f"{name}.{ev.norm}.success_rate", float(out.success[ok].mean()) if ok.any() else math.nan)
+            result.metric(f"{name}.{ev.norm}.mean_min_eps", float(found.mean()) if len(found) else math.nan)
+            s = out.settings
+            settings_rows.append([name, s.get("library"), ev.norm, "minimal", s.get("steps"), s.get("step_size"),
+                                  s.get("restarts"), s.get("random_start"), s.get("loss"), len(idx),
+                                  out.queries or None, round(out.seconds, 3)])
+            for e, acc in zip(ev.eps, ev.minimal_curve(name, ev.eps), strict=True):
+                curve_rows.append([ev.norm, e, f"{name} (minimal norm, {len(idx)} samples)", acc, None, None])
+        if ev.min_eps is not None:
+            ok = ev.clean_correct
+            result.metric(f"worst_case.{ev.norm}.median_min_eps",
+                          float(np.median(ev.min_eps[ok])) if ok.any() else math.nan)
+
+    def _curve(self, result: SectionResult, ev: NormEvaluation, names: list[str]) -> None:
+        xs = [0.0, *ev.eps]
+        clean = float(ev.clean_correct.mean())
+        series = [{"label": name, "x": xs, "y": [clean, *[ev.robust_accuracy(name, e) for e in ev.eps]],
+                   "style": "dashed"} for name in names]
+        series.append({"label": "worst case", "x": xs, "y": [clean, *[ev.worst_accuracy(e) for e in ev.eps]]})
+        for name, (idx, _) in ev.minimal.items():
+            grid = list(np.linspace(0.0, max(ev.eps) * 1.5, 31))
+            series.append({"label": f"{name} (minimal norm, {len(idx)} samples)", "x": [float(g) for g in grid],
+                           "y": ev.minimal_curve(name, grid), "style": "dotted"})
+        result.figure({"name": f"robustness_curve_{ev.norm}", "title": f"Robust accuracy vs eps ({ev.norm})",
+                       "kind": "line", "series": series, "xlabel": f"eps ({ev.norm})", "ylabel": "robust accuracy"})
+
+    @staticmethod
+    def _middle_eps(ev: NormEvaluation) -> float:
+        """The eps whose worst-case accuracy is nearest half the clean accuracy (most informative)."""
+        clean = float(ev.clean_correct.mean())
+        return min(ev.eps, key=lambda e: abs(ev.worst_accuracy(e) - clean / 2))
+
+    def _gallery(self, ctx: AuditContext, result: SectionResult, ev: NormEvaluation, x: np.ndarray,
+                 y: np.ndarray, eps: float) -> None:
+        if self.params.gallery_size == 0:
+            return
+        fooled = np.flatnonzero(ev.clean_correct & ~ev.worst_robust[eps])
+        if len(fooled) == 0:
+            return
+        picked: list[int] = []
+        for c in range(ctx.data.num_classes):  # one per class first, then fill
+            picked += [int(i) for i in fooled[y[fooled] == c][:1]]
+        picked += [int(i) for i in fooled if int(i) not in picked]
+        picked = sorted(picked[: self.params.gallery_size])
+        x_adv = ev.worst_x_adv[eps][picked]
+        lo, hi = ctx.model.bounds if ctx.model.bounds is not None else (float(x.min()), float(x.max()))
+        path, rel = ctx.artifact_path(self.section, f"gallery_{ev.norm}.png")
+        write_gallery(path, x=x[picked], x_adv=x_adv, y=y[picked], clean_logits=ctx.model.logits(x[picked]).numpy(),
+                      adv_logits=ctx.model.logits(x_adv).numpy(), class_names=ctx.data.class_names,
+                      title=f"Adversarial examples ({ev.norm}, eps={fmt(eps)}); rows: original, adversarial, "
+                      "perturbation", bounds=(float(lo), float(hi)))
+        result.artifacts[f"gallery_{ev.norm}"] = rel
+        result.figure({"name": f"gallery_{ev.norm}", "title": f"Adversarial examples ({ev.norm}, eps={fmt(eps)})",
+                       "kind": "image", "artifact": rel})
+
+    def _features(self, ctx: AuditContext, result: SectionResult, ev: NormEvaluation, x: np.ndarray,
+                  eps: float) -> None:
+        names = ctx.data.feature_names or [f"x{i}" for i in range(int(np.prod(ctx.data.input_shape)))]
+        fooled = ev.clean_correct & ~ev.worst_robust[eps]
+        rows = feature_summary(x, ev.worst_x_adv[eps], fooled, names)
+        if ctx.data.perturbable is not None:
+            allowed = {n for n, m in zip(names, np.asarray(ctx.data.perturbable).reshape(-1), strict=True) if m}
+            rows = [r for r in rows if r[0] in allowed]
+        result.table(f"feature_perturbation_{ev.norm}", f"Per-feature perturbation ({ev.norm}, eps={fmt(eps)})",
+                     ["feature", "mean |delta|", "max |delta|", "share changed"], rows,
+                     description=f"over the {int(fooled.sum())} successful adversarial examples; only perturbable "
+                     "features")
+        top = rows[:20]
+        result.figure({"name": f"feature_perturbation_{ev.norm}", "kind": "bar",
+                       "title": f"Mean |perturbation| per feature ({ev.norm}, eps={fmt(eps)})",
+                       "series": [{"label": "mean |delta|", "x": [r[0] for r in top], "y": [r[1] for r in top]}],
+                       "xlabel": "feature", "ylabel": "mean |delta| (raw units)"})
+
+    # -- red flags -----------------------------------------------------------------------------
+    def _red_flags(self, ctx: AuditContext, ev: NormEvaluation, x: np.ndarray, y: np.ndarray,
+                   check_idx: np.ndarray, domain: Domain) -> list[RedFlag]:
+        p, model, bs = self.params, ctx.model, ctx.batch_size
+        flags: list[RedFlag] = [check_monotone(ev, int(ev.clean_correct.sum()))]
+        xc, yc = x[check_idx], y[check_idx]
+        flags.append(check_randomized(model, x[: max(len(check_idx), 8)], bs))
+        flags.append(check_probability_outputs(model, ctx.clean_logits()[:256]))
+        if len(check_idx) == 0:
+            return [self._norm_tag(f, ev.norm) for f in flags]
+        eps = self._middle_eps(ev)
+        white = ev.worst_robust[eps][check_idx]
+        if model.has_gradients:
+            zero, bad = gradient_stats(model, xc, yc, bs)
+            flags += [check_zero_gradients(zero), check_nonfinite_gradients(bad)]
+            flags.append(check_unbounded(model, xc, yc, domain, ev.norm, steps=20, batch_size=bs))
+            steps = max(10, p.steps // 2)
+            flags.append(check_convergence(model, xc, yc, domain, eps=eps, norm=ev.norm, steps=steps, batch_size=bs))
+            flags.append(check_restart_variance(model, xc, yc, domain, eps=eps, norm=ev.norm, steps=steps,
+                                                restarts=5, batch_size=bs))
+            if ev.norm == "linf":
+                flags.append(check_single_step(model, xc, yc, white, domain, eps=eps, batch_size=bs))
+        else:
+            for code in ("zero_gradients", "nonfinite_gradients", "unbounded_attack", "no_convergence",
+                         "restart_variance", "single_step_stronger"):
+                flags.append(RedFlag(code, code.replace("_", " "), "n/a", None, "the model has no gradients"))
+        flag, _ = check_blackbox(model, xc, yc, white, domain, eps=eps, norm=ev.norm, queries=p.check_queries,
+                                 batch_size=bs)
+        flags.append(flag)
+        return [self._norm_tag(f, ev.norm) for f in flags]
+
+    @staticmethod
+    def _norm_tag(flag: RedFlag, norm: Norm) -> RedFlag:
+        flag.code = f"{flag.code}.{norm}"
+        return flag
+
+    def _record_flags(self, result: SectionResult, flags: list[RedFlag]) -> None:
+        raised = [f for f in flags if f.raised]
+        result.metric("red_flags.count", len(raised))
+        result.metric("red_flags.likely_masked", sum(f.verdict == "likely masked" for f in flags))
+        result.metric("red_flags.checks", sum(f.verdict != "n/a" for f in flags))
+        for f in flags:
+            if f.value is not None:
+                result.metric(f"red_flags.{f.code}", f.value)
+        result.table("red_flags", "Gradient-masking red flags",
+                     ["check", "norm", "verdict", "value", "reason"],
+                     [[f.title, f.code.rsplit(".", 1)[-1], f.verdict, f.value, f.reason] for f in flags],
+                     description="ok / suspicious / likely masked; a raised flag means the robust accuracy above "
+                     "may overstate robustness")
+        for f in raised:
+            severity: Severity = "high" if f.verdict == "likely masked" else "medium"
+            result.finding(severity, f"{f.title} ({f.verdict}): {f.reason}",
+                           code=f"robustness.red_flag.{f.code}", metric=f"{self.section}.red_flags.{f.code}",
+                           value=f.value)

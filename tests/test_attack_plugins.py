@@ -1,0 +1,69 @@
+"""A third-party attack registered through the nnaudit.attacks entry-point group runs in the robustness section."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from audit.plugin import available, refresh_registry
+
+
+@pytest.fixture
+def noise_attack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    root = tmp_path / "site"
+    info = root / "noise_attack-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: noise-attack\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[nnaudit.attacks]\ncorner_noise = noise_attack:CornerNoise\n")
+    (root / "noise_attack.py").write_text(textwrap.dedent('''
+        import torch
+        from attacks.base import Attack
+
+        class CornerNoise(Attack):
+            """Pushes every feature to the far corner of the eps ball (a weak, gradient-free attack)."""
+            name = "corner_noise"
+            needs_gradients = False
+
+            def _attack_batch(self, forward, x, y, *, eps, domain, target):
+                g = torch.Generator().manual_seed(0)
+                sign = torch.randint(0, 2, x.shape, generator=g).to(x) * 2 - 1
+                return x + eps * sign
+    '''))
+    monkeypatch.syspath_prepend(str(root))
+    refresh_registry()
+    yield
+    monkeypatch.undo()
+    sys.modules.pop("noise_attack", None)
+    refresh_registry()
+
+
+def test_third_party_attack_runs_in_the_section(noise_attack: Any, digits_cnn: Any, digits_test: Any,
+                                                make_context: Any) -> None:
+    from attacks.section import RobustnessSection
+
+    assert available("nnaudit.attacks")["corner_noise"] == "noise_attack:CornerNoise"
+    ctx = make_context(digits_cnn, digits_test, limit=60)
+    section = RobustnessSection(attacks=["corner_noise", "apgd_ce"], eps=[0.1], minimal_norm=[], red_flags=False,
+                                steps=10)
+    result = section(ctx)
+    assert result.status == "ok", result.error
+    noise = result.metrics["robustness.corner_noise.linf.eps=0.1.robust_accuracy"]
+    apgd = result.metrics["robustness.apgd_ce.linf.eps=0.1.robust_accuracy"]
+    worst = result.metrics["robustness.worst_case.linf.eps=0.1.robust_accuracy"]
+    assert worst <= min(noise, apgd) + 1e-12
+    outcome = ctx.adversarial["linf:0.1"]
+    assert np.abs(outcome.x_adv - ctx.data.x).max() <= 0.1 + 1e-6
+
+
+def test_unknown_attack_names_the_registered_ones() -> None:
+    from attacks.section import RobustnessSection
+    from audit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown attacks") as info:
+        RobustnessSection(attacks=["nope"])
+    assert info.value.key == "sections.robustness.attacks"
