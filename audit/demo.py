@@ -24,11 +24,13 @@ DIGITS_SECTIONS: dict[str, Any] = {
     "performance": {},
     "imbalance": {},
     "robustness": {},
+    "explanations": {},
 }
 RESUME_SECTIONS: dict[str, Any] = {
     "performance": {},
     "imbalance": {},
     "robustness": {},
+    "explanations": {},
     "fairness": {"intersections": True},
 }
 # Release gates for the demo runs: `nnaudit gate OUT/digits-cnn --policy OUT/policies/digits-cnn.yaml`.

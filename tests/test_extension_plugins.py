@@ -1,4 +1,4 @@
-"""A third-party attack registered through the nnaudit.attacks entry-point group runs in the robustness section."""
+"""Third-party attacks and explainers, registered through entry points (nothing installed), run in their sections."""
 
 from __future__ import annotations
 
@@ -67,3 +67,45 @@ def test_unknown_attack_names_the_registered_ones() -> None:
     with pytest.raises(ConfigError, match="unknown attacks") as info:
         RobustnessSection(attacks=["nope"])
     assert info.value.key == "sections.robustness.attacks"
+
+
+@pytest.fixture
+def grad_x_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    root = tmp_path / "site2"
+    info = root / "gxi-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gxi\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[nnaudit.explainers]\ngrad_x_input = gxi:GradTimesInput\n")
+    (root / "gxi.py").write_text(textwrap.dedent('''
+        import torch
+        from explain.base import Explainer
+
+        class GradTimesInput(Explainer):
+            """Gradient x input."""
+            method = "grad_x_input"
+
+            def _attribute(self, x, target):
+                x = x.detach().requires_grad_(True)
+                out = self.forward(x).gather(1, target.view(-1, 1)).sum()
+                (grad,) = torch.autograd.grad(out, x)
+                return grad * x
+    '''))
+    monkeypatch.syspath_prepend(str(root))
+    refresh_registry()
+    yield
+    monkeypatch.undo()
+    sys.modules.pop("gxi", None)
+    refresh_registry()
+
+
+def test_third_party_explainer_runs_in_the_section(grad_x_input: Any, digits_cnn: Any, digits_test: Any,
+                                                   make_context: Any) -> None:
+    from explain.section import ExplanationsSection
+
+    ctx = make_context(digits_cnn, digits_test, limit=60)
+    result = ExplanationsSection(methods=["grad_x_input", "saliency"], n_samples=10)(ctx)
+    assert result.status == "ok", result.error
+    assert result.metrics["explanations.grad_x_input.deletion_auc"] is not None
+    values = ctx.attributions["grad_x_input"].values
+    assert values.shape == (10, 1, 8, 8) and np.abs(values).sum() > 0
+    assert np.all(values[ctx.data.x[ctx.attributions["grad_x_input"].index] == 0] == 0)  # zero pixels: zero

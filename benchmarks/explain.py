@@ -1,0 +1,247 @@
+"""Benchmark: what each explanation method costs against its model-evaluation floor, and nnaudit vs shap / lime
+called directly.
+
+Run: ``python benchmarks/explain.py [--samples 100] [--threads 2]``. Prints, per method, seconds per sample, the
+model evaluations it made (rows through the network, counted by the explainer's counter), and the ratio of its
+time to ``evaluations x per-row time of one batched pass`` measured in the same run at the same batch size
+(forward only for perturbation methods, forward + input gradient for gradient methods). Then shap and lime
+called directly with their best batch settings against the same work through nnaudit, and how much of lime's
+and shap's time is the model (the rest is the library's own per-sample work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+# this file is named like the package it measures: keep its folder off the import path
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def best_of(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def per_row_time(network: torch.nn.Module, x: torch.Tensor, rows: int, *, gradient: bool, repeats: int) -> float:
+    """Seconds per row of one batched pass of ``rows`` rows (forward, or forward + input gradient)."""
+    batch = x[torch.arange(rows) % len(x)].clone()
+    target = torch.zeros(rows, dtype=torch.long)
+
+    def once() -> None:
+        if gradient:
+            xb = batch.clone().requires_grad_(True)
+            out = network(xb).gather(1, target[:, None]).sum()
+            torch.autograd.grad(out, xb)
+        else:
+            with torch.no_grad():
+                network(batch)
+
+    once()
+    return best_of(once, repeats) / rows
+
+
+class OwnTime:
+    """Time nnaudit's own code inside an explainer: everything outside the library call, plus the time in
+    nnaudit's callback (numpy <-> torch, counting) outside the network's forward. On a shared machine the A/B
+    difference of two timings is mostly noise; this is measured inside one run."""
+
+    def __init__(self, explainer: Any, network: torch.nn.Module) -> None:
+        self.library = self.callback = self.model = 0.0
+        self.explainer = explainer
+        inner = explainer.explainer
+        self.name = "explain_instance" if hasattr(inner, "explain_instance") else "shap_values"
+        self.original = getattr(inner, self.name)
+        setattr(inner, self.name, self._timed(self.original, "library"))
+        for fn in ("numpy_proba", "numpy_logits"):
+            setattr(explainer, fn, self._timed(getattr(explainer, fn), "callback"))
+        self.handles = [network.register_forward_pre_hook(self._pre), network.register_forward_hook(self._post)]
+        self._start = 0.0
+
+    def _timed(self, fn: Callable[..., Any], slot: str) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                setattr(self, slot, getattr(self, slot) + time.perf_counter() - start)
+        return wrapper
+
+    def _pre(self, *_: Any) -> None:
+        self._start = time.perf_counter()
+
+    def _post(self, *_: Any) -> None:
+        self.model += time.perf_counter() - self._start
+
+    def reset(self) -> None:
+        self.library = self.callback = self.model = 0.0
+
+    def own_seconds(self, total: float) -> float:
+        callback_own = max(0.0, self.callback - self.model) if self.callback else 0.0
+        return max(0.0, total - self.library) + callback_own
+
+    def restore(self) -> None:
+        setattr(self.explainer.explainer, self.name, self.original)
+        for fn in ("numpy_proba", "numpy_logits"):
+            delattr(self.explainer, fn)
+        for handle in self.handles:
+            handle.remove()
+
+
+def main() -> None:
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("NNAUDIT_PROGRESS", "0")
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+    from audit.data import load_digits_data
+    from audit.demo import _train
+    from audit.model import AdaptedNetwork, Bounds, SelectOutput, TorchModelAdapter
+    from audit.zoo import digits_cnn
+    from explain.captum_methods import (
+        DeepLiftExplainer,
+        GradientShapExplainer,
+        IntegratedGradientsExplainer,
+        OcclusionExplainer,
+        SaliencyExplainer,
+    )
+    from explain.lime_methods import LimeExplainer, _no_progress_bar, grid_segments
+    from explain.lrp import LRPExplainer
+    from explain.shap_methods import ShapDeepExplainer, ShapGradientExplainer, ShapKernelExplainer, import_shap
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--library-samples", type=int, default=50,
+                        help="samples for the per-sample libraries (kernel shap, lime) and the direct comparisons")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore")
+
+    train, test = load_digits_data("train"), load_digits_data("test")
+    torch.manual_seed(0)
+    module = digits_cnn()
+    _train(module, train.x, train.y, epochs=15, lr=3e-3, seed=0)
+    network = AdaptedNetwork(module.eval(), None, SelectOutput(None, "logits", False))
+    adapter = TorchModelAdapter(network, num_classes=10, output_kind="logits", bounds=Bounds(0.0, 1.0),
+                                device=torch.device("cpu"), batch_size=256, source="bench", sha256="0" * 64)
+    x = test.x[: args.samples]
+    target = adapter.predict(x)
+    background = test.x[-32:]
+    xt = torch.as_tensor(x)
+    common: dict[str, Any] = {"background": background, "batch_size": len(x)}
+
+    methods: list[tuple[Any, bool]] = [
+        (SaliencyExplainer(adapter, **common), True),
+        (IntegratedGradientsExplainer(adapter, n_steps=32, **common), True),
+        (GradientShapExplainer(adapter, n_samples=16, **common), True),
+        (LRPExplainer(adapter, **common), True),
+        (DeepLiftExplainer(adapter, **common), True),
+        (OcclusionExplainer(adapter, **common), False),
+        (ShapGradientExplainer(adapter, n_samples=32, **common), True),
+        (ShapDeepExplainer(adapter, **common), True),
+        (ShapKernelExplainer(adapter, n_samples=256, **common), False),
+        (LimeExplainer(adapter, n_samples=100, **common), False),
+    ]
+    print(f"digits CNN, {len(x)} samples ({args.library_samples} for kernel shap and lime), {args.threads} threads, "
+          f"best of {args.repeats}\n")
+    print(f"{'method':<15}{'s/sample':>10}{'evals/sample':>14}{'rows/call':>11}{'floor s/sample':>16}{'ratio':>8}")
+    full_x, full_target = x, target
+    for explainer, gradient in methods:
+        x, target = (full_x[: args.library_samples], full_target[: args.library_samples]) if explainer.per_sample \
+            else (full_x, full_target)
+        explainer.explain(x[:2], target[:2])  # warm up
+        explainer.counter.rows = explainer.counter.calls = 0
+        seconds = best_of(lambda e=explainer, x=x, target=target: e.explain(x, target), args.repeats)
+        evaluations = explainer.counter.rows / args.repeats
+        calls = explainer.counter.calls / args.repeats
+        rows_per_call = max(1, round(evaluations / max(calls, 1)))
+        floor = evaluations * per_row_time(network, xt, rows_per_call, gradient=gradient, repeats=args.repeats)
+        print(f"{explainer.method:<15}{seconds / len(x):>10.5f}{evaluations / len(x):>14.1f}{rows_per_call:>11d}"
+              f"{floor / len(x):>16.6f}{seconds / floor:>8.2f}")
+
+    x, target = full_x[: args.library_samples], full_target[: args.library_samples]
+    xt = torch.as_tensor(x)
+    print(f"\nshap and lime called directly vs through nnaudit ({len(x)} samples, same settings, best batch "
+          "settings)")
+    shap = import_shap()
+    counted: dict[str, float] = {"model": 0.0}
+
+    def proba_direct(batch: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        images = np.ascontiguousarray(np.moveaxis(batch[..., :1], -1, 1), dtype=np.float32)
+        with torch.no_grad():
+            out = torch.softmax(network(torch.as_tensor(images)), dim=1).numpy()
+        counted["model"] += time.perf_counter() - start
+        return out
+
+    def lime_direct() -> None:
+        from lime.lime_image import LimeImageExplainer
+
+        lime = LimeImageExplainer(random_state=0)
+        labels = grid_segments(8, 8, 2)
+        with _no_progress_bar():  # the same silencing nnaudit applies
+            for row, label in zip(x, target, strict=True):
+                lime.explain_instance(row[0].astype(np.float64), proba_direct, labels=(int(label),),
+                                      top_labels=None, hide_color=0.0, num_features=10**6, num_samples=100,
+                                      batch_size=100, segmentation_fn=lambda _img: labels, random_seed=0)
+
+    def shap_gradient_direct() -> None:
+        explainer = shap.GradientExplainer(network, torch.as_tensor(background), batch_size=32)
+        explainer.shap_values(xt, nsamples=32, ranked_outputs=1, rseed=0)
+
+    def shap_kernel_direct() -> None:
+        summary = shap.kmeans(background.reshape(len(background), -1).astype(np.float64), 10)
+
+        def logits(flat: np.ndarray) -> np.ndarray:
+            start = time.perf_counter()
+            with torch.no_grad():
+                out = network(torch.as_tensor(flat.reshape(-1, 1, 8, 8), dtype=torch.float32)).numpy()
+            counted["model"] += time.perf_counter() - start
+            return out
+
+        explainer = shap.KernelExplainer(logits, summary)
+        explainer.shap_values(x.reshape(len(x), -1).astype(np.float64), nsamples=256, silent=True, l1_reg=False)
+
+    through = {"lime": methods[-1][0], "shap_gradient": methods[6][0], "shap_kernel": methods[8][0]}
+    direct = {"lime": lime_direct, "shap_gradient": shap_gradient_direct, "shap_kernel": shap_kernel_direct}
+    print(f"{'method':<15}{'direct s':>10}{'nnaudit s':>11}{'A/B diff':>10}{'nnaudit own code':>18}"
+          f"{'model share':>13}")
+    for name, run in direct.items():
+        ours = through[name]
+        own = OwnTime(ours, network)
+        run()
+        direct_times, our_times, model_share = [], [], []
+        for _ in range(args.repeats):  # interleaved, so load from other processes hits both alike
+            counted["model"] = 0.0
+            start = time.perf_counter()
+            run()
+            direct_times.append(time.perf_counter() - start)
+            model_share.append(counted["model"] / direct_times[-1])
+            own.reset()
+            start = time.perf_counter()
+            ours.explain(x, target)
+            our_times.append(time.perf_counter() - start)
+        own_fraction = own.own_seconds(min(our_times)) / min(our_times)
+        share = f"{np.median(model_share):.1%}" if name != "shap_gradient" else "n/a"
+        print(f"{name:<15}{min(direct_times):>10.3f}{min(our_times):>11.3f}"
+              f"{(min(our_times) - min(direct_times)) / min(direct_times):>+10.1%}{own_fraction:>18.2%}{share:>13}")
+        own.restore()
+    print("\nmodel share: fraction of the library's time spent in the model; the rest is its own per-sample work "
+          "(lime: distances and a ridge surrogate fit per explanation; kernel shap: coalition sampling and a "
+          "weighted least-squares fit per output)")
+
+
+if __name__ == "__main__":
+    main()

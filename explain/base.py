@@ -1,0 +1,142 @@
+"""The explainer interface: one small base class doing batching, device moves and counting once.
+
+An explainer turns inputs (numpy, raw input space) and one target class per row into
+attributions of the same shape as the inputs. Subclasses write only ``_attribute`` for one
+batch of tensors already on the adapter's device.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from audit.errors import NNAuditError
+from audit.model import ModelAdapter, TorchModelAdapter
+
+
+class ExplainerError(NNAuditError):
+    """An explainer cannot run on this model or data. The message says what to change."""
+
+
+NO_GRADIENTS = ("explainer '{method}' needs input gradients but the model ({kind}) is a black box without them; "
+                "use the perturbation methods (occlusion, shap_kernel, lime) or wrap a torch model")
+
+
+class EvaluationCounter:
+    """Counts model evaluations (rows passed through the model), the unit of an explainer's cost."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.calls = 0
+
+    def add(self, rows: int) -> None:
+        self.rows += int(rows)
+        self.calls += 1
+
+    def hook(self, _module: nn.Module, inputs: tuple[Any, ...], _output: Any) -> None:
+        first = inputs[0] if inputs else None
+        self.add(first.shape[0] if isinstance(first, torch.Tensor) else 0)
+
+
+class Explainer(ABC):
+    """Attributions for one method. ``explain(x, target)`` batches, moves to the device and counts."""
+
+    method: ClassVar[str]
+    needs_gradients: ClassVar[bool] = True
+    # the whole batch goes to the library in one call (lime, kernel shap explain one row at a time)
+    per_sample: ClassVar[bool] = False
+
+    def __init__(self, adapter: ModelAdapter, *, batch_size: int = 64, seed: int = 0,
+                 background: np.ndarray | None = None, modality: str = "image") -> None:
+        if self.needs_gradients and not adapter.has_gradients:
+            raise ExplainerError(NO_GRADIENTS.format(method=self.method, kind=adapter.kind))
+        self.adapter = adapter
+        self.batch_size = batch_size
+        self.seed = seed
+        self.background = background
+        self.modality = modality
+        self.counter = EvaluationCounter()
+        self.notes: list[str] = []
+
+    # -- what subclasses use ------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable logits, counted."""
+        self.counter.add(x.shape[0])
+        return self.adapter.forward(x)
+
+    def forward_no_grad(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for perturbation methods: gradients when the adapter has them are not needed."""
+        self.counter.add(x.shape[0])
+        if self.adapter.has_gradients:
+            with torch.no_grad():
+                return self.adapter.forward(x.to(self.adapter.device))
+        return self.adapter.logits(x.detach().cpu()).to(x.device)
+
+    def numpy_proba(self, x: np.ndarray) -> np.ndarray:
+        """``f(numpy) -> probabilities`` in one batched call (lime, kernel shap), counted."""
+        self.counter.add(len(x))
+        return self.adapter.numpy_predict_proba(np.asarray(x, np.float32))
+
+    def numpy_logits(self, x: np.ndarray) -> np.ndarray:
+        self.counter.add(len(x))
+        return self.adapter.logits(np.asarray(x, np.float32), batch_size=max(len(x), 1)).numpy().astype(np.float64)
+
+    def network_copy(self) -> nn.Module:
+        """A deep copy of the adapted network with an evaluation counter, for libraries that hook modules."""
+        if not isinstance(self.adapter, TorchModelAdapter):
+            raise ExplainerError(NO_GRADIENTS.format(method=self.method, kind=self.adapter.kind))
+        network = copy.deepcopy(self.adapter.network).eval()
+        network.register_forward_hook(self.counter.hook)
+        return network
+
+    def background_tensor(self) -> torch.Tensor:
+        if self.background is None:
+            raise ExplainerError(f"explainer '{self.method}' needs background samples; pass background=")
+        return torch.as_tensor(self.background, dtype=torch.float32, device=self.adapter.device)
+
+    # -- the shared part ------------------------------------------------------------------------
+    def explain(self, x: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Attributions (n, *input_shape) float64 for inputs ``x`` and one class per row."""
+        x = np.asarray(x, np.float32)
+        target = np.array(target, np.int64).reshape(-1)
+        if len(target) != len(x):
+            raise ExplainerError(f"{len(x)} inputs but {len(target)} targets; give one class per input")
+        outs = []
+        torch.manual_seed(self.seed)
+        np.random.seed(self.seed)  # sampling methods (gradient_shap, lime, kernel shap) repeat for a seed
+        for start in range(0, len(x), self.batch_size):
+            xb = torch.as_tensor(x[start : start + self.batch_size], device=self.adapter.device)
+            tb = torch.as_tensor(target[start : start + self.batch_size], device=self.adapter.device)
+            if self.needs_gradients:
+                xb.requires_grad_(True)
+            with torch.enable_grad():  # callers such as captum's sensitivity_max run under no_grad
+                attr = self._attribute(xb, tb)
+            outs.append(attr.detach().to("cpu", torch.float64).numpy() if isinstance(attr, torch.Tensor)
+                        else np.asarray(attr, np.float64))
+        return np.concatenate(outs).reshape(x.shape) if outs else np.zeros(x.shape)
+
+    def explain_tensor(self, x: torch.Tensor | tuple[torch.Tensor, ...],
+                       target: torch.Tensor | int | None = None) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """The same as ``explain`` on tensors, answering in the format asked (captum's sensitivity calls this)."""
+        if isinstance(x, tuple):
+            return (self._explain_one_tensor(x[0], target),)
+        return self._explain_one_tensor(x, target)
+
+    def _explain_one_tensor(self, x: torch.Tensor, target: torch.Tensor | int | None) -> torch.Tensor:
+        tnp = np.broadcast_to(np.asarray(target.cpu() if isinstance(target, torch.Tensor) else target),
+                              (x.shape[0],))
+        out = self.explain(x.detach().cpu().numpy(), tnp)
+        return torch.as_tensor(out, dtype=torch.float32, device=x.device)
+
+    @abstractmethod
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor | np.ndarray:
+        """Attributions for one batch on the adapter's device."""
+
+
+ExplainerFactory = Callable[..., Explainer]

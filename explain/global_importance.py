@@ -1,0 +1,69 @@
+"""Global feature importance: mean |attribution| per feature, permutation importance and a surrogate tree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from audit.model import ModelAdapter
+
+
+def mean_abs_attribution(values: np.ndarray) -> np.ndarray:
+    """Mean |attribution| per feature (per pixel for images), shape ``input_shape``."""
+    return np.abs(values).mean(axis=0)
+
+
+class ModelEstimator(ClassifierMixin, BaseEstimator):
+    """A scikit-learn classifier around the adapter, so sklearn.inspection can score the model."""
+
+    def __init__(self, adapter: ModelAdapter, input_shape: tuple[int, ...]) -> None:
+        self.adapter = adapter
+        self.input_shape = input_shape
+        self.classes_ = np.arange(adapter.num_classes)
+
+    def fit(self, x: Any, y: Any) -> ModelEstimator:  # the model is already trained
+        return self
+
+    def predict(self, x: Any) -> np.ndarray:
+        rows = np.asarray(x, np.float32).reshape((-1, *self.input_shape))
+        return self.adapter.predict(rows)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+
+def permutation_importance(adapter: ModelAdapter, x: np.ndarray, y: np.ndarray, *, n_repeats: int,
+                           seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) drop in the model's accuracy when each feature is shuffled (sklearn)."""
+    from sklearn.inspection import permutation_importance as sk_permutation_importance
+
+    flat = x.reshape(len(x), -1)
+    out = sk_permutation_importance(ModelEstimator(adapter, x.shape[1:]), flat, y, scoring="accuracy",
+                                    n_repeats=n_repeats, random_state=seed)
+    return np.asarray(out.importances_mean), np.asarray(out.importances_std)
+
+
+@dataclass
+class Surrogate:
+    fidelity: float  # agreement with the model's predictions on held-out rows
+    depth: int
+    rules: str  # sklearn export_text
+
+
+def surrogate_tree(x: np.ndarray, predictions: np.ndarray, feature_names: list[str], *, max_depth: int,
+                   seed: int) -> Surrogate:
+    """A shallow decision tree fitted on half of the rows to the model's predictions; fidelity on the other half."""
+    from sklearn.tree import DecisionTreeClassifier, export_text
+
+    flat = x.reshape(len(x), -1)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(flat))
+    half = max(1, len(flat) // 2)
+    fit, held = order[:half], order[half:] if len(flat) > 1 else order
+    tree = DecisionTreeClassifier(max_depth=max_depth, random_state=seed).fit(flat[fit], predictions[fit])
+    fidelity = float((tree.predict(flat[held]) == predictions[held]).mean())
+    rules = export_text(tree, feature_names=list(feature_names), decimals=3)
+    return Surrogate(fidelity, int(tree.get_depth()), rules)

@@ -1,0 +1,143 @@
+"""shap methods: GradientExplainer, DeepExplainer (additivity kept on, falls back to GradientExplainer) and
+KernelExplainer (k-means background; black-box models too)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from explain.base import Explainer, ExplainerError
+
+
+def import_shap() -> Any:
+    """Import shap without the deprecation notices its plotting module raises on import under new matplotlib."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import shap
+    return shap
+
+
+def _pick(values: Any, target: np.ndarray, n: int) -> np.ndarray:
+    """shap returns (n, *shape, K) or a list of K arrays; keep each row's target class."""
+    array = np.stack(values, axis=-1) if isinstance(values, list) else np.asarray(values)
+    if array.shape[0] != n:
+        raise ExplainerError(f"shap returned values of shape {array.shape} for {n} inputs")
+    return np.take_along_axis(array, target.reshape((-1,) + (1,) * (array.ndim - 1)), axis=-1)[..., 0]
+
+
+def _predicted(network: torch.nn.Module, x: torch.Tensor, target: np.ndarray) -> bool:
+    """Whether every target is the network's top class (shap's ranked_outputs=1 then explains just that)."""
+    with torch.no_grad():
+        top = network(x.detach()).argmax(dim=1).cpu().numpy()
+    return bool((top == target).all())
+
+
+class ShapGradientExplainer(Explainer):
+    """shap.GradientExplainer (expected gradients) on the adapted network."""
+
+    method = "shap_gradient"
+
+    def __init__(self, adapter: Any, *, n_samples: int = 32, **kwargs: Any) -> None:
+        super().__init__(adapter, **kwargs)
+        shap = import_shap()
+
+        self.n_samples = n_samples
+        self.network = self.network_copy()
+        self.explainer = shap.GradientExplainer(self.network, self.background_tensor(), batch_size=n_samples)
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+        tnp = target.detach().cpu().numpy()
+        if _predicted(self.network, x, tnp):  # explain one output per row instead of all K
+            values, _ = self.explainer.shap_values(x.detach(), nsamples=self.n_samples, ranked_outputs=1,
+                                                   rseed=self.seed)
+            return np.asarray(values)[..., 0]
+        values = self.explainer.shap_values(x.detach(), nsamples=self.n_samples, rseed=self.seed)
+        return _pick(values, tnp, len(tnp))
+
+
+class ShapDeepExplainer(Explainer):
+    """shap.DeepExplainer (DeepLIFT multipliers averaged over a background) with its additivity check on.
+
+    When the check fails (functional operations or modules used twice), the batch is explained by
+    shap.GradientExplainer instead and ``fallback_reason`` says why.
+    """
+
+    method = "shap_deep"
+
+    def __init__(self, adapter: Any, *, n_samples: int = 32, tolerance: float = 1e-2, **kwargs: Any) -> None:
+        super().__init__(adapter, **kwargs)
+        shap = import_shap()
+
+        self.n_samples = n_samples
+        self.tolerance = tolerance
+        self.network = self.network_copy()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="unrecognized nn.Module: (Normalize|SelectOutput|Identity)")
+            self.explainer = shap.DeepExplainer(self.network, self.background_tensor())
+        self.expected_value = np.asarray(self.explainer.expected_value, np.float64).reshape(-1)
+        self.fallback_reason: str | None = None
+        self._fallback: ShapGradientExplainer | None = None
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+        if self._fallback is not None:
+            return self._fallback._attribute(x, target)
+        tnp = target.detach().cpu().numpy()
+        top_only = _predicted(self.network, x, tnp)  # explain one output per row instead of all K
+        with warnings.catch_warnings():
+            # linear modules shap does not list: its fallback (the plain gradient) is exact for them
+            warnings.filterwarnings("ignore", message="unrecognized nn.Module: (Normalize|SelectOutput|Identity)")
+            if top_only:
+                ranked, _ = self.explainer.shap_values(x.detach(), ranked_outputs=1, check_additivity=False)
+                values = np.asarray(ranked)[..., 0]
+            else:
+                values = _pick(self.explainer.shap_values(x.detach(), check_additivity=False), tnp, len(tnp))
+        # shap's own check compares every output even with ranked_outputs; check the explained ones here
+        with torch.no_grad():
+            out = self.network(x.detach()).double().cpu().numpy()[np.arange(len(tnp)), tnp]
+        gap = np.abs(out - self.expected_value[tnp] - values.reshape(len(tnp), -1).sum(axis=1))
+        if gap.max() <= self.tolerance:
+            return values
+        self.fallback_reason = (
+            f"shap DeepExplainer's values miss the model output minus the expected value by up to {gap.max():.3g} "
+            f"(additivity check, tolerance {self.tolerance:g}), which happens when the network uses functional "
+            "operations (torch.relu, F.max_pool2d in forward) or reuses a module; explained with shap "
+            "GradientExplainer instead. Use nn.Module layers, each once, to get exact DeepSHAP values")
+        self._fallback = ShapGradientExplainer(self.adapter, n_samples=self.n_samples, seed=self.seed,
+                                               background=self.background, batch_size=self.batch_size,
+                                               modality=self.modality)
+        self._fallback.counter = self.counter
+        return self._fallback._attribute(x, target)
+
+
+class ShapKernelExplainer(Explainer):
+    """shap.KernelExplainer on a k-means summary of the background; needs only predictions."""
+
+    method = "shap_kernel"
+    needs_gradients = False
+    per_sample = True
+
+    def __init__(self, adapter: Any, *, n_samples: int = 256, n_background: int = 10, **kwargs: Any) -> None:
+        super().__init__(adapter, **kwargs)
+        shap = import_shap()
+
+        if self.background is None:
+            raise ExplainerError("shap_kernel needs background samples")
+        flat = self.background.reshape(len(self.background), -1).astype(np.float64)
+        self.input_shape = self.background.shape[1:]
+        k = min(n_background, len(flat))
+        summary = shap.kmeans(flat, k) if k < len(flat) else flat
+        self.n_samples = n_samples
+        self.explainer = shap.KernelExplainer(self._f, summary)
+
+    def _f(self, flat: np.ndarray) -> np.ndarray:
+        return self.numpy_logits(flat.reshape((-1, *self.input_shape)))
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+        flat = x.detach().cpu().numpy().reshape(x.shape[0], -1).astype(np.float64)
+        tnp = target.detach().cpu().numpy()
+        values = self.explainer.shap_values(flat, nsamples=self.n_samples, silent=True, l1_reg=False)
+        return _pick(values, tnp, len(tnp)).reshape(x.shape)

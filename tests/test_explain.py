@@ -1,0 +1,232 @@
+"""Explanations: exact answers on analytic models, captum/shap invariants, LRP robustness, quality metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from audit.model import AdaptedNetwork, Bounds, PredictFunctionAdapter, SelectOutput, TorchModelAdapter
+from explain.base import Explainer, ExplainerError
+from explain.captum_methods import (
+    DeepLiftExplainer,
+    GradientShapExplainer,
+    IntegratedGradientsExplainer,
+    OcclusionExplainer,
+    SaliencyExplainer,
+)
+from explain.lime_methods import LimeExplainer, grid_segments
+from explain.lrp import LRPExplainer
+from explain.quality import deletion_insertion, randomized_adapter, rank_correlation, topk_overlap
+from explain.section import ExplanationsSection
+from explain.shap_methods import ShapDeepExplainer, ShapGradientExplainer, ShapKernelExplainer
+
+UNIT = Bounds(0.0, 1.0)
+FAST = {"n_samples": 6, "background_size": 16, "lime_samples": 40, "shap_samples": 8, "ig_steps": 16,
+        "infidelity_samples": 4, "sensitivity_samples": 2, "stability_samples": 6}
+
+
+def adapter(module: nn.Module, num_classes: int, bounds: Bounds | None = UNIT) -> TorchModelAdapter:
+    network = AdaptedNetwork(module, None, SelectOutput(None, "logits", False))
+    return TorchModelAdapter(network, num_classes=num_classes, output_kind="logits", bounds=bounds,
+                             device=torch.device("cpu"), batch_size=256, source="test", sha256="0" * 64)
+
+
+def outputs(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.as_tensor(x)).numpy()
+
+
+class FunctionalNet(nn.Module):
+    """ReLU called as a function: shap's DeepExplainer cannot see it, so its additivity check fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.fc1 = nn.Linear(64, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x.flatten(1)) * 3.0))
+
+
+# -- exact answers ----------------------------------------------------------------------------------------
+
+
+def test_integrated_gradients_completeness(digits_cnn: Any, digits_test: Any) -> None:
+    ad = adapter(digits_cnn, 10)
+    x = digits_test.x[:16]
+    target = ad.predict(x)
+    attr = IntegratedGradientsExplainer(ad, n_steps=64).explain(x, target)
+    logits = outputs(digits_cnn, x)[np.arange(16), target]
+    base = outputs(digits_cnn, np.zeros_like(x))[np.arange(16), target]
+    delta = logits - base
+    assert np.all(np.abs(attr.reshape(16, -1).sum(axis=1) - delta) <= 0.01 * np.abs(delta))
+
+
+def test_deep_explainer_sums_to_output_minus_expected_value(digits_cnn: Any, digits_test: Any) -> None:
+    ad = adapter(digits_cnn, 10)
+    x, background = digits_test.x[:10], digits_test.x[100:140]
+    target = ad.predict(x)
+    explainer = ShapDeepExplainer(ad, background=background)
+    values = explainer.explain(x, target)
+    assert explainer.fallback_reason is None
+    expected = outputs(digits_cnn, background).mean(axis=0)
+    out = outputs(digits_cnn, x)
+    for t in (target, (target + 3) % 10):  # the predicted class and another one
+        values = explainer.explain(x, t)
+        gap = values.reshape(10, -1).sum(axis=1) - (out[np.arange(10), t] - expected[t])
+        assert np.abs(gap).max() < 1e-3
+
+
+def test_linear_model_attributions_are_weights_times_inputs(rng: np.random.Generator) -> None:
+    linear = nn.Linear(5, 3, bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(torch.as_tensor(rng.normal(size=(3, 5)), dtype=torch.float32))
+    ad = adapter(linear, 3, bounds=None)
+    x = rng.normal(size=(8, 5)).astype(np.float32)
+    target = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    w = linear.weight.detach().numpy()[target]
+    zeros = np.zeros((4, 5), np.float32)  # background with mean zero: baseline 0 for every method
+    common = {"background": zeros, "modality": "tabular"}
+    for cls in (IntegratedGradientsExplainer, DeepLiftExplainer, LRPExplainer, OcclusionExplainer,
+                GradientShapExplainer, ShapDeepExplainer):
+        attr = cls(ad, **common).explain(x, target)
+        np.testing.assert_allclose(attr, w * x, rtol=1e-4, atol=1e-5, err_msg=cls.method)
+    np.testing.assert_allclose(SaliencyExplainer(ad, **common).explain(x, target), np.abs(w), rtol=1e-6)
+    kernel = ShapKernelExplainer(ad, n_samples=64, **common).explain(x, target)
+    np.testing.assert_allclose(kernel, w * x, rtol=1e-3, atol=1e-4)
+
+
+# -- LRP --------------------------------------------------------------------------------------------------
+
+
+def test_lrp_runs_on_cnn_with_flatten_and_leaves_model_usable(digits_cnn: Any, digits_test: Any) -> None:
+    assert any(isinstance(m, nn.Flatten) for m in digits_cnn.modules())
+    ad = adapter(digits_cnn, 10)
+    x = digits_test.x[:12]
+    before = outputs(digits_cnn, x)
+    state = {k: v.clone() for k, v in digits_cnn.state_dict().items()}
+    target = ad.predict(x)
+    explainer = LRPExplainer(ad)
+    first = explainer.explain(x, target)
+    second = explainer.explain(x, target)  # captum deletes rules after a call: they are assigned again
+    np.testing.assert_allclose(first, second)
+    assert np.abs(first).sum() > 0
+    np.testing.assert_array_equal(outputs(digits_cnn, x), before)
+    for key, value in digits_cnn.state_dict().items():
+        assert torch.equal(value, state[key])
+    assert not any(hasattr(m, "rule") for m in digits_cnn.modules())
+    np.testing.assert_allclose(LRPExplainer(ad).explain(x, target), first)
+
+
+def test_lrp_names_the_layer_without_a_rule_and_keeps_the_model(digits_test: Any) -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.LayerNorm(16), nn.GELU(), nn.Linear(16, 10)).eval()
+    x = digits_test.x[:4]
+    before = outputs(model, x)
+    with pytest.raises(ExplainerError, match=r"layer 'network\.2' \(LayerNorm\)"):
+        LRPExplainer(adapter(model, 10))
+    np.testing.assert_array_equal(outputs(model, x), before)
+    # GELU and Identity get rules
+    ok = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.GELU(), nn.Identity(), nn.Dropout(0.2),
+                       nn.Linear(16, 10)).eval()
+    attr = LRPExplainer(adapter(ok, 10)).explain(x, np.zeros(4, np.int64))
+    assert attr.shape == x.shape and np.isfinite(attr).all()
+
+
+# -- black boxes, lime, shap fallback --------------------------------------------------------------------------
+
+
+def test_gradient_methods_refuse_black_box_and_perturbation_methods_run(digits_cnn: Any, digits_test: Any) -> None:
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return outputs(digits_cnn, batch.astype(np.float32))
+
+    box = PredictFunctionAdapter(predict, SelectOutput(None, "logits", False), num_classes=10, output_kind="logits",
+                                 bounds=Bounds(0.0, 1.0), device=torch.device("cpu"), batch_size=256,
+                                 source="fn", sha256="0" * 64)
+    for cls in (IntegratedGradientsExplainer, SaliencyExplainer, LRPExplainer, ShapGradientExplainer):
+        with pytest.raises(ExplainerError, match=r"needs input gradients .* black box"):
+            cls(box, background=digits_test.x[:8])
+    x = digits_test.x[:3]
+    target = box.predict(x)
+    for explainer in (LimeExplainer(box, n_samples=30, background=digits_test.x[:8]),
+                      ShapKernelExplainer(box, n_samples=64, background=digits_test.x[:8]),
+                      OcclusionExplainer(box, background=digits_test.x[:8])):
+        attr = explainer.explain(x, target)
+        assert attr.shape == x.shape and np.abs(attr).sum() > 0
+        assert explainer.counter.rows > 0
+
+
+def test_lime_grid_segmentation_on_small_images(digits_cnn: Any, digits_test: Any) -> None:
+    labels = grid_segments(8, 8, 2)
+    assert len(np.unique(labels)) == 16
+    ad = adapter(digits_cnn, 10)
+    explainer = LimeExplainer(ad, n_samples=60, background=digits_test.x[:8])
+    x = digits_test.x[:2]
+    attr = explainer.explain(x, ad.predict(x))
+    assert len(np.unique(attr[0])) > 1  # more than one segment
+    assert explainer.counter.calls == 2  # one batched classifier_fn call per explanation
+    np.testing.assert_allclose(explainer.explain(x, ad.predict(x)), attr)  # seeded
+
+
+def test_deep_explainer_fallback_records_a_finding(make_context: Any, digits_test: Any) -> None:
+    ctx = make_context(FunctionalNet().eval(), digits_test, limit=40)
+    result = ExplanationsSection(methods=["shap_deep"], quality=[], **{k: v for k, v in FAST.items()
+                                                                       if k != "stability_samples"})(ctx)
+    assert result.status == "ok", result.error
+    codes = [f.code for f in result.findings]
+    assert "explanations.shap_deep_fallback" in codes
+    message = next(f.message for f in result.findings if f.code == "explanations.shap_deep_fallback")
+    assert "additivity" in message and "GradientExplainer" in message
+    assert ctx.attributions["shap_deep"].values.shape == (6, 1, 8, 8)
+
+
+# -- quality -----------------------------------------------------------------------------------------------------
+
+
+def test_deletion_auc_ig_beats_random_on_digits(digits_cnn: Any, digits_test: Any, rng: np.random.Generator) -> None:
+    ad = adapter(digits_cnn, 10)
+    x = digits_test.x[:30]
+    target = ad.predict(x)
+    attr = IntegratedGradientsExplainer(ad).explain(x, target)
+    baseline = np.zeros(x.shape[1:], np.float32)
+    ig = deletion_insertion(ad.numpy_predict_proba, x, attr, target, baseline)
+    random = deletion_insertion(ad.numpy_predict_proba, x, rng.normal(size=x.shape), target, baseline)
+    assert ig.deletion_auc < random.deletion_auc - 0.1
+    assert ig.insertion_auc > random.insertion_auc + 0.1
+    assert ig.deletion[:, 0].mean() == pytest.approx(ig.insertion[:, -1].mean())  # both ends are the clean input
+
+
+class InputExplainer(Explainer):
+    """An 'explanation' that ignores the model: the input itself (an edge detector would do the same)."""
+
+    method = "input"
+    needs_gradients = False
+
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return x.detach()
+
+
+def test_randomization_check_tells_model_dependent_from_independent(digits_cnn: Any, digits_test: Any) -> None:
+    ad = adapter(digits_cnn, 10)
+    random_ad = randomized_adapter(ad, seed=3)
+    x = digits_test.x[:20]
+    target = ad.predict(x)
+    assert not np.allclose(outputs(random_ad.module, x), outputs(digits_cnn, x))
+    ig = rank_correlation(IntegratedGradientsExplainer(ad).explain(x, target),
+                          IntegratedGradientsExplainer(random_ad).explain(x, target), absolute=False)
+    assert np.nanmean(ig) < 0.5  # 'passes': the explanation depends on the weights
+    plain = rank_correlation(InputExplainer(ad).explain(x, target), InputExplainer(random_ad).explain(x, target),
+                             absolute=False)
+    assert np.nanmean(plain) == pytest.approx(1.0)  # 'fails': identical under random weights
+
+
+def test_topk_overlap_and_rank_correlation_exact() -> None:
+    a = np.array([[4.0, 3.0, 2.0, 1.0]])
+    assert topk_overlap(a, a, 2)[0] == 1.0
+    assert topk_overlap(a, a[:, ::-1], 2)[0] == 0.0
+    assert rank_correlation(a, a[:, ::-1], absolute=False)[0] == pytest.approx(-1.0)
+    assert rank_correlation(a, 2 * a)[0] == pytest.approx(1.0)

@@ -1,0 +1,119 @@
+"""The explanations section end to end: digits (images, with stability under attack) and ResumeNames (tabular)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from audit.context import AdversarialOutcome
+from audit.errors import ConfigError
+from audit.results import SCHEMA_VERSION, validate_results
+from explain.section import ExplanationsSection
+
+FAST = {"n_samples": 10, "background_size": 16, "lime_samples": 40, "shap_samples": 8, "ig_steps": 16,
+        "infidelity_samples": 4, "sensitivity_samples": 2, "stability_samples": 10}
+
+
+def _validate(result: Any, ctx: Any) -> None:
+    document = {"schema_version": SCHEMA_VERSION,
+                "manifest": {"nnaudit_version": "test", "created_at": "2026-01-01T00:00:00+00:00",
+                             "status": "complete", "libraries": {}, "config": {}, "model": ctx.model.describe(),
+                             "data": ctx.data.describe(), "device": "cpu", "seed": ctx.seed, "timings": {}},
+                "sections": {result.name: result.to_dict()}}
+    validate_results(json.loads(json.dumps(document, allow_nan=False)))
+
+
+def _fgsm(model: Any, x: np.ndarray, y: np.ndarray, eps: float) -> np.ndarray:
+    xt = torch.as_tensor(x).requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(model(xt), torch.as_tensor(y))
+    (grad,) = torch.autograd.grad(loss, xt)
+    return (xt + eps * grad.sign()).clamp(0, 1).detach().numpy()
+
+
+def test_digits_section_with_stability_under_attack(make_context: Any, digits_cnn: Any, digits_test: Any) -> None:
+    ctx = make_context(digits_cnn, digits_test, limit=80)
+    pred = ctx.clean_predictions()
+    x_adv = _fgsm(digits_cnn, ctx.data.x, ctx.data.y, 0.15)
+    adv_pred = ctx.model.predict(x_adv)
+    ctx.adversarial["linf:0.15"] = AdversarialOutcome(
+        norm="linf", eps=0.15, attack="fgsm (test)", x_adv=x_adv, clean_correct=pred == ctx.data.y,
+        robust_correct=adv_pred == ctx.data.y)
+    result = ExplanationsSection(**FAST)(ctx)
+    assert result.status == "ok", result.error
+    _validate(result, ctx)
+    m = result.metrics
+    for method in ("ig", "saliency", "gradient_shap", "lrp", "occlusion", "shap_gradient", "lime"):
+        for key in ("deletion_auc", "insertion_auc", "infidelity", "sensitivity_max", "randomization_spearman"):
+            assert m[f"explanations.{method}.{key}"] is not None, (method, key)
+        assert 0.0 <= m[f"explanations.stability.{method}.topk_overlap"] <= 1.0
+        assert ctx.attributions[method].values.shape == (10, 1, 8, 8)
+        assert (ctx.attributions[method].target == pred[ctx.attributions[method].index]).all()
+    assert m["explanations.ig.deletion_auc"] < m["explanations.random.deletion_auc"]
+    assert m["explanations.stability.n_flipped"] + m["explanations.stability.n_unflipped"] == 10
+    quality = next(t for t in result.tables if t.name == "quality")
+    aucs = [row[2] for row in quality.rows if row[0] is not None]
+    assert aucs == sorted(aucs)  # ranked by deletion AUC
+    kinds = {f["name"]: f["kind"] for f in result.figures}
+    assert kinds["heatmaps"] == "image" and kinds["deletion_curves"] == "line"
+    assert (ctx.run_dir / result.artifacts["heatmaps"]).stat().st_size > 1000
+    with np.load(ctx.run_dir / result.artifacts["attributions"]) as saved:
+        np.testing.assert_allclose(saved["ig"], ctx.attributions["ig"].values)
+
+
+def test_stability_is_skipped_with_a_note_without_robustness(make_context: Any, digits_cnn: Any,
+                                                              digits_test: Any) -> None:
+    ctx = make_context(digits_cnn, digits_test, limit=40)
+    params = {**FAST, "n_samples": 4}
+    result = ExplanationsSection(methods=["saliency", "ig"], quality=["deletion"], **params)(ctx)
+    assert result.status == "ok", result.error
+    assert any("stability under attack not measured" in note and "robustness" in note for note in result.notes)
+    assert not any(k.startswith("explanations.stability.") for k in result.metrics)
+    again = ExplanationsSection(methods=["saliency", "ig"], quality=["deletion"], **params)(
+        make_context(digits_cnn, digits_test, limit=40))
+    assert again.metrics == result.metrics  # deterministic for a seed
+
+
+def test_resume_tabular_section(make_context: Any, resume_mlp: Any, resume_test: Any) -> None:
+    ctx = make_context(resume_mlp, resume_test, limit=300)
+    result = ExplanationsSection(**FAST)(ctx)
+    assert result.status == "ok", result.error
+    _validate(result, ctx)
+    m = result.metrics
+    assert 0.5 <= m["explanations.surrogate.fidelity"] <= 1.0
+    assert any(k.startswith("explanations.permutation_importance.") for k in m)
+    assert any("surrogate decision tree" in note and "|---" in note for note in result.notes)
+    bar = next(f for f in result.figures if f["name"] == "top_features")
+    assert bar["kind"] == "bar" and len(bar["series"][0]["x"]) == 10
+    assert set(bar["series"][0]["x"]) <= set(resume_test.feature_names)
+    assert ctx.attributions["lime"].values.shape == (10, resume_test.x.shape[1])
+
+
+def test_unknown_method_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown explanation methods \\['gradcam'\\]"):
+        ExplanationsSection(methods=["gradcam"])
+
+
+def test_black_box_model_runs_the_perturbation_methods(make_context: Any, digits_cnn: Any, digits_test: Any) -> None:
+    from audit.model import Bounds, PredictFunctionAdapter, SelectOutput
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return digits_cnn(torch.as_tensor(batch, dtype=torch.float32)).numpy()
+
+    box = PredictFunctionAdapter(predict, SelectOutput(None, "logits", False), num_classes=10, output_kind="logits",
+                                 bounds=Bounds(0.0, 1.0), device=torch.device("cpu"), batch_size=256, source="fn",
+                                 sha256="0" * 64)
+    ctx = make_context(box, digits_test, limit=40)
+    result = ExplanationsSection(**{**FAST, "n_samples": 4})(ctx)
+    assert result.status == "ok", result.error
+    assert set(ctx.attributions) == {"occlusion", "lime"}
+    assert any(note.startswith("ig: not run") and "black box" in note for note in result.notes)
+    assert any("randomization check not run" in note for note in result.notes)
+    assert not result.findings or all(f.code != "explanations.method_unavailable" for f in result.findings)
+    asked = ExplanationsSection(methods=["ig", "lime"], quality=["deletion"], **{**FAST, "n_samples": 4})(
+        make_context(box, digits_test, limit=40))
+    assert [f.code for f in asked.findings].count("explanations.method_unavailable") == 1
