@@ -39,6 +39,8 @@ DIGITS_POLICY: dict[str, Any] = {
         "performance.accuracy >= 0.9",
         "imbalance.balanced_accuracy >= 0.9",
         "imbalance.ece <= 0.1",
+        "robustness.worst_case.linf.eps=0.05.robust_accuracy >= 0.8",
+        "robustness.red_flags.likely_masked == 0",
     ],
     "max_findings": {"critical": 0},
 }
@@ -46,6 +48,9 @@ RESUME_POLICY: dict[str, Any] = {
     "rules": [
         "imbalance.roc_auc_ovr >= 0.6",
         "imbalance.balanced_accuracy >= 0.55",
+        "fairness.gender.demographic_parity_ratio >= 0.8",
+        "fairness.ethnicity.demographic_parity_ratio >= 0.8",
+        "robustness.red_flags.likely_masked == 0",
     ],
     "max_findings": {"critical": 0},
 }

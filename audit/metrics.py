@@ -47,7 +47,7 @@ class PerformanceSection(SectionPlugin):
     params: PerformanceParams
 
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
-        from sklearn.metrics import accuracy_score, confusion_matrix, log_loss
+        from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, log_loss
 
         y, pred, proba = ctx.data.y, ctx.clean_predictions(), ctx.clean_probabilities()
         k = ctx.data.num_classes
@@ -70,10 +70,20 @@ class PerformanceSection(SectionPlugin):
         majority = np.bincount(y, minlength=k).max() / len(y)
         result.metric("majority_baseline_accuracy", majority)
         if accuracy <= majority + 0.01:
-            result.finding("high", f"accuracy {accuracy:.3f} does not beat always predicting the majority class "
-                           f"({majority:.3f}); the model has learned little",
-                           code="performance.no_better_than_majority",
-                           metric=f"{self.section}.accuracy", value=accuracy)
+            balanced = balanced_accuracy_score(y, pred)
+            chance = 1.0 / len(np.unique(y))
+            if balanced >= chance + 0.05:  # trades majority-class accuracy for minority recall
+                result.finding("low", f"accuracy {accuracy:.3f} is below always predicting the majority class "
+                               f"({majority:.3f}), but balanced accuracy is {balanced:.3f} (chance {chance:.2f}): the "
+                               "model trades majority-class accuracy for minority recall (class weights or a "
+                               "threshold); judge it by balanced accuracy and per-class recall",
+                               code="performance.below_majority_baseline", metric=f"{self.section}.accuracy",
+                               value=accuracy)
+            else:
+                result.finding("high", f"accuracy {accuracy:.3f} does not beat always predicting the majority class "
+                               f"({majority:.3f}) and balanced accuracy is {balanced:.3f} (chance {chance:.2f}): "
+                               "the model has learned little", code="performance.no_better_than_majority",
+                               metric=f"{self.section}.accuracy", value=accuracy)
 
 
 class ImbalanceParams(Params):

@@ -44,7 +44,7 @@ def _format_float(value: float) -> str:
     if value == 0:
         return "0"
     magnitude = abs(value)
-    if value.is_integer() and 1000 <= magnitude < 1e15:
+    if value.is_integer() and 2 <= magnitude < 1e15:  # counts, not ratios
         return str(int(value))
     if 1e-3 <= magnitude < 1000:
         return f"{value:.4f}"

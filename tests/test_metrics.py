@@ -33,6 +33,14 @@ def test_performance_matches_sklearn(digits_cnn: Any, digits_test: Any, make_con
     assert not any(f.code == "performance.no_better_than_majority" for f in result.findings)
 
 
+def test_class_weighted_model_below_majority_is_not_called_useless(resume_mlp: Any, resume_test: Any,
+                                                                   make_context: Any) -> None:
+    result = _run(PerformanceSection(), make_context(resume_mlp, resume_test))
+    codes = {f.code: f.severity for f in result.findings}
+    assert result.metrics["performance.accuracy"] < result.metrics["performance.majority_baseline_accuracy"]
+    assert codes == {"performance.below_majority_baseline": "low"}
+
+
 def test_imbalance_matches_sklearn_multiclass(digits_cnn: Any, digits_test: Any, make_context: Any) -> None:
     ctx = make_context(digits_cnn, digits_test)
     m = _run(ImbalanceSection(), ctx).metrics
