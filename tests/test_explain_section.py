@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from plugin_helpers import validate_section
 
 from audit.context import AdversarialOutcome
 from audit.errors import ConfigError
-from audit.results import SCHEMA_VERSION, validate_results
 from explain.section import ExplanationsSection
 
 FAST = {"n_samples": 10, "background_size": 16, "lime_samples": 40, "shap_samples": 8, "ig_steps": 16,
         "infidelity_samples": 4, "sensitivity_samples": 2, "stability_samples": 10}
 
 
-def _validate(result: Any, ctx: Any) -> None:
-    document = {"schema_version": SCHEMA_VERSION,
-                "manifest": {"nnaudit_version": "test", "created_at": "2026-01-01T00:00:00+00:00",
-                             "status": "complete", "libraries": {}, "config": {}, "model": ctx.model.describe(),
-                             "data": ctx.data.describe(), "device": "cpu", "seed": ctx.seed, "timings": {}},
-                "sections": {result.name: result.to_dict()}}
-    validate_results(json.loads(json.dumps(document, allow_nan=False)))
 
 
 def _fgsm(model: Any, x: np.ndarray, y: np.ndarray, eps: float) -> np.ndarray:
@@ -44,7 +36,7 @@ def test_digits_section_with_stability_under_attack(make_context: Any, digits_cn
         robust_correct=adv_pred == ctx.data.y)
     result = ExplanationsSection(**FAST)(ctx)
     assert result.status == "ok", result.error
-    _validate(result, ctx)
+    validate_section(result, ctx)
     m = result.metrics
     for method in ("ig", "saliency", "gradient_shap", "lrp", "occlusion", "shap_gradient", "lime"):
         for key in ("deletion_auc", "insertion_auc", "infidelity", "sensitivity_max", "randomization_spearman"):
@@ -81,7 +73,7 @@ def test_resume_tabular_section(make_context: Any, resume_mlp: Any, resume_test:
     ctx = make_context(resume_mlp, resume_test, limit=300)
     result = ExplanationsSection(**FAST)(ctx)
     assert result.status == "ok", result.error
-    _validate(result, ctx)
+    validate_section(result, ctx)
     m = result.metrics
     assert 0.5 <= m["explanations.surrogate.fidelity"] <= 1.0
     assert any(k.startswith("explanations.permutation_importance.") for k in m)

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import sys
-import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from plugin_helpers import registered_plugins
 
-from audit.plugin import available, refresh_registry
+from audit.plugin import available
 
 
 @pytest.fixture
-def noise_attack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    root = tmp_path / "site"
-    info = root / "noise_attack-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: noise-attack\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[nnaudit.attacks]\ncorner_noise = noise_attack:CornerNoise\n")
-    (root / "noise_attack.py").write_text(textwrap.dedent('''
+def noise_attack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    with registered_plugins(tmp_path / "site", monkeypatch, module="noise_attack",
+                            entry_points="[nnaudit.attacks]\ncorner_noise = noise_attack:CornerNoise\n",
+                            source='''
         import torch
         from attacks.base import Attack
 
@@ -33,13 +30,8 @@ def noise_attack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
                 g = torch.Generator().manual_seed(0)
                 sign = torch.randint(0, 2, x.shape, generator=g).to(x) * 2 - 1
                 return x + eps * sign
-    '''))
-    monkeypatch.syspath_prepend(str(root))
-    refresh_registry()
-    yield
-    monkeypatch.undo()
-    sys.modules.pop("noise_attack", None)
-    refresh_registry()
+    '''):
+        yield
 
 
 def test_third_party_attack_runs_in_the_section(noise_attack: Any, digits_cnn: Any, digits_test: Any,
@@ -70,13 +62,10 @@ def test_unknown_attack_names_the_registered_ones() -> None:
 
 
 @pytest.fixture
-def grad_x_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    root = tmp_path / "site2"
-    info = root / "gxi-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gxi\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[nnaudit.explainers]\ngrad_x_input = gxi:GradTimesInput\n")
-    (root / "gxi.py").write_text(textwrap.dedent('''
+def grad_x_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    with registered_plugins(tmp_path / "site", monkeypatch, module="gxi",
+                            entry_points="[nnaudit.explainers]\ngrad_x_input = gxi:GradTimesInput\n",
+                            source='''
         import torch
         from explain.base import Explainer
 
@@ -89,13 +78,8 @@ def grad_x_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
                 out = self.forward(x).gather(1, target.view(-1, 1)).sum()
                 (grad,) = torch.autograd.grad(out, x)
                 return grad * x
-    '''))
-    monkeypatch.syspath_prepend(str(root))
-    refresh_registry()
-    yield
-    monkeypatch.undo()
-    sys.modules.pop("gxi", None)
-    refresh_registry()
+    '''):
+        yield
 
 
 def test_third_party_explainer_runs_in_the_section(grad_x_input: Any, digits_cnn: Any, digits_test: Any,

@@ -3,7 +3,6 @@ explanation disparity read from earlier sections (no second attack pass)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from plugin_helpers import validate_section
 from torch import nn
 
 from audit.context import AdversarialOutcome, AttributionSet, AuditContext
@@ -31,7 +31,6 @@ from audit.fairness_metrics import (
     percentile_interval,
 )
 from audit.model import AdaptedNetwork, SelectOutput, TorchModelAdapter
-from audit.results import SCHEMA_VERSION, validate_results
 
 TOL = 1e-9
 
@@ -45,13 +44,6 @@ def _adapter(module: nn.Module, num_classes: int, cls: type[TorchModelAdapter] =
                batch_size=512, source="test", sha256="0" * 64)
 
 
-def _validate(result: Any, ctx: AuditContext) -> None:
-    document = {"schema_version": SCHEMA_VERSION,
-                "manifest": {"nnaudit_version": "test", "created_at": "2026-01-01T00:00:00+00:00",
-                             "status": "complete", "libraries": {}, "config": {}, "model": ctx.model.describe(),
-                             "data": ctx.data.describe(), "device": "cpu", "seed": ctx.seed, "timings": {}},
-                "sections": {result.name: result.to_dict()}}
-    validate_results(json.loads(json.dumps(document, allow_nan=False)))
 
 
 class SignalModel(nn.Module):
@@ -331,7 +323,7 @@ def test_section_point_estimates_equal_fairlearn_on_resume_names(resume_mlp: Any
     figure = next(f for f in result.figures if f["name"] == "groups_gender")
     assert figure["kind"] == "bar" and all("yerr_low" in s and "yerr_high" in s for s in figure["series"])
     assert NO_ADVERSARIAL in result.notes and NO_ATTRIBUTIONS in result.notes
-    _validate(result, ctx)
+    validate_section(result, ctx)
 
 
 def test_resume_names_flip_for_one_group_is_flagged(resume_mlp: Any, tmp_path: Path) -> None:
@@ -492,7 +484,7 @@ def test_robustness_disparity_without_second_attack_pass(tmp_path: Path) -> None
     assert flagged and "group 'b' is easier to attack" in flagged[0].message
     assert NO_ADVERSARIAL not in result.notes
     assert any(t.name == "robustness_group" for t in result.tables)
-    _validate(result, ctx)
+    validate_section(result, ctx)
 
 
 def test_robust_equal_groups_not_flagged(tmp_path: Path) -> None:
@@ -542,7 +534,7 @@ def test_explanation_disparity_from_attributions(tmp_path: Path) -> None:
         table.rows[0][-1], abs=TOL)
     assert any(f["name"] == "explanation_input_x_gradient_group" for f in result.figures)
     assert NO_ATTRIBUTIONS not in result.notes
-    _validate(result, ctx)
+    validate_section(result, ctx)
 
 
 def test_mismatched_outcome_is_skipped_with_note(tmp_path: Path) -> None:

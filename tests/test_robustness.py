@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from plugin_helpers import validate_section
 from torch import nn
 
 from attacks.base import AttackOutput
@@ -17,7 +17,6 @@ from attacks.redflags import check_monotone, check_single_step
 from attacks.section import RobustnessSection
 from audit.errors import ConfigError
 from audit.model import Bounds, PredictFunctionAdapter, SelectOutput
-from audit.results import SCHEMA_VERSION, validate_results
 
 FAST = {"minimal_samples": 0, "check_samples": 40, "steps": 20}
 
@@ -61,12 +60,6 @@ def raised_codes(result: Any) -> set[str]:
     return {f.code.split(".")[2] for f in result.findings if f.code and f.code.startswith("robustness.red_flag.")}
 
 
-def document(result: Any, ctx: Any) -> dict[str, Any]:
-    return {"schema_version": SCHEMA_VERSION,
-            "manifest": {"nnaudit_version": "test", "created_at": "2026-01-01T00:00:00+00:00", "status": "complete",
-                         "libraries": {}, "config": {}, "model": ctx.model.describe(), "data": ctx.data.describe(),
-                         "device": "cpu", "seed": ctx.seed, "timings": {}},
-            "sections": {result.name: result.to_dict()}}
 
 
 def test_default_section_on_digits(digits_cnn: Any, digits_test: Any, make_context: Any) -> None:
@@ -104,7 +97,7 @@ def test_default_section_on_digits(digits_cnn: Any, digits_test: Any, make_conte
     assert kinds["robustness_curve_linf"] == "line" and kinds["gallery_linf"] == "image"
     png = Path(ctx.run_dir) / result.artifacts["gallery_linf"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    validate_results(json.loads(json.dumps(document(result, ctx), allow_nan=False)))
+    validate_section(result, ctx)
 
 
 def test_tabular_respects_perturbable_features(resume_mlp: Any, resume_test: Any, make_context: Any) -> None:

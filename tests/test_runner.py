@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
-import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import yaml
+from plugin_helpers import registered_plugins
 
 from audit.config import load_config, parse_config
-from audit.errors import ConfigError, ModelError
-from audit.plugin import available, refresh_registry
+from audit.errors import ConfigError, ModelError, PluginError
+from audit.plugin import available
 from audit.results import load_results, validate_results
 from audit.runner import run_audit
 
@@ -33,16 +33,16 @@ def _config(weights: Path, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def extra_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Register third-party plugins through a real entry point (a dist-info on sys.path), installing nothing."""
-    root = tmp_path / "site"
-    (root / "nnaudit_extra-0.1.dist-info").mkdir(parents=True)
-    (root / "nnaudit_extra-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: nnaudit-extra\n"
-                                                                   "Version: 0.1\n")
-    (root / "nnaudit_extra-0.1.dist-info" / "entry_points.txt").write_text(
-        "[nnaudit.sections]\nmean_confidence = nnaudit_extra:MeanConfidence\nexploding = nnaudit_extra:Exploding\n"
-        "peek = nnaudit_extra:Peek\n")
-    (root / "nnaudit_extra.py").write_text(textwrap.dedent('''
+def extra_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Third-party sections registered through a real entry point, installing nothing."""
+    entry_points = """
+        [nnaudit.sections]
+        mean_confidence = nnaudit_extra:MeanConfidence
+        exploding = nnaudit_extra:Exploding
+        peek = nnaudit_extra:Peek
+    """
+    with registered_plugins(tmp_path / "site", monkeypatch, module="nnaudit_extra", entry_points=entry_points,
+                            source='''
         import json
         from audit.plugin import Params, SectionPlugin
 
@@ -72,13 +72,8 @@ def extra_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
                 on_disk = json.loads((ctx.run_dir / "results.json").read_text())
                 result.metric("sections_on_disk", len(on_disk["sections"]))
                 result.notes.append(",".join(on_disk["sections"]))
-    '''))
-    monkeypatch.syspath_prepend(str(root))
-    refresh_registry()
-    yield
-    monkeypatch.undo()
-    sys.modules.pop("nnaudit_extra", None)
-    refresh_registry()
+    '''):
+        yield
 
 
 def test_run_writes_valid_results(tmp_path: Path, weights: Path) -> None:
@@ -112,18 +107,11 @@ def test_third_party_plugins_run_and_failures_are_recorded(tmp_path: Path, weigh
 
 
 def test_duplicate_plugin_names_are_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = tmp_path / "dup"
-    (root / "dup-0.1.dist-info").mkdir(parents=True)
-    (root / "dup-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: dup\nVersion: 0.1\n")
-    (root / "dup-0.1.dist-info" / "entry_points.txt").write_text("[nnaudit.sections]\nperformance = dup:Other\n")
-    monkeypatch.syspath_prepend(str(root))
-    refresh_registry()
-    try:
-        with pytest.raises(Exception, match="registered twice"):
+    with registered_plugins(tmp_path / "dup", monkeypatch, module="dup",
+                            entry_points="[nnaudit.sections]\nperformance = dup:Other\n", source=""):
+        with pytest.raises(PluginError, match="registered twice") as info:
             available()
-    finally:
-        monkeypatch.undo()
-        refresh_registry()
+        assert "audit.metrics:PerformanceSection" in str(info.value) and "dup:Other" in str(info.value)
 
 
 def test_bad_section_config_stops_before_any_work(tmp_path: Path, weights: Path) -> None:
