@@ -255,7 +255,7 @@ class RobustnessSection(SectionPlugin):
         self._curve(result, ev, names)
         middle = self._middle_eps(ev)
         if ctx.data.modality == "image":
-            self._gallery(ctx, result, ev, x, y, middle)
+            self._gallery(ctx, result, ev, x, y, index, middle)
         else:
             self._features(ctx, result, ev, x, middle)
 
@@ -314,7 +314,7 @@ class RobustnessSection(SectionPlugin):
         return min(ev.eps, key=lambda e: abs(ev.worst_accuracy(e) - clean / 2))
 
     def _gallery(self, ctx: AuditContext, result: SectionResult, ev: NormEvaluation, x: np.ndarray,
-                 y: np.ndarray, eps: float) -> None:
+                 y: np.ndarray, index: np.ndarray, eps: float) -> None:
         if self.params.gallery_size == 0:
             return
         fooled = np.flatnonzero(ev.clean_correct & ~ev.worst_robust[eps])
@@ -328,7 +328,8 @@ class RobustnessSection(SectionPlugin):
         x_adv = ev.worst_x_adv[eps][picked]
         lo, hi = ctx.model.bounds if ctx.model.bounds is not None else (float(x.min()), float(x.max()))
         path, rel = ctx.artifact_path(self.section, f"gallery_{ev.norm}.png")
-        write_gallery(path, x=x[picked], x_adv=x_adv, y=y[picked], clean_logits=ctx.model.logits(x[picked]).numpy(),
+        clean_logits = ctx.clean_logits()[index[picked]].numpy()  # computed once for every section
+        write_gallery(path, x=x[picked], x_adv=x_adv, y=y[picked], clean_logits=clean_logits,
                       adv_logits=ctx.model.logits(x_adv).numpy(), class_names=ctx.data.class_names,
                       title=f"Adversarial examples ({ev.norm}, eps={fmt(eps)}); rows: original, adversarial, "
                       "perturbation", bounds=(float(lo), float(hi)))
