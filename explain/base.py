@@ -70,6 +70,16 @@ class Explainer(ABC):
         self.counter.add(x.shape[0])
         return self.adapter.forward(x)
 
+    def class_score_sum(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The explained class scores of a batch summed to one number, shape (1,), for captum's gradient methods.
+
+        Given ``target=`` and per-row outputs, captum differentiates ``torch.unbind(outputs)``: one gradient
+        output per row, a quarter of Saliency's time on a 200-row batch. The rows of an evaluation-mode network
+        do not interact, so the gradient of the sum is every row's own gradient, in one backward pass. captum
+        expands and slices ``target`` with the inputs when passed as ``additional_forward_args``.
+        """
+        return self.forward(x).gather(1, target.reshape(-1, 1)).sum().reshape(1)
+
     def forward_no_grad(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for perturbation methods: gradients when the adapter has them are not needed."""
         self.counter.add(x.shape[0])
@@ -108,8 +118,7 @@ class Explainer(ABC):
         if len(target) != len(x):
             raise ExplainerError(f"{len(x)} inputs but {len(target)} targets; give one class per input")
         outs = []
-        torch.manual_seed(self.seed)
-        np.random.seed(self.seed)  # sampling methods (gradient_shap, lime, kernel shap) repeat for a seed
+        self._seed()
         for start in range(0, len(x), self.batch_size):
             xb = torch.as_tensor(x[start : start + self.batch_size], device=self.adapter.device)
             tb = torch.as_tensor(target[start : start + self.batch_size], device=self.adapter.device)
@@ -120,6 +129,19 @@ class Explainer(ABC):
             outs.append(attr.detach().to("cpu", torch.float64).numpy() if isinstance(attr, torch.Tensor)
                         else np.asarray(attr, np.float64))
         return np.concatenate(outs).reshape(x.shape) if outs else np.zeros(x.shape)
+
+    def _seed(self) -> None:
+        """Seed the generators the sampling methods draw from (gradient_shap, lime, kernel shap), so a seed repeats.
+
+        ``torch.manual_seed`` also queues a seed for every lazily initialised accelerator backend, which costs
+        about 0.3 ms per call here, a quarter of a 200-sample Saliency batch: only the generators in use are seeded.
+        """
+        np.random.seed(self.seed)
+        torch.default_generator.manual_seed(self.seed)
+        device = self.adapter.device
+        if device.type == "cuda":  # the adapter's device only
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            torch.cuda.default_generators[index].manual_seed(self.seed)
 
     def explain_tensor(self, x: torch.Tensor | tuple[torch.Tensor, ...],
                        target: torch.Tensor | int | None = None) -> torch.Tensor | tuple[torch.Tensor, ...]:

@@ -29,11 +29,11 @@ class IntegratedGradientsExplainer(Explainer):
         from captum.attr import IntegratedGradients
 
         self.n_steps = n_steps
-        self.algorithm = IntegratedGradients(self.forward)
+        self.algorithm = IntegratedGradients(self.class_score_sum)
 
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         rows = x.shape[0] * self.n_steps
-        out: torch.Tensor = self.algorithm.attribute(x, baselines=_baseline(self, x), target=target,
+        out: torch.Tensor = self.algorithm.attribute(x, baselines=_baseline(self, x), additional_forward_args=target,
                                                      n_steps=self.n_steps, internal_batch_size=rows)
         return out
 
@@ -47,10 +47,10 @@ class SaliencyExplainer(Explainer):
         super().__init__(adapter, **kwargs)
         from captum.attr import Saliency
 
-        self.algorithm = Saliency(self.forward)
+        self.algorithm = Saliency(self.class_score_sum)
 
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.algorithm.attribute(x, target=target, abs=True)
+        out: torch.Tensor = self.algorithm.attribute(x, additional_forward_args=target, abs=True)
         return out
 
 
@@ -97,11 +97,11 @@ class GradientShapExplainer(Explainer):
 
         self.n_samples = n_samples
         self.stdevs = stdevs
-        self.algorithm = GradientShap(self.forward)
+        self.algorithm = GradientShap(self.class_score_sum)
 
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         background = self.background_tensor() if self.background is not None else _baseline(self, x[:1])
-        out: torch.Tensor = self.algorithm.attribute(x, baselines=background, target=target,
+        out: torch.Tensor = self.algorithm.attribute(x, baselines=background, additional_forward_args=target,
                                                      n_samples=self.n_samples, stdevs=self.stdevs)
         return out
 

@@ -73,6 +73,32 @@ def assign_rules(network: nn.Module, user_rules: dict[str, Any] | None = None) -
             module.rule = rule
 
 
+class _ClassScoreSum(nn.Module):
+    """The network with the explained class scores of a batch summed to one number, shape (1,).
+
+    captum's LRP differentiates ``torch.unbind(output)`` when given per-row outputs and ``target=``: one gradient
+    output per row, about 15% of LRP's time on a 200-row batch. The rows do not interact, so one backward pass
+    from the sum carries every row's own relevance; captum then scales the normalized relevance by the sum,
+    which ``LRPExplainer`` turns back into each row's own score. The leaf layers (and their rules) are the
+    network's.
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.target: torch.Tensor | None = None
+        self.scores: torch.Tensor | None = None  # per-row class scores of the first (unmodified) forward pass
+        self.total: torch.Tensor | None = None  # their sum as captum received it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.target is not None
+        scores = self.network(x).gather(1, self.target.reshape(-1, 1))[:, 0]
+        total = scores.sum().reshape(1)
+        if self.scores is None:
+            self.scores, self.total = scores.detach(), total.detach()
+        return total
+
+
 class LRPExplainer(Explainer):
     """LRP (Bach et al. 2015) with epsilon rules; relevance scaled to the explained class score."""
 
@@ -88,12 +114,23 @@ class LRPExplainer(Explainer):
         self.user_rules = user
         assign_rules(self.network, user)  # fails early, naming the layer, before any work
         self._state = {k: v.clone() for k, v in self.network.state_dict().items()}
-        self.algorithm = LRP(self.network)
+        self.scorer = _ClassScoreSum(self.network)
+        self.algorithm = LRP(self.scorer)
+        self.per_row = LRP(self.network)  # for a batch whose class scores sum to exactly zero
 
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         assign_rules(self.network, self.user_rules)  # captum deletes the rules after every call
+        self.scorer.target, self.scorer.scores = target, None
         try:
-            out: torch.Tensor = self.algorithm.attribute(x, target=target)
+            out: torch.Tensor = self.algorithm.attribute(x)
+            scores, total = self.scorer.scores, self.scorer.total
+            assert scores is not None and total is not None
+            if bool(total != 0) and bool(torch.isfinite(total)):
+                # captum returns normalized relevance x total; each row's relevance sums to its own score
+                out = out * (scores / total).reshape((-1,) + (1,) * (out.dim() - 1))
+            else:
+                assign_rules(self.network, self.user_rules)
+                out = self.per_row.attribute(x, target=target)
         except Exception as err:
             self.network.load_state_dict(self._state)  # the copy stays usable after a failed call
             if isinstance(err, (RuntimeError, TypeError)):
@@ -101,6 +138,7 @@ class LRPExplainer(Explainer):
                                      "usual cause; use ig or gradient_shap instead") from err
             raise
         finally:
+            self.scorer.target = self.scorer.scores = self.scorer.total = None
             for module in self.network.modules():
                 for attr in ("rule", "activations"):
                     if hasattr(module, attr):

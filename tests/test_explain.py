@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -121,6 +122,47 @@ def test_lrp_runs_on_cnn_with_flatten_and_leaves_model_usable(digits_cnn: Any, d
         assert torch.equal(value, state[key])
     assert not any(hasattr(m, "rule") for m in digits_cnn.modules())
     np.testing.assert_allclose(LRPExplainer(ad).explain(x, target), first)
+
+
+def test_gradient_methods_agree_with_captum_called_per_row(digits_cnn: Any, digits_test: Any) -> None:
+    """nnaudit hands captum one summed class score instead of ``target=`` (one backward pass, not one per row):
+    the attributions must be captum's own, batch split included."""
+    from captum.attr import LRP, GradientShap, IntegratedGradients, Saliency
+
+    from explain.lrp import assign_rules
+
+    ad = adapter(digits_cnn, 10)
+    x, background = digits_test.x[:13], digits_test.x[-8:]
+    target = ad.predict(x)
+    xt, tt = torch.as_tensor(x).requires_grad_(True), torch.as_tensor(target)
+
+    def check(ours: np.ndarray, theirs: torch.Tensor) -> None:
+        np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+    check(SaliencyExplainer(ad, batch_size=5).explain(x, target), Saliency(digits_cnn).attribute(xt, target=tt))
+    check(IntegratedGradientsExplainer(ad, batch_size=5, n_steps=12).explain(x, target),
+          IntegratedGradients(digits_cnn).attribute(xt, baselines=torch.zeros_like(xt), target=tt, n_steps=12))
+    ours = GradientShapExplainer(ad, batch_size=13, n_samples=6, background=background).explain(x, target)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    check(ours, GradientShap(digits_cnn).attribute(xt, baselines=torch.as_tensor(background), target=tt, n_samples=6))
+    reference = copy.deepcopy(digits_cnn)
+    assign_rules(reference)
+    per_row = LRP(reference).attribute(xt, target=tt)
+    check(LRPExplainer(ad, batch_size=5).explain(x, target), per_row)
+
+
+def test_lrp_batch_whose_scores_sum_to_zero_takes_the_per_row_route(digits_test: Any) -> None:
+    """LRP through the summed score divides by that sum; a batch where it is exactly zero goes per row."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2, bias=False)).eval()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.cat([torch.ones(1, 64), -torch.ones(1, 64)]))
+    x = digits_test.x[:1]
+    x = np.concatenate([x, x])  # scores s and -s: the sum is exactly 0
+    target = np.array([0, 1])
+    attr = LRPExplainer(adapter(model, 2)).explain(x, target)
+    flat = x.reshape(2, -1).astype(np.float64)
+    np.testing.assert_allclose(attr.reshape(2, -1), np.stack([flat[0], -flat[1]]), rtol=1e-4, atol=1e-6)
 
 
 def test_lrp_names_the_layer_without_a_rule_and_keeps_the_model(digits_test: Any) -> None:
