@@ -157,9 +157,33 @@ def evaluate_norm(model: Any, x: np.ndarray, y: np.ndarray, *, norm: Norm, eps: 
         min_eps = np.where(worst_fooled & clean_correct, np.minimum(min_eps, e), min_eps)
         ev.worst_robust[e] = ~worst_fooled
         ev.worst_x_adv[e] = worst_x.copy()
+        resisted = np.flatnonzero(clean_correct & ~worst_fooled)
+        if len(resisted) and attacks:
+            ev.worst_x_adv[e][resisted] = closest_candidate(model, [ev.runs[(a.name, e)] for a in attacks],
+                                                            resisted, y, batch_size)
         ev.fooled_by[e] = names.copy()
     ev.min_eps = min_eps
     return ev
+
+
+def closest_candidate(model: Any, runs: list[AttackOutput], rows: np.ndarray, y: np.ndarray,
+                      batch_size: int) -> np.ndarray:
+    """For samples no attack fooled: the candidate (within eps) that came closest, by the smallest margin
+    ``logit[y] - max other logit`` over the attacks' last candidates. Later sections see how the model and
+    its explanations move under the strongest perturbation that did not change the prediction."""
+    best = runs[0].x_adv[rows].copy()
+    best_margin = np.full(len(rows), np.inf)
+    labels = y[rows]
+    for run in runs:
+        candidates = run.x_adv[rows]
+        logits = model.logits(candidates, batch_size=batch_size).numpy().astype(np.float64)
+        true = logits[np.arange(len(rows)), labels]
+        logits[np.arange(len(rows)), labels] = -np.inf
+        margin = true - logits.max(axis=1)
+        closer = margin < best_margin
+        best[closer] = candidates[closer]
+        best_margin = np.where(closer, margin, best_margin)
+    return best
 
 
 def per_class_accuracy(y: np.ndarray, correct: np.ndarray, k: int) -> np.ndarray:

@@ -240,7 +240,7 @@ class RobustnessSection(SectionPlugin):
             result.metric(f"{key}.robust_accuracy", robust.mean())
             result.metric(f"{key}.attack_success_rate", fooled.sum() / n_ok)
             result.metric(f"{key}.mean_perturbation", mean_size)
-            result.metric(f"{key}.max_perturbation", size.max() if len(size) else 0.0)
+            result.metric(f"{key}.max_perturbation", size[fooled].max() if fooled.any() else 0.0)
             per_class = per_class_accuracy(y, robust, ctx.data.num_classes)
             result.metric(f"{key}.worst_class_robust_accuracy", np.nanmin(per_class))
             curve_rows.append([norm, e, "worst case", float(robust.mean()), float(fooled.sum() / n_ok), mean_size])

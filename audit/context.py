@@ -38,7 +38,9 @@ class AdversarialOutcome:
     norm: str  # "linf" or "l2"
     eps: float
     attack: str  # what produced it, e.g. "worst of apgd-ce, apgd-dlr, pgd (100 steps, 1 restart)"
-    x_adv: np.ndarray  # (N, *input_shape): the adversarial input (the clean input where none was found)
+    # (N, *input_shape): the adversarial input where one was found; where every attack failed, the attacks'
+    # candidate (within eps) with the smallest margin; the clean input for clean-wrong samples
+    x_adv: np.ndarray
     clean_correct: np.ndarray  # (N,) bool
     robust_correct: np.ndarray  # (N,) bool: correct under every attack at eps
     min_eps: np.ndarray | None = None  # (N,) smallest adversarial eps found (0 if clean-wrong, inf if none)

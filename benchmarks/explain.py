@@ -219,6 +219,10 @@ def main() -> None:
         explainer = shap.GradientExplainer(network, torch.as_tensor(background), batch_size=32)
         explainer.shap_values(xt, nsamples=32, ranked_outputs=1, rseed=0)
 
+    def shap_deep_direct() -> None:
+        explainer = shap.DeepExplainer(network, torch.as_tensor(background))
+        explainer.shap_values(xt, ranked_outputs=1, check_additivity=False)
+
     def shap_kernel_direct() -> None:
         summary = shap.kmeans(background.reshape(len(background), -1).astype(np.float64), 10)
 
@@ -232,8 +236,10 @@ def main() -> None:
         explainer = shap.KernelExplainer(logits, summary)
         explainer.shap_values(x.reshape(len(x), -1).astype(np.float64), nsamples=256, silent=True, l1_reg=False)
 
-    through = {"lime": methods[-1][0], "shap_gradient": methods[6][0], "shap_kernel": methods[8][0]}
-    direct = {"lime": lime_direct, "shap_gradient": shap_gradient_direct, "shap_kernel": shap_kernel_direct}
+    through = {"lime": methods[-1][0], "shap_gradient": methods[6][0], "shap_deep": methods[7][0],
+               "shap_kernel": methods[8][0]}
+    direct = {"lime": lime_direct, "shap_gradient": shap_gradient_direct, "shap_deep": shap_deep_direct,
+              "shap_kernel": shap_kernel_direct}
     print(f"{'method':<15}{'direct s':>10}{'nnaudit s':>11}{'A/B diff':>10}{'nnaudit own code':>18}"
           f"{'model share':>13}")
     for name, run in direct.items():
@@ -252,7 +258,7 @@ def main() -> None:
             ours.explain(x, target)
             our_times.append(time.perf_counter() - start)
         own_fraction = own.own_seconds(min(our_times)) / min(our_times)
-        share = f"{np.median(model_share):.1%}" if name != "shap_gradient" else "n/a"
+        share = f"{np.median(model_share):.1%}" if name in ("lime", "shap_kernel") else "n/a"
         print(f"{name:<15}{min(direct_times):>10.3f}{min(our_times):>11.3f}"
               f"{(min(our_times) - min(direct_times)) / min(direct_times):>+10.1%}{own_fraction:>18.2%}{share:>13}")
         own.restore()

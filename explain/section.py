@@ -96,7 +96,8 @@ class ExplanationsParams(Params):
     randomization_pass_below: float = Field(0.5, gt=-1, le=1, description="Spearman below which the randomization "
                                             "check passes (attributions differ under a randomized model)")
     stability: bool = Field(True, description="compare clean and adversarial attributions (needs robustness)")
-    stability_key: str | None = Field(None, description="ctx.adversarial key 'norm:eps' (default: largest linf eps)")
+    stability_key: str | None = Field(None, description="ctx.adversarial key 'norm:eps', e.g. 'linf:0.1' (default: "
+                                      "the linf eps splitting fooled and resisting samples most evenly)")
     stability_samples: int = Field(20, ge=1, description="attacked samples compared")
     top_k: int = Field(0, ge=0, description="features in the top-k overlap (0: 10% of the features, at least 3)")
     permutation_repeats: int = Field(5, ge=1, description="shuffles per feature for permutation importance")
@@ -425,10 +426,12 @@ class ExplanationsSection(SectionPlugin):
                      description="each input explained for the class the model predicts on it; 1 = same top "
                      "features after the attack")
         if not (~sample.flipped).any():
-            result.notes.append(f"stability at {key}: every attacked sample changed its prediction (the robustness "
-                                "section keeps the clean input where its attack failed), so the 'prediction "
-                                "unchanged' case is measured with random noise of the same size instead "
-                                "(topk_overlap_random_noise)")
+            result.notes.append(f"stability at {key}: every attacked sample changed its prediction, so the "
+                                "'prediction unchanged' case is not measured; set stability_key to a smaller eps "
+                                "(random noise of the same size is the reference: topk_overlap_random_noise)")
+        elif not sample.flipped.any():
+            result.notes.append(f"stability at {key}: no attacked sample changed its prediction, so the "
+                                "'prediction changed' case is not measured; set stability_key to a larger eps")
         result.metric("stability.noise_flipped_fraction", float((noisy_pred != clean_pred[idx]).mean()))
 
 

@@ -1,9 +1,10 @@
 """Explanation stability under attack: do the attributions move when the input is attacked?
 
-The robustness section leaves per-sample adversarial inputs in ``ctx.adversarial``; here the same
-explainer explains the clean and the adversarial input (each for the class the model predicts on it),
-and the two are compared by top-k overlap and Spearman rank correlation, split by whether the
-attack changed the prediction.
+The robustness section leaves per-sample adversarial inputs in ``ctx.adversarial``: the adversarial
+example where an attack succeeded, and where all failed the candidate that came closest (still within
+eps). Here the same explainer explains the clean and the attacked input (each for the class the model
+predicts on it), and the two are compared by top-k overlap and Spearman rank correlation, split by
+whether the attack changed the prediction.
 """
 
 from __future__ import annotations
@@ -23,12 +24,21 @@ class StabilitySample:
 
 
 def pick_key(adversarial: dict[str, AdversarialOutcome], key: str | None) -> str:
-    """The outcome to use: the one asked for, else the largest L-inf eps (else the largest eps of any norm)."""
+    """The outcome to use: the one asked for, else the L-inf eps (else any norm's) where the attack changed
+    and did not change the prediction on the most even split of the attacked samples, so that both cases are
+    measured; ties go to the larger eps."""
     if key is not None:
         return key
     linf = [k for k, o in adversarial.items() if o.norm == "linf"]
     pool = linf or list(adversarial)
-    return max(pool, key=lambda k: adversarial[k].eps)
+
+    def balance(k: str) -> tuple[int, float]:
+        outcome = adversarial[k]
+        fooled = int((outcome.clean_correct & ~outcome.robust_correct).sum())
+        resisted = int(outcome.robust_correct.sum())
+        return min(fooled, resisted), outcome.eps
+
+    return max(pool, key=balance)
 
 
 def select_samples(outcome: AdversarialOutcome, x: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray,

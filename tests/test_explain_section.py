@@ -12,6 +12,7 @@ from plugin_helpers import validate_section
 from audit.context import AdversarialOutcome
 from audit.errors import ConfigError
 from explain.section import ExplanationsSection
+from explain.stability import pick_key
 
 FAST = {"n_samples": 10, "background_size": 16, "lime_samples": 40, "shap_samples": 8, "ig_steps": 16,
         "infidelity_samples": 4, "sensitivity_samples": 2, "stability_samples": 10}
@@ -46,6 +47,9 @@ def test_digits_section_with_stability_under_attack(make_context: Any, digits_cn
         assert (ctx.attributions[method].target == pred[ctx.attributions[method].index]).all()
     assert m["explanations.ig.deletion_auc"] < m["explanations.random.deletion_auc"]
     assert m["explanations.stability.n_flipped"] + m["explanations.stability.n_unflipped"] == 10
+    assert m["explanations.stability.n_flipped"] >= 1 and m["explanations.stability.n_unflipped"] >= 1
+    for group in ("flipped", "unflipped"):
+        assert 0.0 <= m[f"explanations.stability.ig.topk_overlap_{group}"] <= 1.0
     quality = next(t for t in result.tables if t.name == "quality")
     aucs = [row[2] for row in quality.rows if row[0] is not None]
     assert aucs == sorted(aucs)  # ranked by deletion AUC
@@ -54,6 +58,20 @@ def test_digits_section_with_stability_under_attack(make_context: Any, digits_cn
     assert (ctx.run_dir / result.artifacts["heatmaps"]).stat().st_size > 1000
     with np.load(ctx.run_dir / result.artifacts["attributions"]) as saved:
         np.testing.assert_allclose(saved["ig"], ctx.attributions["ig"].values)
+
+
+def test_stability_picks_the_eps_that_splits_fooled_and_resisting_samples_most_evenly() -> None:
+    clean = np.ones(10, bool)
+
+    def outcome(eps: float, resisting: int, norm: str = "linf") -> AdversarialOutcome:
+        return AdversarialOutcome(norm=norm, eps=eps, attack="test", x_adv=np.zeros((10, 2)), clean_correct=clean,
+                                  robust_correct=np.arange(10) < resisting)
+
+    found = {"linf:0.05": outcome(0.05, 9), "linf:0.1": outcome(0.1, 4), "linf:0.2": outcome(0.2, 0),
+             "l2:1.0": outcome(1.0, 5, "l2")}
+    assert pick_key(found, None) == "linf:0.1"  # 4 resist, 6 fooled: both cases measured
+    assert pick_key(found, "linf:0.2") == "linf:0.2"
+    assert pick_key({"l2:1.0": found["l2:1.0"], "l2:2.0": outcome(2.0, 5, "l2")}, None) == "l2:2.0"  # tie: larger
 
 
 def test_stability_is_skipped_with_a_note_without_robustness(make_context: Any, digits_cnn: Any,

@@ -12,7 +12,7 @@ from plugin_helpers import validate_section
 from torch import nn
 
 from attacks.base import AttackOutput
-from attacks.evaluate import NormEvaluation
+from attacks.evaluate import NormEvaluation, closest_candidate
 from attacks.redflags import check_monotone, check_single_step
 from attacks.section import RobustnessSection
 from audit.errors import ConfigError
@@ -62,6 +62,23 @@ def raised_codes(result: Any) -> set[str]:
 
 
 
+def test_closest_candidate_is_the_one_with_the_smallest_margin() -> None:
+    """The failed candidates kept for later sections: per sample, the attack that came closest."""
+    model = PredictFunctionAdapter(lambda x: np.asarray(x, np.float32), SelectOutput(None, "logits", False),
+                                   num_classes=2, output_kind="logits", bounds=None, device=torch.device("cpu"),
+                                   batch_size=8, source="test", sha256="0" * 64)
+    y = np.array([0, 0, 1])
+
+    def run(rows: list[list[float]]) -> AttackOutput:
+        n = len(rows)
+        return AttackOutput("a", "linf", 0.1, np.array(rows, np.float32), np.zeros(n, bool), np.zeros(n), 0.0)
+
+    first = run([[1.0, 0.0], [0.2, 0.1], [0.0, 0.5]])  # margins 1.0, 0.1, 0.5
+    second = run([[0.6, 0.5], [0.9, 0.0], [0.3, 0.4]])  # margins 0.1, 0.9, 0.1
+    picked = closest_candidate(model, [first, second], np.arange(3), y, batch_size=2)
+    np.testing.assert_allclose(picked, [[0.6, 0.5], [0.2, 0.1], [0.3, 0.4]])
+
+
 def test_default_section_on_digits(digits_cnn: Any, digits_test: Any, make_context: Any) -> None:
     ctx = make_context(digits_cnn, digits_test, limit=150)
     result = RobustnessSection(minimal_samples=40)(ctx)
@@ -92,6 +109,13 @@ def test_default_section_on_digits(digits_cnn: Any, digits_test: Any, make_conte
     assert (ctx.model.predict(out.x_adv[fooled]) != ctx.data.y[fooled]).all()
     assert out.robust_correct.mean() == pytest.approx(m["robustness.worst_case.linf.eps=0.1.robust_accuracy"])
     assert out.min_eps is not None and (out.min_eps[fooled] <= 0.1 + 1e-6).all()
+    # where every attack failed: the closest candidate, perturbed and still classified correctly
+    resisted = out.robust_correct
+    assert resisted.any()
+    moved = np.abs(out.x_adv - ctx.data.x).reshape(len(out.x_adv), -1).max(axis=1)
+    assert (moved[resisted] > 0).all()
+    assert (ctx.model.predict(out.x_adv[resisted]) == ctx.data.y[resisted]).all()
+    assert (moved[~out.clean_correct] == 0).all()  # clean-wrong samples are not attacked
     # artifacts: gallery PNG recorded as an image figure; the curve as a line figure
     kinds = {f["name"]: f["kind"] for f in result.figures}
     assert kinds["robustness_curve_linf"] == "line" and kinds["gallery_linf"] == "image"
