@@ -152,7 +152,7 @@ class ExplanationsSection(SectionPlugin):
             ctx.attributions[method] = AttributionSet(method=method, index=index, target=target, values=attr)
             evaluations = explainer.counter.rows / len(x)
             result.metric(f"{method}.model_evaluations_per_sample", evaluations)
-            cost_rows.append([method, seconds / len(x), evaluations, explainer.counter.calls])
+            cost_rows.append([method, round(1e3 * seconds / len(x), 3), round(evaluations, 1), explainer.counter.calls])
             if isinstance(explainer, ShapDeepExplainer) and explainer.fallback_reason:
                 result.finding("low", explainer.fallback_reason, code="explanations.shap_deep_fallback")
         if not values:
@@ -163,7 +163,7 @@ class ExplanationsSection(SectionPlugin):
         arrays: dict[str, Any] = {"index": index, "target": target, "x": x, **values}
         np.savez_compressed(path, **arrays)
         result.artifacts["attributions"] = rel
-        result.table("cost", "Cost per method", ["method", "seconds per sample", "model evaluations per sample",
+        result.table("cost", "Cost per method", ["method", "ms per sample", "model evaluations per sample",
                                                  "batched calls"], cost_rows)
         self._quality(ctx, result, x, target, explainers, values)
         self._global(ctx, result, values)
