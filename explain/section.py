@@ -398,7 +398,8 @@ class ExplanationsSection(SectionPlugin):
         bounds = ctx.model.bounds
         lower = ctx.data.lower if ctx.data.lower is not None else (bounds.lower if bounds else None)
         upper = ctx.data.upper if ctx.data.upper is not None else (bounds.upper if bounds else None)
-        noisy = random_perturbation(ctx.data.x[idx], outcome.norm, outcome.eps, lower, upper, ctx.seed)
+        noisy = random_perturbation(ctx.data.x[idx], outcome.norm, outcome.eps, lower, upper, ctx.seed,
+                                    ctx.data.perturbable)
         noisy_pred = ctx.model.predict(noisy)
         rows = []
         for method, explainer in explainers.items():

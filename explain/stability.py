@@ -57,17 +57,21 @@ def select_samples(outcome: AdversarialOutcome, x: np.ndarray, clean_pred: np.nd
 
 
 def random_perturbation(x: np.ndarray, norm: str, eps: float, lower: np.ndarray | float | None,
-                        upper: np.ndarray | float | None, seed: int) -> np.ndarray:
-    """Random noise of the attack's size (uniform in the L-inf ball, or a random L2 direction of length eps):
-    the reference for how much an explanation moves when nothing adversarial happens."""
+                        upper: np.ndarray | float | None, seed: int,
+                        perturbable: np.ndarray | None = None) -> np.ndarray:
+    """Random noise of the attack's size (uniform in the L-inf ball, or a random L2 direction of length eps)
+    on the features the attacks may change: the reference for how much an explanation moves when nothing
+    adversarial happens."""
     rng = np.random.default_rng(seed)
+    mask = np.ones(x.shape[1:], bool) if perturbable is None else np.asarray(perturbable, bool).reshape(x.shape[1:])
     if norm == "l2":
-        direction = rng.standard_normal(x.shape)
+        direction = rng.standard_normal(x.shape) * mask
         flat = direction.reshape(len(x), -1)
-        direction = (flat / np.linalg.norm(flat, axis=1, keepdims=True)).reshape(x.shape)
+        scale = np.linalg.norm(flat, axis=1, keepdims=True)
+        direction = (flat / np.where(scale > 0, scale, 1.0)).reshape(x.shape)
         noisy = x + eps * direction
     else:
-        noisy = x + rng.uniform(-eps, eps, size=x.shape)
+        noisy = x + rng.uniform(-eps, eps, size=x.shape) * mask
     if lower is not None and upper is not None:
         noisy = np.clip(noisy, lower, upper)
     return noisy.astype(np.float32)

@@ -272,3 +272,17 @@ def test_topk_overlap_and_rank_correlation_exact() -> None:
     assert topk_overlap(a, a[:, ::-1], 2)[0] == 0.0
     assert rank_correlation(a, a[:, ::-1], absolute=False)[0] == pytest.approx(-1.0)
     assert rank_correlation(a, 2 * a)[0] == pytest.approx(1.0)
+
+
+def test_random_noise_reference_moves_only_the_perturbable_features() -> None:
+    from explain.stability import random_perturbation
+
+    x = np.full((5, 6), 0.5, np.float32)
+    mask = np.array([True, True, False, False, False, True])
+    noisy = random_perturbation(x, "linf", 0.1, 0.0, 1.0, seed=0, perturbable=mask)
+    delta = noisy - x
+    assert (delta[:, ~mask] == 0).all() and (np.abs(delta[:, mask]) > 0).all()
+    assert np.abs(delta).max() <= 0.1 + 1e-6
+    l2 = random_perturbation(x, "l2", 0.2, None, None, seed=0, perturbable=mask) - x
+    assert (l2[:, ~mask] == 0).all()
+    np.testing.assert_allclose(np.linalg.norm(l2, axis=1), 0.2, rtol=1e-5)
