@@ -152,7 +152,10 @@ class ExplanationsSection(SectionPlugin):
             ctx.attributions[method] = AttributionSet(method=method, index=index, target=target, values=attr)
             evaluations = explainer.counter.rows / len(x)
             result.metric(f"{method}.model_evaluations_per_sample", evaluations)
-            cost_rows.append([method, round(1e3 * seconds / len(x), 3), round(evaluations, 1), explainer.counter.calls])
+            per_sample = round(evaluations, 1)
+            cost_rows.append([method, round(1e3 * seconds / len(x), 3),
+                              int(per_sample) if float(per_sample).is_integer() else per_sample,
+                              explainer.counter.calls])
             if isinstance(explainer, ShapDeepExplainer) and explainer.fallback_reason:
                 result.finding("low", explainer.fallback_reason, code="explanations.shap_deep_fallback")
         if not values:
