@@ -226,6 +226,8 @@ class AttackOutput:
     seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
     queries: int = 0  # model forward passes per sample (score/decision-based attacks)
+    # (N,) margin_loss of x_adv from the verification pass: best other logit minus the true one (> 0: fooled)
+    margin: np.ndarray | None = None
 
     @property
     def robust(self) -> np.ndarray:
@@ -284,7 +286,7 @@ class Attack(ABC):
         if tt is not None and bool((tt == yt).any()):
             raise AttackError("a target class equals the true label; pick targets different from the labels")
         start = time.perf_counter()
-        outs, wins, sizes = [], [], []
+        outs, wins, sizes, margins = [], [], [], []
         for i in range(0, len(xt), batch_size):
             xb = xt[i : i + batch_size].to(device)
             yb = yt[i : i + batch_size].to(device)
@@ -295,7 +297,9 @@ class Attack(ABC):
                 adv = self._attack_batch(forward, xb, yb, eps=eps, domain=domain, target=tb).detach()
                 adv = domain.project(adv, xb, eps, self.norm)
             with torch.no_grad():
-                win = fooled(forward(adv), yb, tb)
+                logits = forward(adv)
+                win = fooled(logits, yb, tb)
+                margins.append(margin_loss(logits, yb).float().cpu())
             outs.append(adv.cpu())
             wins.append(win.cpu())
             sizes.append(flat_norm(adv - xb, self.norm).cpu())
@@ -306,7 +310,8 @@ class Attack(ABC):
             x_adv=torch.cat(outs).numpy() if outs else np.empty((0, *xt.shape[1:]), np.float32),
             success=torch.cat(wins).numpy().astype(bool) if wins else np.zeros(0, bool),
             perturbation=torch.cat(sizes).numpy() if sizes else empty.numpy(),
-            seconds=seconds, settings=self.settings(), queries=self.queries_per_sample())
+            seconds=seconds, settings=self.settings(), queries=self.queries_per_sample(),
+            margin=torch.cat(margins).numpy() if margins else np.zeros(0, np.float32))
 
     def queries_per_sample(self) -> int:
         return 0

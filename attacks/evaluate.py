@@ -104,8 +104,13 @@ def _expand(out: AttackOutput, index: np.ndarray, x: np.ndarray, n: int) -> Atta
     success[index] = out.success
     size = np.zeros(n, np.float32)
     size[index] = out.perturbation
+    margin = None
+    if out.margin is not None:
+        margin = np.full(n, np.nan, np.float32)
+        margin[index] = out.margin
     return AttackOutput(attack=out.attack, norm=out.norm, eps=out.eps, x_adv=x_adv, success=success,
-                        perturbation=size, seconds=out.seconds, settings=out.settings, queries=out.queries)
+                        perturbation=size, seconds=out.seconds, settings=out.settings, queries=out.queries,
+                        margin=margin)
 
 
 def evaluate_norm(model: Any, x: np.ndarray, y: np.ndarray, *, norm: Norm, eps: list[float],
@@ -159,29 +164,25 @@ def evaluate_norm(model: Any, x: np.ndarray, y: np.ndarray, *, norm: Norm, eps: 
         ev.worst_x_adv[e] = worst_x.copy()
         resisted = np.flatnonzero(clean_correct & ~worst_fooled)
         if len(resisted) and attacks:
-            ev.worst_x_adv[e][resisted] = closest_candidate(model, [ev.runs[(a.name, e)] for a in attacks],
-                                                            resisted, y, batch_size)
+            ev.worst_x_adv[e][resisted] = closest_candidate([ev.runs[(a.name, e)] for a in attacks], resisted)
         ev.fooled_by[e] = names.copy()
     ev.min_eps = min_eps
     return ev
 
 
-def closest_candidate(model: Any, runs: list[AttackOutput], rows: np.ndarray, y: np.ndarray,
-                      batch_size: int) -> np.ndarray:
-    """For samples no attack fooled: the candidate (within eps) that came closest, by the smallest margin
-    ``logit[y] - max other logit`` over the attacks' last candidates. Later sections see how the model and
-    its explanations move under the strongest perturbation that did not change the prediction."""
+def closest_candidate(runs: list[AttackOutput], rows: np.ndarray) -> np.ndarray:
+    """For samples no attack fooled: the candidate (within eps) that came closest, the one with the largest
+    margin loss (best other logit minus the true one) in the attacks' own verification passes. Later sections
+    see how the model and its explanations move under the strongest perturbation that did not change the
+    prediction. Runs without margins are passed over."""
     best = runs[0].x_adv[rows].copy()
-    best_margin = np.full(len(rows), np.inf)
-    labels = y[rows]
+    best_margin = np.full(len(rows), -np.inf)
     for run in runs:
-        candidates = run.x_adv[rows]
-        logits = model.logits(candidates, batch_size=batch_size).numpy().astype(np.float64)
-        true = logits[np.arange(len(rows)), labels]
-        logits[np.arange(len(rows)), labels] = -np.inf
-        margin = true - logits.max(axis=1)
-        closer = margin < best_margin
-        best[closer] = candidates[closer]
+        if run.margin is None:
+            continue
+        margin = run.margin[rows]
+        closer = margin > best_margin
+        best[closer] = run.x_adv[rows][closer]
         best_margin = np.where(closer, margin, best_margin)
     return best
 

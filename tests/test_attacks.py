@@ -102,6 +102,13 @@ def test_every_adversarial_is_within_eps_and_bounds(digits_setup: Any, eps: floa
     # success is verified: every successful adversarial is misclassified
     pred = model.predict(out.x_adv)
     np.testing.assert_array_equal(pred != y[:24], out.success)
+    # the margin of the verification pass: best other logit minus the true one, > 0 exactly where fooled
+    logits = model.logits(out.x_adv).numpy()
+    true = logits[np.arange(24), y[:24]]
+    logits[np.arange(24), y[:24]] = -np.inf
+    assert out.margin is not None
+    np.testing.assert_allclose(out.margin, logits.max(axis=1) - true, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(out.margin > 0, out.success)
 
 
 def test_robust_accuracy_decreases_and_apgd_at_least_as_strong_as_pgd(digits_setup: Any) -> None:

@@ -62,21 +62,20 @@ def raised_codes(result: Any) -> set[str]:
 
 
 
-def test_closest_candidate_is_the_one_with_the_smallest_margin() -> None:
+def test_closest_candidate_is_the_one_with_the_largest_margin_loss() -> None:
     """The failed candidates kept for later sections: per sample, the attack that came closest."""
-    model = PredictFunctionAdapter(lambda x: np.asarray(x, np.float32), SelectOutput(None, "logits", False),
-                                   num_classes=2, output_kind="logits", bounds=None, device=torch.device("cpu"),
-                                   batch_size=8, source="test", sha256="0" * 64)
-    y = np.array([0, 0, 1])
 
-    def run(rows: list[list[float]]) -> AttackOutput:
+    def run(rows: list[list[float]], margin: list[float] | None) -> AttackOutput:
         n = len(rows)
-        return AttackOutput("a", "linf", 0.1, np.array(rows, np.float32), np.zeros(n, bool), np.zeros(n), 0.0)
+        return AttackOutput("a", "linf", 0.1, np.array(rows, np.float32), np.zeros(n, bool), np.zeros(n), 0.0,
+                            margin=None if margin is None else np.array(margin, np.float32))
 
-    first = run([[1.0, 0.0], [0.2, 0.1], [0.0, 0.5]])  # margins 1.0, 0.1, 0.5
-    second = run([[0.6, 0.5], [0.9, 0.0], [0.3, 0.4]])  # margins 0.1, 0.9, 0.1
-    picked = closest_candidate(model, [first, second], np.arange(3), y, batch_size=2)
+    first = run([[1.0, 0.0], [0.2, 0.1], [0.0, 0.5]], [-1.0, -0.1, -0.5])
+    second = run([[0.6, 0.5], [0.9, 0.0], [0.3, 0.4]], [-0.1, -0.9, -0.1])
+    no_margin = run([[9.0, 9.0]] * 3, None)  # passed over
+    picked = closest_candidate([first, no_margin, second], np.arange(3))
     np.testing.assert_allclose(picked, [[0.6, 0.5], [0.2, 0.1], [0.3, 0.4]])
+    np.testing.assert_allclose(closest_candidate([first, second], np.array([2])), [[0.3, 0.4]])
 
 
 def test_default_section_on_digits(digits_cnn: Any, digits_test: Any, make_context: Any) -> None:
