@@ -176,7 +176,7 @@ def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, unit
             from tqdm.auto import tqdm
 
             for item in tqdm(iterable, desc=desc, total=total, unit=unit, leave=depth == 0, position=depth,
-                             dynamic_ncols=True, file=sys.stderr):
+                             dynamic_ncols=True, file=sys.stderr, disable=False):
                 yield item
                 level.n += 1
         else:

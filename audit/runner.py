@@ -362,7 +362,8 @@ def _run(config: AuditConfig, out: Path, plugins: list[SectionPlugin], *, config
     elif previous is not None:
         kept = plan_resume(previous, plugins, fingerprints, ctx)
         _carry_over(run, previous, kept)
-        (out / REPORT_FILE).unlink(missing_ok=True)  # it shows the previous, unfinished state
+        if len(kept) < len(plugins):
+            (out / REPORT_FILE).unlink(missing_ok=True)  # it shows the previous, unfinished state
     run.write()
     total = len(plugins)
     try:
