@@ -291,6 +291,15 @@ def _rule_outcome(rule: Rule, status: OutcomeStatus, message: str, value: float 
     return Outcome(rule.text, "metric", status, message, rule.metric, rule.op, rule.threshold, value)
 
 
+def _closest(name: str, names: list[str]) -> list[str]:
+    """The names nearest ``name`` (a typo), only those about as close as the best one."""
+    scored = sorted(((difflib.SequenceMatcher(None, name, other).ratio(), other) for other in names), reverse=True)
+    if not scored or scored[0][0] < 0.6:
+        return []
+    best = scored[0][0]
+    return [other for ratio, other in scored[:3] if ratio >= max(0.6, best - 0.03)]
+
+
 def _missing_outcome(rule: Rule, metrics: Mapping[str, Any], sections: Mapping[str, Mapping[str, Any]]) -> Outcome:
     owner = _owner(rule.metric, sections)
     if owner is not None and owner[1].get("status") == "error":
@@ -298,7 +307,7 @@ def _missing_outcome(rule: Rule, metrics: Mapping[str, Any], sections: Mapping[s
             metric=rule.metric, section=owner[0], error=_section_error_text(owner[1])))
     if owner is not None and owner[1].get("status") == "skipped":
         return _rule_outcome(rule, "missing", SKIPPED_METRIC.format(metric=rule.metric, section=owner[0]))
-    close = difflib.get_close_matches(rule.metric, list(metrics), n=3, cutoff=0.6)
+    close = _closest(rule.metric, list(metrics))
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return _rule_outcome(rule, "missing", MISSING_METRIC.format(metric=rule.metric, hint=hint))
 
