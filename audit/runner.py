@@ -181,7 +181,9 @@ def _signals(mode: Literal["raise", "ignore"]) -> Iterator[None]:
         raise Interrupted(signum)
 
     handler: Any = interrupt if mode == "raise" else signal.SIG_IGN
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # a signal the parent told us to ignore (nohup, `cmd &` in a script) stays ignored
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(sig) is not signal.SIG_IGN}
     for sig in previous:
         signal.signal(sig, handler)
     try:

@@ -188,7 +188,8 @@ class RunLock:
                  "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         data = json.dumps(owner).encode("utf-8")
         os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, data, 0)
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        os.write(self._fd, data)
         os.fsync(self._fd)
 
     def _start_heartbeat(self) -> None:
