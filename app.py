@@ -20,7 +20,7 @@ from typing import Any
 import streamlit as st
 
 from audit.errors import ResultsError
-from audit.results import RESULTS_FILE, find_runs, load_results
+from audit.results import RESULTS_FILE, find_runs, load_results, run_state
 from reports.figures import figure_png
 from reports.views import compare_runs, run_summary, section_views
 
@@ -32,7 +32,11 @@ NO_RUNS = ("No audit runs in `{root}` yet. Create one with `nnaudit demo --out {
 NO_METRICS = "No metric matches the filter."
 BROKEN_RUN = "Cannot show run `{label}`: {error}"
 STATUS_ICONS = {"ok": ":material/check_circle:", "error": ":material/error:", "skipped": ":material/skip_next:",
-                "complete": ":material/check_circle:", "failed": ":material/error:", "running": ":material/pending:"}
+                "complete": ":material/check_circle:", "failed": ":material/error:", "running": ":material/pending:",
+                "interrupted": ":material/stop_circle:", "incomplete": ":material/warning:"}
+RUN_STATE = "Run {status}: {text} ({reason})."
+NEVER_RAN = "Sections that never ran: {names}."
+STILL_TO_RUN = "Sections still to run: {names}."
 
 
 def runs_dir(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> Path:
@@ -76,8 +80,8 @@ def _figure_bytes(spec: dict[str, Any], run: Path) -> bytes:
 # -- run view ---------------------------------------------------------------------------------
 
 
-def show_summary(results: dict[str, Any]) -> None:
-    summary = run_summary(results)
+def show_summary(results: dict[str, Any], run: Path | None = None) -> None:
+    summary = run_summary(results, run_state(results, run))
     st.title(summary["title"])
     model, data = summary["model"], summary["data"]
     st.caption(f"{STATUS_ICONS.get(summary['status'], '')} {summary['status']} · started {summary['created_at']} "
@@ -89,6 +93,7 @@ def show_summary(results: dict[str, Any]) -> None:
     columns[1].metric("Findings", summary["n_findings"])
     columns[2].metric("High or critical", summary["finding_counts"]["high"] + summary["finding_counts"]["critical"])
     columns[3].metric("Wall time", summary["wall_time_text"])
+    show_run_state(summary)
     details = {
         "model": f"{model['kind']} ({model['source']})" if model["source"] else model["kind"],
         "model sha256": model["sha256_short"],
@@ -101,6 +106,24 @@ def show_summary(results: dict[str, Any]) -> None:
     }
     with st.expander("Model and data", expanded=False):
         st.table([{"field": k, "value": v} for k, v in details.items()], hide_index=True, hide_header=True)
+
+
+def show_run_state(summary: dict[str, Any]) -> None:
+    """A failed, interrupted, incomplete or running run says so first, with the sections that never ran."""
+    status = summary["status"]
+    if status == "complete":
+        return
+    lines = [RUN_STATE.format(status=status, text=summary["status_text"], reason=summary["status_reason"])]
+    if summary["never_ran"]:
+        template = STILL_TO_RUN if status == "running" else NEVER_RAN
+        lines.append(template.format(names=", ".join(summary["never_ran"])))
+    text = " ".join(lines)
+    if status == "failed":
+        st.error(text, icon=STATUS_ICONS[status])
+    elif status == "running":
+        st.info(text, icon=STATUS_ICONS[status])
+    else:
+        st.warning(text, icon=STATUS_ICONS.get(status))
 
 
 def show_findings(findings: list[dict[str, Any]]) -> None:
@@ -174,7 +197,7 @@ def show_run(run: Path, root: Path) -> None:
     except ResultsError as err:
         st.error(BROKEN_RUN.format(label=run_label(run, root), error=err))
         return
-    show_summary(results)
+    show_summary(results, run)
     sections = section_views(results)
     if not sections:
         st.info("This run has no sections.")

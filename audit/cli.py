@@ -1,19 +1,28 @@
-"""The ``nnaudit`` command. Start-up is light: heavy libraries load inside the subcommands."""
+"""The ``nnaudit`` command. Start-up is light: heavy libraries load inside the subcommands.
+
+Exit codes of ``nnaudit run`` (and ``demo``): 0 every section ran without error; 2 nothing ran
+(bad config or command line, output directory locked or holding a run); 3 the run finished but a
+section errored (``--allow-errors`` makes that 0; results.json says ``failed``); 130 / 143 stopped
+by SIGINT / SIGTERM (results.json says ``interrupted``). ``nnaudit gate`` exits 0 / 1 / 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from audit import __version__
-from audit.errors import NNAuditError
+from audit.errors import NNAuditError, RunDirError
 
 log = logging.getLogger("nnaudit")
 
-EXIT_OK, EXIT_USAGE = 0, 2
+EXIT_OK, EXIT_USAGE, EXIT_SECTION_ERROR = 0, 2, 3
+EXIT_SIGNAL_BASE = 128  # + the signal number: 130 for SIGINT, 143 for SIGTERM
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -34,11 +43,45 @@ def _open_hints(run_dirs: list[Path], root: Path, policies: list[Path] | None = 
         print(f"  gate:      nnaudit gate {run_dir} --policy {policy}")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from audit.config import load_config
-    from audit.runner import default_out_dir, run_audit
+def _resume_dir(args: argparse.Namespace) -> Path | None:
+    """The run directory to resume: ``--resume DIR``, or ``--out DIR`` with a bare ``--resume``."""
+    if args.resume is None:
+        return None
+    if args.resume is True:
+        if not args.out:
+            raise NNAuditError("--resume needs the run directory: nnaudit run --resume DIR (or --out DIR --resume)")
+        return Path(args.out)
+    resume = Path(args.resume)
+    if args.out and Path(args.out).resolve() != resume.resolve():
+        raise NNAuditError(f"--resume {resume} and --out {args.out} name different directories; give one of them")
+    return resume
 
-    config = load_config(args.config)
+
+def _config_for(args: argparse.Namespace, resume: Path | None) -> tuple[Any, Path | None]:
+    """The config (and its file): the CONFIG argument, or on ``--resume DIR`` alone the one in DIR's manifest."""
+    from audit.config import load_config, parse_config
+    from audit.results import load_results
+
+    if args.config:
+        return load_config(args.config), Path(args.config)
+    if resume is None:
+        raise NNAuditError("give the config file: nnaudit run audit.yaml (or resume a run: nnaudit run --resume DIR)")
+    from audit.runner import NOTHING_TO_RESUME
+
+    if not (resume / "results.json").exists():
+        raise RunDirError(NOTHING_TO_RESUME.format(out=resume))
+    manifest = load_results(resume, validate=True)["manifest"]
+    config_path = manifest.get("config_path")
+    return parse_config(manifest["config"]), Path(config_path) if config_path else None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from audit.runner import Existing, default_out_dir, run_audit
+
+    if args.overwrite and args.resume is not None:
+        raise NNAuditError("--overwrite and --resume exclude each other: replace the run, or finish it")
+    resume = _resume_dir(args)
+    config, config_path = _config_for(args, resume)
     if args.device:
         config.device = args.device
     if args.seed is not None:
@@ -49,14 +92,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.data.limit = args.limit
     if args.no_report:
         config.report = False
-    out = Path(args.out) if args.out else default_out_dir()
-    results = run_audit(config, out, config_dir=Path(args.config).resolve().parent)
+    out = resume or (Path(args.out) if args.out else default_out_dir())
+    existing: Existing = "resume" if resume is not None else "overwrite" if args.overwrite else "refuse"
+    try:
+        results = run_audit(config, out, config_path=config_path, existing=existing)
+    except KeyboardInterrupt as err:
+        signum = int(getattr(err, "signum", signal.SIGINT))
+        written = (out / "results.json").exists()
+        print(f"nnaudit: stopped by {signal.Signals(signum).name}; "
+              + (f"sections finished so far are in {out / 'results.json'} (status 'interrupted'); finish the run "
+                 f"with `nnaudit run --resume {out}`" if written else "no section had started"), file=sys.stderr)
+        return EXIT_SIGNAL_BASE + signum
     failed = [name for name, s in results["sections"].items() if s["status"] == "error"]
     print(f"nnaudit: audit written to {out}")
     _open_hints([out], out)
     if failed:
-        print(f"nnaudit: {len(failed)} section(s) failed and are recorded with their error: {', '.join(failed)}",
+        print(f"nnaudit: {len(failed)} section(s) failed and are recorded with their error: {', '.join(failed)}; "
+              f"after a fix, `nnaudit run --resume {out}` runs only them"
+              + ("" if args.allow_errors else f" (exit {EXIT_SECTION_ERROR}; --allow-errors exits 0)"),
               file=sys.stderr)
+        return EXIT_OK if args.allow_errors else EXIT_SECTION_ERROR
     return EXIT_OK
 
 
@@ -70,7 +125,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     runs = run_demo(out, seed=args.seed, device=args.device or "auto")
     print(f"nnaudit: demo finished in {time.perf_counter() - start:.1f} s; runs in {out}")
     _open_hints(runs, out, [policy_path(out, run.name) for run in runs])
+    failed = [run.name for run in runs if _stored_status(run) == "failed"]
+    if failed:
+        print(f"nnaudit: a section failed in {', '.join(failed)}; see results.json", file=sys.stderr)
+        return EXIT_SECTION_ERROR
     return EXIT_OK
+
+
+def _stored_status(run_dir: Path) -> str:
+    from audit.results import load_results
+
+    return str(load_results(run_dir, validate=False)["manifest"].get("status"))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -139,9 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = sub.add_parser("run", help="audit a model described by a YAML config")
-    run.add_argument("config", help="audit.yaml")
+    run = sub.add_parser("run", help="audit a model described by a YAML config",
+                         description="Exit codes: 0 every section ran without error; 2 nothing ran (config, "
+                         "command line, output directory); 3 a section errored (0 with --allow-errors); "
+                         "130/143 stopped by SIGINT/SIGTERM.")
+    run.add_argument("config", nargs="?", help="audit.yaml (optional with --resume DIR: the run's own config)")
     run.add_argument("--out", help="run directory (default: runs/<timestamp>)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the run already in --out (deletes its results.json, report.html, artifacts/)")
+    run.add_argument("--resume", nargs="?", const=True, metavar="DIR",
+                     help="finish the run in DIR (or --out): keep its finished sections whose config, model and "
+                     "data are unchanged, run the rest")
+    run.add_argument("--allow-errors", action="store_true",
+                     help="exit 0 even when a section errored (results.json still says 'failed')")
     run.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the config)")
     run.add_argument("--limit", type=int, help="audit a stratified, seeded subset of N samples")
     run.add_argument("--seed", type=int, help="random seed (overrides the config)")
@@ -189,9 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     except NNAuditError as err:
         print(f"nnaudit: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("nnaudit: interrupted; sections finished so far are in results.json", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        signum = int(getattr(err, "signum", signal.SIGINT))
+        print(f"nnaudit: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return EXIT_SIGNAL_BASE + signum
     return code
 
 

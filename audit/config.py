@@ -190,6 +190,9 @@ def _check_files(config: AuditConfig) -> None:
     ):
         if value is not None and not Path(value).exists():
             raise ConfigError(key, f"file not found: {value}; fix the path (relative paths start at the config file)")
+        if value is not None and key.startswith("model.") and not Path(value).is_file():
+            kind = "a directory" if Path(value).is_dir() else "not a regular file (a device or pipe)"
+            raise ConfigError(key, f"{value} is {kind}; point {key} at the saved model file")
 
 
 def load_config(path: str | Path) -> AuditConfig:

@@ -1,13 +1,24 @@
-"""AuditContext: what every plugin gets, plus a cache of what many plugins need."""
+"""AuditContext: what every plugin gets, plus a cache of what many plugins need.
+
+Also the one progress reporter (``progress``, ``ctx.progress``): a tqdm bar on an interactive
+terminal, periodic lines through the ``nnaudit`` logger otherwise (CI logs), nothing with
+``NNAUDIT_PROGRESS=0``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
 import os
 import random
-from collections.abc import Iterable, Iterator
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -17,14 +28,164 @@ from audit.model import ModelAdapter
 from audit.results import ARTIFACTS_DIR, SectionResult
 
 T = TypeVar("T")
+log = logging.getLogger("nnaudit")
+
+# -- progress -----------------------------------------------------------------------------------
+
+PROGRESS_ENV = "NNAUDIT_PROGRESS"  # auto (default): bar on a terminal, log lines otherwise; bar; log; 0: silent
+PROGRESS_INTERVAL_ENV = "NNAUDIT_PROGRESS_INTERVAL"  # log mode: at most this many seconds without a line
+DEFAULT_INTERVAL_S = 30.0
+ProgressMode = Literal["off", "bar", "log"]
+
+
+def progress_mode() -> ProgressMode:
+    """What ``progress`` does now: from ``$NNAUDIT_PROGRESS``, else bar on a terminal (stderr) and log lines off one."""
+    value = os.environ.get(PROGRESS_ENV, "auto").strip().lower()
+    if value in ("0", "off", "false", "no", "none"):
+        return "off"
+    if value in ("bar", "tqdm"):
+        return "bar"
+    if value in ("log", "lines"):
+        return "log"
+    stream = sys.stderr
+    return "bar" if stream is not None and hasattr(stream, "isatty") and stream.isatty() else "log"
+
+
+def _interval() -> float:
+    try:
+        return max(0.0, float(os.environ.get(PROGRESS_INTERVAL_ENV, DEFAULT_INTERVAL_S)))
+    except ValueError:
+        return DEFAULT_INTERVAL_S
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+@dataclass
+class _Level:
+    """One active loop (or scope) of the progress stack."""
+
+    desc: str
+    total: int | None
+    n: int = 0
+    start: float = field(default_factory=time.monotonic)
+    scope: bool = False  # a named scope (progress_scope), not a loop
+
+    def text(self) -> str:
+        if self.total:
+            return f"{self.desc} {self.n}/{self.total}"
+        return f"{self.desc} {self.n}" if self.n else self.desc
+
+
+class _Reporter(threading.local):
+    """Per-thread stack of active loops; in log mode, decides when a line is due."""
+
+    def __init__(self) -> None:
+        self.stack: list[_Level] = []
+        self.last_line = time.monotonic()
+        self.last_decile = -1
+
+    def fraction(self) -> tuple[_Level, float] | None:
+        """The outermost counted loop and how far it is, counting the loops inside it."""
+        counted = [level for level in self.stack if level.total]
+        if not counted:
+            return None
+        top = counted[0]
+        fraction = 0.0
+        for level in reversed(self.stack[self.stack.index(top):]):
+            if level.total:
+                fraction = min(1.0, (level.n + fraction) / level.total)
+        return top, fraction
+
+    def line(self) -> str:
+        text = " > ".join(level.text() for level in self.stack)
+        found = self.fraction()
+        if found is None:
+            return text
+        top, fraction = found
+        elapsed = time.monotonic() - top.start
+        detail = f"{math.floor(100 * fraction):.0f}%, {_duration(elapsed)}"
+        if 0 < fraction < 1:
+            detail += f", about {_duration(elapsed * (1 - fraction) / fraction)} left"
+        return f"{text} ({detail})"
+
+    def step(self) -> None:
+        """After an iteration: a line when the outermost counted loop passed a tenth, or the interval ran out."""
+        now = time.monotonic()
+        found = self.fraction()
+        decile = -1 if found is None else math.floor(10 * found[1] + 1e-9)
+        due = now - self.last_line >= _interval()
+        if decile > self.last_decile or due:
+            log.info("%s", self.line())
+            self.last_line = now
+        if found is not None:
+            self.last_decile = max(self.last_decile, decile)
+
+    def push(self, level: _Level) -> None:
+        if not any(existing.total for existing in self.stack) and level.total:
+            self.last_decile = 0  # a new outermost counted loop: its tenths start again
+        self.stack.append(level)
+
+    def pop(self, level: _Level) -> None:
+        if level in self.stack:
+            self.stack.remove(level)
+
+
+_REPORTER = _Reporter()
+
+
+@contextlib.contextmanager
+def progress_scope(desc: str) -> Iterator[None]:
+    """Name what runs inside (the runner: ``[2/5] robustness``): log lines start with it."""
+    level = _Level(desc, None, scope=True)
+    _REPORTER.push(level)
+    try:
+        yield
+    finally:
+        _REPORTER.pop(level)
 
 
 def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
-    """A tqdm bar on an interactive terminal; silent otherwise (or with NNAUDIT_PROGRESS=0)."""
-    from tqdm.auto import tqdm
+    """Iterate ``iterable`` and report progress: one reporter for every loop of the audit.
 
-    disable = None if os.environ.get("NNAUDIT_PROGRESS", "1") != "0" else True
-    yield from tqdm(iterable, desc=desc, total=total, unit=unit, disable=disable, leave=False, dynamic_ncols=True)
+    On a terminal, a tqdm bar per loop, nested loops on the lines below their parent. Off a
+    terminal (CI logs, ``NNAUDIT_PROGRESS=log``), lines through the ``nnaudit`` logger naming every
+    loop from the outermost in, e.g. ``[3/4] robustness > attacks (linf) 2/6 > pgd batches 3/10
+    (38%, 41 s, about 1 min 07 s left)``: one when the outermost loop (counting the loops inside
+    it) passes another tenth, and one whenever ``$NNAUDIT_PROGRESS_INTERVAL`` seconds (default 30)
+    went by without one. ``NNAUDIT_PROGRESS=0``: silent.
+    """
+    mode = progress_mode()
+    if mode == "off":
+        yield from iterable
+        return
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    level = _Level(desc, total)
+    depth = sum(1 for lv in _REPORTER.stack if not lv.scope)
+    _REPORTER.push(level)
+    try:
+        if mode == "bar":
+            from tqdm.auto import tqdm
+
+            for item in tqdm(iterable, desc=desc, total=total, unit=unit, leave=depth == 0, position=depth,
+                             dynamic_ncols=True, file=sys.stderr, disable=False):
+                yield item
+                level.n += 1
+        else:
+            for item in iterable:
+                yield item
+                level.n += 1
+                _REPORTER.step()
+    finally:
+        _REPORTER.pop(level)
 
 
 @dataclass
@@ -92,7 +253,29 @@ class AuditContext:
         torch.manual_seed(self.seed)
 
     def progress(self, iterable: Iterable[T], *, desc: str, total: int | None = None) -> Iterator[T]:
+        """See ``progress``: loops nest (per attack, then per batch) and report as one line."""
         return progress(iterable, desc=desc, total=total)
+
+    # -- what sections leave for later ones (saved by the runner, reloaded on resume) ------------
+    def outputs_snapshot(self) -> dict[tuple[str, str], Any]:
+        """The current entries of every store of outputs, to tell what a section added."""
+        return {(store, key): value for store in OUTPUT_STORES for key, value in getattr(self, store).items()}
+
+    def outputs_since(self, snapshot: Mapping[tuple[str, str], Any]) -> dict[str, dict[str, Any]]:
+        """Entries added or replaced since ``snapshot``, by store."""
+        new: dict[str, dict[str, Any]] = {}
+        for store in OUTPUT_STORES:
+            for key, value in getattr(self, store).items():
+                if snapshot.get((store, key)) is not value:
+                    new.setdefault(store, {})[key] = value
+        return new
+
+    def restore_outputs(self, stores: Mapping[str, Mapping[str, Any]]) -> None:
+        """Put back what a section saved (a resumed run, for a section it keeps)."""
+        for store, entries in stores.items():
+            if store not in OUTPUT_STORES:
+                raise ValueError(f"unknown output store {store!r}")
+            getattr(self, store).update(entries)
 
     # -- computed once, shared by every plugin ------------------------------------------------
     def clean_logits(self) -> torch.Tensor:
@@ -113,3 +296,7 @@ class AuditContext:
             self._cache["pred"] = self.clean_logits().argmax(dim=1).numpy()
         pred: np.ndarray = self._cache["pred"]
         return pred
+
+
+OUTPUT_STORES: tuple[str, ...] = ("adversarial", "attributions", "shared")
+OUTPUT_TYPES: dict[str, type] = {"AdversarialOutcome": AdversarialOutcome, "AttributionSet": AttributionSet}

@@ -165,7 +165,7 @@ def run_demo(out: Path, *, seed: int = 0, device: str = "auto") -> list[Path]:
         config = load_config(config_path)
         config.device = device
         run_dir = out / name
-        run_audit(config, run_dir, config_dir=config_path.parent)
+        run_audit(config, run_dir, config_path=config_path, existing="overwrite")  # a new demo replaces the old
         log.info("%s audited in %.1f s -> %s", name, time.perf_counter() - start, run_dir)
         runs.append(run_dir)
     return runs

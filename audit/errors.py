@@ -30,3 +30,7 @@ class PluginError(NNAuditError):
 
 class ResultsError(NNAuditError):
     """A results file is missing, unreadable or does not validate."""
+
+
+class RunDirError(NNAuditError):
+    """The output directory cannot take this run: locked by a live run, or holding a finished one."""

@@ -11,7 +11,11 @@ A policy is YAML::
     max_findings: {critical: 0, high: 2}       # optional: findings at that severity or worse
 
 Exit codes: 0 every check passed; 1 a threshold failed or there were too many findings; 2 a
-metric is missing or null, a section errored or the run did not complete (2 wins over 1).
+metric is missing or could not be computed (null/NaN), a section errored, or the run did not
+finish (running, interrupted, or killed: incomplete) (2 wins over 1). Metric values are read
+through ``audit.results.decode_number``: an infinite value (``"Infinity"`` in results.json, e.g.
+the median minimal adversarial eps of a model no attack fooled) compares as infinity, so it
+passes ``>= 0.1`` and fails ``<= 0.5``; a NaN never passes any rule, ``!=`` included.
 ``==`` and ``!=`` compare with a relative tolerance of 1e-9.
 """
 
@@ -29,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from audit.errors import ConfigError
-from audit.results import SEVERITIES, all_metrics, load_results
+from audit.results import SEVERITIES, RunState, all_metrics, decode_number, load_results, run_state
 from reports.views import all_findings, run_title
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
@@ -58,12 +62,12 @@ POLICY_NOT_FOUND = "no gate policy file at {path}; pass the path of a YAML polic
 POLICY_UNREADABLE = "cannot read the policy {path}: {error}"
 POLICY_NOT_MAPPING = "a policy is a YAML mapping with 'rules:' at the top level, got {kind}"
 POLICY_EMPTY = "the policy checks nothing: add 'rules:' (e.g. '- performance.accuracy >= 0.9') or 'max_findings:'"
-UNKNOWN_POLICY_KEY = "unknown key {key!r}; a policy has only: rules, fail_on_section_error, max_findings"
+UNKNOWN_POLICY_KEY = "unknown key {key!r}{hint}; a policy has only: rules, fail_on_section_error, max_findings"
 RULES_NOT_LIST = "'rules' must be a list, one rule per item (e.g. '- performance.accuracy >= 0.9')"
 RULE_SYNTAX = ("cannot read rule {text!r}: write '<metric> <op> <number>' such as 'performance.accuracy >= 0.9', "
                "with <op> one of >=, >, <=, <, ==, !=")
 RULE_TYPE = "a rule is a string '<metric> <op> <number>' or a mapping with metric, op and value; got {kind}"
-UNKNOWN_RULE_KEY = "unknown key {key!r} in a rule; a rule mapping has only: metric, op, value"
+UNKNOWN_RULE_KEY = "unknown key {key!r} in a rule{hint}; a rule mapping has only: metric, op, value"
 MISSING_RULE_KEYS = "a rule mapping needs metric, op and value; missing: {missing}"
 BAD_OPERATOR = "operator {op!r} is not one of >=, >, <=, <, ==, != (quote it in YAML: op: \">=\")"
 BAD_THRESHOLD = "threshold {value!r} is not a finite number; write a number such as 0.9"
@@ -76,13 +80,15 @@ BAD_COUNT = "the most {severity} findings allowed must be an integer >= 0, got {
 # -- outcome messages -----------------------------------------------------------------------
 MISSING_METRIC = "metric {metric!r} is not in the results{hint}"
 SKIPPED_METRIC = "metric {metric!r} is not in the results: section {section!r} was skipped"
-NULL_METRIC = "metric {metric!r} is null: the check could not compute it"
+NULL_METRIC = "metric {metric!r} is null (NaN): the check could not compute it"
 SECTION_FAILED_METRIC = "metric {metric!r} is missing because section {section!r} failed: {error}"
 SECTION_FAILED = "section {section!r} failed: {error}"
 SECTION_OK = "section {section!r} ran without error"
 SECTION_SKIPPED = "section {section!r} was skipped"
-RUN_INCOMPLETE = "the run's status is {status!r}, not 'complete': results are partial; re-run the audit"
+RUN_INCOMPLETE = "the run is {status}, not finished: {reason}{never_ran}; results are partial{hint}"
 RUN_COMPLETE = "the run completed"
+RUN_FAILED = "every section ran; {reason}"
+RESUME_HINT = "; finish it with `nnaudit run --resume {run_dir}`"
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _RULE_RE = re.compile(rf"^\s*(?P<metric>\S+?)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<value>{_NUMBER})\s*$")
@@ -116,9 +122,16 @@ class Policy:
 def format_number(value: float | None) -> str:
     if value is None:
         return "null"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
     if float(value).is_integer() and abs(value) < 1e15:
         return str(int(value))
     return f"{value:.10g}"
+
+
+def _did_you_mean(word: Any, choices: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _kind(value: Any) -> str:
@@ -149,7 +162,7 @@ def parse_rule(item: Any, key: str = "rules[0]") -> Rule:
         raise ConfigError(key, RULE_TYPE.format(kind=_kind(item)))
     for name in item:
         if name not in RULE_KEYS:
-            raise ConfigError(f"{key}.{name}", UNKNOWN_RULE_KEY.format(key=name))
+            raise ConfigError(f"{key}.{name}", UNKNOWN_RULE_KEY.format(key=name, hint=_did_you_mean(name, RULE_KEYS)))
     missing = [name for name in RULE_KEYS if name not in item]
     if missing:
         raise ConfigError(key, MISSING_RULE_KEYS.format(missing=", ".join(missing)))
@@ -180,7 +193,7 @@ def parse_policy(data: Any) -> Policy:
         raise ConfigError("policy", POLICY_NOT_MAPPING.format(kind=_kind(data)))
     for key in data:
         if key not in POLICY_KEYS:
-            raise ConfigError(str(key), UNKNOWN_POLICY_KEY.format(key=key))
+            raise ConfigError(str(key), UNKNOWN_POLICY_KEY.format(key=key, hint=_did_you_mean(key, POLICY_KEYS)))
     raw_rules = data.get("rules") or []
     if not isinstance(raw_rules, list):
         raise ConfigError("rules", RULES_NOT_LIST)
@@ -278,6 +291,15 @@ def _rule_outcome(rule: Rule, status: OutcomeStatus, message: str, value: float 
     return Outcome(rule.text, "metric", status, message, rule.metric, rule.op, rule.threshold, value)
 
 
+def _closest(name: str, names: list[str]) -> list[str]:
+    """The names nearest ``name`` (a typo), only those about as close as the best one."""
+    scored = sorted(((difflib.SequenceMatcher(None, name, other).ratio(), other) for other in names), reverse=True)
+    if not scored or scored[0][0] < 0.6:
+        return []
+    best = scored[0][0]
+    return [other for ratio, other in scored[:3] if ratio >= max(0.6, best - 0.03)]
+
+
 def _missing_outcome(rule: Rule, metrics: Mapping[str, Any], sections: Mapping[str, Mapping[str, Any]]) -> Outcome:
     owner = _owner(rule.metric, sections)
     if owner is not None and owner[1].get("status") == "error":
@@ -285,7 +307,7 @@ def _missing_outcome(rule: Rule, metrics: Mapping[str, Any], sections: Mapping[s
             metric=rule.metric, section=owner[0], error=_section_error_text(owner[1])))
     if owner is not None and owner[1].get("status") == "skipped":
         return _rule_outcome(rule, "missing", SKIPPED_METRIC.format(metric=rule.metric, section=owner[0]))
-    close = difflib.get_close_matches(rule.metric, list(metrics), n=3, cutoff=0.6)
+    close = _closest(rule.metric, list(metrics))
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return _rule_outcome(rule, "missing", MISSING_METRIC.format(metric=rule.metric, hint=hint))
 
@@ -295,7 +317,7 @@ def evaluate_rule(rule: Rule, metrics: Mapping[str, float | None],
     """One threshold rule against the run's metrics; ``sections`` explains a missing metric."""
     if rule.metric not in metrics:
         return _missing_outcome(rule, metrics, sections or {})
-    value = metrics[rule.metric]
+    value = decode_number(metrics[rule.metric])  # in-memory results may hold NaN: it reads as None
     if value is None:
         return _rule_outcome(rule, "missing", NULL_METRIC.format(metric=rule.metric))
     ok = rule.check(value)
@@ -319,13 +341,20 @@ def _findings_outcomes(results: Mapping[str, Any], limits: Mapping[str, int]) ->
     return outcomes
 
 
+def _run_outcome(state: RunState, run_dir: str | os.PathLike[str] | None) -> Outcome:
+    """The run's own check: a run that did not finish is an error whatever the policy says."""
+    if state.status == "complete":
+        return Outcome("run completed", "run", "pass", RUN_COMPLETE)
+    if state.status == "failed":
+        return Outcome("run completed", "run", "pass", RUN_FAILED.format(reason=state.reason))
+    never = f"; sections that never ran: {', '.join(state.never_ran)}" if state.never_ran else ""
+    hint = RESUME_HINT.format(run_dir=run_dir) if run_dir is not None and state.status != "running" else ""
+    return Outcome("run completed", "run", "error",
+                   RUN_INCOMPLETE.format(status=state.status, reason=state.reason, never_ran=never, hint=hint))
+
+
 def _section_outcomes(results: Mapping[str, Any]) -> list[Outcome]:
     outcomes = []
-    manifest_status = results.get("manifest", {}).get("status", "complete")
-    if manifest_status != "complete":
-        outcomes.append(Outcome("run completed", "run", "error", RUN_INCOMPLETE.format(status=manifest_status)))
-    else:
-        outcomes.append(Outcome("run completed", "run", "pass", RUN_COMPLETE))
     for name, section in results.get("sections", {}).items():
         status = section.get("status", "ok")
         if status == "error":
@@ -339,12 +368,18 @@ def _section_outcomes(results: Mapping[str, Any]) -> list[Outcome]:
     return outcomes
 
 
-def evaluate_policy(results: Mapping[str, Any], policy: Policy) -> GateReport:
-    """Check ``results`` (a loaded results dict) against ``policy``. Pure: reads nothing, writes nothing."""
+def evaluate_policy(results: Mapping[str, Any], policy: Policy, *,
+                    run_dir: str | os.PathLike[str] | None = None) -> GateReport:
+    """Check ``results`` (a loaded results dict) against ``policy``. Pure: writes nothing.
+
+    ``run_dir`` (where the results came from) tells a run still being written from one whose
+    process died; without it a run stored as running is simply not finished. Either way it exits 2.
+    """
     metrics = all_metrics(dict(results))
     sections = results.get("sections", {})
     outcomes = [evaluate_rule(rule, metrics, sections) for rule in policy.rules]
     outcomes += _findings_outcomes(results, policy.max_findings)
+    outcomes.append(_run_outcome(run_state(dict(results), run_dir), run_dir))
     if policy.fail_on_section_error:
         outcomes += _section_outcomes(results)
     return GateReport(outcomes=tuple(outcomes), run_title=run_title(results),
@@ -384,7 +419,7 @@ def run_gate(run_dir: str | os.PathLike[str], policy_path: str | os.PathLike[str
 
     policy = load_policy(policy_path)
     results = load_results(run_dir, validate=True)
-    report = evaluate_policy(results, policy)
+    report = evaluate_policy(results, policy, run_dir=run_dir)
     out = stream if stream is not None else sys.stdout
     out.write(format_report(report))
     if junit is not None:

@@ -287,6 +287,11 @@ def _probe(call: Callable[[torch.Tensor], Any], sample: torch.Tensor, key: str |
 
 def _load_weights(module: nn.Module, config: ModelConfig) -> None:
     assert config.weights is not None
+    with open(config.weights, "rb") as handle:
+        head = handle.read(4)
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # torch.save writes a zip archive (legacy: a pickle)
+        raise ConfigError("model.weights", f"{config.weights} is not a file written by torch.save (neither a zip "
+                          "archive nor a pickle); point model.weights at the saved state_dict")
     try:
         state = torch.load(config.weights, map_location="cpu", weights_only=not config.trust_pickle)
     except Exception as err:

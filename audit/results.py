@@ -1,8 +1,15 @@
 """Results: plain, versioned JSON. No torch here: reports, app.py and the gate import this.
 
-A run directory holds ``results.json`` (this module's ``RunResult``), ``artifacts/`` and
-``report.html``. ``results.json`` is rewritten atomically after every section, so a crash
-loses at most the section in flight.
+A run directory holds ``results.json``, ``artifacts/`` and ``report.html`` (and, while a run
+writes it, ``.nnaudit.lock``). ``results.json`` is rewritten atomically when a section starts
+and after it ends, so a crash loses at most the section in flight.
+
+Numbers that JSON cannot hold: a metric, finding value or table cell that is +/- infinity is
+written as the string ``"Infinity"`` / ``"-Infinity"`` (e.g. the median minimal adversarial eps
+of a model no attack fooled); NaN ("could not compute") is written as ``null``. Every reader
+decodes through ``decode_number`` (or ``all_metrics``, which uses it), so the gate, the reports
+and the dashboard read the same values. Figure data drops non-finite points (``null``): a
+figure cannot draw them.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import Any, Literal
 
 from audit.errors import ResultsError
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"  # 2.0: "Infinity" strings, run statuses interrupted; 1.x files still read
 RESULTS_FILE = "results.json"
 ARTIFACTS_DIR = "artifacts"
 SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
@@ -26,23 +33,69 @@ SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
 Severity = Literal["info", "low", "medium", "high", "critical"]
 Status = Literal["ok", "error", "skipped"]
 Cell = str | float | int | bool | None
+Encoded = float | str | None  # a number as results.json stores it
+RunStatus = Literal["running", "complete", "failed", "interrupted"]
+RUN_STATUSES: tuple[str, ...] = ("running", "complete", "failed", "interrupted")
+POSITIVE_INFINITY, NEGATIVE_INFINITY = "Infinity", "-Infinity"
+_INFINITIES = {POSITIVE_INFINITY: math.inf, NEGATIVE_INFINITY: -math.inf}
+
+NEWER_SCHEMA = ("{file} was written by nnaudit {writer} with results schema {version}; this nnaudit ({ours}) reads "
+                "results schema up to {supported}. Upgrade nnaudit (pip install -U nnaudit) to read it")
+BAD_SCHEMA_VERSION = ("{file} has schema_version {version!r}, not a version such as {supported!r}; "
+                      "it is not an nnaudit results file, or it was edited by hand")
+BAD_NUMBER = "{value!r} is not a results number: use a number, null, \"Infinity\" or \"-Infinity\""
 
 
-def _clean_number(value: Any) -> float | None:
-    """JSON has no NaN/inf: store them as null."""
+def encode_number(value: Any) -> Encoded:
+    """A number as results.json stores it: finite numbers as they are, +/-inf as "Infinity"/"-Infinity",
+    NaN and None as null."""
     if value is None:
         return None
     number = float(value)
-    return number if math.isfinite(number) else None
+    if math.isnan(number):
+        return None
+    if math.isinf(number):
+        return POSITIVE_INFINITY if number > 0 else NEGATIVE_INFINITY
+    return number
 
 
-def _clean_cell(value: Any) -> Cell:
+def decode_number(value: Any) -> float | None:
+    """The one reader of stored numbers: "Infinity"/"-Infinity" -> +/-inf, null and NaN -> None.
+
+    ``None`` means "could not compute". Accepts in-memory floats too (NaN -> None), so a results
+    dict that never went through JSON reads the same. Raises ``ResultsError`` for anything else.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value in _INFINITIES:
+            return _INFINITIES[value]
+        raise ResultsError(BAD_NUMBER.format(value=value))
+    if isinstance(value, bool):
+        raise ResultsError(BAD_NUMBER.format(value=value))
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as err:
+        raise ResultsError(BAD_NUMBER.format(value=value)) from err
+    return None if math.isnan(number) else number
+
+
+def decode_cell(value: Any) -> Cell:
+    """A table cell for display: infinities decoded, every other cell as stored."""
+    if isinstance(value, str) and value in _INFINITIES:
+        return _INFINITIES[value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _clean_cell(value: Any) -> Encoded | int | bool:
     if value is None or isinstance(value, (str, bool)):
         return value
     if isinstance(value, int):
         return int(value)
     try:
-        return _clean_number(value)
+        return encode_number(value)
     except (TypeError, ValueError):
         return str(value)
 
@@ -62,8 +115,13 @@ class Finding:
         if self.metric is not None:
             out["metric"] = self.metric
         if self.value is not None:
-            out["value"] = _clean_number(self.value)
+            out["value"] = encode_number(self.value)
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Finding:
+        return cls(data["severity"], data["message"], code=data.get("code"), metric=data.get("metric"),
+                   value=decode_number(data.get("value")))
 
 
 @dataclass
@@ -85,6 +143,11 @@ class Table:
             out["description"] = self.description
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Table:
+        return cls(data["name"], data["title"], list(data["columns"]), [list(r) for r in data["rows"]],
+                   data.get("description"))
+
 
 @dataclass
 class SectionResult:
@@ -103,12 +166,16 @@ class SectionResult:
     notes: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     error: dict[str, str] | None = None
+    # set by the runner: what the section's results depend on (a resumed run keeps the section when
+    # it is unchanged), and where the outputs it left for later sections were saved
+    fingerprint: str | None = None
+    context: str | None = None
 
     # -- helpers plugins use -------------------------------------------------
     def metric(self, name: str, value: Any) -> None:
         """Record a metric. ``name`` is relative to the section unless it already starts with it."""
         full = name if name.startswith(self.name + ".") else f"{self.name}.{name}"
-        self.metrics[full] = _clean_number(value)
+        self.metrics[full] = decode_number(encode_number(value))
 
     def finding(self, severity: Severity, message: str, **kwargs: Any) -> None:
         if severity not in SEVERITIES:
@@ -126,13 +193,13 @@ class SectionResult:
         self.figures.append(_jsonable(spec))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "plugin": self.plugin,
             "title": self.title or self.name,
             "status": self.status,
             "params": _jsonable(self.params),
-            "metrics": {k: _clean_number(v) for k, v in self.metrics.items()},
+            "metrics": {k: encode_number(v) for k, v in self.metrics.items()},
             "tables": [t.to_dict() for t in self.tables],
             "figures": [_jsonable(f) for f in self.figures],
             "findings": [f.to_dict() for f in self.findings],
@@ -141,6 +208,26 @@ class SectionResult:
             "duration_s": round(float(self.duration_s), 6),
             "error": self.error,
         }
+        if self.fingerprint is not None:
+            out["fingerprint"] = self.fingerprint
+        if self.context is not None:
+            out["context"] = self.context
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SectionResult:
+        """The inverse of ``to_dict`` (a resumed run rebuilds the sections it keeps)."""
+        return cls(
+            name=data["name"], plugin=data["plugin"], title=data.get("title", ""), status=data["status"],
+            params=dict(data.get("params", {})),
+            metrics={k: decode_number(v) for k, v in data.get("metrics", {}).items()},
+            tables=[Table.from_dict(t) for t in data.get("tables", [])],
+            figures=[dict(f) for f in data.get("figures", [])],
+            findings=[Finding.from_dict(f) for f in data.get("findings", [])],
+            artifacts=dict(data.get("artifacts", {})), notes=list(data.get("notes", [])),
+            duration_s=float(data.get("duration_s", 0.0)), error=data.get("error"),
+            fingerprint=data.get("fingerprint"), context=data.get("context"),
+        )
 
 
 def _jsonable(value: Any) -> Any:
@@ -154,7 +241,7 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, int):
         return value
     if isinstance(value, float):
-        return _clean_number(value)
+        return value if math.isfinite(value) else None
     if isinstance(value, Path):
         return str(value)
     tolist = getattr(value, "tolist", None)
@@ -163,20 +250,27 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o644)  # mkstemp makes it private; results and reports are meant to be read
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` so that readers see the old file or the new one, never half."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def dumps(data: dict[str, Any]) -> str:
@@ -217,17 +311,119 @@ def load_results(path: str | os.PathLike[str], *, validate: bool = True) -> dict
         raise ResultsError(f"cannot read {file}: {err}. Re-run the audit to rewrite it.") from err
     if not isinstance(data, dict):
         raise ResultsError(f"{file} does not hold a JSON object; it is not an nnaudit results file")
+    check_schema_version(data, file)
     if validate:
         validate_results(data)
     return data
 
 
+def _version_tuple(text: str) -> tuple[int, int] | None:
+    parts = text.split(".")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+def check_schema_version(data: dict[str, Any], file: str | os.PathLike[str] = "results") -> None:
+    """Refuse a file from a newer results schema with a message naming the nnaudit that wrote it."""
+    version = data.get("schema_version")
+    if version is None:
+        return  # the schema check names the missing key
+    parsed = _version_tuple(version) if isinstance(version, str) else None
+    if parsed is None:
+        raise ResultsError(BAD_SCHEMA_VERSION.format(file=file, version=version, supported=SCHEMA_VERSION))
+    if parsed > _version_tuple_or_raise(SCHEMA_VERSION):
+        from audit import __version__
+
+        manifest = data.get("manifest")
+        writer = manifest.get("nnaudit_version") if isinstance(manifest, dict) else None
+        raise ResultsError(NEWER_SCHEMA.format(file=file, writer=writer or "(unknown version)", version=version,
+                                               ours=__version__, supported=SCHEMA_VERSION))
+
+
+def _version_tuple_or_raise(text: str) -> tuple[int, int]:
+    parsed = _version_tuple(text)
+    if parsed is None:  # pragma: no cover - SCHEMA_VERSION is a constant
+        raise ValueError(text)
+    return parsed
+
+
 def all_metrics(data: dict[str, Any]) -> dict[str, float | None]:
-    """Every metric of every section, by its dotted name."""
+    """Every metric of every section, by its dotted name, decoded (inf as float, "could not compute" as None)."""
     out: dict[str, float | None] = {}
     for section in data.get("sections", {}).values():
-        out.update(section.get("metrics", {}))
+        out.update({name: decode_number(value) for name, value in section.get("metrics", {}).items()})
     return out
+
+
+# -- the run's state ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunState:
+    """How a run stands, as readers should show it.
+
+    ``status`` is the stored status, except that a run stored as ``running`` whose process is gone
+    (killed, crashed, machine rebooted) reads as ``incomplete``.
+    """
+
+    status: Literal["running", "complete", "failed", "interrupted", "incomplete"]
+    stored: str
+    reason: str
+    never_ran: tuple[str, ...] = ()
+    in_flight: str | None = None
+    errored: tuple[str, ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        """Every planned section ran (some may have errored)."""
+        return self.status in ("complete", "failed")
+
+
+def planned_sections(data: dict[str, Any]) -> list[str] | None:
+    """The enabled sections of the run's config, in order; None when the manifest does not say."""
+    manifest = data.get("manifest")
+    config = manifest.get("config") if isinstance(manifest, dict) else None
+    sections = config.get("sections") if isinstance(config, dict) else None
+    if not isinstance(sections, dict):
+        return None
+    return [str(name) for name, spec in sections.items()
+            if not (isinstance(spec, dict) and spec.get("enabled", True) is False)]
+
+
+def run_state(data: dict[str, Any], run_dir: str | os.PathLike[str] | None = None) -> RunState:
+    """The state of a run from its results (and its directory's lock, to tell a live run from a dead one)."""
+    manifest: dict[str, Any] = data["manifest"] if isinstance(data.get("manifest"), dict) else {}
+    stored = str(manifest.get("status", "complete"))
+    sections = data.get("sections", {}) if isinstance(data.get("sections"), dict) else {}
+    planned = planned_sections(data) or []
+    never_ran = tuple(name for name in planned if name not in sections)
+    errored = tuple(name for name, s in sections.items() if isinstance(s, dict) and s.get("status") == "error")
+    in_flight = manifest.get("current_section") if stored != "complete" else None
+    in_flight = in_flight if isinstance(in_flight, str) and in_flight not in sections else None
+    where = f" while '{in_flight}' ran" if in_flight else ""
+    if stored == "complete":
+        return RunState("complete", stored, "every section ran", never_ran, None, errored)
+    if stored == "failed":
+        return RunState("failed", stored, f"{len(errored)} section(s) failed: {', '.join(errored)}", never_ran,
+                        None, errored)
+    if stored == "interrupted":
+        by = manifest.get("interrupted_by") or "a signal"
+        return RunState("interrupted", stored, f"stopped by {by}{where}", never_ran, in_flight, errored)
+    if run_dir is None:
+        return RunState("running", stored, "stored as running; no run directory to check whether it still runs",
+                        never_ran, in_flight, errored)
+    from audit.engine.lock import inspect_lock
+
+    lock = inspect_lock(run_dir)
+    if lock.state == "held":
+        return RunState("running", stored, f"running ({lock.holder}){where.replace('ran', 'runs')}", never_ran,
+                        in_flight, errored)
+    if lock.state == "stale":
+        reason = f"the process that wrote it ({lock.holder}) stopped without finishing{where}"
+    else:
+        reason = f"no process is writing it and it never finished{where}"
+    return RunState("incomplete", stored, reason + " (killed or crashed)", never_ran, in_flight, errored)
 
 
 def find_runs(root: str | os.PathLike[str]) -> list[Path]:

@@ -1,29 +1,82 @@
 """The runner: config -> model + data -> sections -> results.json (+ report.html).
 
-Everything that can be wrong with the config is checked before any section runs. After each
-section, results.json is rewritten atomically: a crash loses at most the section in flight.
+Everything that can be wrong with the config is checked before any section runs. results.json
+is rewritten atomically when a section starts and after it ends: a crash loses at most the
+section in flight, and the manifest says which one that was.
+
+Lifecycle of a run directory (``manifest.status``): ``running`` while a run writes it (it holds
+``.nnaudit.lock``), then ``complete`` (every section ran without error), ``failed`` (every
+section ran, at least one errored) or ``interrupted`` (SIGINT/SIGTERM; written before the
+process exits). A run killed outright stays ``running`` on disk; readers see from the lock that
+its process is gone and show it as incomplete (``audit.results.run_state``).
+
+A directory that already holds a run is refused unless the caller says what to do with it:
+``overwrite`` (delete its results, report and artifacts first) or ``resume`` (keep every
+finished section whose fingerprint is unchanged, reload what it left for later sections, run
+the rest).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
+import json
 import logging
 import platform
+import shutil
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Literal
 
 from audit import __version__
 from audit.config import AuditConfig
-from audit.errors import ConfigError
+from audit.errors import ConfigError, ResultsError, RunDirError
 from audit.plugin import SectionPlugin, section_plugin
-from audit.results import RESULTS_FILE, SCHEMA_VERSION, SectionResult, _jsonable, atomic_write_text, dumps
+from audit.results import (
+    ARTIFACTS_DIR,
+    RESULTS_FILE,
+    SCHEMA_VERSION,
+    SectionResult,
+    _jsonable,
+    atomic_write_text,
+    dumps,
+    load_results,
+)
+
+if TYPE_CHECKING:
+    from audit.context import AuditContext
 
 log = logging.getLogger("nnaudit")
 
 LIBRARIES = ("torch", "numpy", "scikit-learn", "captum", "shap", "lime", "foolbox", "fairlearn", "streamlit")
+REPORT_FILE = "report.html"
+CONTEXT_FILE = "context.npz"
+Existing = Literal["refuse", "overwrite", "resume"]
+
+# -- run directory errors (RunDirError); tests match these ------------------------------------
+ALREADY_A_RUN = ("{out} already holds an audit ({what}); pass --overwrite to replace it (deletes its results.json, "
+                 "report.html and artifacts/), --resume to keep its finished sections and run the rest, or choose "
+                 "another --out")
+LEFTOVERS = ("{out} holds {found} but no results.json; pass --overwrite to clear them, or choose another --out")
+NOT_A_DIRECTORY = "--out {out} is a file, not a directory; choose a directory for the run"
+NOTHING_TO_RESUME = ("nothing to resume in {out}: it has no results.json; start the run with "
+                     "`nnaudit run CONFIG --out {out}`")
+CANNOT_RESUME = "cannot resume {out}: {error}; start it again with --overwrite"
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived while a run was writing; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
 
 
 def library_versions() -> dict[str, str | None]:
@@ -58,10 +111,159 @@ def build_plugins(config: AuditConfig) -> list[SectionPlugin]:
     return plugins
 
 
-class Run:
-    """One audit run: holds the results as they grow and writes them after every section."""
+# -- the output directory -------------------------------------------------------------------
 
-    def __init__(self, config: AuditConfig, out_dir: Path) -> None:
+
+def check_out_dir(out_dir: Path, existing: Existing, *, holding_lock: bool = False) -> dict[str, Any] | None:
+    """Whether a run may write ``out_dir``; reads only. Returns the previous results when resuming.
+
+    Raises ``RunDirError`` when a live run holds the directory, when it holds a run and neither
+    overwrite nor resume was asked for, or when there is nothing to resume.
+    """
+    from audit.engine.lock import inspect_lock
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(NOT_A_DIRECTORY.format(out=out))
+    lock = inspect_lock(out)
+    if lock.state == "held" and not holding_lock:
+        from audit.engine.lock import LOCKED
+
+        raise RunDirError(LOCKED.format(run_dir=out, pid=lock.pid if lock.pid is not None else "?",
+                                        host=lock.host or "?", started=lock.started_at or "at an unknown time"))
+    results = out / RESULTS_FILE
+    if existing == "resume":
+        if not results.exists():
+            raise RunDirError(NOTHING_TO_RESUME.format(out=out))
+        try:
+            return load_results(results, validate=True)
+        except ResultsError as err:
+            raise RunDirError(CANNOT_RESUME.format(out=out, error=err)) from err
+    if existing == "overwrite":
+        return None
+    if results.exists():
+        raise RunDirError(ALREADY_A_RUN.format(out=out, what=_describe_run(results)))
+    found = [name for name in (ARTIFACTS_DIR + "/", REPORT_FILE) if (out / name.rstrip("/")).exists()]
+    if found:
+        raise RunDirError(LEFTOVERS.format(out=out, found=" and ".join(found)))
+    return None
+
+
+def _describe_run(results: Path) -> str:
+    try:
+        data = json.loads(results.read_text(encoding="utf-8"))
+        manifest = data["manifest"]
+        return f"status {manifest['status']}, started {manifest['created_at']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its results.json cannot be read"
+
+
+def clear_run_dir(out_dir: Path) -> None:
+    """Delete what a run writes (results.json, report.html, artifacts/); leave every other file alone."""
+    out = Path(out_dir)
+    (out / RESULTS_FILE).unlink(missing_ok=True)
+    (out / REPORT_FILE).unlink(missing_ok=True)
+    if (out / ARTIFACTS_DIR).is_dir():
+        shutil.rmtree(out / ARTIFACTS_DIR)
+
+
+@contextlib.contextmanager
+def _signals(mode: Literal["raise", "ignore"]) -> Iterator[None]:
+    """While inside: SIGINT/SIGTERM raise ``Interrupted`` (or are ignored, while the final state is written).
+
+    Only the main thread can set signal handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    handler: Any = interrupt if mode == "raise" else signal.SIG_IGN
+    # a signal the parent told us to ignore (nohup, `cmd &` in a script) stays ignored
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(sig) is not signal.SIG_IGN}
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+
+# -- fingerprints and resume ------------------------------------------------------------------
+
+
+def section_fingerprint(config: AuditConfig, plugin: SectionPlugin, *, model_sha256: str, data_sha256: str,
+                        device: str, upstream: list[str]) -> str:
+    """sha256 of everything a section's results depend on: a resumed run keeps the section when it is unchanged.
+
+    The model and data configs and hashes, seed, batch size, device, the section's plugin and
+    parameters, the nnaudit version, and the fingerprints of the earlier sections it reads.
+    """
+    settings = config.model_dump(mode="json", exclude={"title", "report", "sections", "device"})
+    payload = {"nnaudit": __version__, "settings": settings, "device": device, "section": plugin.section,
+               "plugin": plugin.name, "params": plugin.params.model_dump(mode="json"), "model": model_sha256,
+               "data": data_sha256, "upstream": upstream}
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _fingerprints(config: AuditConfig, plugins: list[SectionPlugin], model_sha256: str, data_sha256: str,
+                  device: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for i, plugin in enumerate(plugins):
+        upstream = [out[p.section] for p in plugins[:i] if p.name in plugin.reads_sections]
+        out[plugin.section] = section_fingerprint(config, plugin, model_sha256=model_sha256, data_sha256=data_sha256,
+                                                  device=device, upstream=upstream)
+    return out
+
+
+def plan_resume(previous: dict[str, Any], plugins: list[SectionPlugin], fingerprints: dict[str, str],
+                ctx: AuditContext) -> dict[str, SectionResult]:
+    """The sections of ``previous`` a resumed run keeps, their saved outputs put back into ``ctx``.
+
+    A section is kept when it finished (ok or skipped) with the same fingerprint, every earlier
+    section it reads is kept too, and what it left for later sections can be reloaded.
+    """
+    from audit.context import OUTPUT_TYPES
+    from audit.engine import checkpoint
+
+    old_sections: dict[str, Any] = previous.get("sections", {})
+    kept: dict[str, SectionResult] = {}
+    for i, plugin in enumerate(plugins):
+        old = old_sections.get(plugin.section)
+        producers = [p.section for p in plugins[:i] if p.name in plugin.reads_sections]
+        reason = None
+        if old is None:
+            reason = "it did not finish"
+        elif old.get("status") == "error":
+            reason = "it failed"
+        elif old.get("fingerprint") != fingerprints[plugin.section]:
+            reason = "its config, model, data, seed or nnaudit version changed"
+        elif any(p not in kept for p in producers):
+            reason = f"it reads {', '.join(p for p in producers if p not in kept)}, which runs again"
+        elif old.get("context"):
+            try:
+                ctx.restore_outputs(checkpoint.load(ctx.run_dir / old["context"], OUTPUT_TYPES))
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                reason = f"its saved outputs cannot be read ({err})"
+        if reason is None and old is not None:
+            kept[plugin.section] = SectionResult.from_dict(old)
+        else:
+            log.info("resume: '%s' runs again: %s", plugin.section, reason)
+    return kept
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+class Run:
+    """One audit run: holds the results as they grow and writes them at every section boundary."""
+
+    def __init__(self, config: AuditConfig, out_dir: Path, *, config_path: Path | None = None) -> None:
         self.config = config
         self.out_dir = Path(out_dir)
         self.sections: dict[str, SectionResult] = {}
@@ -71,11 +273,13 @@ class Run:
             "created_at": _now(),
             "finished_at": None,
             "status": "running",
+            "current_section": None,
             "title": config.title,
             "python": sys.version.split()[0],
             "platform": platform.platform(),
             "libraries": library_versions(),
             "config": config.model_dump(mode="json"),
+            "config_path": str(Path(config_path).resolve()) if config_path is not None else None,
             "model": {},
             "data": {},
             "device": config.device,
@@ -92,15 +296,51 @@ class Run:
         atomic_write_text(path, dumps(self.to_dict()))
         return path
 
+    def finish(self, status: str, start: float, **extra: Any) -> None:
+        """Write the final state (signals ignored meanwhile, so a second Ctrl+C cannot cut it short)."""
+        with _signals("ignore"):
+            self.manifest.update(status=status, finished_at=_now(), **extra)
+            if status in ("complete", "failed"):
+                self.manifest["current_section"] = None
+            self.timings["total"] = round(time.perf_counter() - start, 4)
+            self.write()
 
-def run_audit(config: AuditConfig, out_dir: Path, *, config_dir: Path | None = None) -> dict[str, Any]:
-    """Run every enabled section and return the results dict (also written to ``out_dir``)."""
+
+def run_audit(config: AuditConfig, out_dir: Path, *, config_dir: Path | None = None,
+              config_path: Path | None = None, existing: Existing = "refuse") -> dict[str, Any]:
+    """Run every enabled section and return the results dict (also written to ``out_dir``).
+
+    ``existing`` says what to do when ``out_dir`` already holds a run: refuse (``RunDirError``),
+    ``overwrite`` it, or ``resume`` it. SIGINT/SIGTERM raise ``Interrupted`` after results.json
+    says ``interrupted``.
+    """
+    from audit.engine.lock import RunLock
+
+    out = Path(out_dir)
+    if config_path is not None and config_dir is None:
+        config_dir = Path(config_path).resolve().parent
+    with _signals("raise"):
+        plugins = build_plugins(config)
+        check_out_dir(out, existing)  # fail fast, before loading anything
+        created = not out.exists()
+        lock = RunLock(out)
+        try:
+            lock.acquire()
+            return _run(config, out, plugins, config_dir=config_dir, config_path=config_path, existing=existing)
+        finally:
+            lock.release()
+            if created and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()  # stopped before writing anything: leave no empty directory behind
+
+
+def _run(config: AuditConfig, out: Path, plugins: list[SectionPlugin], *, config_dir: Path | None,
+         config_path: Path | None, existing: Existing) -> dict[str, Any]:
     from audit.context import AuditContext
     from audit.data import load_data
     from audit.model import Bounds, load_model, resolve_device
 
     start = time.perf_counter()
-    plugins = build_plugins(config)
+    previous = check_out_dir(out, existing, holding_lock=True)  # again: it may have changed meanwhile
     device = resolve_device(config.device)
     data = load_data(config.data, seed=config.seed)
     default_bounds = None
@@ -109,30 +349,106 @@ def run_audit(config: AuditConfig, out_dir: Path, *, config_dir: Path | None = N
     extra = [p for p in (config_dir, Path.cwd()) if p is not None]
     adapter = load_model(config.model, num_classes=data.num_classes, sample=data.x, device=device,
                          batch_size=config.batch_size, default_bounds=default_bounds, extra_paths=extra)
-    run = Run(config, out_dir)
+    run = Run(config, out, config_path=config_path)
     run.manifest["model"] = adapter.describe()
     run.manifest["data"] = data.describe()
     run.manifest["device"] = str(device)
     run.timings["load"] = round(time.perf_counter() - start, 4)
-    run.write()
     ctx = AuditContext(model=adapter, data=data, run_dir=run.out_dir, seed=config.seed,
                        batch_size=config.batch_size)
-    total = len(plugins)
-    for i, plugin in enumerate(plugins, 1):
-        log.info("[%d/%d] %s ...", i, total, plugin.section)
-        result = plugin(ctx)
-        ctx.results[plugin.section] = result
-        run.sections[plugin.section] = result
-        run.timings[plugin.section] = round(result.duration_s, 4)
-        run.write()
-        status = "ok" if result.status == "ok" else f"ERROR: {result.error['message'] if result.error else ''}"
-        log.info("[%d/%d] %s %s (%.1f s)", i, total, plugin.section, status, result.duration_s)
-    run.timings["total"] = round(time.perf_counter() - start, 4)
-    run.manifest["status"] = "complete"
-    run.manifest["finished_at"] = _now()
+    fingerprints = _fingerprints(config, plugins, run.manifest["model"]["sha256"], run.manifest["data"]["sha256"],
+                                 str(device))
+    kept: dict[str, SectionResult] = {}
+    if existing == "overwrite":
+        clear_run_dir(out)
+    elif previous is not None:
+        kept = plan_resume(previous, plugins, fingerprints, ctx)
+        _carry_over(run, previous, kept)
+        if len(kept) < len(plugins):
+            (out / REPORT_FILE).unlink(missing_ok=True)  # it shows the previous, unfinished state
     run.write()
+    total = len(plugins)
+    try:
+        for i, plugin in enumerate(plugins, 1):
+            if plugin.section in kept:
+                ctx.results[plugin.section] = run.sections[plugin.section]
+                log.info("[%d/%d] %s kept from the previous run", i, total, plugin.section)
+                continue
+            _run_section(run, ctx, plugin, fingerprints[plugin.section], f"[{i}/{total}]")
+    except KeyboardInterrupt as err:
+        signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
+        run.finish("interrupted", start, interrupted_by=signal.Signals(signum).name)
+        raise
+    errored = [name for name, s in run.sections.items() if s.status == "error"]
+    run.finish("failed" if errored else "complete", start)
     if config.report:
         from reports.html import write_report
 
         write_report(run.out_dir)
     return run.to_dict()
+
+
+def _carry_over(run: Run, previous: dict[str, Any], kept: dict[str, SectionResult]) -> None:
+    """A resumed run keeps its start time, its resume history and the kept sections with their timings."""
+    old = previous.get("manifest", {})
+    run.manifest["created_at"] = old.get("created_at", run.manifest["created_at"])
+    run.manifest["resumes"] = [*old.get("resumes", []), {"at": _now(), "kept": list(kept)}]
+    old_timings = old.get("timings", {})
+    for name, section in kept.items():
+        run.sections[name] = section
+        run.timings[name] = old_timings.get(name, round(section.duration_s, 4))
+    for name in previous.get("sections", {}):
+        folder = run.out_dir / ARTIFACTS_DIR / name
+        if name not in kept and folder.is_dir():
+            shutil.rmtree(folder)  # it runs again or is no longer in the config
+
+
+def _run_section(run: Run, ctx: AuditContext, plugin: SectionPlugin, fingerprint: str, counter: str) -> None:
+    from audit.context import progress_scope
+
+    name = plugin.section
+    folder = run.out_dir / ARTIFACTS_DIR / name
+    if folder.is_dir():
+        shutil.rmtree(folder)  # a previous attempt's partial artifacts
+    run.manifest["current_section"] = name
+    run.write()
+    log.info("%s %s ...", counter, name)
+    before = ctx.outputs_snapshot()
+    with progress_scope(f"{counter} {name}"):
+        result = plugin(ctx)
+    result.fingerprint = fingerprint
+    if result.status != "error":
+        _save_outputs(ctx, result, ctx.outputs_since(before))
+    ctx.results[name] = result
+    run.sections[name] = result
+    run.timings[name] = round(result.duration_s, 4)
+    run.manifest["current_section"] = None
+    run.write()
+    log.info("%s %s %s (%.1f s)", counter, name, _outcome(result), result.duration_s)
+
+
+def _save_outputs(ctx: AuditContext, result: SectionResult, outputs: dict[str, dict[str, Any]]) -> None:
+    """Save what the section left for later sections, so that a resumed run can keep it."""
+    from audit.engine import checkpoint
+
+    if not outputs:
+        return
+    path, rel = ctx.artifact_path(result.name, CONTEXT_FILE)
+    try:
+        checkpoint.save(path, outputs)
+    except checkpoint.NotPersistable as err:
+        result.fingerprint = None  # a resumed run must run it again to rebuild its outputs
+        log.warning("section '%s' left outputs that cannot be saved (%s); --resume will run it again", result.name,
+                    err)
+        return
+    result.context = rel
+
+
+def _outcome(result: SectionResult) -> str:
+    """The progress line's word for a finished section."""
+    if result.status == "ok":
+        return "ok"
+    if result.status == "skipped":
+        return "skipped" + (f": {result.notes[-1]}" if result.notes else "")
+    message = (result.error or {}).get("message") or "no message recorded"
+    return f"ERROR: {message}"

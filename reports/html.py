@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from audit.results import atomic_write_text, load_results, resolve_results_path
+from audit.results import atomic_write_text, load_results, resolve_results_path, run_state
 from reports.figures import figure_data_uri
 from reports.views import SEVERITIES_WORST_FIRST, format_value, report_view
 
@@ -54,8 +54,12 @@ def _with_images(view: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
 
 
 def render_html(results: dict[str, Any], run_dir: str | os.PathLike[str] | None = None) -> str:
-    """The report for ``results`` as one HTML string. ``run_dir`` resolves image artifacts."""
-    view = _with_images(report_view(results), Path(run_dir) if run_dir is not None else None)
+    """The report for ``results`` as one HTML string.
+
+    ``run_dir`` resolves image artifacts and tells a live run from one whose process died (its lock).
+    """
+    state = run_state(results, run_dir)
+    view = _with_images(report_view(results, state), Path(run_dir) if run_dir is not None else None)
     template = _environment().get_template(TEMPLATE_NAME)
     text: str = template.render(view=view, severities=SEVERITIES_WORST_FIRST)
     return text

@@ -12,12 +12,21 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from audit.results import SEVERITIES, all_metrics
+from audit.results import SEVERITIES, RunState, all_metrics, decode_cell, decode_number, run_state
 
 MISSING_TEXT = "—"
 SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
 SEVERITIES_WORST_FIRST: tuple[str, ...] = tuple(reversed(SEVERITIES))
 STATUS_ORDER: tuple[str, ...] = ("ok", "error", "skipped")
+# how each run state reads in a report or the dashboard: (badge text, one-line meaning)
+RUN_STATUS_TEXT: dict[str, tuple[str, str]] = {
+    "complete": ("complete", "every section ran without error"),
+    "failed": ("failed", "every section ran, and at least one failed"),
+    "interrupted": ("interrupted", "stopped before the end; the sections below are the ones that finished"),
+    "incomplete": ("incomplete", "its process stopped without finishing; the sections below are the ones that "
+                                 "finished"),
+    "running": ("running", "still running; the sections below are the ones finished so far"),
+}
 
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -87,7 +96,7 @@ def severity_rank(severity: str) -> int:
 
 
 def finding_view(finding: Mapping[str, Any], section: str | None = None, anchor: str | None = None) -> dict[str, Any]:
-    value = finding.get("value")
+    value = decode_number(finding.get("value"))
     return {
         "severity": finding.get("severity", "info"),
         "message": finding.get("message", ""),
@@ -190,8 +199,13 @@ def section_anchors(results: Mapping[str, Any]) -> dict[str, str]:
     return anchors
 
 
-def run_summary(results: Mapping[str, Any]) -> dict[str, Any]:
-    """The header of a report: what was audited, where, and how it went."""
+def run_summary(results: Mapping[str, Any], state: RunState | None = None) -> dict[str, Any]:
+    """The header of a report: what was audited, where, and how it went.
+
+    ``state`` (``audit.results.run_state`` with the run directory) tells a live run from a dead
+    one; without it the stored status is shown.
+    """
+    state = state if state is not None else run_state(dict(results))
     manifest = results.get("manifest", {})
     model = manifest.get("model", {})
     data = manifest.get("data", {})
@@ -205,7 +219,12 @@ def run_summary(results: Mapping[str, Any]) -> dict[str, Any]:
     seconds = wall_time(results)
     return {
         "title": run_title(results),
-        "status": manifest.get("status", "complete"),
+        "status": state.status,
+        "status_text": RUN_STATUS_TEXT.get(state.status, (state.status, ""))[1],
+        "status_reason": state.reason,
+        "finished": state.finished,
+        "never_ran": list(state.never_ran),
+        "in_flight": state.in_flight,
         "nnaudit_version": manifest.get("nnaudit_version", MISSING_TEXT),
         "schema_version": results.get("schema_version", MISSING_TEXT),
         "created_at": manifest.get("created_at", MISSING_TEXT),
@@ -284,12 +303,16 @@ def manifest_rows(results: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def metric_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per metric, in recorded order: full dotted name, raw value, text."""
-    return [{"name": name, "value": value, "text": format_value(value)} for name, value in metrics.items()]
+    """One row per metric, in recorded order: full dotted name, decoded value (inf as float), text."""
+    rows = []
+    for name, raw in metrics.items():
+        value = decode_number(raw)
+        rows.append({"name": name, "value": value, "text": format_value(value)})
+    return rows
 
 
 def table_view(table: Mapping[str, Any]) -> dict[str, Any]:
-    rows = table.get("rows", [])
+    rows = [[decode_cell(cell) for cell in row] for row in table.get("rows", [])]
     return {
         "name": table.get("name", ""),
         "title": table.get("title") or table.get("name", ""),
@@ -335,11 +358,11 @@ def section_views(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [section_view(name, s, anchor=anchors[name]) for name, s in _sections(results).items()]
 
 
-def report_view(results: Mapping[str, Any]) -> dict[str, Any]:
+def report_view(results: Mapping[str, Any], state: RunState | None = None) -> dict[str, Any]:
     """The whole report: summary, manifest rows, top findings, sections."""
     manifest = results.get("manifest", {})
     return {
-        "summary": run_summary(results),
+        "summary": run_summary(results, state),
         "manifest_rows": manifest_rows(results),
         "top_findings": all_findings(results, min_severity="medium"),
         "sections": section_views(results),

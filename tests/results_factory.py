@@ -155,16 +155,32 @@ def _skipped() -> dict[str, Any]:
 
 def make_results(*, title: str = "Toy MLP audit", accuracy: float = 0.9, robust: float = 0.55,
                  seed: int = 0, with_error: bool = True) -> dict[str, Any]:
-    """A valid results dict. ``with_error=False`` drops the errored section."""
+    """A valid results dict of a finished run: ``failed`` with its errored section, ``complete`` without it."""
     sections = [_performance(accuracy), _imbalance(), _robustness(robust), _explain()]
     if with_error:
         sections.append(_fairness_error())
     sections.append(_skipped())
+    manifest = _manifest(title, seed)
+    manifest["status"] = "failed" if with_error else "complete"
+    manifest["config"]["sections"] = {s["name"]: {"plugin": s["plugin"], "enabled": True, "params": {}}
+                                      for s in sections}
     return {
         "schema_version": SCHEMA_VERSION,
-        "manifest": _manifest(title, seed),
+        "manifest": manifest,
         "sections": {s["name"]: s for s in sections},
     }
+
+
+def unfinished_results(status: str, *, never_ran: tuple[str, ...] = ("fairness", "shap"),
+                       in_flight: str | None = "fairness", interrupted_by: str | None = None) -> dict[str, Any]:
+    """A run that did not finish: the sections in ``never_ran`` are planned (in the config) but absent."""
+    data = make_results()
+    for name in never_ran:
+        data["sections"].pop(name, None)
+    data["manifest"].update(status=status, finished_at=None, current_section=in_flight)
+    if interrupted_by is not None:
+        data["manifest"]["interrupted_by"] = interrupted_by
+    return data
 
 
 def minimal_results() -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from results_factory import make_results, write_run
+from results_factory import make_results, unfinished_results, write_run
 
 from audit.results import RESULTS_FILE
 
@@ -75,9 +75,43 @@ def test_select_another_run(monkeypatch: pytest.MonkeyPatch, runs: Path) -> None
     assert not at.exception
     assert at.title[0].value == "Baseline"
     assert _metric_values(at)["performance.accuracy"] == "0.9000"
-    # the errored fairness section shows its error, with the traceback as code
-    assert [e.value for e in at.error] == ["DataError: sensitive attribute 'group' has a single value"]
+    # the run says it failed, first; the errored fairness section shows its error, with the traceback as code
+    assert [e.value for e in at.error] == [
+        "Run failed: every section ran, and at least one failed (1 section(s) failed: fairness).",
+        "DataError: sensitive attribute 'group' has a single value"]
     assert any("Traceback" in c.value for c in at.code)
+    assert "failed" in at.caption[0].value and "complete" not in at.caption[0].value
+
+
+@pytest.mark.parametrize(("status", "extra", "expected"), [
+    ("interrupted", {"interrupted_by": "SIGINT"},
+     "Run interrupted: stopped before the end; the sections below are the ones that finished (stopped by SIGINT "
+     "while 'fairness' ran). Sections that never ran: fairness, shap."),
+    ("running", {},
+     "Run incomplete: its process stopped without finishing; the sections below are the ones that finished (no "
+     "process is writing it and it never finished while 'fairness' ran (killed or crashed)). Sections that never "
+     "ran: fairness, shap."),
+])
+def test_unfinished_runs_say_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, status: str,
+                                extra: dict[str, Any], expected: str) -> None:
+    """An interrupted run, and a run stored as running whose process is gone (kill -9), are not shown as running."""
+    write_run(tmp_path / "runs", "stopped", unfinished_results(status, **extra))
+    at = _app(monkeypatch, tmp_path / "runs")
+    assert not at.exception
+    assert [w.value for w in at.warning] == [expected]
+    assert at.caption[0].value.split(" · ")[0].endswith("interrupted" if status == "interrupted" else "incomplete")
+
+
+def test_a_live_run_shows_as_running(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from audit.engine.lock import RunLock
+
+    run = write_run(tmp_path / "runs", "live", unfinished_results("running"))
+    with RunLock(run):
+        at = _app(monkeypatch, tmp_path / "runs")
+    assert not at.exception and not at.warning
+    assert next(i.value for i in at.info).startswith(f"Run running: still running; the sections below are the ones "
+                                                     f"finished so far (running (pid {os.getpid()} on ")
+    assert "Sections still to run: fairness, shap." in at.info[0].value
 
 
 def test_runs_dir_from_environment(monkeypatch: pytest.MonkeyPatch, runs: Path) -> None:

@@ -117,9 +117,12 @@ def test_error_beats_failure() -> None:
 
 
 def test_fail_on_section_error_false_ignores_errored_sections() -> None:
-    report = _gate(["performance.accuracy >= 0.9"], make_results(with_error=True), fail_on_section_error=False)
+    data = make_results(with_error=True)
+    data["manifest"]["status"] = "failed"
+    report = _gate(["performance.accuracy >= 0.9"], data, fail_on_section_error=False)
     assert report.exit_code == EXIT_PASS
-    assert [o.kind for o in report.outcomes] == ["metric"]
+    assert [(o.kind, o.status) for o in report.outcomes] == [("metric", "pass"), ("run", "pass")]
+    assert report.outcomes[1].message == gate.RUN_FAILED.format(reason="1 section(s) failed: fairness")
 
 
 def test_metric_of_an_errored_section_is_an_error() -> None:
@@ -143,7 +146,122 @@ def test_incomplete_run_exits_2() -> None:
     data["manifest"]["status"] = "running"
     report = _gate(["performance.accuracy >= 0.9"], data)
     assert report.exit_code == EXIT_ERROR
-    assert [o.message for o in report.outcomes if o.kind == "run"] == [gate.RUN_INCOMPLETE.format(status="running")]
+    assert [o.message for o in report.outcomes if o.kind == "run"] == [gate.RUN_INCOMPLETE.format(
+        status="running", reason="stored as running; no run directory to check whether it still runs", never_ran="",
+        hint="")]
+
+
+@pytest.mark.parametrize("fail_on_section_error", [True, False])
+def test_unfinished_runs_exit_2_whatever_the_policy(tmp_path: Path, fail_on_section_error: bool) -> None:
+    """Interrupted or killed (stored as running, its process gone): exit 2 naming the sections that never ran."""
+    data = make_results(with_error=False)
+    data["manifest"]["config"]["sections"] = {name: {"plugin": name, "enabled": True, "params": {}}
+                                              for name in [*data["sections"], "fairness"]}
+    data["manifest"].update(status="interrupted", interrupted_by="SIGTERM", current_section="fairness")
+    report = _gate(["performance.accuracy >= 0.9"], data, fail_on_section_error=fail_on_section_error)
+    assert report.exit_code == EXIT_ERROR
+    run = next(o for o in report.outcomes if o.kind == "run")
+    assert run.message == gate.RUN_INCOMPLETE.format(
+        status="interrupted", reason="stopped by SIGTERM while 'fairness' ran",
+        never_ran="; sections that never ran: fairness", hint="")
+    # killed: stored as running, no live process holds the run directory's lock
+    data["manifest"]["status"] = "running"
+    run_dir = write_run(tmp_path, "killed", data)
+    stream = io.StringIO()
+    code = run_gate(run_dir, _policy_file(tmp_path, "rules: ['performance.accuracy >= 0.9']\n"), stream=stream)
+    assert code == EXIT_ERROR
+    assert ("the run is incomplete, not finished: no process is writing it and it never finished while 'fairness' ran "
+            f"(killed or crashed); sections that never ran: fairness; results are partial; finish it with "
+            f"`nnaudit run --resume {run_dir}`") in stream.getvalue()
+
+
+# -- non-finite values ------------------------------------------------------------------------
+
+
+def _with_metric(name: str, value: Any) -> dict[str, Any]:
+    data = make_results(with_error=False)
+    data["sections"]["robustness"]["metrics"][name] = value
+    return data
+
+
+MIN_EPS = "robustness.fmn.linf.median_min_eps"
+
+
+@pytest.mark.parametrize("value", ["Infinity", float("inf")])  # as stored in results.json, and in memory
+@pytest.mark.parametrize(("rule", "expected"), [
+    (f"{MIN_EPS} >= 0.1", "pass"), (f"{MIN_EPS} > 1000", "pass"), (f"{MIN_EPS} != 0", "pass"),
+    (f"{MIN_EPS} <= 0.5", "fail"), (f"{MIN_EPS} < 1000", "fail"), (f"{MIN_EPS} == 0.3", "fail"),
+])
+def test_infinity_compares_as_infinity(value: Any, rule: str, expected: str) -> None:
+    """A robust model (no adversarial example found: median minimal eps infinite) passes '>=', fails '<='."""
+    report = _gate([rule], _with_metric(MIN_EPS, value))
+    assert report.outcomes[0].status == expected
+    assert report.exit_code == (EXIT_PASS if expected == "pass" else EXIT_FAIL)
+    assert report.outcomes[0].value == float("inf")
+    assert "= Infinity " in report.outcomes[0].message
+
+
+def test_negative_infinity() -> None:
+    data = _with_metric(MIN_EPS, "-Infinity")
+    assert _status(f"{MIN_EPS} <= 0", data) == "pass" and _status(f"{MIN_EPS} >= 0", data) == "fail"
+
+
+@pytest.mark.parametrize("value", [None, float("nan")])  # stored (null) and in-memory NaN
+@pytest.mark.parametrize("rule", [f"{MIN_EPS} != 0", f"{MIN_EPS} >= 0", f"{MIN_EPS} <= 1", f"{MIN_EPS} == 0"])
+def test_nan_never_passes_and_exits_2(value: Any, rule: str) -> None:
+    report = _gate([rule], _with_metric(MIN_EPS, value))
+    assert report.exit_code == EXIT_ERROR
+    assert report.outcomes[0].status == "missing"
+    assert report.outcomes[0].message == gate.NULL_METRIC.format(metric=MIN_EPS)
+
+
+def test_non_finite_metrics_survive_the_round_trip(tmp_path: Path) -> None:
+    """SectionResult -> results.json (strict JSON, schema-valid) -> gate: inf stays inf, NaN becomes null."""
+    from audit.results import SectionResult, dumps, load_results, validate_results
+
+    section = SectionResult(name="robustness", plugin="robustness")
+    section.metric("fmn.linf.median_min_eps", float("inf"))
+    section.metric("fmn.linf.mean_min_eps", float("nan"))
+    section.metric("fmn.l2.median_min_eps", -float("inf"))
+    section.finding("info", "no adversarial example found", metric=MIN_EPS, value=float("inf"))
+    section.table("t", "T", ["eps"], [[float("inf")], [float("nan")], [0.5]])
+    data = make_results(with_error=False)
+    data["sections"]["robustness"] = section.to_dict()
+    text = dumps(data)  # allow_nan=False: raises on a bare NaN/inf
+    assert '"robustness.fmn.linf.median_min_eps": "Infinity"' in text
+    assert '"robustness.fmn.linf.mean_min_eps": null' in text
+    run = write_run(tmp_path, "run", json.loads(text))
+    loaded = load_results(run)
+    validate_results(loaded)
+    assert SectionResult.from_dict(loaded["sections"]["robustness"]).to_dict() == loaded["sections"]["robustness"]
+    report = evaluate_policy(loaded, parse_policy({"rules": [f"{MIN_EPS} >= 0.1",
+                                                             "robustness.fmn.l2.median_min_eps <= 0"]}))
+    assert report.exit_code == EXIT_PASS
+    nan = evaluate_policy(loaded, parse_policy({"rules": ["robustness.fmn.linf.mean_min_eps != 0"]}))
+    assert nan.exit_code == EXIT_ERROR and "robustness.fmn.linf.mean_min_eps" in nan.outcomes[0].message
+
+
+def test_newer_schema_names_the_writer(tmp_path: Path) -> None:
+    data = make_results(with_error=False)
+    data["schema_version"] = "7.1"
+    data["manifest"]["nnaudit_version"] = "9.9.0"
+    run = write_run(tmp_path, "run", data)
+    with pytest.raises(ResultsError) as info:
+        run_gate(run, _policy_file(tmp_path, "rules: ['performance.accuracy >= 0.9']\n"), stream=io.StringIO())
+    from audit import __version__
+    from audit.results import NEWER_SCHEMA, SCHEMA_VERSION
+
+    assert str(info.value) == NEWER_SCHEMA.format(file=run / RESULTS_FILE, writer="9.9.0", version="7.1",
+                                                  ours=__version__, supported=SCHEMA_VERSION)
+    assert "Upgrade nnaudit" in str(info.value) and "regex" not in str(info.value)
+
+
+def test_schema_1_files_still_read(tmp_path: Path) -> None:
+    data = make_results(with_error=False)
+    data["schema_version"] = "1.0"
+    run = write_run(tmp_path, "run", data)
+    assert run_gate(run, _policy_file(tmp_path, "rules: ['performance.accuracy >= 0.9']\n"),
+                    stream=io.StringIO()) == EXIT_PASS
 
 
 @pytest.mark.parametrize(("limits", "code"), [
@@ -166,10 +284,10 @@ def test_max_findings(limits: dict[str, int], code: int) -> None:
 
 @pytest.mark.parametrize(("policy", "key", "message"), [
     ({"rules": ["performance.accuracy >= 0.9"], "thresholds": {}}, "thresholds",
-     gate.UNKNOWN_POLICY_KEY.format(key="thresholds")),
+     gate.UNKNOWN_POLICY_KEY.format(key="thresholds", hint="")),
     ({"rules": "performance.accuracy >= 0.9"}, "rules", gate.RULES_NOT_LIST),
     ({"rules": [{"metric": "performance.accuracy", "op": ">=", "value": 0.9, "threshold": 1}]}, "rules[0].threshold",
-     gate.UNKNOWN_RULE_KEY.format(key="threshold")),
+     gate.UNKNOWN_RULE_KEY.format(key="threshold", hint="")),
     ({"rules": [{"metric": "performance.accuracy", "value": 0.9}]}, "rules[0]",
      gate.MISSING_RULE_KEYS.format(missing="op")),
     ({"rules": [{"metric": "performance.accuracy", "op": "=>", "value": 0.9}]}, "rules[0].op",

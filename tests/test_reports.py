@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from results_factory import IMAGE_ARTIFACT, XSS, make_results, minimal_results, write_run
+from results_factory import IMAGE_ARTIFACT, XSS, make_results, minimal_results, unfinished_results, write_run
 
 from audit.errors import ResultsError
 from audit.gate import evaluate_policy, parse_policy
@@ -387,3 +387,75 @@ def test_results_json_roundtrip_after_render(tmp_path: Path) -> None:
     before = json.dumps(data, sort_keys=True)
     render_html(data, write_run(tmp_path, "r"))
     assert json.dumps(data, sort_keys=True) == before
+
+
+# -- run status: failed, interrupted, incomplete ----------------------------------------------
+
+
+def _badge(html: str) -> str:
+    match = re.search(r'<h1>.*?<span class="badge status-([a-z]+)">([a-z]+)</span></h1>', html)
+    assert match is not None
+    assert match.group(1) == match.group(2)
+    return match.group(1)
+
+
+def _never_ran(html: str) -> list[str]:
+    block = re.search(r'<ul class="never-ran">(.*?)</ul>', html, re.DOTALL)
+    return [] if block is None else re.findall(r'<li><span class="mono">([^<]+)</span>', block.group(1))
+
+
+def test_complete_run_has_no_state_banner() -> None:
+    html = render_html(make_results(with_error=False))
+    assert _badge(html) == "complete" and 'id="run-state"' not in html
+
+
+def test_failed_run_is_not_green(html: str) -> None:
+    assert _badge(html) == "failed"
+    assert "<strong>Run failed</strong>: every section ran, and at least one failed (1 section(s) failed: fairness)." \
+        in html
+    assert _never_ran(html) == []
+
+
+def test_interrupted_run_lists_sections_that_never_ran() -> None:
+    html = render_html(unfinished_results("interrupted", interrupted_by="SIGTERM"))
+    assert _badge(html) == "interrupted"
+    assert "(stopped by SIGTERM while &#39;fairness&#39; ran)" in html
+    assert _never_ran(html) == ["fairness", "shap"]
+    assert "fairness</span> (was running when the run stopped)" in html
+
+
+def test_killed_run_reads_as_incomplete(tmp_path: Path) -> None:
+    """Stored as running, but the process that held the lock is gone (kill -9 leaves the lock file behind)."""
+    from audit.engine.lock import LOCK_FILE
+
+    run = write_run(tmp_path, "killed", unfinished_results("running"))
+    (run / LOCK_FILE).write_text(json.dumps({"pid": 4_000_000, "host": __import__("socket").gethostname(),
+                                             "started_at": "2026-01-01T00:00:00+00:00"}), encoding="utf-8")
+    html = write_report(run).read_text(encoding="utf-8")
+    assert _badge(html) == "incomplete"
+    assert "the process that wrote it (pid 4000000 on " in html and "stopped without finishing" in html
+    assert _never_ran(html) == ["fairness", "shap"]
+    assert "running" not in re.search(r"<h1>.*?</h1>", html).group(0)  # type: ignore[union-attr]
+
+
+def test_live_run_reads_as_running(tmp_path: Path) -> None:
+    from audit.engine.lock import RunLock
+
+    run = write_run(tmp_path, "live", unfinished_results("running"))
+    with RunLock(run):
+        html = write_report(run).read_text(encoding="utf-8")
+    assert _badge(html) == "running"
+    assert "Sections still to run" in html and "fairness</span> (running now)" in html
+
+
+def test_infinity_shows_as_infinity(tmp_path: Path) -> None:
+    data = make_results(with_error=False)
+    data["sections"]["robustness"]["metrics"]["robustness.fmn.linf.median_min_eps"] = "Infinity"
+    data["sections"]["imbalance"]["tables"][0]["rows"][0][1] = "-Infinity"
+    validate_results(data)
+    section = views.section_view("robustness", data["sections"]["robustness"])
+    row = next(m for m in section["metrics"] if m["name"] == "robustness.fmn.linf.median_min_eps")
+    assert (row["value"], row["text"]) == (float("inf"), "∞")
+    table = views.table_view(data["sections"]["imbalance"]["tables"][0])
+    assert table["text_rows"][0][1] == "-∞" and table["numeric"][1]
+    assert "∞" in render_html(data)

@@ -141,7 +141,7 @@ def test_yaml_round_trip_and_relative_weights(tmp_path: Path, weights: Path) -> 
 
 
 def test_section_order_must_put_producers_first(tmp_path: Path, weights: Path) -> None:
-    sections = {"fairness": {}, "robustness": {}}
+    sections: dict[str, Any] = {"fairness": {}, "robustness": {}}
     with pytest.raises(ConfigError, match="move 'robustness' above 'fairness'") as info:
         run_audit(parse_config(_config(weights, sections=sections)), tmp_path / "run")
     assert info.value.key == "sections.robustness"
