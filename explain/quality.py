@@ -190,10 +190,11 @@ def _keyed_perturbations(draws: torch.Tensor, samples: int) -> Callable[[torch.T
 def sensitivity_max(explainer: Explainer, x: np.ndarray, target: np.ndarray, attributions: np.ndarray,
                     ids: np.ndarray, *, radius: float, n_perturb: int, seed: int,
                     lower: np.ndarray | float | None = None, upper: np.ndarray | float | None = None,
-                    memory_mb: float = DEFAULT_MEMORY_MB) -> np.ndarray:
+                    perturbable: np.ndarray | None = None, memory_mb: float = DEFAULT_MEMORY_MB) -> np.ndarray:
     """Sensitivity-max (Yeh et al. 2019, as captum computes it) per row: the largest relative change
     ||e(x + d) - e(x)|| / ||e(x)|| (Frobenius) over ``n_perturb`` uniform perturbations d in the L-inf ball of
-    ``radius``, clipped to the input bounds.
+    ``radius`` on the ``perturbable`` features (all when None; a one-hot column moved by 0.02 is no input the
+    model can see), clipped to the input bounds.
 
     Each sample's perturbations come from its key (run seed, 'sensitivity', sample id), and the perturbed
     inputs are explained under the sample's own id, so a method that samples at random draws the same as for
@@ -207,6 +208,8 @@ def sensitivity_max(explainer: Explainer, x: np.ndarray, target: np.ndarray, att
     for part in spans(len(x), per_call):
         noise = np.stack([sample_rng(seed, "sensitivity", int(i)).uniform(-radius, radius, (n_perturb, *shape))
                           for i in ids[part]])
+        if perturbable is not None:
+            noise = noise * np.asarray(perturbable, bool).reshape(shape)
         noisy = x[part, None].astype(np.float64) + noise
         if lower is not None and upper is not None:
             noisy = np.clip(noisy, lower, upper)
@@ -289,12 +292,16 @@ def cascade(layers: list[str], steps: int) -> Iterator[tuple[int, list[str]]]:
 
 
 def masked_rank_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Spearman correlation per row of |a| and |b| over the features where ``mask`` holds (NaN where fewer than
-    3 features or a row is constant there)."""
+    """Spearman correlation per row of |a| and |b| over the features where ``mask`` holds and at least one of
+    the two attributions is not 0 (NaN where fewer than 3 such features or a row is constant there).
+
+    A feature with attribution 0 under both models carries no evidence either way: an input-multiplied method
+    gives 0 wherever the input sits at the method's own reference (0 for LRP, which has no baseline), under any
+    weights, and such ties would count as agreement."""
     from scipy.stats import rankdata
 
     fa, fb = np.abs(a.reshape(len(a), -1)), np.abs(b.reshape(len(b), -1))
-    keep = np.broadcast_to(mask, a.shape).reshape(len(a), -1)
+    keep = np.broadcast_to(mask, a.shape).reshape(len(a), -1) & ((fa != 0) | (fb != 0))
     out = np.full(len(a), np.nan)
     for i in range(len(a)):
         if keep[i].sum() < 3:

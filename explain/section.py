@@ -402,7 +402,7 @@ class ExplanationsSection(SectionPlugin):
                 scores["sensitivity_max"][method] = sensitivity_max(
                     explainers[method], checks.x, checks.target, attr[positions], checks.ids,
                     radius=p.sensitivity_radius * span, n_perturb=p.sensitivity_samples, seed=ctx.seed,
-                    lower=lower, upper=upper, memory_mb=p.memory_mb)
+                    lower=lower, upper=upper, perturbable=data.perturbable, memory_mb=p.memory_mb)
         estimates = {name: intervals(by_method, n_resamples=p.bootstrap_resamples, seed=ctx.seed,
                                      confidence=p.confidence) for name, by_method in scores.items() if by_method}
         for name, by_method in estimates.items():
