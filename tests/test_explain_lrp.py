@@ -96,7 +96,7 @@ def test_epsilon_rule_on_the_normalization_would_change_the_relevance(digits_cnn
     model[0].rule = EpsilonRule()  # a user's own rule wins
     epsilon = LRPExplainer(adapter(model), background=x[:4]).explain(x, target)
     change = np.abs(epsilon - plain).sum(axis=(1, 2, 3)) / np.abs(plain).sum(axis=(1, 2, 3))
-    assert change.mean() > 0.05
+    assert change.mean() > 0.3  # 0.88 on 100 digits
 
 
 def test_only_the_input_chain_is_preprocessing(digits_test: Any) -> None:
