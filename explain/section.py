@@ -274,8 +274,8 @@ class ExplanationsSection(SectionPlugin):
         per_sample: dict[str, np.ndarray] = {"index": explained.ids}
         if asked & {"deletion", "insertion"}:
             self._faithfulness(ctx, result, explained, values, per_sample)
-        checks = explained.subset(stratified_subset(explained.target, p.check_samples, ctx.seed + 2))
-        positions = np.searchsorted(explained.ids, checks.ids)
+        positions = stratified_subset(explained.target, p.check_samples, ctx.seed + 2)  # the costly checks' rows
+        checks = explained.subset(positions)
         if asked & {"infidelity", "sensitivity"}:
             self._perturbation_metrics(ctx, result, explained, checks, positions, explainers, values, per_sample)
         if "randomization" in asked:
