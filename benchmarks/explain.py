@@ -1,5 +1,5 @@
 """Benchmark: what each explanation method costs against its model-evaluation floor, and nnaudit vs shap / lime
-called directly.
+called directly; with ``--memory``, the peak memory of occlusion on MNIST-sized images.
 
 Run: ``python benchmarks/explain.py [--samples 100] [--threads 2]``. Prints, per method, seconds per sample, the
 model evaluations it made (rows through the network, counted by the explainer's counter), and the ratio of its
@@ -8,13 +8,25 @@ time to ``evaluations x per-row time of one batched pass`` measured in the same 
 alternately. Then shap and lime
 called directly with their best batch settings against the same work through nnaudit, and how much of lime's
 and shap's time is the model (the rest is the library's own per-sample work).
+
+``python benchmarks/explain.py --memory [--samples 20] [--old]``: occlusion (2x2 windows, stride 1) on 28x28
+Fashion-MNIST test images (/usr/share/datasets/fashion-mnist) with the CNN of PyTorch's MNIST example, trained
+for one epoch on 2,000 training images. Each variant runs in a fresh subprocess and reports its peak resident
+memory (the kernel's high-water mark, VmHWM: torch's allocations are invisible to tracemalloc), the memory before
+the call and the seconds, and the largest difference of its attributions from nnaudit's: nnaudit within its default
+memory budget, captum called directly with 4 perturbations per evaluation, and with ``--old`` captum with
+every window of the batch in one evaluation (what nnaudit did before the budget; about 10 GB).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import resource
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -110,6 +122,103 @@ class OwnTime:
             handle.remove()
 
 
+FASHION = "/usr/share/datasets/fashion-mnist"
+MEMORY_VARIANTS = ("nnaudit", "captum, 4 per evaluation", "captum, every window at once")
+
+
+def mnist_cnn() -> torch.nn.Module:
+    """The network of PyTorch's MNIST example (pytorch/examples, mnist/main.py) as a Sequential."""
+    from torch import nn
+
+    return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Dropout(0.25), nn.Flatten(), nn.Linear(9216, 128), nn.ReLU(), nn.Dropout(0.5),
+                         nn.Linear(128, 10))
+
+
+def fashion(split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    from audit.data import read_idx
+
+    prefix = "train" if split == "train" else "t10k"
+    x = read_idx(f"{FASHION}/{prefix}-images-idx3-ubyte.gz")[:n].astype(np.float32)[:, None] / 255.0
+    y = read_idx(f"{FASHION}/{prefix}-labels-idx1-ubyte.gz")[:n].astype(np.int64)
+    return x, y
+
+
+def peak_mb() -> float:
+    """This process's peak resident memory. Linux's VmHWM starts afresh at exec; ``ru_maxrss`` would also count
+    the parent's memory at the fork that started this process."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_child(variant: str, state: str, samples: int, out: str) -> None:
+    """One variant in this (fresh) process; prints 'peak_mb before_mb seconds'."""
+    from captum.attr import Occlusion
+
+    from audit.model import AdaptedNetwork, Bounds, SelectOutput, TorchModelAdapter
+    from explain.captum_methods import OcclusionExplainer
+
+    module = mnist_cnn()
+    module.load_state_dict(torch.load(state, weights_only=True))
+    module.eval()
+    x, _ = fashion("test", samples)
+    with torch.no_grad():
+        target = module(torch.as_tensor(x)).argmax(dim=1).numpy()
+    before = peak_mb()
+    start = time.perf_counter()
+    if variant == "nnaudit":
+        network = AdaptedNetwork(module, None, SelectOutput(None, "logits", False))
+        adapter = TorchModelAdapter(network, num_classes=10, output_kind="logits", bounds=Bounds(0.0, 1.0),
+                                    device=torch.device("cpu"), batch_size=256, source="bench", sha256="0" * 64)
+        attr = OcclusionExplainer(adapter, batch_size=64).explain(x, target)
+    else:
+        per_eval = 4 if variant.startswith("captum, 4") else 27 * 27
+        with torch.no_grad():
+            attr = Occlusion(module).attribute(torch.as_tensor(x), sliding_window_shapes=(1, 2, 2), strides=(1, 1, 1),
+                                               baselines=0.0, target=torch.as_tensor(target),
+                                               perturbations_per_eval=per_eval).numpy()
+    seconds = time.perf_counter() - start
+    np.save(out, attr)
+    print(f"{peak_mb():.0f} {before:.0f} {seconds:.2f}")
+
+
+def memory_main(args: argparse.Namespace) -> None:
+    from audit.demo import _train
+
+    torch.manual_seed(0)
+    module = mnist_cnn()
+    x, y = fashion("train", 2000)
+    _train(module, x, y, epochs=1, lr=1e-3, seed=0)
+    test_x, test_y = fashion("test", 1000)
+    with torch.no_grad():
+        accuracy = float((module.eval()(torch.as_tensor(test_x)).argmax(dim=1).numpy() == test_y).mean())
+    print(f"occlusion (2x2 windows, stride 1: 729 per image) on {args.samples} Fashion-MNIST 28x28 test images; "
+          f"CNN of PyTorch's MNIST example (1.2M parameters), one epoch on 2,000 images, test accuracy "
+          f"{accuracy:.3f} on 1,000; {args.threads} threads; each variant in a fresh process\n")
+    print(f"{'variant':<32}{'peak RSS MB':>12}{'before MB':>11}{'seconds':>9}{'max |diff| vs nnaudit':>23}")
+    variants = MEMORY_VARIANTS if args.old else MEMORY_VARIANTS[:2]
+    with tempfile.TemporaryDirectory() as folder:
+        state = os.path.join(folder, "cnn.pt")
+        torch.save(module.state_dict(), state)
+        results: dict[str, np.ndarray] = {}
+        for variant in variants:
+            out = os.path.join(folder, f"{len(results)}.npy")
+            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+            run = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", variant, "--state", state,
+                                  "--samples", str(args.samples), "--out", out], capture_output=True, text=True,
+                                 env=env, check=True)
+            peak, before, seconds = run.stdout.split()[-3:]
+            results[variant] = np.load(out)
+            diff = float(np.abs(results[variant] - results["nnaudit"]).max())
+            print(f"{variant:<32}{peak:>12}{before:>11}{seconds:>9}{diff:>23.3g}")
+
+
 def main() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("NNAUDIT_PROGRESS", "0")
@@ -137,9 +246,22 @@ def main() -> None:
                         help="samples for the per-sample libraries (kernel shap, lime) and the direct comparisons")
     parser.add_argument("--methods", default="",
                         help="comma-separated methods to time (default: all, then the direct comparisons)")
+    parser.add_argument("--memory", action="store_true", help="peak memory of occlusion on 28x28 images")
+    parser.add_argument("--old", action="store_true", help="with --memory: also every window at once (~10 GB)")
+    parser.add_argument("--child", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--state", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--out", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
+    if args.child:
+        memory_child(args.child, args.state, args.samples, args.out)
+        return
+    if args.memory:
+        if "--samples" not in sys.argv:
+            args.samples = 20
+        memory_main(args)
+        return
 
     train, test = load_digits_data("train"), load_digits_data("test")
     torch.manual_seed(0)
@@ -184,8 +306,7 @@ def main() -> None:
         evaluations, calls = explainer.counter.rows, explainer.counter.calls
         rows_per_call = max(1, round(evaluations / max(calls, 1)))
         one_pass = floor_pass(network, xt, rows_per_call, gradient=gradient)
-        seconds, pass_seconds = interleaved(lambda e=explainer, x=x, target=target: e.explain(x, target), one_pass,
-                                            repeats)
+        seconds, pass_seconds = interleaved(functools.partial(explainer.explain, x, target), one_pass, repeats)
         floor = evaluations * pass_seconds / rows_per_call
         print(f"{explainer.method:<15}{seconds / len(x):>10.6f}{evaluations / len(x):>14.1f}{rows_per_call:>11d}"
               f"{floor / len(x):>16.6f}{seconds / floor:>8.2f}")

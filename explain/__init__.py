@@ -8,8 +8,9 @@ from explain.captum_methods import (
     OcclusionExplainer,
     SaliencyExplainer,
 )
+from explain.keys import sample_seed
 from explain.lime_methods import LimeExplainer
-from explain.lrp import LRPExplainer, assign_rules
+from explain.lrp import LRPExplainer, LRPRuleError, assign_rules
 from explain.section import METHODS, ExplanationsSection
 from explain.shap_methods import ShapDeepExplainer, ShapGradientExplainer, ShapKernelExplainer
 
@@ -23,6 +24,7 @@ __all__ = [
     "GradientShapExplainer",
     "IntegratedGradientsExplainer",
     "LRPExplainer",
+    "LRPRuleError",
     "LimeExplainer",
     "OcclusionExplainer",
     "SaliencyExplainer",
@@ -30,4 +32,5 @@ __all__ = [
     "ShapGradientExplainer",
     "ShapKernelExplainer",
     "assign_rules",
+    "sample_seed",
 ]

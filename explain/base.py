@@ -3,6 +3,11 @@
 An explainer turns inputs (numpy, raw input space) and one target class per row into
 attributions of the same shape as the inputs. Subclasses write only ``_attribute`` for one
 batch of tensors already on the adapter's device.
+
+Randomness is keyed per sample (``explain.keys``): a method that draws at random takes each row's
+seed from ``row_seeds()``, derived from (run seed, method, sample id), so a row gets the same
+attributions alone, in any batch and at any position. Model evaluations are sized to the memory
+budget (``memory_mb``) through ``eval_rows()``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from torch import nn
 
 from audit.errors import NNAuditError
 from audit.model import ModelAdapter, TorchModelAdapter
+from explain.budget import DEFAULT_MEMORY_MB, row_bytes, rows_within
+from explain.keys import content_ids, sample_seeds
 
 
 class ExplainerError(NNAuditError):
@@ -53,16 +60,35 @@ class Explainer(ABC):
     per_sample: ClassVar[bool] = False
 
     def __init__(self, adapter: ModelAdapter, *, batch_size: int = 64, seed: int = 0,
-                 background: np.ndarray | None = None, modality: str = "image") -> None:
+                 background: np.ndarray | None = None, modality: str = "image",
+                 memory_mb: float = DEFAULT_MEMORY_MB) -> None:
         if self.needs_gradients and not adapter.has_gradients:
             raise ExplainerError(NO_GRADIENTS.format(method=self.method, kind=adapter.kind))
+        if memory_mb <= 0:
+            raise ExplainerError(f"memory_mb must be positive (got {memory_mb}); it is the memory budget of one "
+                                 "model evaluation (sections.explanations.memory_mb)")
         self.adapter = adapter
         self.batch_size = batch_size
         self.seed = seed
         self.background = background
         self.modality = modality
+        self.memory_mb = memory_mb
         self.counter = EvaluationCounter()
         self.notes: list[str] = []
+        self.batch_ids = np.zeros(0, np.int64)  # sample ids of the batch ``_attribute`` is working on
+        self._row_bytes: dict[bool, int] = {}
+
+    # -- keyed randomness and the memory budget ---------------------------------------------------
+    def row_seeds(self) -> np.ndarray:
+        """One seed per row of the current batch, from (run seed, method, sample id)."""
+        return sample_seeds(self.seed, self.method, self.batch_ids)
+
+    def eval_rows(self, row: torch.Tensor, *, gradient: bool = False) -> int:
+        """Rows one model evaluation may hold within ``memory_mb`` (measured once on ``row``)."""
+        if gradient not in self._row_bytes:
+            network = self.adapter.network if isinstance(self.adapter, TorchModelAdapter) else None
+            self._row_bytes[gradient] = row_bytes(network, row.detach(), gradient=gradient)
+        return rows_within(self.memory_mb, self._row_bytes[gradient])
 
     # -- what subclasses use ------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,13 +115,20 @@ class Explainer(ABC):
         return self.adapter.logits(x.detach().cpu()).to(x.device)
 
     def numpy_proba(self, x: np.ndarray) -> np.ndarray:
-        """``f(numpy) -> probabilities`` in one batched call (lime, kernel shap), counted."""
-        self.counter.add(len(x))
-        return self.adapter.numpy_predict_proba(np.asarray(x, np.float32))
+        """``f(numpy) -> probabilities`` for one library call (lime, kernel shap), counted, evaluated in chunks
+        that fit the memory budget."""
+        return torch.softmax(self._numpy_logits(x), dim=1).numpy().astype(np.float64)
 
     def numpy_logits(self, x: np.ndarray) -> np.ndarray:
+        return self._numpy_logits(x).numpy().astype(np.float64)
+
+    def _numpy_logits(self, x: np.ndarray) -> torch.Tensor:
+        x = np.asarray(x, np.float32)
         self.counter.add(len(x))
-        return self.adapter.logits(np.asarray(x, np.float32), batch_size=max(len(x), 1)).numpy().astype(np.float64)
+        if len(x) == 0:
+            return self.adapter.logits(x)
+        rows = self.eval_rows(torch.as_tensor(x[:1], device=self.adapter.device))
+        return self.adapter.logits(x, batch_size=min(rows, len(x)))
 
     def network_copy(self) -> nn.Module:
         """A deep copy of the adapted network with an evaluation counter, for libraries that hook modules."""
@@ -111,37 +144,30 @@ class Explainer(ABC):
         return torch.as_tensor(self.background, dtype=torch.float32, device=self.adapter.device)
 
     # -- the shared part ------------------------------------------------------------------------
-    def explain(self, x: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """Attributions (n, *input_shape) float64 for inputs ``x`` and one class per row."""
+    def explain(self, x: np.ndarray, target: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+        """Attributions (n, *input_shape) float64 for inputs ``x`` and one class per row.
+
+        ``ids``: one sample id per row, which keys the row's random draws (default: a hash of the row's values).
+        """
         x = np.asarray(x, np.float32)
         target = np.array(target, np.int64).reshape(-1)
         if len(target) != len(x):
             raise ExplainerError(f"{len(x)} inputs but {len(target)} targets; give one class per input")
+        ids = content_ids(x) if ids is None else np.asarray(ids, np.int64).reshape(-1)
+        if len(ids) != len(x):
+            raise ExplainerError(f"{len(x)} inputs but {len(ids)} sample ids; give one id per input")
         outs = []
-        self._seed()
         for start in range(0, len(x), self.batch_size):
             xb = torch.as_tensor(x[start : start + self.batch_size], device=self.adapter.device)
             tb = torch.as_tensor(target[start : start + self.batch_size], device=self.adapter.device)
+            self.batch_ids = ids[start : start + self.batch_size]
             if self.needs_gradients:
                 xb.requires_grad_(True)
-            with torch.enable_grad():  # callers such as captum's sensitivity_max run under no_grad
+            with torch.enable_grad():  # callers such as captum's metrics run under no_grad
                 attr = self._attribute(xb, tb)
             outs.append(attr.detach().to("cpu", torch.float64).numpy() if isinstance(attr, torch.Tensor)
                         else np.asarray(attr, np.float64))
         return np.concatenate(outs).reshape(x.shape) if outs else np.zeros(x.shape)
-
-    def _seed(self) -> None:
-        """Seed the generators the sampling methods draw from (gradient_shap, lime, kernel shap), so a seed repeats.
-
-        ``torch.manual_seed`` also queues a seed for every lazily initialised accelerator backend, which costs
-        about 0.3 ms per call here, a quarter of a 200-sample Saliency batch: only the generators in use are seeded.
-        """
-        np.random.seed(self.seed)
-        torch.default_generator.manual_seed(self.seed)
-        device = self.adapter.device
-        if device.type == "cuda":  # the adapter's device only
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            torch.cuda.default_generators[index].manual_seed(self.seed)
 
     def explain_tensor(self, x: torch.Tensor | tuple[torch.Tensor, ...],
                        target: torch.Tensor | int | None = None) -> torch.Tensor | tuple[torch.Tensor, ...]:

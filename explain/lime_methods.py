@@ -73,7 +73,7 @@ class LimeExplainer(Explainer):
         batch = images[..., :1] if self._shape[0] == 1 else images
         return self.numpy_proba(np.ascontiguousarray(np.moveaxis(batch, -1, 1), dtype=np.float32))
 
-    def _segments(self, image: np.ndarray) -> Any:
+    def _segments(self, image: np.ndarray, seed: int) -> Any:
         height, width = image.shape[:2]
         if self.segmentation == "grid":
             cell = self.cell or max(1, min(height, width) // 4)
@@ -83,24 +83,28 @@ class LimeExplainer(Explainer):
 
         size = max(1, min(height, width) // 16)
         return SegmentationAlgorithm("quickshift", kernel_size=size, max_dist=4 * size, ratio=0.2,
-                                     random_seed=self.seed)
+                                     random_seed=seed)
 
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-        from sklearn.utils import check_random_state
-
-        self.explainer.random_state = check_random_state(self.seed)  # the same seed gives the same answer
-        discretizer = getattr(self.explainer, "discretizer", None)
-        if discretizer is not None:
-            discretizer.random_state = check_random_state(self.seed)
         xs = x.detach().cpu().numpy().astype(np.float64)
         targets = target.detach().cpu().numpy()
         self._shape = xs.shape[1:]
         out = np.zeros_like(xs)
-        for i, (row, label) in enumerate(zip(xs, targets, strict=True)):
-            out[i] = self._one(row, int(label))
+        for i, (row, label, seed) in enumerate(zip(xs, targets, self.row_seeds(), strict=True)):
+            out[i] = self._one(row, int(label), int(seed))
         return out
 
-    def _one(self, row: np.ndarray, label: int) -> np.ndarray:
+    def _one(self, row: np.ndarray, label: int, seed: int) -> np.ndarray:
+        """One explanation with lime's generators seeded by the row's own seed (``random_state=seed`` given to
+        lime directly draws the same)."""
+        from sklearn.utils import check_random_state
+
+        # lime shares one generator between the explainer, its surrogate fitter and its discretizer
+        draws = check_random_state(seed)
+        self.explainer.random_state = self.explainer.base.random_state = draws
+        discretizer = getattr(self.explainer, "discretizer", None)
+        if discretizer is not None:
+            discretizer.random_state = draws
         if self.modality == "tabular":
             flat = row.reshape(-1)
             exp = self.explainer.explain_instance(flat, self._tabular_fn, labels=(label,), top_labels=None,
@@ -112,13 +116,15 @@ class LimeExplainer(Explainer):
         if row.ndim != 3 or row.shape[0] not in (1, 3):
             raise ExplainerError(f"lime explains images of 1 or 3 channels (C, H, W); got shape {row.shape}")
         image = row[0] if row.shape[0] == 1 else np.moveaxis(row, 0, -1)
-        segment = self._segments(image)
+        segment = self._segments(image, seed)
         hide = float(self.adapter.bounds.lower) if self.adapter.bounds is not None else 0.0
+        # lime holds batch_size perturbed images (and their activations) at a time
+        batch = min(self.n_samples, self.eval_rows(torch.as_tensor(row[None], dtype=torch.float32,
+                                                                   device=self.adapter.device)))
         with _no_progress_bar():
             exp = self.explainer.explain_instance(image, self._image_fn, labels=(label,), top_labels=None,
                                                   hide_color=hide, num_features=10**6, num_samples=self.n_samples,
-                                                  batch_size=self.n_samples, segmentation_fn=segment,
-                                                  random_seed=self.seed)
+                                                  batch_size=batch, segmentation_fn=segment, random_seed=seed)
         sizes = np.bincount(exp.segments.reshape(-1))
         per_segment = np.zeros(len(sizes))
         for seg, weight in exp.local_exp[label]:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from explain.base import Explainer, ExplainerError
+from explain.keys import numpy_global_seed
 
 
 def import_shap() -> Any:
@@ -37,7 +38,12 @@ def _predicted(network: torch.nn.Module, x: torch.Tensor, target: np.ndarray) ->
 
 
 class ShapGradientExplainer(Explainer):
-    """shap.GradientExplainer (expected gradients) on the adapted network."""
+    """shap.GradientExplainer (expected gradients) on the adapted network.
+
+    shap seeds once per call (``rseed``) and draws the rows' baselines and path points in sequence, so a row's
+    draws would depend on its position in the batch: each row is explained by its own call with the row's seed
+    (shap loops over the rows inside a call anyway, each with a model batch of ``n_samples``).
+    """
 
     method = "shap_gradient"
 
@@ -51,12 +57,19 @@ class ShapGradientExplainer(Explainer):
 
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
         tnp = target.detach().cpu().numpy()
-        if _predicted(self.network, x, tnp):  # explain one output per row instead of all K
-            values, _ = self.explainer.shap_values(x.detach(), nsamples=self.n_samples, ranked_outputs=1,
-                                                   rseed=self.seed)
-            return np.asarray(values)[..., 0]
-        values = self.explainer.shap_values(x.detach(), nsamples=self.n_samples, rseed=self.seed)
-        return _pick(values, tnp, len(tnp))
+        with torch.no_grad():
+            top = self.network(x.detach()).argmax(dim=1).cpu().numpy()
+        out = np.zeros(x.shape, np.float64)
+        for i, seed in enumerate(self.row_seeds()):
+            row = x[i : i + 1].detach()
+            if top[i] == tnp[i]:  # the predicted class: explain one output instead of all K
+                values, _ = self.explainer.shap_values(row, nsamples=self.n_samples, ranked_outputs=1,
+                                                       rseed=int(seed))
+                out[i] = np.asarray(values)[0, ..., 0]
+            else:
+                out[i] = _pick(self.explainer.shap_values(row, nsamples=self.n_samples, rseed=int(seed)),
+                               tnp[i : i + 1], 1)[0]
+        return out
 
 
 class ShapDeepExplainer(Explainer):
@@ -84,6 +97,7 @@ class ShapDeepExplainer(Explainer):
 
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
         if self._fallback is not None:
+            self._fallback.batch_ids = self.batch_ids
             return self._fallback._attribute(x, target)
         tnp = target.detach().cpu().numpy()
         top_only = _predicted(self.network, x, tnp)  # explain one output per row instead of all K
@@ -108,13 +122,19 @@ class ShapDeepExplainer(Explainer):
             "GradientExplainer instead. Use nn.Module layers, each once, to get exact DeepSHAP values")
         self._fallback = ShapGradientExplainer(self.adapter, n_samples=self.n_samples, seed=self.seed,
                                                background=self.background, batch_size=self.batch_size,
-                                               modality=self.modality)
+                                               modality=self.modality, memory_mb=self.memory_mb)
         self._fallback.counter = self.counter
+        self._fallback.batch_ids = self.batch_ids
         return self._fallback._attribute(x, target)
 
 
 class ShapKernelExplainer(Explainer):
-    """shap.KernelExplainer on a k-means summary of the background; needs only predictions."""
+    """shap.KernelExplainer on a k-means summary of the background; needs only predictions.
+
+    shap samples coalitions from numpy's global generator: each row is explained by its own call with that
+    generator seeded by the row's seed (and put back afterwards). The model evaluations of one row
+    (coalitions x background rows) go through the model in chunks within the memory budget.
+    """
 
     method = "shap_kernel"
     needs_gradients = False
@@ -138,6 +158,18 @@ class ShapKernelExplainer(Explainer):
 
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
         flat = x.detach().cpu().numpy().reshape(x.shape[0], -1).astype(np.float64)
+        features = flat.shape[1]
+        if self.n_samples < 2 * features:
+            # the weighted least-squares fit has as many unknowns as features: with fewer coalitions than twice
+            # that, a change of 1e-9 in the input moved the values by 86% (64 coalitions, 64 pixels)
+            raise ExplainerError(f"shap_kernel with {self.n_samples} coalitions per input cannot fit {features} "
+                                 f"features reliably; set sections.explanations.kernel_shap_samples to at least "
+                                 f"{2 * features} or use another method")
         tnp = target.detach().cpu().numpy()
-        values = self.explainer.shap_values(flat, nsamples=self.n_samples, silent=True, l1_reg=False)
-        return _pick(values, tnp, len(tnp)).reshape(x.shape)
+        out = np.zeros(flat.shape, np.float64)
+        for i, seed in enumerate(self.row_seeds()):
+            with numpy_global_seed(int(seed)):
+                values = self.explainer.shap_values(flat[i : i + 1], nsamples=self.n_samples, silent=True,
+                                                    l1_reg=False)
+            out[i] = _pick(values, tnp[i : i + 1], 1)[0]
+        return out.reshape(x.shape)

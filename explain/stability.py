@@ -2,9 +2,18 @@
 
 The robustness section leaves per-sample adversarial inputs in ``ctx.adversarial``: the adversarial
 example where an attack succeeded, and where all failed the candidate that came closest (still within
-eps). Here the same explainer explains the clean and the attacked input (each for the class the model
-predicts on it), and the two are compared by top-k overlap and Spearman rank correlation, split by
-whether the attack changed the prediction.
+eps). The same explainer explains the clean input (for its predicted class) and the attacked input, and
+the two are compared by top-k overlap and Spearman rank correlation of |attribution|:
+
+- where the attack did not change the prediction, for that one class;
+- where it did (fooled samples), twice and reported separately: for the clean class (only the input
+  changed) and for the adversarial class (the explanation of the new decision), so the two effects do
+  not mix.
+
+The reference is random noise of each sample's own attack perturbation size in the threat model's norm,
+explained for the clean class: an explanation that moves as much under noise as under attack is fragile
+on its own. The adversarial and noisy inputs keep the sample's id, so a method that samples at random
+draws the same for all three.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from audit.context import AdversarialOutcome
+from explain.keys import sample_rng
 from explain.quality import rank_correlation, topk_overlap
 
 
@@ -56,27 +66,58 @@ def select_samples(outcome: AdversarialOutcome, x: np.ndarray, clean_pred: np.nd
     return StabilitySample(chosen, flipped[chosen])
 
 
-def random_perturbation(x: np.ndarray, norm: str, eps: float, lower: np.ndarray | float | None,
-                        upper: np.ndarray | float | None, seed: int,
-                        perturbable: np.ndarray | None = None) -> np.ndarray:
-    """Random noise of the attack's size (uniform in the L-inf ball, or a random L2 direction of length eps)
-    on the features the attacks may change: the reference for how much an explanation moves when nothing
-    adversarial happens."""
-    rng = np.random.default_rng(seed)
-    mask = np.ones(x.shape[1:], bool) if perturbable is None else np.asarray(perturbable, bool).reshape(x.shape[1:])
-    if norm == "l2":
-        direction = rng.standard_normal(x.shape) * mask
-        flat = direction.reshape(len(x), -1)
-        scale = np.linalg.norm(flat, axis=1, keepdims=True)
-        direction = (flat / np.where(scale > 0, scale, 1.0)).reshape(x.shape)
-        noisy = x + eps * direction
-    else:
-        noisy = x + rng.uniform(-eps, eps, size=x.shape) * mask
-    if lower is not None and upper is not None:
-        noisy = np.clip(noisy, lower, upper)
-    return noisy.astype(np.float32)
+def perturbation_norms(delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(L-inf, L2) norm per row."""
+    flat = delta.reshape(len(delta), -1).astype(np.float64)
+    return np.abs(flat).max(axis=1), np.linalg.norm(flat, axis=1)
 
 
-def compare(clean: np.ndarray, adversarial: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def matched_noise(x: np.ndarray, x_adv: np.ndarray, norm: str, ids: np.ndarray, seed: int,
+                  lower: np.ndarray | float | None, upper: np.ndarray | float | None,
+                  perturbable: np.ndarray | None = None) -> np.ndarray:
+    """Random noise of each sample's own attack perturbation size in the threat model's norm, on the features
+    the attacks may change, within the input bounds; keyed per sample (run seed, 'stability_noise', id).
+
+    L-inf: features move by the attack's L-inf size, up or down at random (the other way where the bound
+    leaves no room), on a random subset as large as the attack's L2 size holds at that L-inf size (every
+    feature for a saturated attack), so the L2 size matches as well (uniform noise in the ball had 0.6 of the
+    attack's L2). L2: a random direction scaled, after clipping to the bounds, to the attack's L2 size.
+    """
+    shape = x.shape[1:]
+    mask = np.ones(shape, bool) if perturbable is None else np.asarray(perturbable, bool).reshape(shape)
+    x64 = x.astype(np.float64)
+    lo = np.broadcast_to(np.asarray(lower if lower is not None else -np.inf, np.float64), shape)
+    hi = np.broadcast_to(np.asarray(upper if upper is not None else np.inf, np.float64), shape)
+    linf, l2 = perturbation_norms(x_adv.astype(np.float64) - x64)
+    out = np.empty_like(x64)
+    for i, sample_id in enumerate(ids):
+        rng = sample_rng(seed, "stability_noise", int(sample_id))
+        if norm == "l2":
+            direction = rng.standard_normal(shape) * mask
+            length = float(np.linalg.norm(direction))
+            step = direction * (l2[i] / length if length > 0 else 0.0)
+            for _ in range(20):  # rescale what clipping left until the size matches
+                moved = np.clip(x64[i] + step, lo, hi) - x64[i]
+                size = float(np.linalg.norm(moved))
+                if size == 0 or abs(size - l2[i]) <= 1e-6 * max(l2[i], 1e-12):
+                    break
+                step = step * (l2[i] / size)
+            out[i] = np.clip(x64[i] + step, lo, hi)
+        else:
+            signs = rng.choice([-1.0, 1.0], size=shape)
+            up_blocked = x64[i] + linf[i] > hi
+            down_blocked = x64[i] - linf[i] < lo
+            signs = np.where((signs > 0) & up_blocked & ~down_blocked, -1.0, signs)
+            signs = np.where((signs < 0) & down_blocked & ~up_blocked, 1.0, signs)
+            # as many features as the attack's L2 size holds at its L-inf size (all for a saturated attack)
+            candidates = np.flatnonzero(mask.reshape(-1))
+            count = int(np.clip(np.rint((l2[i] / linf[i]) ** 2), 1, len(candidates))) if linf[i] > 0 else 0
+            moved = np.zeros(mask.size, bool)
+            moved[rng.choice(candidates, count, replace=False)] = True
+            out[i] = np.clip(x64[i] + signs * linf[i] * moved.reshape(shape), lo, hi)
+    return out.astype(np.float32)
+
+
+def compare(clean: np.ndarray, other: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(top-k overlap, Spearman rank correlation of |attribution|) per row."""
-    return topk_overlap(clean, adversarial, k), rank_correlation(clean, adversarial)
+    return topk_overlap(clean, other, k), rank_correlation(clean, other)

@@ -14,8 +14,9 @@ from audit.errors import ConfigError
 from explain.section import ExplanationsSection
 from explain.stability import pick_key
 
-FAST = {"n_samples": 10, "background_size": 16, "lime_samples": 40, "shap_samples": 8, "ig_steps": 16,
-        "infidelity_samples": 4, "sensitivity_samples": 2, "stability_samples": 10}
+FAST = {"n_samples": 16, "check_samples": 8, "background_size": 16, "lime_samples": 40, "shap_samples": 8,
+        "ig_steps": 16, "infidelity_samples": 4, "sensitivity_samples": 2, "stability_samples": 10,
+        "bootstrap_resamples": 200, "randomization_steps": 2}
 
 
 
@@ -40,24 +41,88 @@ def test_digits_section_with_stability_under_attack(make_context: Any, digits_cn
     validate_section(result, ctx)
     m = result.metrics
     for method in ("ig", "saliency", "gradient_shap", "lrp", "occlusion", "shap_gradient", "lime"):
-        for key in ("deletion_auc", "insertion_auc", "infidelity", "sensitivity_max", "randomization_spearman"):
+        for key in ("deletion_auc", "insertion_auc", "infidelity", "sensitivity_max", "randomization_similarity"):
             assert m[f"explanations.{method}.{key}"] is not None, (method, key)
+            low, high = m[f"explanations.{method}.{key}.ci_low"], m[f"explanations.{method}.{key}.ci_high"]
+            assert low <= m[f"explanations.{method}.{key}"] <= high, (method, key)
+        assert m[f"explanations.{method}.faithfulness_rank"] >= 1
         assert 0.0 <= m[f"explanations.stability.{method}.topk_overlap"] <= 1.0
-        assert ctx.attributions[method].values.shape == (10, 1, 8, 8)
+        assert ctx.attributions[method].values.shape == (16, 1, 8, 8)
         assert (ctx.attributions[method].target == pred[ctx.attributions[method].index]).all()
-    assert m["explanations.ig.deletion_auc"] < m["explanations.random.deletion_auc"]
+    assert m["explanations.gradient_shap.deletion_auc"] < m["explanations.random.deletion_auc"]
+    unfaithful = {f.message.split(":")[0] for f in result.findings if f.code == "explanations.not_faithful"}
+    for method in ("ig", "saliency", "gradient_shap", "lrp", "occlusion", "shap_gradient", "lime"):
+        # the finding is given exactly where the paired interval against the random ordering does not exclude 0
+        assert (method in unfaithful) == (m[f"explanations.{method}.deletion_auc"] >= m[
+            "explanations.random.deletion_auc"] or _difference_spans_zero(result, method)), method
+    assert m["explanations.deletion_baseline_probability"] < 0.3  # the mean digit carries little class evidence
     assert m["explanations.stability.n_flipped"] + m["explanations.stability.n_unflipped"] == 10
     assert m["explanations.stability.n_flipped"] >= 1 and m["explanations.stability.n_unflipped"] >= 1
-    for group in ("flipped", "unflipped"):
+    for group in ("unflipped", "flipped_clean_class", "flipped_adversarial_class"):
         assert 0.0 <= m[f"explanations.stability.ig.topk_overlap_{group}"] <= 1.0
-    quality = next(t for t in result.tables if t.name == "quality")
-    aucs = [row[2] for row in quality.rows if row[0] is not None]
-    assert aucs == sorted(aucs)  # ranked by deletion AUC
+    # the noise reference has the attack's size in the threat model's norm, per sample
+    assert m["explanations.stability.noise_linf"] == pytest.approx(m["explanations.stability.attack_linf"], rel=1e-5)
+    assert m["explanations.stability.noise_l2"] == pytest.approx(m["explanations.stability.attack_l2"], rel=0.05)
+    ranking = next(t for t in result.tables if t.name == "faithfulness")
+    ranked = [row for row in ranking.rows if row[0] is not None]
+    assert [row[0] for row in ranked] == sorted(row[0] for row in ranked)  # ranks follow the order
+    assert all(row[3].startswith("[") for row in ranking.rows)  # every AUC with its interval
+    assert any(t.name == "faithfulness_differences" for t in result.tables)
     kinds = {f["name"]: f["kind"] for f in result.figures}
     assert kinds["heatmaps"] == "image" and kinds["deletion_curves"] == "line"
+    assert kinds["faithfulness_ranking"] == "bar" and kinds["randomization_cascade"] == "line"
     assert (ctx.run_dir / result.artifacts["heatmaps"]).stat().st_size > 1000
     with np.load(ctx.run_dir / result.artifacts["attributions"]) as saved:
         np.testing.assert_allclose(saved["ig"], ctx.attributions["ig"].values)
+    with np.load(ctx.run_dir / result.artifacts["quality"]) as per_sample:
+        assert per_sample["deletion_auc.ig"].mean() == pytest.approx(m["explanations.ig.deletion_auc"])
+
+
+def _difference_spans_zero(result: Any, method: str) -> bool:
+    row = next(r for r in next(t for t in result.tables if t.name == "faithfulness").rows if r[1] == method)
+    low, high = (float(v) for v in row[7].strip("[]").split(", "))
+    return low <= 0 <= high
+
+
+def test_randomization_control_fails_while_methods_are_reported_with_intervals(make_context: Any, digits_cnn: Any,
+                                                                                  digits_test: Any) -> None:
+    ctx = make_context(digits_cnn, digits_test, limit=80)
+    result = ExplanationsSection(methods=["ig", "occlusion", "saliency"], quality=["randomization"], n_samples=30,
+                                 check_samples=20, stability=False)(ctx)
+    assert result.status == "ok", result.error
+    table = next(t for t in result.tables if t.name == "randomization")
+    rows = {row[0]: row for row in table.rows}
+    control = next(row for name, row in rows.items() if name.startswith("control"))
+    assert control[1] == pytest.approx(1.0) and control[-1] == "fails"
+    m = result.metrics
+    assert abs(m["explanations.randomization.control_signed_spearman"]) < 0.2  # a signed check would pass it
+    for method in ("ig", "occlusion", "saliency"):
+        low, high = m[f"explanations.{method}.randomization_similarity.ci_low"], \
+            m[f"explanations.{method}.randomization_similarity.ci_high"]
+        assert low < high < 1.0 and rows[method][2] == f"[{low:.3g}, {high:.3g}]"
+        assert rows[method][-1] in ("passes", "fails", "inconclusive")
+        assert m[f"explanations.{method}.randomization_ssim"] is not None
+    cascade = next(f for f in result.figures if f["name"] == "randomization_cascade")
+    assert cascade["series"][0]["x"] == ["8", "+ 6", "+ 2", "+ 0"]  # output layer first, cumulative
+    assert not any(f.code == "explanations.randomization_check_failed" and "control" in f.message
+                   for f in result.findings)
+
+
+def test_progress_per_method(make_context: Any, digits_cnn: Any, digits_test: Any) -> None:
+    ctx = make_context(digits_cnn, digits_test, limit=40)
+    seen: list[tuple[str, list[Any]]] = []
+    original = ctx.progress
+
+    def recording(iterable: Any, *, desc: str, total: int | None = None) -> Any:
+        items = list(iterable)
+        seen.append((desc, items))
+        return original(items, desc=desc, total=total)
+
+    ctx.progress = recording  # type: ignore[method-assign]
+    ExplanationsSection(methods=["saliency", "ig"], quality=["deletion", "sensitivity"], n_samples=6,
+                        check_samples=3)(ctx)
+    assert ("explanations: attributions", ["saliency", "ig"]) in seen
+    assert ("explanations: infidelity, sensitivity", ["saliency", "ig"]) in seen
 
 
 def test_stability_picks_the_eps_that_splits_fooled_and_resisting_samples_most_evenly() -> None:
@@ -99,7 +164,7 @@ def test_resume_tabular_section(make_context: Any, resume_mlp: Any, resume_test:
     bar = next(f for f in result.figures if f["name"] == "top_features")
     assert bar["kind"] == "bar" and len(bar["series"][0]["x"]) == 10
     assert set(bar["series"][0]["x"]) <= set(resume_test.feature_names)
-    assert ctx.attributions["lime"].values.shape == (10, resume_test.x.shape[1])
+    assert ctx.attributions["lime"].values.shape == (16, resume_test.x.shape[1])
 
 
 def test_unknown_method_is_a_config_error() -> None:
