@@ -331,6 +331,8 @@ def _image_or_tabular(x: np.ndarray) -> Modality:
 
 def load_arrays(config: DataConfig) -> AuditData:
     assert config.path is not None
+    stored: dict[str, Any] = {}  # per-row arrays beside x and y that data.sensitive may name
+    holds: list[str] = []
     if config.source == "npz":
         with np.load(config.path, allow_pickle=False) as arrays:
             for key in (config.x_key, config.y_key):
@@ -338,6 +340,7 @@ def load_arrays(config: DataConfig) -> AuditData:
                     raise ConfigError("data.x_key" if key == config.x_key else "data.y_key",
                                       f"'{key}' not in {config.path}; it holds {sorted(arrays.files)}")
             x, y = arrays[config.x_key], arrays[config.y_key]
+            stored, holds = {k: arrays[k] for k in config.sensitive if k in arrays.files}, sorted(arrays.files)
     elif config.source == "idx":
         assert config.labels_path is not None
         x, y = read_idx(config.path), read_idx(config.labels_path)
@@ -354,6 +357,8 @@ def load_arrays(config: DataConfig) -> AuditData:
             if config.x_key not in obj or config.y_key not in obj:
                 raise ConfigError("data.x_key", f"{config.path} holds keys {sorted(obj)}; set data.x_key/data.y_key")
             x, y = obj[config.x_key], obj[config.y_key]
+            stored = {k: obj[k].numpy() if hasattr(obj[k], "numpy") else obj[k] for k in config.sensitive if k in obj}
+            holds = sorted(obj)
         elif isinstance(obj, (tuple, list)) and len(obj) == 2:
             x, y = obj
         else:
@@ -365,6 +370,10 @@ def load_arrays(config: DataConfig) -> AuditData:
     elif config.source == "idx" and x.max() > 1.0:
         x = x / 255.0
     y_codes, class_names = _encode_labels(np.asarray(y).reshape(-1), config.class_names)
+    missing = [c for c in config.sensitive if c not in stored]
+    if missing:
+        raise ConfigError("data.sensitive", f"{missing} not in {config.path}, which holds {holds or 'only x and y'}; "
+                          "store one value per row under each name (an npz file or a torch dict), or use csv/parquet")
     modality = _image_or_tabular(x)
     return AuditData(
         name=Path(config.path).name,
@@ -373,6 +382,7 @@ def load_arrays(config: DataConfig) -> AuditData:
         class_names=class_names,
         modality=modality,
         feature_names=None if modality == "image" else [f"x{i}" for i in range(x.shape[1])],
+        sensitive={c: np.asarray(stored[c]).reshape(-1).astype(str) for c in config.sensitive},
         lower=None,
         upper=None,
     )

@@ -72,6 +72,24 @@ def dataset_without_sensitive_columns(tmp_path: Path) -> None:
     assert info.value.key == "data.sensitive" and "it provides none" in info.value.message
 
 
+def npz_without_the_sensitive_array(tmp_path: Path) -> None:
+    np.savez(tmp_path / "images.npz", x=np.zeros((4, 1, 2, 2)), y=np.array([0, 1, 0, 1]))
+    with pytest.raises(ConfigError) as info:
+        load_data(DataConfig.model_validate({"source": "npz", "path": tmp_path / "images.npz", "sensitive": ["site"]}))
+    assert info.value.key == "data.sensitive"
+    assert info.value.message.startswith("['site'] not in ") and "which holds ['x', 'y']" in info.value.message
+
+
+def idx_files_with_sensitive(tmp_path: Path) -> None:
+    for name, header, body in (("img.idx", b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") * 3, bytes(8)),
+                               ("lab.idx", b"\x00\x00\x08\x01" + (2).to_bytes(4, "big"), bytes([0, 1]))):
+        (tmp_path / name).write_bytes(header + body)
+    with pytest.raises(ConfigError) as info:
+        load_data(DataConfig.model_validate({"source": "idx", "path": tmp_path / "img.idx",
+                                             "labels_path": tmp_path / "lab.idx", "sensitive": ["site"]}))
+    assert info.value.key == "data.sensitive" and "which holds only x and y" in info.value.message
+
+
 def no_sensitive_columns_skips(tmp_path: Path) -> None:
     data = _two_groups()
     data.sensitive = {}
@@ -222,7 +240,8 @@ def attributions_with_rows_outside_the_data(tmp_path: Path) -> None:
 
 CASES: dict[str, Callable[[Path], None]] = {f.__name__: f for f in (
     csv_missing_sensitive_column, builtin_dataset_unknown_sensitive_column, dataset_without_sensitive_columns,
-    no_sensitive_columns_skips, sensitive_column_of_wrong_length, sensitive_attribute_with_one_group_only,
+    npz_without_the_sensitive_array, idx_files_with_sensitive, no_sensitive_columns_skips,
+    sensitive_column_of_wrong_length, sensitive_attribute_with_one_group_only,
     one_of_two_attributes_with_one_group, positive_label_not_among_the_classes, positive_label_index_out_of_range,
     positive_label_negative_index, positive_label_yaml_boolean, positive_label_a_list, features_not_sensitive,
     features_empty, negative_resamples, confidence_of_one, min_rate_count_zero, misspelt_parameter,

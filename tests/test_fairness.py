@@ -808,4 +808,5 @@ def test_progress_goes_through_ctx_progress(tmp_path: Path, monkeypatch: pytest.
     assert descs["fairness: bootstrap by group (300 resamples)"] == (1, 1)
     assert descs["fairness: bootstrap by site (300 resamples)"] == (1, 1)
     assert descs["fairness: robustness by group"] == (1, 1)
-    assert descs["fairness: bootstrap linf:0.1 (300 resamples)"] == (1, 1)
+    assert descs["fairness: bootstrap linf:0.1 by group (300 resamples)"] == (1, 1)
+    assert descs["fairness: bootstrap linf:0.1 by site (300 resamples)"] == (1, 1)

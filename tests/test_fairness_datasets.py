@@ -223,3 +223,27 @@ def test_german_age_groups_keep_both_metrics(tmp_path: Path) -> None:
                 frame.by_group.loc[group, m], abs=1e-9)
     assert any("favourable outcome: 'good' (class 1), the default of german[all]" in n for n in result.notes)
     validate_section(result, ctx)
+
+
+def test_data_sensitive_read_from_npz_and_torch_files(tmp_path: Path) -> None:
+    """For array files, data.sensitive names per-row arrays stored beside x and y."""
+    import torch
+
+    from audit.config import DataConfig
+    from audit.data import load_data
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((20, 1, 4, 4)).astype(np.float32), rng.integers(0, 2, 20)
+    site = np.array(["north", "south"] * 10)
+    np.savez(tmp_path / "images.npz", x=x, y=y, site=site, scanner=np.arange(20) % 3)
+    data = load_data(DataConfig.model_validate({"source": "npz", "path": tmp_path / "images.npz",
+                                                "sensitive": ["site", "scanner"]}))
+    assert list(data.sensitive) == ["site", "scanner"]
+    assert data.sensitive["site"].tolist() == site.tolist()
+    assert data.sensitive["scanner"].tolist() == [str(i % 3) for i in range(20)]
+    assert load_data(DataConfig.model_validate({"source": "npz", "path": tmp_path / "images.npz"})).sensitive == {}
+    torch.save({"x": torch.as_tensor(x), "y": torch.as_tensor(y), "site": torch.as_tensor(np.arange(20) % 2)},
+               tmp_path / "images.pt")
+    from_torch = load_data(DataConfig.model_validate({"source": "torch", "path": tmp_path / "images.pt",
+                                                      "sensitive": ["site"]}))
+    assert from_torch.sensitive["site"].tolist() == [str(i % 2) for i in range(20)]

@@ -46,7 +46,7 @@ def record_robustness(result: SectionResult, ctx: AuditContext, gs: GroupSet, *,
             result.notes.append(f"robustness disparity for {key} skipped: the outcome covers "
                                 f"{len(outcome.robust_correct)} rows but the data has {len(codes)}")
             continue
-        est, counts = _estimates(outcome, codes, len(gs.groups), gs.seed, params, ctx, key)
+        est, counts = _estimates(outcome, codes, len(gs.groups), gs.seed, params, ctx, f"{key} by {gs.label}")
         prefix = f"{gs.key}.norm={metric_segment(outcome.norm)}.eps={outcome.eps:g}"
         for m in ROBUST_METRICS:
             if f"{m}_difference" not in est:
@@ -84,7 +84,7 @@ def record_robustness(result: SectionResult, ctx: AuditContext, gs: GroupSet, *,
 
 
 def _estimates(outcome: AdversarialOutcome, codes: np.ndarray, n_groups: int, seed: int, params: FairnessParams,
-               ctx: AuditContext, key: str) -> tuple[dict[str, list[Estimate]], dict[str, np.ndarray]]:
+               ctx: AuditContext, what: str) -> tuple[dict[str, list[Estimate]], dict[str, np.ndarray]]:
     clean = np.asarray(outcome.clean_correct, bool)
     robust = np.asarray(outcome.robust_correct, bool) & clean
     min_eps = None if outcome.min_eps is None else np.asarray(outcome.min_eps, np.float64)
@@ -109,7 +109,7 @@ def _estimates(outcome: AdversarialOutcome, codes: np.ndarray, n_groups: int, se
 
     samples = None
     if params.n_resamples:
-        desc = f"fairness: bootstrap {key} ({params.n_resamples} resamples)"
+        desc = f"fairness: bootstrap {what} ({params.n_resamples} resamples)"
         samples = bootstrap(codes, params.n_resamples, seed, statistic,
                             progress=lambda chunks, total: ctx.progress(chunks, desc=desc, total=total))
     return estimates(statistic(None), samples, params.confidence), counts
