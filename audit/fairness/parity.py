@@ -217,8 +217,8 @@ def _record_groups(result: SectionResult, gs: GroupSet, est: dict[str, list[Esti
     if thin:
         listed = "; ".join(f"'{g}' (n={int(gs.counts[gs.groups.index(g)])}): {what}" for g, what in thin.items())
         result.finding("info", f"{gs.label}: rates computed from fewer than {params.min_rate_count} rows "
-                       f"(min_rate_count): {listed}. They are reported with their intervals but never rated above "
-                       "low", code="fairness.small_group")
+                       f"(min_rate_count): {listed}. They are reported with their intervals; a gap resting on them is "
+                       "rated by the groups with enough rows", code="fairness.small_group")
     series = []
     for m in (p for p in PLOTTED if p in metrics):
         values = est[f"group.{m}"]

@@ -50,7 +50,8 @@ class FairnessParams(Params):
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="confidence level of the bootstrap intervals")
     min_rate_count: int = Field(30, ge=1, description="a rate computed from fewer rows (group size for accuracy and "
                                 "selection rate, positives for the true-positive rate, negatives for the "
-                                "false-positive rate) is marked and cannot make a finding above low")
+                                "false-positive rate) is marked; a gap resting on it is rated over the groups "
+                                "with enough rows")
     dp_ratio_min: float = Field(0.8, gt=0, le=1, description="selection-rate ratio below this is flagged "
                                 "(four-fifths rule)")
     dp_difference_max: float = Field(0.1, gt=0, le=1, description="demographic parity difference above this is flagged")
