@@ -35,6 +35,7 @@ class AuditData:
     lower: np.ndarray | None = None  # per-feature lower bound, shape input_shape (None: model bounds)
     upper: np.ndarray | None = None
     perturbable: np.ndarray | None = None  # bool mask, shape input_shape; None = all
+    positive_class: int | None = None  # the favourable outcome's class, where the dataset has one (fairness)
 
     def __post_init__(self) -> None:
         self.x = np.ascontiguousarray(self.x, dtype=np.float32)
@@ -46,6 +47,9 @@ class AuditData:
         if not np.isfinite(self.x).all():
             bad = int((~np.isfinite(self.x)).reshape(len(self.x), -1).any(axis=1).sum())
             raise DataError(f"{self.name}: {bad} samples hold NaN or infinite values; clean or drop them first")
+        if self.positive_class is not None and not 0 <= self.positive_class < len(self.class_names):
+            raise DataError(f"{self.name}: positive_class {self.positive_class} is not a class index "
+                            f"0..{len(self.class_names) - 1}")
         if self.y.min() < 0 or self.y.max() >= len(self.class_names):
             raise DataError(
                 f"{self.name}: labels range {self.y.min()}..{self.y.max()} but there are {len(self.class_names)} "
@@ -85,6 +89,7 @@ class AuditData:
             lower=self.lower,
             upper=self.upper,
             perturbable=self.perturbable,
+            positive_class=self.positive_class,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -130,6 +135,18 @@ def split_indices(y: np.ndarray, split: str) -> np.ndarray:
         np.arange(len(y)), test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y
     )
     return np.sort(test if split == "test" else train)
+
+
+def select_sensitive(dataset: str, provided: dict[str, np.ndarray],
+                     wanted: list[str] | None) -> dict[str, np.ndarray]:
+    """The sensitive columns ``data.sensitive`` names (all ``provided`` when None or empty), in that order."""
+    if not wanted:
+        return provided
+    unknown = [c for c in wanted if c not in provided]
+    if unknown:
+        raise ConfigError("data.sensitive", f"dataset '{dataset}' has no sensitive columns {unknown}; "
+                          f"it provides {sorted(provided) or 'none'}")
+    return {c: provided[c] for c in wanted}
 
 
 # --- built-in datasets -------------------------------------------------------------------------
@@ -187,10 +204,12 @@ RESUME_NUMERIC = ("jobs", "experience")
 RESUME_DROP = ("rownames", "name", "call")
 
 
-def load_resume_names_data(split: str = "test", *, sensitive_as_features: bool = False) -> AuditData:
+def load_resume_names_data(split: str = "test", *, sensitive_as_features: bool = False,
+                           sensitive: list[str] | None = None) -> AuditData:
     """AER/ResumeNames (Bertrand & Mullainathan): callbacks for resumes with randomly assigned names.
 
-    Target: callback (8% yes). Sensitive: gender, ethnicity (kept aside unless asked).
+    Target: callback (8% yes; the favourable outcome). Sensitive: gender, ethnicity (kept aside
+    unless asked; ``sensitive`` keeps only the named ones).
     Categorical columns one-hot encoded, numeric ones standardized on the train split.
     """
     import pandas as pd
@@ -216,10 +235,12 @@ def load_resume_names_data(split: str = "test", *, sensitive_as_features: bool =
         class_names=["no callback", "callback"],
         modality="tabular",
         feature_names=names,
-        sensitive={c: frame[c].astype(str).to_numpy()[idx] for c in RESUME_SENSITIVE},
+        sensitive=select_sensitive("resume_names", {c: frame[c].astype(str).to_numpy()[idx]
+                                                    for c in RESUME_SENSITIVE}, sensitive),
         lower=x.min(axis=0).astype(np.float32),
         upper=x.max(axis=0).astype(np.float32),
         perturbable=perturbable,
+        positive_class=1,
     )
 
 
@@ -310,6 +331,8 @@ def _image_or_tabular(x: np.ndarray) -> Modality:
 
 def load_arrays(config: DataConfig) -> AuditData:
     assert config.path is not None
+    stored: dict[str, Any] = {}  # per-row arrays beside x and y that data.sensitive may name
+    holds: list[str] = []
     if config.source == "npz":
         with np.load(config.path, allow_pickle=False) as arrays:
             for key in (config.x_key, config.y_key):
@@ -317,6 +340,7 @@ def load_arrays(config: DataConfig) -> AuditData:
                     raise ConfigError("data.x_key" if key == config.x_key else "data.y_key",
                                       f"'{key}' not in {config.path}; it holds {sorted(arrays.files)}")
             x, y = arrays[config.x_key], arrays[config.y_key]
+            stored, holds = {k: arrays[k] for k in config.sensitive if k in arrays.files}, sorted(arrays.files)
     elif config.source == "idx":
         assert config.labels_path is not None
         x, y = read_idx(config.path), read_idx(config.labels_path)
@@ -333,6 +357,8 @@ def load_arrays(config: DataConfig) -> AuditData:
             if config.x_key not in obj or config.y_key not in obj:
                 raise ConfigError("data.x_key", f"{config.path} holds keys {sorted(obj)}; set data.x_key/data.y_key")
             x, y = obj[config.x_key], obj[config.y_key]
+            stored = {k: obj[k].numpy() if hasattr(obj[k], "numpy") else obj[k] for k in config.sensitive if k in obj}
+            holds = sorted(obj)
         elif isinstance(obj, (tuple, list)) and len(obj) == 2:
             x, y = obj
         else:
@@ -344,6 +370,10 @@ def load_arrays(config: DataConfig) -> AuditData:
     elif config.source == "idx" and x.max() > 1.0:
         x = x / 255.0
     y_codes, class_names = _encode_labels(np.asarray(y).reshape(-1), config.class_names)
+    missing = [c for c in config.sensitive if c not in stored]
+    if missing:
+        raise ConfigError("data.sensitive", f"{missing} not in {config.path}, which holds {holds or 'only x and y'}; "
+                          "store one value per row under each name (an npz file or a torch dict), or use csv/parquet")
     modality = _image_or_tabular(x)
     return AuditData(
         name=Path(config.path).name,
@@ -352,6 +382,7 @@ def load_arrays(config: DataConfig) -> AuditData:
         class_names=class_names,
         modality=modality,
         feature_names=None if modality == "image" else [f"x{i}" for i in range(x.shape[1])],
+        sensitive={c: np.asarray(stored[c]).reshape(-1).astype(str) for c in config.sensitive},
         lower=None,
         upper=None,
     )
@@ -367,13 +398,14 @@ def load_data(config: DataConfig, *, seed: int = 0, limit: int | None = None) ->
     elif config.source == "breast_cancer":
         data = load_breast_cancer_data(config.split)
     elif config.source == "resume_names":
-        data = load_resume_names_data(config.split, sensitive_as_features=config.sensitive_as_features)
+        data = load_resume_names_data(config.split, sensitive_as_features=config.sensitive_as_features,
+                                      sensitive=config.sensitive)
     elif config.source in ("adult", "compas", "german"):
-        from audit.fairness_datasets import load_fairness_dataset
+        from audit.fairness.datasets import load_fairness_dataset
 
         assert config.path is not None  # DataConfig requires it
         data = load_fairness_dataset(config.source, config.path, config.split,
-                                     sensitive_as_features=config.sensitive_as_features)
+                                     sensitive_as_features=config.sensitive_as_features, sensitive=config.sensitive)
     elif config.source in ("csv", "parquet"):
         data = load_table(config)
     else:
@@ -390,11 +422,8 @@ def load_data(config: DataConfig, *, seed: int = 0, limit: int | None = None) ->
                               f"has {int(np.prod(data.input_shape))} (shape {list(data.input_shape)})")
         data.x = data.x.reshape(data.n_samples, *config.input_shape)
         data.modality = _image_or_tabular(data.x)
-    if config.source in PRESET_SOURCES:
-        unknown = sorted(set(config.sensitive) - set(data.sensitive))
-        if unknown:
-            raise ConfigError("data.sensitive", f"dataset '{config.source}' has no sensitive columns {unknown}; "
-                              f"it provides {sorted(data.sensitive) or 'none'}")
+    if config.source in PRESET_SOURCES:  # digits and breast_cancer provide none
+        data.sensitive = select_sensitive(config.source, data.sensitive, config.sensitive)
     effective = limit if limit is not None else config.limit
     if effective is not None and effective < data.n_samples:
         data = data.subset(stratified_subset(data.y, effective, seed))

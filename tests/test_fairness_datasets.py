@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from audit.errors import DataError
-from audit.fairness_datasets import (
+from audit.fairness.datasets import (
     ADULT_COLUMNS,
     GERMAN_COLUMNS,
     load_adult,
@@ -145,8 +145,105 @@ def test_adult_through_the_config_path(adult_dir: Path) -> None:
     from audit.data import load_data
     from audit.errors import ConfigError
 
-    data = load_data(DataConfig(source="adult", path=adult_dir, split="test", sensitive=["sex", "race"]))
-    assert set(data.sensitive) >= {"sex", "race"} and data.modality == "tabular"
+    data = load_data(DataConfig.model_validate({"source": "adult", "path": adult_dir, "split": "test",
+                                                "sensitive": ["sex", "race"]}))
+    assert list(data.sensitive) == ["sex", "race"] and data.modality == "tabular"
     with pytest.raises(ConfigError, match="no sensitive columns") as info:
-        load_data(DataConfig(source="adult", path=adult_dir, sensitive=["religion"]))
+        load_data(DataConfig.model_validate({"source": "adult", "path": adult_dir, "sensitive": ["religion"]}))
     assert info.value.key == "data.sensitive"
+
+
+# --- data.sensitive and the favourable label -----------------------------------------------------------
+
+
+def test_builtin_loaders_set_the_favourable_label(adult_dir: Path, tmp_path: Path) -> None:
+    adult = load_adult(adult_dir, "test")
+    assert adult.positive_class == 1 and adult.class_names[1] == ">50K"
+    compas = load_compas(_compas_csv(tmp_path), "all")
+    assert compas.positive_class == 0 and compas.class_names[0] == "no recidivism"
+    (tmp_path / "german.data").write_text("\n".join(_german_line(i) for i in range(40)) + "\n")
+    german = load_german(tmp_path, "all")
+    assert german.positive_class == 1 and german.class_names[1] == "good"
+    assert german.subset(np.arange(5)).positive_class == 1
+
+
+@pytest.mark.parametrize(("source", "wanted"), [("adult", ["race"]), ("compas", ["sex"]), ("german", ["age_group"]),
+                                                ("german", ["age_group", "sex"]), ("resume_names", ["ethnicity"])])
+def test_data_sensitive_is_honoured(source: str, wanted: list[str], adult_dir: Path, tmp_path: Path) -> None:
+    """data.sensitive keeps exactly the named columns, in that order; the model's features do not change."""
+    from audit.config import DataConfig
+    from audit.data import load_data
+
+    if source == "compas":
+        path: Path | None = _compas_csv(tmp_path)
+    elif source == "german":
+        (tmp_path / "german.data").write_text("\n".join(_german_line(i) for i in range(40)) + "\n")
+        path = tmp_path
+    else:
+        path = adult_dir if source == "adult" else None
+    default = load_data(DataConfig.model_validate({"source": source, "path": path}))
+    chosen = load_data(DataConfig.model_validate({"source": source, "path": path, "sensitive": wanted}))
+    assert list(chosen.sensitive) == wanted and len(default.sensitive) == 2
+    for name in wanted:
+        assert np.array_equal(chosen.sensitive[name], default.sensitive[name])
+    assert chosen.feature_names == default.feature_names and np.array_equal(chosen.x, default.x)
+    assert chosen.positive_class == default.positive_class is not None
+
+
+def test_loaders_take_sensitive_directly(adult_dir: Path) -> None:
+    from audit.errors import ConfigError
+
+    assert list(load_adult(adult_dir, "test", sensitive=["sex"]).sensitive) == ["sex"]
+    with pytest.raises(ConfigError, match=r"dataset 'adult' has no sensitive columns \['age'\]; it provides "
+                                          r"\['race', 'sex'\]") as info:
+        load_adult(adult_dir, "test", sensitive=["age"])
+    assert info.value.key == "data.sensitive"
+
+
+def test_german_age_groups_keep_both_metrics(tmp_path: Path) -> None:
+    """'<25' and '25+' used to sanitize to the same key; each now has its own, equal to fairlearn's."""
+    import torch
+    from fairness_helpers import context, fairlearn_frame
+    from plugin_helpers import validate_section
+    from torch import nn
+
+    from audit.fairness import FairnessSection
+
+    (tmp_path / "german.data").write_text("\n".join(_german_line(i) for i in range(200)) + "\n")
+    data = load_german(tmp_path, "all")
+    torch.manual_seed(0)
+    model = nn.Linear(data.x.shape[1], 2)
+    ctx = context(model, data, tmp_path)
+    result = FairnessSection(n_resamples=100, min_rate_count=3)(ctx)
+    assert result.status == "ok", result.error
+    frame = fairlearn_frame(data.y, ctx.clean_predictions(), data.sensitive["age_group"], 1)
+    for group in ("<25", "25+"):
+        for m in ("selection_rate", "true_positive_rate", "false_positive_rate", "accuracy"):
+            assert result.metrics[f"fairness.age_group.group={group}.{m}"] == pytest.approx(
+                frame.by_group.loc[group, m], abs=1e-9)
+    assert any("favourable outcome: 'good' (class 1), the default of german[all]" in n for n in result.notes)
+    validate_section(result, ctx)
+
+
+def test_data_sensitive_read_from_npz_and_torch_files(tmp_path: Path) -> None:
+    """For array files, data.sensitive names per-row arrays stored beside x and y."""
+    import torch
+
+    from audit.config import DataConfig
+    from audit.data import load_data
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((20, 1, 4, 4)).astype(np.float32), rng.integers(0, 2, 20)
+    site = np.array(["north", "south"] * 10)
+    np.savez(tmp_path / "images.npz", x=x, y=y, site=site, scanner=np.arange(20) % 3)
+    data = load_data(DataConfig.model_validate({"source": "npz", "path": tmp_path / "images.npz",
+                                                "sensitive": ["site", "scanner"]}))
+    assert list(data.sensitive) == ["site", "scanner"]
+    assert data.sensitive["site"].tolist() == site.tolist()
+    assert data.sensitive["scanner"].tolist() == [str(i % 3) for i in range(20)]
+    assert load_data(DataConfig.model_validate({"source": "npz", "path": tmp_path / "images.npz"})).sensitive == {}
+    torch.save({"x": torch.as_tensor(x), "y": torch.as_tensor(y), "site": torch.as_tensor(np.arange(20) % 2)},
+               tmp_path / "images.pt")
+    from_torch = load_data(DataConfig.model_validate({"source": "torch", "path": tmp_path / "images.pt",
+                                                      "sensitive": ["site"]}))
+    assert from_torch.sensitive["site"].tolist() == [str(i % 2) for i in range(20)]

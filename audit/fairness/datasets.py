@@ -2,24 +2,28 @@
 
 - UCI Adult: ``adult.data`` and ``adult.test`` (CSV without header; the test file starts with a
   ``|1x3 Cross validator`` line and its labels end with a dot). Sensitive: sex, race.
+  Favourable: income >50K.
 - ProPublica COMPAS: ``compas-scores-two-years.csv`` (ProPublica's compas-analysis repository),
-  filtered the way ProPublica's analysis does. Sensitive: race, sex.
+  filtered the way ProPublica's analysis does. Sensitive: race, sex. Favourable: no recidivism.
 - Statlog German credit: ``german.data`` (space-separated, attribute codes A11..A202).
-  Sensitive: sex (from personal_status A91..A95) and age group (<25 / 25+).
+  Sensitive: sex (from personal_status A91..A95) and age group (<25 / 25+). Favourable: good credit.
 
 Each returns an ``AuditData`` (tabular): categorical columns one-hot encoded, numeric ones
 standardized with statistics of the training rows, sensitive columns kept aside (unless
-``sensitive_as_features``), only numeric features perturbable. See docs/fairness.md.
+``sensitive_as_features``), only numeric features perturbable, ``positive_class`` set to the
+favourable outcome. ``sensitive`` (``data.sensitive``) keeps only the named sensitive columns;
+the features stay the same. See docs/fairness.md.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from audit.data import AuditData, split_indices
+from audit.data import AuditData, select_sensitive, split_indices
 from audit.errors import DataError
 
 ADULT_COLUMNS = ("age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
@@ -74,7 +78,7 @@ def _encode(frame: Any, numeric: list[str], categorical: list[str], train: np.nd
 
 
 def _audit_data(name: str, x: np.ndarray, y: np.ndarray, idx: np.ndarray, names: list[str], perturbable: np.ndarray,
-                class_names: list[str], sensitive: dict[str, np.ndarray]) -> AuditData:
+                class_names: list[str], sensitive: dict[str, np.ndarray], positive_class: int) -> AuditData:
     return AuditData(
         name=name,
         x=x[idx],
@@ -86,7 +90,12 @@ def _audit_data(name: str, x: np.ndarray, y: np.ndarray, idx: np.ndarray, names:
         lower=x.min(axis=0).astype(np.float32),
         upper=x.max(axis=0).astype(np.float32),
         perturbable=perturbable,
+        positive_class=positive_class,
     )
+
+
+def _sensitive(dataset: str, provided: dict[str, np.ndarray], wanted: Sequence[str] | None) -> dict[str, np.ndarray]:
+    return select_sensitive(dataset, provided, list(wanted) if wanted else None)
 
 
 def _check_split(split: str) -> None:
@@ -114,10 +123,11 @@ def _read_adult(path: Path) -> Any:
     return frame
 
 
-def load_adult(path: str | Path, split: str = "test", *, sensitive_as_features: bool = False) -> AuditData:
+def load_adult(path: str | Path, split: str = "test", *, sensitive_as_features: bool = False,
+               sensitive: Sequence[str] | None = None) -> AuditData:
     """UCI Adult. ``path``: the folder holding adult.data and adult.test (or the adult.data file; then
     adult.test is looked for beside it). split: 'train' = adult.data, 'test' = adult.test, 'all' = both.
-    Rows with missing values ('?') are dropped. Target: income >50K."""
+    Rows with missing values ('?') are dropped. Target: income >50K (the favourable outcome)."""
     import pandas as pd
 
     _check_split(split)
@@ -140,16 +150,18 @@ def load_adult(path: str | Path, split: str = "test", *, sensitive_as_features: 
     if len(idx) == 0:
         raise DataError(f"adult: no complete rows in the {split} split")
     return _audit_data(f"adult[{split}]", x, y, idx, names, perturbable, ["<=50K", ">50K"],
-                       {c: frame[c].to_numpy() for c in ADULT_SENSITIVE})
+                       _sensitive("adult", {c: frame[c].to_numpy() for c in ADULT_SENSITIVE}, sensitive), 1)
 
 
 # --- ProPublica COMPAS ----------------------------------------------------------------------------
 
 
-def load_compas(path: str | Path, split: str = "test", *, sensitive_as_features: bool = False) -> AuditData:
+def load_compas(path: str | Path, split: str = "test", *, sensitive_as_features: bool = False,
+                sensitive: Sequence[str] | None = None) -> AuditData:
     """ProPublica COMPAS two-year recidivism. Rows filtered as in ProPublica's analysis: charge within
     30 days of screening, is_recid known, no ordinary traffic offences ('O'), a COMPAS score present.
-    Target: two_year_recid (1 = reoffended). The split is the seeded stratified 75/25 split."""
+    Target: two_year_recid (1 = reoffended); the favourable outcome is class 0, no recidivism.
+    The split is the seeded stratified 75/25 split."""
     import pandas as pd
 
     _check_split(split)
@@ -172,16 +184,19 @@ def load_compas(path: str | Path, split: str = "test", *, sensitive_as_features:
     categorical = list(COMPAS_CATEGORICAL) + (list(COMPAS_SENSITIVE) if sensitive_as_features else [])
     x, names, perturbable = _encode(frame, numeric, categorical, split_indices(y, "train"))
     return _audit_data(f"compas[{split}]", x, y, split_indices(y, split), names, perturbable,
-                       ["no recidivism", "recidivism"], {c: frame[c].to_numpy() for c in COMPAS_SENSITIVE})
+                       ["no recidivism", "recidivism"],
+                       _sensitive("compas", {c: frame[c].to_numpy() for c in COMPAS_SENSITIVE}, sensitive), 0)
 
 
 # --- Statlog German credit ------------------------------------------------------------------------
 
 
-def load_german(path: str | Path, split: str = "test", *, sensitive_as_features: bool = False) -> AuditData:
+def load_german(path: str | Path, split: str = "test", *, sensitive_as_features: bool = False,
+                sensitive: Sequence[str] | None = None) -> AuditData:
     """Statlog German credit (german.data: 20 attributes + class 1 good / 2 bad, space-separated).
-    Target: 1 = good credit. Sensitive: sex (personal_status A91/A93/A94 male, A92/A95 female) and
-    age_group (<25, 25+); personal_status and age are kept aside unless ``sensitive_as_features``."""
+    Target: 1 = good credit (the favourable outcome). Sensitive: sex (personal_status A91/A93/A94
+    male, A92/A95 female) and age_group (<25, 25+); personal_status and age are kept aside unless
+    ``sensitive_as_features``."""
     import pandas as pd
 
     _check_split(split)
@@ -209,15 +224,15 @@ def load_german(path: str | Path, split: str = "test", *, sensitive_as_features:
     categorical = [c for c in features if c not in GERMAN_NUMERIC]
     x, names, perturbable = _encode(frame, numeric, categorical, split_indices(y, "train"))
     return _audit_data(f"german[{split}]", x, y, split_indices(y, split), names, perturbable, ["bad", "good"],
-                       {"sex": sex, "age_group": age_group})
+                       _sensitive("german", {"sex": sex, "age_group": age_group}, sensitive), 1)
 
 
 LOADERS = {"adult": load_adult, "compas": load_compas, "german": load_german}
 
 
-def load_fairness_dataset(source: str, path: str | Path, split: str = "test", *,
-                          sensitive_as_features: bool = False) -> AuditData:
+def load_fairness_dataset(source: str, path: str | Path, split: str = "test", *, sensitive_as_features: bool = False,
+                          sensitive: Sequence[str] | None = None) -> AuditData:
     """Dispatch for audit/data.py's ``load_data`` (data.source: adult | compas | german)."""
     if source not in LOADERS:
         raise DataError(f"unknown fairness dataset '{source}'; choose one of {sorted(LOADERS)}")
-    return LOADERS[source](path, split, sensitive_as_features=sensitive_as_features)
+    return LOADERS[source](path, split, sensitive_as_features=sensitive_as_features, sensitive=sensitive)

@@ -1,0 +1,17 @@
+"""Fairness: group metrics (fairlearn), bootstrap intervals, robustness and explanation disparity,
+and loaders for the classic fairness datasets. One job per module:
+
+- ``groups``: group coding, unique metric keys, vectorized group metrics and disparities,
+  fairlearn's ``MetricFrame`` as the reference;
+- ``bootstrap``: seeded stratified resamples and intervals, vectorized;
+- ``judge``: how sure a disparity finding is (interval, rows behind each rate);
+- ``parity``: group metrics and disparities of one grouping as the section records them;
+- ``robustness``: robustness disparity from the robustness section's outcomes;
+- ``explanations``: explanation disparity from the explanations section's attributions;
+- ``datasets``: UCI Adult, ProPublica COMPAS, Statlog German credit;
+- ``section``: the ``fairness`` section plugin.
+"""
+
+from audit.fairness.section import NO_ADVERSARIAL, NO_ATTRIBUTIONS, NO_SENSITIVE, FairnessParams, FairnessSection
+
+__all__ = ["NO_ADVERSARIAL", "NO_ATTRIBUTIONS", "NO_SENSITIVE", "FairnessParams", "FairnessSection"]
