@@ -98,6 +98,7 @@ def run_audit(config: AuditConfig, out_dir: Path, *, config_dir: Path | None = N
     from audit.context import AuditContext
     from audit.data import load_data
     from audit.model import Bounds, load_model, resolve_device
+    from audit.validate import validate_run
 
     start = time.perf_counter()
     plugins = build_plugins(config)
@@ -109,14 +110,15 @@ def run_audit(config: AuditConfig, out_dir: Path, *, config_dir: Path | None = N
     extra = [p for p in (config_dir, Path.cwd()) if p is not None]
     adapter = load_model(config.model, num_classes=data.num_classes, sample=data.x, device=device,
                          batch_size=config.batch_size, default_bounds=default_bounds, extra_paths=extra)
+    ctx = AuditContext(model=adapter, data=data, run_dir=Path(out_dir), seed=config.seed,
+                       batch_size=config.batch_size)
+    validate_run(ctx, plugins)  # data vs model, then each plugin's validate hook: before any work or file
     run = Run(config, out_dir)
     run.manifest["model"] = adapter.describe()
     run.manifest["data"] = data.describe()
     run.manifest["device"] = str(device)
     run.timings["load"] = round(time.perf_counter() - start, 4)
     run.write()
-    ctx = AuditContext(model=adapter, data=data, run_dir=run.out_dir, seed=config.seed,
-                       batch_size=config.batch_size)
     total = len(plugins)
     for i, plugin in enumerate(plugins, 1):
         log.info("[%d/%d] %s ...", i, total, plugin.section)
