@@ -89,6 +89,9 @@ class RedFlagParams(Params):
         description="iterations of the continued attack, as a multiple of the section's steps")
     restart_checks: int = Field(
         default=1, ge=1, le=100, description="fresh random starts of the strongest attack")
+    restart_steps: float = Field(
+        default=0.5, gt=0, le=100,
+        description="iterations of each fresh random start, as a multiple of the section's steps")
     attack_samples: int = Field(
         default=50, ge=4,
         description="check samples the re-attacking checks (no_convergence, restart_gain, blackbox_stronger) "
@@ -389,23 +392,24 @@ def check_convergence(d: CheckData, attack: Attack | None) -> RedFlag:
 
 
 def check_restart_gain(d: CheckData, attack: Attack | None) -> RedFlag:
-    """Fresh random starts of the strongest headline attack (same steps) on the samples still robust."""
+    """Fresh random starts of the strongest headline attack on the samples still robust."""
     code = "restart_gain"
     if attack is None:
         return not_applicable(code, "no iterative gradient attack (pgd, apgd_ce, apgd_dlr) in the headline")
     restarts = d.params.restart_checks
+    steps = max(2, round(d.params.restart_steps * d.steps))
     survivors = d.attack_rows[d.ev.worst_robust[d.eps][d.attack_rows]]
     newly = 0
     if len(survivors):
-        steps = getattr(attack, "steps", d.steps)
         out = d.attack(_variant(attack, steps=steps, random_start=True, restarts=restarts), survivors, eps=d.eps)
         newly = int(out.success.sum())
     gain = newly / max(len(d.attack_rows), 1)
     verdict = _grade(d.params, "restart", gain)
     return RedFlag(code, TITLES[code], verdict, gain,
-                   f"{restarts} fresh random start(s) of {attack.name} at eps={d.eps:g} fool {newly} of the "
-                   f"{len(survivors)} check samples the headline called robust ({gain:.1%} of {len(d.attack_rows)})"
-                   + ("; the loss surface is rugged: raise restarts" if verdict != "ok" else ""))
+                   f"{restarts} fresh random start(s) of {attack.name} ({steps} steps) at eps={d.eps:g} fool "
+                   f"{newly} of the {len(survivors)} check samples the headline called robust ({gain:.1%} of "
+                   f"{len(d.attack_rows)})" + ("; the loss surface is rugged: raise restarts" if verdict != "ok"
+                                               else ""))
 
 
 def check_single_step(model: Any, x: np.ndarray, y: np.ndarray, iterative_robust: np.ndarray, domain: Domain,
