@@ -249,7 +249,8 @@ def saturating_factor(model: nn.Module, data: Any, share: float) -> float:
     ok = z.argmax(1) == y
     others = z.scatter(1, y[:, None], float("-inf")).amax(1)
     gap = (z.gather(1, y[:, None])[:, 0] - others)[ok]
-    return float(110.0 / np.quantile(gap.numpy(), 1.0 - share))  # exp(-110) is below float32's smallest denormal
+    # exp(-d) rounds to zero in float32 once d > 103.97 (below half the smallest denormal, 1.4e-45 = e^-103.3)
+    return float(104.0 / np.quantile(gap.numpy(), 1.0 - share))
 
 
 def zero_ce_gradient_share(model: nn.Module, data: Any) -> float:
@@ -268,7 +269,7 @@ def test_cross_entropy_saturation_is_not_masking(norm: str, eps: list[float], di
     cross-entropy input gradient: the DLR attacks of the headline still move them, so nothing says masked."""
     ctx = make_context(digits_cnn, digits_test, limit=150)
     saturated = nn.Sequential(digits_cnn, Scale(saturating_factor(digits_cnn, ctx.data, 0.2)))
-    assert 0.1 <= zero_ce_gradient_share(saturated, ctx.data) <= 0.35
+    assert 0.15 <= zero_ce_gradient_share(saturated, ctx.data) <= 0.25  # about a fifth (0.20 here)
     ctx = make_context(saturated, digits_test, limit=150)
     result = RobustnessSection(norm=norm, eps=eps, **FAST)(ctx)
     assert result.status == "ok", result.error
