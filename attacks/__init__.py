@@ -10,11 +10,11 @@ from attacks.base import Attack, AttackError, AttackNotApplicable, AttackOutput,
 from attacks.evaluate import BOUNDED_ATTACKS, MINIMAL_ATTACKS, NormEvaluation, evaluate_norm, make_attack
 from attacks.foolbox_attacks import DDN, FMN, Boundary, CarliniWagner, DeepFool, HopSkipJump
 from attacks.gradient import FGSM, PGD
-from attacks.redflags import RedFlag
+from attacks.redflags import RedFlag, RedFlagParams
 from attacks.square import Square
 
 __all__ = [
     "APGD", "BOUNDED_ATTACKS", "DDN", "FGSM", "FMN", "MINIMAL_ATTACKS", "PGD", "Attack", "AttackError",
     "AttackNotApplicable", "AttackOutput", "Boundary", "CarliniWagner", "DeepFool", "Domain", "HopSkipJump",
-    "NormEvaluation", "RedFlag", "Square", "evaluate_norm", "make_attack",
+    "NormEvaluation", "RedFlag", "RedFlagParams", "Square", "evaluate_norm", "make_attack",
 ]

@@ -46,6 +46,7 @@ class APGD(Attack):
     """Auto-PGD with the CE or DLR loss; ``restarts`` random restarts keep the per-sample worst case."""
 
     name = "apgd"
+    supports_start = True
 
     def __init__(self, *, norm: Norm = "linf", steps: int = 100, loss: LossName = "ce", restarts: int = 1,
                  random_start: bool = True) -> None:
@@ -63,16 +64,18 @@ class APGD(Attack):
                 "restarts": self.restarts, "random_start": self.random_start, "loss": self.loss}
 
     def _attack_batch(self, forward: Forward, x: torch.Tensor, y: torch.Tensor, *, eps: float | None,
-                      domain: Domain, target: torch.Tensor | None) -> torch.Tensor:
+                      domain: Domain, target: torch.Tensor | None, start: torch.Tensor | None = None
+                      ) -> torch.Tensor:
         assert eps is not None  # checked by Attack.__call__
         best = x.clone()
         todo = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-        for _ in range(self.restarts):
+        for restart in range(self.restarts):
             idx = todo.nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
             tgt = None if target is None else target[idx]
-            adv = self._one_run(forward, x[idx], y[idx], tgt, eps, domain)
+            first = start[idx] if start is not None and restart == 0 else None
+            adv = self._one_run(forward, x[idx], y[idx], tgt, eps, domain, first)
             if self.restarts == 1:
                 return adv
             best[idx] = adv
@@ -81,11 +84,14 @@ class APGD(Attack):
         return best
 
     def _one_run(self, forward: Forward, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-                 eps: float, domain: Domain) -> torch.Tensor:
+                 eps: float, domain: Domain, start: torch.Tensor | None = None) -> torch.Tensor:
         norm, n = self.norm, x.shape[0]
         marks = set(checkpoints(self.steps))
         active = ActiveSet(x)
-        adv = random_start(x, eps, norm, domain) if self.random_start else x.clone()
+        if start is not None:
+            adv = start.clone()
+        else:
+            adv = random_start(x, eps, norm, domain) if self.random_start else x.clone()
         s: dict[str, torch.Tensor] = {"x": x, "y": y, "adv": adv, "prev": adv.clone()}
         if target is not None:
             s["t"] = target

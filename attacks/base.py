@@ -5,6 +5,10 @@ each batch to the attack's ``_attack_batch``, projects the result back into the 
 (epsilon ball, input bounds, perturbable features) once more, and verifies success with one
 forward pass. Attacks work in raw input space; normalization lives inside the model adapter.
 
+A NaN or infinite model output, at an iterate or in the verification pass, counts as a success
+(the sample is not robust) and is recorded in ``AttackOutput.nonfinite``: NaN scores would
+otherwise argmax to one class and read as a correct prediction.
+
 Only input gradients are ever computed (``torch.autograd.grad`` on the input; the adapter's
 parameters are frozen), so no attack pays for weight gradients.
 """
@@ -14,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, final
 
@@ -31,6 +35,8 @@ if TYPE_CHECKING:
 Norm = Literal["linf", "l2"]
 NORMS: tuple[Norm, ...] = ("linf", "l2")
 Forward = Callable[[torch.Tensor], torch.Tensor]
+# ``ctx.progress``: progress(iterable, desc=..., total=...) -> iterator over the same items
+Progress = Callable[..., Iterator[Any]]
 LossName = Literal["ce", "dlr", "margin"]
 
 
@@ -175,10 +181,19 @@ def attack_loss(name: str, logits: torch.Tensor, y: torch.Tensor, target: torch.
     return -toward(logits, target)
 
 
+def nonfinite_rows(logits: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: rows holding a NaN or infinite score."""
+    return ~torch.isfinite(logits).all(dim=1)
+
+
 def fooled(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-    """Success criterion: misclassified (untargeted) or classified as the target (targeted)."""
+    """Success criterion: misclassified (untargeted) or classified as the target (targeted).
+
+    A row with a NaN or infinite score has no valid prediction (NaN would argmax to some class and
+    read as correct for it): it counts as a success, so the sample is never reported robust."""
     pred = logits.argmax(dim=1)
-    return pred != y if target is None else pred == target
+    hit = pred != y if target is None else pred == target
+    return hit | nonfinite_rows(logits)
 
 
 def input_gradient(forward: Forward, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
@@ -203,8 +218,9 @@ def random_start(x: torch.Tensor, eps: float, norm: Norm, domain: Domain) -> tor
 
 
 def step_direction(grad: torch.Tensor, norm: Norm, domain: Domain) -> torch.Tensor:
-    """Steepest ascent direction for the norm: sign (linf) or unit-L2 gradient, on perturbable features."""
-    grad = domain.apply_mask(grad)
+    """Steepest ascent direction for the norm: sign (linf) or unit-L2 gradient, on perturbable features.
+    NaN or infinite gradient entries give no direction (0), so an iterate never becomes NaN."""
+    grad = domain.apply_mask(torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0))
     if norm == "linf":
         return grad.sign()
     return grad / batch_view(flat_norm(grad, "l2").clamp_min(1e-12), grad)
@@ -226,8 +242,11 @@ class AttackOutput:
     seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
     queries: int = 0  # model forward passes per sample (score/decision-based attacks)
-    # (N,) margin_loss of x_adv from the verification pass: best other logit minus the true one (> 0: fooled)
+    # (N,) margin_loss of x_adv from the verification pass: best other logit minus the true one (> 0: fooled);
+    # NaN where the model's scores were not finite
     margin: np.ndarray | None = None
+    # (N,) True where the model returned NaN/inf scores at x_adv (counted as success: never robust)
+    nonfinite: np.ndarray | None = None
 
     @property
     def robust(self) -> np.ndarray:
@@ -242,6 +261,7 @@ class Attack(ABC):
     needs_gradients: ClassVar[bool] = True
     minimal: ClassVar[bool] = False  # minimal-norm attacks ignore eps and report each sample's norm
     supports_mask: ClassVar[bool] = True
+    supports_start: ClassVar[bool] = False  # _attack_batch takes ``start`` (per-sample starting points)
     library: ClassVar[str] = "nnaudit"
 
     def __init__(self, *, norm: Norm = "linf") -> None:
@@ -271,39 +291,58 @@ class Attack(ABC):
     @final
     def __call__(self, model: ModelAdapter, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *,
                  eps: float | None, domain: Domain, target: np.ndarray | torch.Tensor | None = None,
-                 batch_size: int = 256) -> AttackOutput:
+                 batch_size: int = 256, start: np.ndarray | torch.Tensor | None = None,
+                 progress: Progress | None = None) -> AttackOutput:
+        """Attack ``x`` (true labels ``y``) within ``eps``. ``start``: per-sample starting points instead of
+        the attack's own (random) start, for attacks with ``supports_start`` (continuing an earlier run);
+        ``progress``: a reporter (``ctx.progress``) given the batches."""
         if not self.minimal and (eps is None or not math.isfinite(eps) or eps < 0):
             raise AttackError(f"attack '{self.name}' needs a finite eps >= 0, got {eps}")
         if domain.masked and not self.supports_mask:
             raise AttackNotApplicable(f"attack '{self.name}' cannot keep some features fixed; the data marks "
                                       "only some features perturbable")
+        if start is not None and not self.supports_start:
+            raise AttackError(f"attack '{self.name}' cannot start from given points")
         forward = self._forward(model)
         device = model.device
         domain = domain.to(device)
         xt = torch.as_tensor(x, dtype=torch.float32)
         yt = torch.as_tensor(y, dtype=torch.long)
         tt = torch.as_tensor(target, dtype=torch.long) if target is not None else None
+        st = torch.as_tensor(start, dtype=torch.float32) if start is not None else None
         if tt is not None and bool((tt == yt).any()):
             raise AttackError("a target class equals the true label; pick targets different from the labels")
-        start = time.perf_counter()
-        outs, wins, sizes, margins = [], [], [], []
-        for i in range(0, len(xt), batch_size):
+        start_time = time.perf_counter()
+        outs, wins, sizes, margins, bad = [], [], [], [], []
+        batches: Iterable[int] = range(0, len(xt), batch_size)
+        if progress is not None:
+            where = f" eps={eps:g}" if eps is not None else ""
+            batches = progress(batches, desc=f"{self.name} ({self.norm}{where})",
+                               total=-(-len(xt) // batch_size))
+        for i in batches:
             xb = xt[i : i + batch_size].to(device)
             yb = yt[i : i + batch_size].to(device)
             tb = tt[i : i + batch_size].to(device) if tt is not None else None
             if eps == 0:
                 adv = xb.clone()
             else:
-                adv = self._attack_batch(forward, xb, yb, eps=eps, domain=domain, target=tb).detach()
+                extra = {"start": domain.project(st[i : i + batch_size].to(device), xb, eps, self.norm)} \
+                    if st is not None else {}
+                adv = self._attack_batch(forward, xb, yb, eps=eps, domain=domain, target=tb, **extra).detach()
                 adv = domain.project(adv, xb, eps, self.norm)
+            broken = nonfinite_rows(adv.reshape(len(adv), -1))  # never hand on a NaN input
+            if bool(broken.any()):
+                adv = torch.where(batch_view(broken, adv), xb, adv)
             with torch.no_grad():
                 logits = forward(adv)
-                win = fooled(logits, yb, tb)
+                invalid = nonfinite_rows(logits) | broken
+                win = fooled(logits, yb, tb) | invalid
                 margins.append(margin_loss(logits, yb).float().cpu())
             outs.append(adv.cpu())
             wins.append(win.cpu())
+            bad.append(invalid.cpu())
             sizes.append(flat_norm(adv - xb, self.norm).cpu())
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start_time
         empty = torch.empty(0)
         return AttackOutput(
             attack=self.name, norm=self.norm, eps=eps,
@@ -311,7 +350,8 @@ class Attack(ABC):
             success=torch.cat(wins).numpy().astype(bool) if wins else np.zeros(0, bool),
             perturbation=torch.cat(sizes).numpy() if sizes else empty.numpy(),
             seconds=seconds, settings=self.settings(), queries=self.queries_per_sample(),
-            margin=torch.cat(margins).numpy() if margins else np.zeros(0, np.float32))
+            margin=torch.cat(margins).numpy() if margins else np.zeros(0, np.float32),
+            nonfinite=torch.cat(bad).numpy().astype(bool) if bad else np.zeros(0, bool))
 
     def queries_per_sample(self) -> int:
         return 0

@@ -10,14 +10,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from attacks.apgd import APGD
-from attacks.base import Attack, AttackError, AttackOutput, Domain, Norm
+from attacks.base import Attack, AttackError, AttackOutput, Domain, Norm, Progress
 from attacks.foolbox_attacks import DDN, FMN, Boundary, CarliniWagner, DeepFool, HopSkipJump
 from attacks.gradient import FGSM, PGD
 from attacks.square import Square
@@ -25,7 +25,6 @@ from attacks.square import Square
 ATTACKS_GROUP = "nnaudit.attacks"
 BOUNDED_ATTACKS = ("fgsm", "pgd", "apgd_ce", "apgd_dlr", "square")
 MINIMAL_ATTACKS = ("fmn", "ddn", "cw", "deepfool", "hsj", "boundary")
-Progress = Callable[..., Iterator[Any]]
 
 
 def make_attack(name: str, *, norm: Norm, steps: int, restarts: int = 1, queries: int = 1000,
@@ -80,6 +79,26 @@ class NormEvaluation:
     minimal: dict[str, tuple[np.ndarray, AttackOutput]] = field(default_factory=dict)  # name -> (index, output)
     min_eps: np.ndarray | None = None  # (N,) smallest adversarial eps found: 0 clean-wrong, inf none
     skipped: list[str] = field(default_factory=list)  # "attack: reason"
+    attacks: dict[str, Attack] = field(default_factory=dict)  # name -> the attack object (bounded and minimal)
+    nonfinite: np.ndarray | None = None  # (N,) True where some attack met NaN/inf model outputs
+
+    def white_box(self, name: str) -> bool:
+        """Whether an attack uses the model's gradients (white-box) rather than only its scores."""
+        attack = self.attacks.get(name)
+        return attack is not None and attack.needs_gradients
+
+    def fooled_under(self, eps: float, names: Iterable[str]) -> np.ndarray:
+        """(N,) samples wrong clean or fooled at ``eps`` (or a smaller eps) by one of these attacks, bounded or
+        minimal-norm (a minimal perturbation that fits in eps counts)."""
+        wanted = set(names)
+        out = ~self.clean_correct
+        for (name, e), run in self.runs.items():
+            if name in wanted and e <= eps:
+                out = out | run.success
+        for name, (index, run) in self.minimal.items():
+            if name in wanted:
+                out[index[run.success & (run.perturbation <= eps)]] = True
+        return out
 
     def robust_accuracy(self, attack: str, eps: float) -> float:
         """Share of all samples correct under this attack alone (clean-wrong samples count as wrong)."""
@@ -108,38 +127,53 @@ def _expand(out: AttackOutput, index: np.ndarray, x: np.ndarray, n: int) -> Atta
     if out.margin is not None:
         margin = np.full(n, np.nan, np.float32)
         margin[index] = out.margin
+    nonfinite = np.zeros(n, bool)
+    if out.nonfinite is not None:
+        nonfinite[index] = out.nonfinite
     return AttackOutput(attack=out.attack, norm=out.norm, eps=out.eps, x_adv=x_adv, success=success,
                         perturbation=size, seconds=out.seconds, settings=out.settings, queries=out.queries,
-                        margin=margin)
+                        margin=margin, nonfinite=nonfinite)
 
 
 def evaluate_norm(model: Any, x: np.ndarray, y: np.ndarray, *, norm: Norm, eps: list[float],
                   attacks: list[Attack], minimal_attacks: list[Attack], minimal_index: np.ndarray,
                   domain: Domain, clean_pred: np.ndarray, batch_size: int = 256,
                   progress: Progress | None = None) -> NormEvaluation:
-    """Run every attack at every eps (on clean-correct samples) and the minimal-norm attacks once."""
+    """Run every attack at every eps (on clean-correct samples) and the minimal-norm attacks once.
+
+    ``progress`` (``ctx.progress``) reports the (attack, eps) jobs and, inside each, the batches."""
     n = len(y)
     clean_correct = clean_pred == y
     attacked = np.flatnonzero(clean_correct)
-    ev = NormEvaluation(norm=norm, eps=sorted(eps), clean_correct=clean_correct)
-    jobs = [(a, e) for e in ev.eps for a in attacks]
+    ev = NormEvaluation(norm=norm, eps=sorted(eps), clean_correct=clean_correct,
+                        attacks={a.name: a for a in [*attacks, *minimal_attacks]})
+    nonfinite = np.zeros(n, bool)
+    jobs = [(a, e) for e in ev.eps for a in attacks] + [(a, None) for a in minimal_attacks]
     steps: Iterable[Any] = progress(jobs, desc=f"attacks ({norm})", total=len(jobs)) if progress else jobs
+    min_eps = np.where(clean_correct, np.inf, 0.0)
     for attack, e in steps:
+        if e is None:  # a minimal-norm attack: once, on its subset
+            index = minimal_index[clean_correct[minimal_index]]
+            if len(index) == 0:
+                continue
+            out = attack(model, x[index], y[index], eps=None, domain=domain, batch_size=batch_size,
+                         progress=progress)
+            ev.minimal[attack.name] = (index, out)
+            if out.nonfinite is not None:
+                nonfinite[index[out.nonfinite]] = True
+            found = np.where(out.success, out.perturbation, np.inf)
+            min_eps[index] = np.minimum(min_eps[index], found)
+            continue
         if len(attacked) == 0:
             out = AttackOutput(attack.name, norm, e, x[:0], np.zeros(0, bool), np.zeros(0, np.float32), 0.0,
                                attack.settings())
         else:
-            out = attack(model, x[attacked], y[attacked], eps=e, domain=domain, batch_size=batch_size)
-        ev.runs[(attack.name, e)] = _expand(out, attacked, x, n)
-    min_eps = np.where(clean_correct, np.inf, 0.0)
-    for attack in minimal_attacks:
-        index = minimal_index[clean_correct[minimal_index]]
-        if len(index) == 0:
-            continue
-        out = attack(model, x[index], y[index], eps=None, domain=domain, batch_size=batch_size)
-        ev.minimal[attack.name] = (index, out)
-        found = np.where(out.success, out.perturbation, np.inf)
-        min_eps[index] = np.minimum(min_eps[index], found)
+            out = attack(model, x[attacked], y[attacked], eps=e, domain=domain, batch_size=batch_size,
+                         progress=progress)
+        ev.runs[(attack.name, e)] = run = _expand(out, attacked, x, n)
+        if run.nonfinite is not None:
+            nonfinite |= run.nonfinite
+    ev.nonfinite = nonfinite
     worst_fooled = ~clean_correct
     worst_x = x.copy()
     names = np.where(clean_correct, "", "clean").astype(object)

@@ -55,6 +55,7 @@ class PGD(Attack):
     """
 
     name = "pgd"
+    supports_start = True
 
     def __init__(self, *, norm: Norm = "linf", steps: int = 40, rel_step_size: float | None = None,
                  abs_step_size: float | None = None, restarts: int = 1, random_start: bool = True,
@@ -77,17 +78,19 @@ class PGD(Attack):
                 "random_start": self.random_start, "loss": self.loss}
 
     def _attack_batch(self, forward: Forward, x: torch.Tensor, y: torch.Tensor, *, eps: float | None,
-                      domain: Domain, target: torch.Tensor | None) -> torch.Tensor:
+                      domain: Domain, target: torch.Tensor | None, start: torch.Tensor | None = None
+                      ) -> torch.Tensor:
         assert eps is not None  # checked by Attack.__call__
         alpha = self.abs_step_size if self.abs_step_size is not None else self.rel_step_size * eps
         best = x.clone()
         todo = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-        for _ in range(self.restarts):
+        for restart in range(self.restarts):
             idx = todo.nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
+            first = start[idx] if start is not None and restart == 0 else None
             adv = self._one_run(forward, x[idx], y[idx], None if target is None else target[idx], eps, alpha,
-                                domain)
+                                domain, first)
             if self.restarts == 1:
                 return adv  # Attack.__call__ verifies success: no extra forward pass here
             best[idx] = adv
@@ -96,9 +99,12 @@ class PGD(Attack):
         return best
 
     def _one_run(self, forward: Forward, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-                 eps: float, alpha: float, domain: Domain) -> torch.Tensor:
+                 eps: float, alpha: float, domain: Domain, start: torch.Tensor | None = None) -> torch.Tensor:
         norm = self.norm
-        adv = random_start(x, eps, norm, domain) if self.random_start else x.clone()
+        if start is not None:
+            adv = start.clone()
+        else:
+            adv = random_start(x, eps, norm, domain) if self.random_start else x.clone()
         active = ActiveSet(x)
         x0, y0, t0 = x, y, target
         for _ in range(self.steps):

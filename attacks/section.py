@@ -4,6 +4,8 @@ curves, minimal adversarial epsilons, gradient-masking red flags and an adversar
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -21,19 +23,25 @@ from attacks.evaluate import (
 )
 from attacks.gallery import feature_summary, write_gallery
 from attacks.redflags import (
+    CheckData,
+    GradientStats,
     RedFlag,
+    RedFlagParams,
     check_blackbox,
     check_convergence,
     check_monotone,
     check_nonfinite_gradients,
     check_probability_outputs,
     check_randomized,
-    check_restart_variance,
+    check_restart_gain,
     check_single_step,
     check_unbounded,
     check_zero_gradients,
     gradient_stats,
+    not_applicable,
+    strongest_iterative,
 )
+from audit.errors import ConfigError
 from audit.plugin import Params, SectionPlugin
 from audit.results import SectionResult, Severity
 
@@ -59,7 +67,9 @@ class RobustnessParams(Params):
     max_samples: int | None = Field(2000, ge=1, description="attack at most this many samples (stratified)")
     red_flags: bool = Field(True, description="run the gradient-masking checks")
     check_samples: int = Field(100, ge=4, description="clean-correct samples the red-flag checks use")
-    check_queries: int = Field(300, ge=1, description="square-attack queries in the black-box check")
+    check_queries: int = Field(100, ge=1, description="square-attack queries per sample in the black-box check")
+    red_flag_params: RedFlagParams = Field(
+        default_factory=RedFlagParams, description="thresholds and effort of the red-flag checks (docs/robustness.md)")
     gallery_size: int = Field(8, ge=0, le=32, description="adversarial examples in the image gallery")
 
     @field_validator("eps")
@@ -112,6 +122,30 @@ class RobustnessSection(SectionPlugin):
     ParamsModel = RobustnessParams
     params: RobustnessParams
 
+    def validate(self, ctx: AuditContext) -> None:
+        """Before any section runs: every eps must fit in the input range (a larger one allows every input in
+        the box, so the numbers would mean nothing)."""
+        try:
+            domain = Domain.from_model_data(ctx.model, ctx.data)
+        except AttackNotApplicable:
+            return  # run() skips the section and says why
+        span = (domain.upper - domain.lower).expand(1, *ctx.data.input_shape)
+        if domain.mask is not None:
+            span = span * domain.mask
+        linf = float(span.max())
+        if not math.isfinite(linf):
+            return
+        limits = {"linf": linf, "l2": float(span.pow(2).sum().sqrt())}
+        what = {"linf": "the largest input range (upper - lower)", "l2": "the diameter of the input box"}
+        for norm in self.params.norms():
+            for e in self.params.eps_for(norm) or []:
+                if e > limits[norm] * (1 + 1e-6):
+                    raise ConfigError(f"sections.{self.section}.eps",
+                                      f"{norm} eps {e:g} exceeds {what[norm]}, {limits[norm]:.4g} (from "
+                                      "model.input_bounds or the data's bounds): it allows every input of the box. "
+                                      f"Use {norm} eps <= {limits[norm]:.4g}, or check data.scale and "
+                                      "model.input_bounds")
+
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
         from audit.data import stratified_subset
 
@@ -140,6 +174,7 @@ class RobustnessSection(SectionPlugin):
         settings_rows: list[list[Any]] = []
         curve_rows: list[list[Any]] = []
         flags: list[RedFlag] = []
+        unreliable: list[str] = []
         for norm in p.norms():
             eps_list = p.eps_for(norm)
             if eps_list is None:
@@ -154,10 +189,15 @@ class RobustnessSection(SectionPlugin):
                                minimal_index=minimal_index, domain=domain, clean_pred=pred,
                                batch_size=ctx.batch_size, progress=ctx.progress)
             self._record_norm(ctx, result, ev, x, y, index, settings_rows, curve_rows)
+            nonfinite = ev.nonfinite if ev.nonfinite is not None else np.zeros(len(y), bool)
             if p.red_flags:
                 check_idx = correct_idx[: p.check_samples] if len(correct_idx) <= p.check_samples else \
                     np.sort(rng.choice(correct_idx, p.check_samples, replace=False))
-                flags += self._red_flags(ctx, ev, x, y, check_idx, domain)
+                norm_flags, reasons, check_nonfinite = self._red_flags(ctx, ev, x, y, index, check_idx, domain)
+                flags += norm_flags
+                unreliable += reasons
+                nonfinite = nonfinite | check_nonfinite
+            unreliable += self._nonfinite_outputs(result, ev, nonfinite)
         result.table("settings", "Attack settings behind every number", ["attack", "library", "norm", "eps", "steps",
                      "step size", "restarts", "random start", "loss", "samples", "queries/sample", "seconds"],
                      settings_rows, description="each robust accuracy in this section comes from the row with "
@@ -168,6 +208,9 @@ class RobustnessSection(SectionPlugin):
                      "case: correct under every attack at that eps (and every smaller eps)")
         if p.red_flags:
             self._record_flags(result, flags)
+            unreliable = [f"red flag {f.code} says likely masked ({f.title.lower()})" for f in flags
+                          if f.verdict == "likely masked"] + unreliable
+        self._record_reliable(result, unreliable, checked=p.red_flags and bool(flags))
 
     # -- which attacks -------------------------------------------------------------------------
     def _attacks(self, ctx: AuditContext, norm: Norm, domain: Domain, result: SectionResult) -> list[Attack]:
@@ -317,7 +360,10 @@ class RobustnessSection(SectionPlugin):
                  y: np.ndarray, index: np.ndarray, eps: float) -> None:
         if self.params.gallery_size == 0:
             return
-        fooled = np.flatnonzero(ev.clean_correct & ~ev.worst_robust[eps])
+        fooled = ev.clean_correct & ~ev.worst_robust[eps]
+        if ev.nonfinite is not None:
+            fooled &= ~ev.nonfinite  # no confidences to show for NaN outputs
+        fooled = np.flatnonzero(fooled)
         if len(fooled) == 0:
             return
         picked: list[int] = []
@@ -356,35 +402,88 @@ class RobustnessSection(SectionPlugin):
                        "xlabel": "feature", "ylabel": "mean |delta| (raw units)"})
 
     # -- red flags -----------------------------------------------------------------------------
-    def _red_flags(self, ctx: AuditContext, ev: NormEvaluation, x: np.ndarray, y: np.ndarray,
-                   check_idx: np.ndarray, domain: Domain) -> list[RedFlag]:
+    def _red_flags(self, ctx: AuditContext, ev: NormEvaluation, x: np.ndarray, y: np.ndarray, index: np.ndarray,
+                   check_idx: np.ndarray, domain: Domain) -> tuple[list[RedFlag], list[str], np.ndarray]:
+        """The checks for one norm, each reusing what the headline attacks found (attacks/redflags.py).
+        Returns the flags, reasons the numbers cannot be trusted beyond a flag's verdict, and the rows where a
+        check's own attack met non-finite outputs."""
         p, model, bs = self.params, ctx.model, ctx.batch_size
-        flags: list[RedFlag] = [check_monotone(ev, int(ev.clean_correct.sum()))]
-        xc, yc = x[check_idx], y[check_idx]
-        flags.append(check_randomized(model, x[: max(len(check_idx), 8)], bs))
-        flags.append(check_probability_outputs(model, ctx.clean_logits()[:256]))
-        if len(check_idx) == 0:
-            return [self._norm_tag(f, ev.norm) for f in flags]
+        fp = p.red_flag_params
         eps = self._middle_eps(ev)
-        white = ev.worst_robust[eps][check_idx]
-        if model.has_gradients:
-            zero, bad = gradient_stats(model, xc, yc, bs)
-            flags += [check_zero_gradients(zero), check_nonfinite_gradients(bad)]
-            flags.append(check_unbounded(model, xc, yc, domain, ev.norm, steps=20, batch_size=bs))
-            steps = max(10, p.steps // 2)
-            flags.append(check_convergence(model, xc, yc, domain, eps=eps, norm=ev.norm, steps=steps, batch_size=bs))
-            flags.append(check_restart_variance(model, xc, yc, domain, eps=eps, norm=ev.norm, steps=steps,
-                                                restarts=5, batch_size=bs))
+        attack_rows = np.sort(np.random.default_rng(ctx.seed).permutation(check_idx)[: fp.attack_samples])
+        d = CheckData(model=model, ev=ev, x=x, y=y, rows=check_idx, attack_rows=attack_rows, domain=domain, eps=eps,
+                      steps=p.steps, batch_size=bs, params=fp, progress=ctx.progress)
+        xc, yc = x[check_idx], y[check_idx]
+        bounded_white = [a for (a, e) in ev.runs if e == eps and ev.white_box(a)]
+        ce_only = bool(bounded_white) and all(getattr(ev.attacks[a], "loss", None) == "ce" for a in bounded_white)
+        strongest = strongest_iterative(ev, eps, check_idx)
+        cache: list[GradientStats] = []
+
+        def grads() -> GradientStats:
+            if not cache:
+                cache.append(gradient_stats(model, xc, yc, bs))
+            return cache[0]
+
+        rows8 = check_idx if len(check_idx) >= 8 else np.arange(min(8, len(y)))
+        checks: list[tuple[str, Callable[[], RedFlag]]] = [
+            ("probability_outputs", lambda: check_probability_outputs(model, ctx.clean_logits()[:256])),
+            ("randomized_outputs", lambda: check_randomized(model, x[rows8], ctx.clean_logits()[index[rows8]], bs,
+                                                            fp)),
+            ("accuracy_vs_eps", lambda: check_monotone(ev, int(ev.clean_correct.sum()), fp)),
+        ]
+        if len(check_idx) and model.has_gradients:
+            checks += [
+                ("zero_gradients", lambda: check_zero_gradients(grads(), fp, ce_only=ce_only)),
+                ("nonfinite_gradients", lambda: check_nonfinite_gradients(grads(), fp)),
+                ("unbounded_attack", lambda: check_unbounded(d)),
+                ("no_convergence", lambda: check_convergence(d, strongest)),
+                ("restart_gain", lambda: check_restart_gain(d, strongest)),
+            ]
             if ev.norm == "linf":
-                flags.append(check_single_step(model, xc, yc, white, domain, eps=eps, batch_size=bs))
-        else:
+                checks.append(("single_step_stronger", lambda: self._single_step(d)))
+        elif len(check_idx):
             for code in ("zero_gradients", "nonfinite_gradients", "unbounded_attack", "no_convergence",
-                         "restart_variance", "single_step_stronger"):
-                flags.append(RedFlag(code, code.replace("_", " "), "n/a", None, "the model has no gradients"))
-        flag, _ = check_blackbox(model, xc, yc, white, domain, eps=eps, norm=ev.norm, queries=p.check_queries,
-                                 batch_size=bs)
-        flags.append(flag)
-        return [self._norm_tag(f, ev.norm) for f in flags]
+                         "restart_gain", "single_step_stronger"):
+                checks.append((code, lambda code=code: not_applicable(code, "the model has no gradients")))  # type: ignore[misc]
+        if len(check_idx):
+            def saturated() -> np.ndarray | None:  # on the attack rows
+                return grads().saturated[np.searchsorted(check_idx, attack_rows)] if model.has_gradients else None
+
+            checks.append(("blackbox_stronger", lambda: self._blackbox(d, saturated(), ce_only)))
+        flags: list[RedFlag] = []
+        for _, check in ctx.progress(checks, desc=f"red flags ({ev.norm})", total=len(checks)):
+            start = time.perf_counter()
+            flag = check()
+            flag.seconds = time.perf_counter() - start
+            flags.append(self._norm_tag(flag, ev.norm))
+        reasons: list[str] = []
+        if cache and ce_only:
+            share = float(cache[0].saturated.mean())
+            if share > fp.zero_gradients_suspicious:
+                reasons.append(f"{share:.0%} of the {ev.norm} check samples saturate cross-entropy (exactly zero "
+                               "gradient) and every white-box attack of the headline uses cross-entropy: add apgd_dlr")
+        return flags, reasons, d.nonfinite
+
+    def _single_step(self, d: CheckData) -> RedFlag:
+        ev, rows = d.ev, d.rows
+        iterative = [a for a in ev.attacks if ev.white_box(a) and a != "fgsm"]
+        if not iterative:
+            return not_applicable("single_step_stronger", "no iterative white-box attack in the headline")
+        robust = ~ev.fooled_under(d.eps, iterative)[rows]
+        reuse = ev.runs[("fgsm", d.eps)].success[rows] if ("fgsm", d.eps) in ev.runs else None
+        return check_single_step(d.model, d.x[rows], d.y[rows], robust, d.domain, eps=d.eps,
+                                 batch_size=d.batch_size, params=d.params, fgsm_success=reuse, progress=d.progress)
+
+    def _blackbox(self, d: CheckData, saturated: np.ndarray | None, ce_only: bool) -> RedFlag:
+        ev, rows = d.ev, d.attack_rows
+        white = [a for a in ev.attacks if ev.white_box(a)]
+        if not white:
+            return not_applicable("blackbox_stronger", "no white-box attack ran to compare with")
+        robust = ~ev.fooled_under(d.eps, white)[rows]
+        reuse = ev.runs[("square", d.eps)].success[rows] if ("square", d.eps) in ev.runs else None
+        return check_blackbox(d.model, d.x[rows], d.y[rows], robust, d.domain, eps=d.eps, norm=ev.norm,
+                              queries=self.params.check_queries, batch_size=d.batch_size, params=d.params,
+                              square_success=reuse, saturated=saturated, ce_only=ce_only, progress=d.progress)
 
     @staticmethod
     def _norm_tag(flag: RedFlag, norm: Norm) -> RedFlag:
@@ -400,12 +499,43 @@ class RobustnessSection(SectionPlugin):
             if f.value is not None:
                 result.metric(f"red_flags.{f.code}", f.value)
         result.table("red_flags", "Gradient-masking red flags",
-                     ["check", "norm", "verdict", "value", "reason"],
-                     [[f.title, f.code.rsplit(".", 1)[-1], f.verdict, f.value, f.reason] for f in flags],
+                     ["check", "norm", "verdict", "value", "reason", "seconds"],
+                     [[f.title, f.code.rsplit(".", 1)[-1], f.verdict, f.value, f.reason, round(f.seconds, 3)]
+                      for f in flags],
                      description="ok / suspicious / likely masked; a raised flag means the robust accuracy above "
-                     "may overstate robustness")
+                     "may overstate robustness. Thresholds: red_flag_params (docs/robustness.md)")
         for f in raised:
             severity: Severity = "high" if f.verdict == "likely masked" else "medium"
             result.finding(severity, f"{f.title} ({f.verdict}): {f.reason}",
                            code=f"robustness.red_flag.{f.code}", metric=f"{self.section}.red_flags.{f.code}",
                            value=f.value)
+
+    # -- trust -----------------------------------------------------------------------------------
+    def _nonfinite_outputs(self, result: SectionResult, ev: NormEvaluation, rows: np.ndarray) -> list[str]:
+        """Samples whose model outputs were NaN/inf somewhere under attack: counted as not robust."""
+        count = int(rows.sum())
+        result.metric(f"nonfinite_outputs.{ev.norm}", count)
+        if count == 0:
+            return []
+        message = (f"{count} of {len(rows)} samples made the model return NaN or infinite scores under {ev.norm} "
+                   "attack (perturbed inputs inside the threat model): each counts as not robust, and the model's "
+                   "predictions there cannot be trusted; check its numerics on inputs near the data")
+        result.finding("high", message, code=f"robustness.nonfinite_outputs.{ev.norm}",
+                       metric=f"{self.section}.nonfinite_outputs.{ev.norm}", value=count)
+        return [message]
+
+    def _record_reliable(self, result: SectionResult, reasons: list[str], *, checked: bool) -> None:
+        """``reliable``: 1 when the checks ran and nothing says the numbers overstate robustness, 0 with the
+        reasons otherwise; absent (with a note) when nothing was checked."""
+        key = f"{self.section}.reliable"
+        if reasons:
+            result.metric("reliable", 0)
+            result.finding("high", "robustness numbers not reliable: " + "; ".join(reasons),
+                           code="robustness.reliable", metric=key, value=0.0)
+        elif checked:
+            result.metric("reliable", 1)
+            result.finding("info", "robustness numbers reliable: no red flag says likely masked and every model "
+                           "output under attack was finite", code="robustness.reliable", metric=key, value=1.0)
+        else:
+            result.notes.append("robustness.reliable not recorded: red_flags is off, so nothing checked the numbers "
+                                "for gradient masking")

@@ -247,20 +247,47 @@ def load_resume_names_data(split: str = "test", *, sensitive_as_features: bool =
 # --- user files --------------------------------------------------------------------------------
 
 
-def _encode_labels(values: np.ndarray, class_names: list[str] | None) -> tuple[np.ndarray, list[str]]:
+def _encode_labels(values: np.ndarray, class_names: list[str] | None,
+                   key: str = "data") -> tuple[np.ndarray, list[str]]:
+    """Labels -> class indices 0..K-1 and class names. Numbers must already be the model's class indices
+    (integers 0..K-1; 1.0 counts as 1); text labels map to data.class_names, or to their sorted values.
+    ``key``: the config key that names the labels, for the error message."""
     values = np.asarray(values)
-    if np.issubdtype(values.dtype, np.integer) and values.size and values.min() >= 0:
-        k = int(values.max()) + 1
-        names = class_names or [str(i) for i in range(k)]
-        return values.astype(np.int64), names
+    if values.dtype.kind in "iuf":
+        codes = _numeric_labels(values, key)
+        names = class_names or [str(i) for i in range(int(codes.max()) + 1 if codes.size else 0)]
+        return codes, names
     uniques, codes = np.unique(values.astype(str), return_inverse=True)
     if class_names is not None:
         lookup = {name: i for i, name in enumerate(class_names)}
-        unknown = sorted(set(uniques) - set(lookup))
+        unknown = sorted(str(u) for u in set(uniques) - set(lookup))
         if unknown:
             raise ConfigError("data.class_names", f"labels {unknown[:5]} are not among class_names {class_names}")
         return np.array([lookup[v] for v in values.astype(str)], np.int64), class_names
     return codes.astype(np.int64), [str(u) for u in uniques]
+
+
+def _numeric_labels(values: np.ndarray, key: str) -> np.ndarray:
+    """Numeric labels are class indices: finite, whole, >= 0. Anything else is a DataError listing examples."""
+    flat = values.reshape(-1)
+    problems: list[str] = []
+    if flat.dtype.kind == "f":
+        bad = ~np.isfinite(flat)
+        if bad.any():
+            problems.append(f"{int(bad.sum())} NaN/infinite")
+        frac = np.isfinite(flat) & (flat != np.round(flat))
+        if frac.any():
+            examples = ", ".join(f"{v:g}" for v in np.unique(flat[frac])[:3])
+            problems.append(f"{int(frac.sum())} not whole numbers ({examples})")
+    negative = np.isfinite(flat.astype(np.float64)) & (flat < 0)
+    if negative.any():
+        examples = ", ".join(f"{v:g}" for v in np.unique(flat[negative])[:3])
+        problems.append(f"{int(negative.sum())} negative ({examples})")
+    if problems:
+        raise DataError(f"labels ({key}) must be class indices, whole numbers 0..K-1 matching the model's outputs; "
+                        f"found {'; '.join(problems)}. Remap them before the audit (e.g. -1/+1 to 0/1), or store "
+                        "text labels and list them in data.class_names")
+    return flat.astype(np.int64)
 
 
 def load_table(config: DataConfig) -> AuditData:
@@ -291,7 +318,8 @@ def load_table(config: DataConfig) -> AuditData:
         parts.append(dummies.to_numpy())
         names += [str(c) for c in dummies.columns]
     x = np.concatenate(parts, axis=1)
-    y, class_names = _encode_labels(frame[config.target].to_numpy(), config.class_names)
+    y, class_names = _encode_labels(frame[config.target].to_numpy(), config.class_names,
+                                    f"data.target column '{config.target}'")
     return AuditData(
         name=Path(config.path).name,
         x=x,
@@ -369,7 +397,9 @@ def load_arrays(config: DataConfig) -> AuditData:
         x = x / float(config.scale)
     elif config.source == "idx" and x.max() > 1.0:
         x = x / 255.0
-    y_codes, class_names = _encode_labels(np.asarray(y).reshape(-1), config.class_names)
+    label_key = "data.labels_path" if config.source == "idx" else f"data.y_key '{config.y_key}'"
+    y_codes, class_names = _encode_labels(np.asarray(y).reshape(-1), config.class_names,
+                                          f"{label_key} in {Path(config.path).name}")
     missing = [c for c in config.sensitive if c not in stored]
     if missing:
         raise ConfigError("data.sensitive", f"{missing} not in {config.path}, which holds {holds or 'only x and y'}; "

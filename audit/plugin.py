@@ -68,6 +68,11 @@ class SectionPlugin(ABC):
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
         """The plugin's core step: compute and record metrics, tables, figures, findings."""
 
+    def validate(self, ctx: AuditContext) -> None:
+        """Check the parameters against the loaded model and data before any section runs (the runner calls it
+        for every enabled plugin). Raise ``ConfigError`` naming the key to change; the default checks nothing."""
+        return None
+
     def check_capabilities(self, ctx: AuditContext) -> None:
         if self.requires_gradients and not ctx.model.has_gradients:
             raise PluginError(f"plugin '{self.name}' needs input gradients but the model ({ctx.model.kind}) has "

@@ -18,7 +18,7 @@ from attacks.section import RobustnessSection
 from audit.errors import ConfigError
 from audit.model import Bounds, PredictFunctionAdapter, SelectOutput
 
-FAST = {"minimal_samples": 0, "check_samples": 40, "steps": 20}
+FAST: dict[str, Any] = {"minimal_samples": 0, "check_samples": 40, "steps": 20}
 
 
 class Quantize(nn.Module):
@@ -229,3 +229,188 @@ def test_l2_sweep_and_minimal_norm(digits_cnn: Any, digits_test: Any, make_conte
     out = ctx.adversarial["l2:1.0"]
     sizes = np.linalg.norm((out.x_adv - ctx.data.x).reshape(len(out.x_adv), -1), axis=1)
     assert (sizes <= 1.0 + 1e-5).all()
+
+
+# --- honest verdicts: CE saturation is not masking, a quantizer is; non-finite outputs; thresholds; progress ----
+
+
+def num(metrics: dict[str, float | None], key: str) -> float:
+    value = metrics[key]
+    assert value is not None, key
+    return value
+
+
+def saturating_factor(model: nn.Module, data: Any, share: float) -> float:
+    """Logit scale at which about ``share`` of the clean-correct samples saturate cross-entropy in float32 (every
+    other class's softmax term underflows, so the input gradient is exactly zero)."""
+    x, y = torch.as_tensor(data.x), torch.as_tensor(data.y)
+    with torch.no_grad():
+        z = model(x)
+    ok = z.argmax(1) == y
+    others = z.scatter(1, y[:, None], float("-inf")).amax(1)
+    gap = (z.gather(1, y[:, None])[:, 0] - others)[ok]
+    # exp(-d) rounds to zero in float32 once d > 103.97 (below half the smallest denormal, 1.4e-45 = e^-103.3)
+    return float(104.0 / np.quantile(gap.numpy(), 1.0 - share))
+
+
+def zero_ce_gradient_share(model: nn.Module, data: Any) -> float:
+    x, y = torch.as_tensor(data.x), torch.as_tensor(data.y)
+    with torch.no_grad():
+        ok = model(x).argmax(1) == y
+    xr = x[ok].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(nn.functional.cross_entropy(model(xr), y[ok], reduction="sum"), xr)
+    return float((grad.reshape(len(grad), -1) == 0).all(dim=1).float().mean())
+
+
+@pytest.mark.parametrize(("norm", "eps"), [("linf", [0.05, 0.1, 0.2]), ("l2", [0.5, 1.0, 2.0])])
+def test_cross_entropy_saturation_is_not_masking(norm: str, eps: list[float], digits_cnn: Any, digits_test: Any,
+                                                 make_context: Any) -> None:
+    """An undefended CNN whose logits are scaled until about a fifth of the clean samples have an exactly zero
+    cross-entropy input gradient: the DLR attacks of the headline still move them, so nothing says masked."""
+    ctx = make_context(digits_cnn, digits_test, limit=150)
+    saturated = nn.Sequential(digits_cnn, Scale(saturating_factor(digits_cnn, ctx.data, 0.2)))
+    assert 0.15 <= zero_ce_gradient_share(saturated, ctx.data) <= 0.25  # about a fifth (0.20 here)
+    ctx = make_context(saturated, digits_test, limit=150)
+    result = RobustnessSection(norm=norm, eps=eps, **FAST)(ctx)
+    assert result.status == "ok", result.error
+    m = result.metrics
+    assert m["robustness.red_flags.likely_masked"] == 0, [f.message for f in result.findings]
+    assert m["robustness.reliable"] == 1
+    table = next(t for t in result.tables if t.name == "red_flags")
+    zero = next(row for row in table.rows if row[0] == "Zero input gradients")
+    assert zero[2] == "suspicious" and "only saturate cross-entropy" in str(zero[4]), zero
+    assert num(m, f"robustness.red_flags.zero_gradients.{norm}") >= 0.1
+    # the headline is honest: the largest eps breaks the model
+    assert num(m, f"robustness.worst_case.{norm}.eps={eps[-1]:g}.robust_accuracy") < 0.1
+
+
+def test_quantized_input_is_likely_masked_and_unreliable(digits_cnn: Any, digits_test: Any,
+                                                         make_context: Any) -> None:
+    ctx = make_context(nn.Sequential(Quantize(), digits_cnn), digits_test, limit=100)
+    result = RobustnessSection(**FAST)(ctx)
+    m = result.metrics
+    verdicts = flags(result)
+    assert verdicts["Zero input gradients"] == "likely masked"  # the margin gradient is zero too
+    assert verdicts["Unbounded attack does not reach 0%"] == "likely masked"
+    assert num(m, "robustness.red_flags.likely_masked") >= 2
+    assert m["robustness.reliable"] == 0
+    unreliable = next(f for f in result.findings if f.code == "robustness.reliable")
+    assert unreliable.severity == "high" and "zero_gradients.linf says likely masked" in unreliable.message
+
+
+def test_blackbox_check_compares_with_the_white_box_attacks_only(digits_cnn: Any, digits_test: Any,
+                                                                 make_context: Any) -> None:
+    """With square in the headline, the headline's worst case already holds its successes: the check compares
+    square with the white-box attacks alone, reusing the headline's square run."""
+    ctx = make_context(nn.Sequential(Quantize(), digits_cnn), digits_test, limit=100)
+    result = RobustnessSection(eps=[0.2], square="always", square_queries=150, **FAST)(ctx)
+    row = next(r for r in next(t for t in result.tables if t.name == "red_flags").rows
+               if r[0] == "Black-box attack stronger than white-box")
+    assert row[2] == "likely masked" and "the headline's square attack" in str(row[4]), row
+    assert num(result.metrics, "robustness.worst_case.linf.eps=0.2.robust_accuracy") < 0.5  # square counts there
+
+
+class NaNOffClassZero(nn.Module):
+    """Finite logits on the clean points it was given; NaN on any input farther than 1e-6 from a clean point whose
+    label is 0 (a model that breaks numerically on perturbed class-0 inputs). NaN logits argmax to class 0."""
+
+    def __init__(self, network: nn.Module, points: np.ndarray, labels: np.ndarray) -> None:
+        super().__init__()
+        self.network = network
+        self.register_buffer("points", torch.as_tensor(points).reshape(len(points), -1))
+        self.register_buffer("labels", torch.as_tensor(labels))
+
+    points: torch.Tensor
+    labels: torch.Tensor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.network(x)
+        dist = torch.cdist(x.detach().reshape(len(x), -1), self.points)
+        nearest, which = dist.min(dim=1)
+        broken = (nearest > 1e-6) & (self.labels[which] == 0)
+        return torch.where(broken[:, None], torch.full_like(out, float("nan")), out)
+
+
+def test_nan_outputs_under_attack_count_as_not_robust(digits_cnn: Any, digits_test: Any,
+                                                      make_context: Any) -> None:
+    ctx = make_context(digits_cnn, digits_test, limit=120)
+    data = ctx.data
+    ctx = make_context(NaNOffClassZero(digits_cnn, data.x, data.y), data)
+    result = RobustnessSection(eps=[0.05, 0.1], **FAST)(ctx)
+    assert result.status == "ok", result.error
+    m = result.metrics
+    correct0 = int(((ctx.clean_predictions() == data.y) & (data.y == 0)).sum())
+    assert correct0 > 0
+    assert m["robustness.nonfinite_outputs.linf"] == correct0  # every attacked class-0 sample met NaN outputs
+    per_class = next(t for t in result.tables if t.name == "per_class_linf")
+    assert per_class.rows[0][0] == "0" and per_class.rows[0][3] == 0.0 and per_class.rows[0][4] == 0.0
+    for e in ("0.05", "0.1"):  # counted as fooled: the worst case is at most the other classes' share
+        assert num(m, f"robustness.worst_case.linf.eps={e}.robust_accuracy") <= 1 - correct0 / len(data.y) + 1e-9
+        assert num(m, f"robustness.apgd_ce.linf.eps={e}.robust_accuracy") <= 1 - correct0 / len(data.y) + 1e-9
+    finding = next(f for f in result.findings if f.code == "robustness.nonfinite_outputs.linf")
+    assert finding.severity == "high" and finding.message.startswith(f"{correct0} of {len(data.y)} samples")
+    assert m["robustness.reliable"] == 0
+    assert "NaN or infinite scores" in next(f for f in result.findings if f.code == "robustness.reliable").message
+    out = ctx.adversarial["linf:0.1"]
+    assert np.isfinite(out.x_adv).all()  # no NaN input is handed to later sections
+    validate_section(result, ctx)
+
+
+def test_red_flag_thresholds_are_named_parameters(digits_cnn: Any, digits_test: Any, make_context: Any) -> None:
+    with pytest.raises(ConfigError, match=r"unbounded_suspicious \(0.5\) must not exceed unbounded_masked") as err:
+        RobustnessSection(red_flag_params={"unbounded_suspicious": 0.5, "unbounded_masked": 0.1})
+    assert err.value.key == "sections.robustness.red_flag_params"
+    with pytest.raises(ConfigError, match="unknown parameter") as err:
+        RobustnessSection(red_flag_params={"unbounded_masekd": 0.1})
+    assert err.value.key == "sections.robustness.red_flag_params.unbounded_masekd"
+    # a threshold moves the verdict: all-zero gradients are only suspicious when the masked bar is 100%
+    ctx = make_context(nn.Sequential(Quantize(), digits_cnn), digits_test, limit=60)
+    lenient = RobustnessSection(eps=[0.1], red_flag_params={"zero_gradients_masked": 1.0}, **FAST)(ctx)
+    assert flags(lenient)["Zero input gradients"] == "suspicious"
+
+
+def test_progress_inside_the_section(digits_cnn: Any, digits_test: Any, make_context: Any) -> None:
+    ctx = make_context(digits_cnn, digits_test, limit=100, batch_size=32)
+    seen: list[tuple[str, int | None]] = []
+
+    def progress(iterable: Any, *, desc: str, total: int | None = None) -> Any:
+        seen.append((desc, total))
+        yield from iterable
+
+    ctx.progress = progress
+    RobustnessSection(eps=[0.1], **FAST)(ctx)
+    descs: dict[str, int | None] = {}
+    for desc, total in seen:
+        descs.setdefault(desc, total)  # the headline's runs come first
+    assert descs["attacks (linf)"] == 2  # apgd_ce and apgd_dlr at one eps
+    assert descs["apgd_ce (linf eps=0.1)"] == descs["apgd_dlr (linf eps=0.1)"] == 4  # 100 samples in batches of 32
+    assert descs["red flags (linf)"] == 10
+    assert any(d.startswith("square (linf eps=0.1)") for d in descs)  # the black-box check's batches
+
+
+def test_no_convergence_continues_the_headline_attack(digits_cnn: Any, digits_test: Any, make_context: Any) -> None:
+    """A headline PGD whose steps are far too small to reach the boundary: continuing that same attack from its
+    own last iterates (same step size) fools many more samples; with a sound step size it finds none."""
+    from attacks.base import Domain
+    from attacks.evaluate import evaluate_norm
+    from attacks.gradient import PGD
+    from attacks.redflags import CheckData, RedFlagParams, check_convergence, strongest_iterative
+
+    ctx = make_context(digits_cnn, digits_test, limit=100)
+    x, y = ctx.data.x, ctx.data.y
+    domain = Domain.build(input_shape=x.shape[1:], lower=0.0, upper=1.0)
+    rows = np.flatnonzero(ctx.clean_predictions() == y)
+    verdicts = {}
+    for label, step in (("tiny steps", 0.1 / 100), ("sound steps", None)):
+        torch.manual_seed(0)
+        attack = PGD(steps=5, abs_step_size=step, rel_step_size=None if step else 0.5)
+        ev = evaluate_norm(ctx.model, x, y, norm="linf", eps=[0.1], attacks=[attack], minimal_attacks=[],
+                           minimal_index=np.arange(0), domain=domain, clean_pred=ctx.clean_predictions())
+        strongest = strongest_iterative(ev, 0.1, rows)
+        assert strongest is attack
+        d = CheckData(model=ctx.model, ev=ev, x=x, y=y, rows=rows, attack_rows=rows, domain=domain, eps=0.1, steps=5,
+                      batch_size=256, params=RedFlagParams(convergence_steps=20))
+        flag = check_convergence(d, strongest)
+        verdicts[label] = flag.verdict
+        assert "pgd continued 100 more steps" in flag.reason
+    assert verdicts == {"tiny steps": "likely masked", "sound steps": "ok"}
