@@ -120,7 +120,7 @@ def reduce_chunks(store: ChunkStore, chunks: list[Chunk], plan: NormPlan, *, n: 
     """One ``NormEvaluation`` over all ``n`` samples from the saved chunks, one chunk in memory at a time.
 
     ``x_adv_path(eps) -> Path``: where the worst-case adversarial examples at eps go (one ``.npy``);
-    ``ev.worst_x_adv[eps]`` is that file, memory-mapped read-only. ``ev.runs[...].x_adv`` hold only
+    ``ev.worst_x_adv[eps]`` is that file, memory-mapped (copy-on-write). ``ev.runs[...].x_adv`` hold only
     the ``plan.keep`` rows (``ev.kept_rows``; read them with ``ev.run_x_adv``)."""
     p = f"{plan.norm}/"
     eps = sorted(plan.eps)

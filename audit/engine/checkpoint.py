@@ -40,7 +40,7 @@ def _npy_reference(value: np.ndarray, base: Path) -> str | None:
     if not file.name.endswith(".npy") or base.parent not in file.parents:
         return None
     try:
-        whole = np.load(file, mmap_mode="r")
+        whole = np.load(file, mmap_mode="c")
     except (OSError, ValueError):
         return None
     if whole.shape != value.shape or whole.dtype != value.dtype or value.offset != whole.offset:
@@ -97,7 +97,7 @@ def _value(entry: Mapping[str, Any], npz: Any, types: Mapping[str, type], base: 
     if kind == "array":
         return npz[entry["array"]]
     if kind == "npy":
-        return np.load(base / entry["path"], mmap_mode="r")
+        return np.load(base / entry["path"], mmap_mode="c")
     if kind == "scalar":
         return entry["value"]
     if kind == "dataclass":

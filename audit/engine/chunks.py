@@ -155,7 +155,7 @@ def iter_chunks(store: ChunkStore, chunks: list[Chunk]) -> Iterator[tuple[Chunk,
 
 class NpyWriter:
     """Write an ``.npy`` file row block by row block, without holding the whole array (the adversarial
-    examples of a section); read it back with ``np.load(path, mmap_mode="r")``."""
+    examples of a section); read it back with ``np.load(path, mmap_mode="c")``."""
 
     def __init__(self, path: Path, shape: tuple[int, ...], dtype: Any) -> None:
         self.path = Path(path)
@@ -182,10 +182,11 @@ class NpyWriter:
             self._tmp.unlink(missing_ok=True)
 
     def close(self) -> np.ndarray:
-        """Finish the file and return it memory-mapped (read-only)."""
+        """Finish the file and return it memory-mapped copy-on-write (writable like any array, torch takes it
+        without a warning; the file never changes)."""
         self._handle.close()
         if self.rows != self.shape[0]:
             self._tmp.unlink(missing_ok=True)
             raise ValueError(f"{self.path}: wrote {self.rows} rows, expected {self.shape[0]}")
         self._tmp.replace(self.path)
-        return np.load(self.path, mmap_mode="r")
+        return np.load(self.path, mmap_mode="c")
