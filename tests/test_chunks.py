@@ -201,3 +201,35 @@ def test_section_keeps_adversarial_examples_on_disk(make_context: Any, digits_cn
     assert isinstance(back.x_adv, np.memmap)
     np.testing.assert_array_equal(back.x_adv, outcome.x_adv)
     np.testing.assert_array_equal(back.robust_correct, outcome.robust_correct)
+
+
+def test_explanations_in_chunks_resume_and_match_one_pass(make_context: Any, digits_cnn: Any,
+                                                          digits_test: Any) -> None:
+    """Attributions in chunks of 4 equal one pass (float32 tolerance: only the batches differ, the random draws
+    are keyed per sample); a rerun with the same fingerprint loads the finished chunks and redoes a missing one,
+    with every metric equal."""
+    from explain.section import ExplanationsSection
+
+    params = {"methods": ["saliency", "gradient_shap"], "n_samples": 10, "quality": ["deletion"],
+              "stability": False, "randomization_steps": 1, "bootstrap_resamples": 100}
+    ctx = make_context(digits_cnn, digits_test, limit=60)
+    ctx.fingerprints["explanations"] = "fp"
+    first = ExplanationsSection(chunk_size=4, **params)(ctx)
+    assert first.status == "ok", first.error
+    chunks = ctx.run_dir / "artifacts/explanations/chunks"
+    assert sorted(p.name for p in chunks.glob("*.npz")) == ["0.npz", "1.npz", "2.npz"]
+    kept = (chunks / "0.npz").stat().st_mtime_ns
+    (chunks / "2.npz").unlink()  # the chunk in flight when the run was killed
+    chunked = {m: a.values.copy() for m, a in ctx.attributions.items()}
+    again = ExplanationsSection(chunk_size=4, **params)(ctx)
+    assert (chunks / "0.npz").stat().st_mtime_ns == kept and (chunks / "2.npz").exists()
+    assert again.metrics == first.metrics
+
+    whole = make_context(digits_cnn, digits_test, limit=60)
+    one = ExplanationsSection(chunk_size=1000, **params)(whole)
+    for method, values in chunked.items():
+        reference = whole.attributions[method].values
+        scale = float(np.abs(reference).max())
+        np.testing.assert_allclose(values, reference, rtol=0, atol=scale * 1e-5)
+    assert one.metrics["explanations.gradient_shap.model_evaluations_per_sample"] == \
+        first.metrics["explanations.gradient_shap.model_evaluations_per_sample"]
