@@ -107,3 +107,37 @@ def test_without_ray_the_cli_says_how_to_install(monkeypatch: pytest.MonkeyPatch
     assert not (tmp_path / "run").exists()  # refused before anything was written
     with pytest.raises(BackendError, match="--address and --workers need --backend ray"):
         make_backend("local", workers=2)
+
+
+def test_cli_backend_ray_equals_the_local_run(local_ray: Any, tmp_path: Path, digits_cnn: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nnaudit run --backend ray --workers 2` through the command line: the same results file as a plain run."""
+    import json
+
+    import torch
+    import yaml
+
+    from audit.cli import main
+
+    torch.save(digits_cnn.state_dict(), tmp_path / "cnn.pt")
+    config = {"seed": 2, "device": "cpu", "report": False,
+              "model": {"factory": "audit.zoo:digits_cnn", "kwargs": {"width": 8}, "weights": "cnn.pt"},
+              "data": {"source": "digits", "limit": 40},
+              "sections": {"robustness": {"eps": [0.1], "attacks": ["fgsm", "pgd"], "steps": 3, "minimal_norm": [],
+                                          "check_samples": 8, "gallery_size": 0, "chunk_size": 10}}}
+    path = tmp_path / "audit.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["run", str(path), "--out", str(tmp_path / "local")]) == 0
+    sent: list[int] = []
+    real_map = RayBackend.map
+
+    def spy(self: RayBackend, fn: Any, shared: Any, chunks: list[Any], **kwargs: Any) -> Any:
+        sent.extend(c.k for c in chunks)
+        return real_map(self, fn, shared, chunks, **kwargs)
+
+    monkeypatch.setattr(RayBackend, "map", spy)
+    assert main(["run", str(path), "--out", str(tmp_path / "ray"), "--backend", "ray", "--workers", "2"]) == 0
+    assert sorted(sent) == [0, 1, 2, 3]  # the chunks went to Ray
+    local, sharded = (json.loads((tmp_path / d / "results.json").read_text())["sections"]["robustness"]
+                      for d in ("local", "ray"))
+    assert sharded["metrics"] == local["metrics"] and sharded["findings"] == local["findings"]
