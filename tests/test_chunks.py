@@ -152,7 +152,9 @@ def test_a_changed_config_drops_old_chunks(tmp_path: Path) -> None:
     folder = tmp_path / CHUNKS_DIR
     store = ChunkStore(folder, "fp-1")
     store.save(0, {"a": np.arange(3)})
+    (folder / ".1.npz.abc123.tmp").write_bytes(b"half a chunk")  # a killed writer's temporary file
     assert ChunkStore(folder, "fp-1").done(0)  # same fingerprint: kept
+    assert not list(folder.glob("*.tmp"))
     assert not ChunkStore(folder, "fp-2").done(0)  # another config: gone before any work
     assert not (folder / "0.npz").exists()
     store = ChunkStore(folder, None)  # outside the runner: nothing is kept

@@ -20,8 +20,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import random
 import shutil
+import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -99,6 +101,8 @@ class ChunkStore:
         if not kept and self.folder.exists():
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        for leftover in self.folder.glob(".*.tmp"):  # a write a killed process never renamed into place
+            leftover.unlink(missing_ok=True)
         if not kept:
             atomic_write_bytes(mark, json.dumps({"fingerprint": fingerprint}).encode("utf-8"))
 
@@ -126,7 +130,20 @@ class ChunkStore:
             return False
 
     def save(self, k: int, arrays: Mapping[str, np.ndarray]) -> None:
-        atomic_write_bytes(self.path(k), pack(arrays))
+        """Write chunk ``k`` under a temporary name and rename it into place: a killed process leaves the whole
+        file or none. No fsync (it cost more than the rest of the chunk bookkeeping on a busy disk): after a
+        power loss a file may be cut short, and ``done`` checks every member's CRC, so it is redone."""
+        path = self.path(k)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.folder)
+        try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, 0o644)  # artifacts are meant to be read
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(pack(arrays))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def load(self, k: int) -> dict[str, np.ndarray]:
         with np.load(self.path(k), allow_pickle=False) as npz:
