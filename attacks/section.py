@@ -182,6 +182,9 @@ class RobustnessSection(SectionPlugin):
                              section=self.section, batch_size=ctx.batch_size)
         ran = run_chunks(store, chunks, evaluate_chunk, shared, backend=ctx.backend, progress=ctx.progress,
                          desc="chunks", device=str(ctx.device)) if plans else 0
+        if ran and getattr(ctx.backend, "name", "local") != "local":
+            where = ", ".join(f"{k} {v}" for k, v in ctx.backend.describe().items() if k != "backend" and v)
+            result.notes.append(f"{ran} chunk(s) of {p.chunk_size} samples ran as {ctx.backend.name} tasks ({where})")
         if ran < len(chunks) and plans:
             result.notes.append(f"{len(chunks) - ran} of {len(chunks)} chunks kept from the interrupted run "
                                 f"(artifacts/{self.section}/{CHUNKS_DIR}/)")
