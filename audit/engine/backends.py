@@ -121,20 +121,22 @@ class RayBackend:
         in_flight: dict[Any, Chunk] = {}
 
         def finished() -> Iterator[tuple[Chunk, dict[str, np.ndarray]]]:
-            while queue or in_flight:
-                while queue and len(in_flight) < limit:
-                    chunk = queue.pop(0)
-                    in_flight[remote.remote(fn, shared_ref, chunk, self.threads)] = chunk
-                done, _ = ray.wait(list(in_flight), num_returns=1)
-                chunk = in_flight.pop(done[0])
-                try:
-                    arrays = ray.get(done[0])
-                except Exception as err:
-                    for ref in in_flight:
-                        ray.cancel(ref)
-                    cause = getattr(err, "cause", None) or err
-                    raise BackendError(f"chunk {chunk.k} failed on Ray: {cause}") from err
-                yield chunk, arrays
+            try:
+                while queue or in_flight:
+                    while queue and len(in_flight) < limit:
+                        chunk = queue.pop(0)
+                        in_flight[remote.remote(fn, shared_ref, chunk, self.threads)] = chunk
+                    done, _ = ray.wait(list(in_flight), num_returns=1)
+                    chunk = in_flight.pop(done[0])
+                    try:
+                        arrays = ray.get(done[0])
+                    except Exception as err:
+                        cause = getattr(err, "cause", None) or err
+                        raise BackendError(f"chunk {chunk.k} failed on Ray: {cause}") from err
+                    yield chunk, arrays
+            finally:  # an error, SIGINT/SIGTERM or a closed generator: the cluster stops the chunks left
+                for ref in in_flight:
+                    ray.cancel(ref)
 
         yield from progress(finished(), desc=desc, total=len(chunks))
 
