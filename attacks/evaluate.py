@@ -95,6 +95,21 @@ class NormEvaluation:
             raise KeyError(f"the adversarial inputs of {name} at eps={eps:g} were kept only for the check samples")
         return x_adv[pos]
 
+    def fold_worst(self, eps: float, fooled: np.ndarray, x_adv: np.ndarray, names: np.ndarray | str,
+                   x: np.ndarray) -> np.ndarray:
+        """Fold another attack's successes into the worst case at ``eps``: the samples it fooled (``fooled``,
+        (N,) bool) that every attack so far missed take its adversarial input (``x_adv``, rows of all N) and its
+        name; ``worst_size`` follows. Returns those newly fooled rows as a mask (``min_eps`` is the caller's)."""
+        newly = fooled & self.worst_robust[eps]
+        rows = np.flatnonzero(newly)
+        self.worst_robust[eps] = self.worst_robust[eps] & ~fooled
+        if len(rows):
+            self.worst_x_adv[eps][rows] = x_adv[rows]
+            self.fooled_by[eps][rows] = names if isinstance(names, str) else names[rows]
+            if eps in self.worst_size:
+                self.worst_size[eps][rows] = perturbation_size(x_adv[rows], x[rows], self.norm)
+        return newly
+
     def white_box(self, name: str) -> bool:
         """Whether an attack uses the model's gradients (white-box) rather than only its scores."""
         attack = self.attacks.get(name)

@@ -41,7 +41,16 @@ from attacks.redflags import (
     not_applicable,
     strongest_iterative,
 )
-from audit.engine.chunks import CHUNKS_DIR, DEFAULT_CHUNK_SIZE, ChunkStore, chunk_seed, plan, run_chunks, seed_all
+from audit.engine.chunks import (
+    CHUNKS_DIR,
+    DEFAULT_CHUNK_SIZE,
+    ChunkStore,
+    chunk_seed,
+    copy_on_write,
+    plan,
+    run_chunks,
+    seed_all,
+)
 from audit.errors import ConfigError
 from audit.plugin import Params, SectionPlugin
 from audit.results import SectionResult, Severity
@@ -326,7 +335,8 @@ class RobustnessSection(SectionPlugin):
             result.artifacts[f"x_adv_{norm}_eps={fmt(e)}"] = ctx.artifact_path(self.section,
                                                                               f"x_adv_{norm}_eps={fmt(e)}.npy")[1]
             ctx.adversarial[f"{norm}:{e}"] = AdversarialOutcome(
-                norm=norm, eps=e, attack=outcome_attack, x_adv=ev.worst_x_adv[e], clean_correct=ev.clean_correct,
+                norm=norm, eps=e, attack=outcome_attack, x_adv=copy_on_write(ev.worst_x_adv[e]),
+                clean_correct=ev.clean_correct,
                 robust_correct=robust, min_eps=ev.min_eps, index=subset)
         self._per_class(ctx, result, ev, y)
         self._minimal_record(result, ev, settings_rows, curve_rows)

@@ -235,3 +235,40 @@ def test_explanations_in_chunks_resume_and_match_one_pass(make_context: Any, dig
         np.testing.assert_allclose(values, reference, rtol=0, atol=scale * 1e-5)
     assert one.metrics["explanations.gradient_shap.model_evaluations_per_sample"] == \
         first.metrics["explanations.gradient_shap.model_evaluations_per_sample"]
+
+
+def test_folding_an_attack_into_the_reduced_worst_case_reaches_the_file(make_context: Any, digits_cnn: Any,
+                                                                       digits_test: Any) -> None:
+    """A later step (escalation) folds another attack into the worst case reduced from chunks: the artifact file,
+    the worst-case sizes and what later sections get (copy-on-write) all show the folded rows."""
+    from attacks.base import Domain
+    from attacks.chunks import ChunkInputs, NormPlan, evaluate_chunk, reduce_chunks
+    from attacks.evaluate import make_attack, perturbation_size
+    from audit.engine.backends import LocalBackend
+    from audit.engine.chunks import copy_on_write, run_chunks
+
+    ctx = make_context(digits_cnn, digits_test, limit=30)
+    x, y = ctx.data.x, ctx.data.y
+    pred = ctx.clean_predictions()
+    domain = Domain.from_model_data(ctx.model, ctx.data)
+    norm_plan = NormPlan(norm="linf", eps=[0.05], attacks=[make_attack("fgsm", norm="linf", steps=1)],
+                         minimal_attacks=[], minimal_index=np.zeros(0, np.int64), keep=np.array([0, 1]))
+    shared = ChunkInputs(model=ctx.model, x=x, y=y, clean_pred=pred, domain=domain, norms=[norm_plan], seed=0,
+                         section="robustness", batch_size=8)
+    store = ChunkStore(tmp := ctx.run_dir / "chunks", None)
+    chunks = plan(len(y), 10)
+    run_chunks(store, chunks, evaluate_chunk, shared, backend=LocalBackend(), progress=lambda i, **_: i, desc="c")
+    ev = reduce_chunks(store, chunks, norm_plan, n=len(y), input_shape=tuple(ctx.data.input_shape),
+                       x_adv_path=lambda e: tmp / "x_adv.npy")
+    robust = ev.worst_robust[0.05].copy()
+    assert robust.any()
+    other = np.clip(x + 0.05 * np.sign(np.random.default_rng(0).standard_normal(x.shape)), 0, 1).astype(np.float32)
+    newly = ev.fold_worst(0.05, np.ones(len(y), bool), other, "other", x)
+    np.testing.assert_array_equal(newly, robust)
+    assert not ev.worst_robust[0.05].any() and set(ev.fooled_by[0.05][robust]) == {"other"}
+    on_disk = np.load(tmp / "x_adv.npy")
+    np.testing.assert_array_equal(on_disk[robust], other[robust])
+    np.testing.assert_array_equal(ev.worst_size[0.05][robust], perturbation_size(other[robust], x[robust], "linf"))
+    later = copy_on_write(ev.worst_x_adv[0.05])
+    later[0] = -1.0  # a later section writing into its copy changes neither the file nor the section's array
+    assert (np.load(tmp / "x_adv.npy")[0] != -1.0).any() and (ev.worst_x_adv[0.05][0] != -1.0).any()

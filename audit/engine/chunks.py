@@ -172,7 +172,7 @@ def iter_chunks(store: ChunkStore, chunks: list[Chunk]) -> Iterator[tuple[Chunk,
 
 class NpyWriter:
     """Write an ``.npy`` file row block by row block, without holding the whole array (the adversarial
-    examples of a section); read it back with ``np.load(path, mmap_mode="c")``."""
+    examples of a section) and return it memory-mapped."""
 
     def __init__(self, path: Path, shape: tuple[int, ...], dtype: Any) -> None:
         self.path = Path(path)
@@ -199,11 +199,24 @@ class NpyWriter:
             self._tmp.unlink(missing_ok=True)
 
     def close(self) -> np.ndarray:
-        """Finish the file and return it memory-mapped copy-on-write (writable like any array, torch takes it
-        without a warning; the file never changes)."""
+        """Finish the file and return it memory-mapped for reading and writing: a later step of the same section
+        that changes rows in place (folding another attack into the worst case) changes the file, so the artifact
+        and a checkpoint's reference to it stay what the section ended with. Hand it to later sections through
+        ``copy_on_write``."""
         self._handle.close()
         if self.rows != self.shape[0]:
             self._tmp.unlink(missing_ok=True)
             raise ValueError(f"{self.path}: wrote {self.rows} rows, expected {self.shape[0]}")
         self._tmp.replace(self.path)
-        return np.load(self.path, mmap_mode="c")
+        return np.load(self.path, mmap_mode="r+")
+
+
+def copy_on_write(array: np.ndarray) -> np.ndarray:
+    """A memory-mapped array as later sections should get it: its writes flushed to the file, then mapped
+    copy-on-write (writable like any array, torch takes it without a warning, the file never changes). Other
+    arrays are returned as they are."""
+    filename = getattr(array, "filename", None)
+    if not isinstance(array, np.memmap) or not filename:
+        return array
+    array.flush()
+    return np.load(filename, mmap_mode="c")
