@@ -88,7 +88,7 @@ class NormEvaluation:
     def run_x_adv(self, name: str, eps: float, rows: np.ndarray) -> np.ndarray:
         """``runs[(name, eps)].x_adv`` at ``rows`` (rows of the evaluated data), also when only some were kept."""
         x_adv = self.runs[(name, eps)].x_adv
-        if self.kept_rows is None:
+        if self.kept_rows is None or len(x_adv) == len(self.clean_correct):  # every row (e.g. a run added later)
             return x_adv[rows]
         pos = np.searchsorted(self.kept_rows, rows)
         if len(rows) and (pos.max() >= len(self.kept_rows) or (self.kept_rows[pos] != rows).any()):

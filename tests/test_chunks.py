@@ -272,3 +272,19 @@ def test_folding_an_attack_into_the_reduced_worst_case_reaches_the_file(make_con
     later = copy_on_write(ev.worst_x_adv[0.05])
     later[0] = -1.0  # a later section writing into its copy changes neither the file nor the section's array
     assert (np.load(tmp / "x_adv.npy")[0] != -1.0).any() and (ev.worst_x_adv[0.05][0] != -1.0).any()
+
+
+def test_run_x_adv_reads_kept_rows_and_full_runs() -> None:
+    """After the reduction a run holds only the check samples' adversarial inputs; a run added later (escalation)
+    holds every row. ``run_x_adv`` reads both by row, and refuses a row that was not kept."""
+    from attacks.base import AttackOutput
+    from attacks.evaluate import NormEvaluation
+
+    ev = NormEvaluation(norm="linf", eps=[0.1], clean_correct=np.ones(5, bool), kept_rows=np.array([1, 3]))
+    none = np.zeros(5, bool)
+    ev.runs[("kept", 0.1)] = AttackOutput("kept", "linf", 0.1, np.array([[10.0], [30.0]]), none, np.zeros(5), 0.0)
+    ev.runs[("full", 0.1)] = AttackOutput("full", "linf", 0.1, np.arange(5.0)[:, None], none, np.zeros(5), 0.0)
+    np.testing.assert_array_equal(ev.run_x_adv("kept", 0.1, np.array([1, 3])), [[10.0], [30.0]])
+    np.testing.assert_array_equal(ev.run_x_adv("full", 0.1, np.array([3])), [[3.0]])
+    with pytest.raises(KeyError, match="kept only for the check samples"):
+        ev.run_x_adv("kept", 0.1, np.array([2]))
