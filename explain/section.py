@@ -181,6 +181,7 @@ class ExplanationsSection(SectionPlugin):
         cost_rows: list[list[Any]] = []
         for method, attr in values.items():
             explainer = explainers[method]
+            result.notes.extend(explainer.notes)  # e.g. an out-of-memory back-off, over every chunk
             ctx.attributions[method] = AttributionSet(method=method, index=index, target=explained.target,
                                                       values=attr)
             seconds, rows, calls = cost[method]
