@@ -81,6 +81,34 @@ class NormEvaluation:
     skipped: list[str] = field(default_factory=list)  # "attack: reason"
     attacks: dict[str, Attack] = field(default_factory=dict)  # name -> the attack object (bounded and minimal)
     nonfinite: np.ndarray | None = None  # (N,) True where some attack met NaN/inf model outputs
+    worst_size: dict[float, np.ndarray] = field(default_factory=dict)  # eps -> (N,) norm of worst_x_adv - x
+    # rows whose runs[...].x_adv were kept (reduced from chunks: the red-flag check samples); None: all N rows
+    kept_rows: np.ndarray | None = None
+
+    def run_x_adv(self, name: str, eps: float, rows: np.ndarray) -> np.ndarray:
+        """``runs[(name, eps)].x_adv`` at ``rows`` (rows of the evaluated data), also when only some were kept."""
+        x_adv = self.runs[(name, eps)].x_adv
+        if self.kept_rows is None or len(x_adv) == len(self.clean_correct):  # every row (e.g. a run added later)
+            return x_adv[rows]
+        pos = np.searchsorted(self.kept_rows, rows)
+        if len(rows) and (pos.max() >= len(self.kept_rows) or (self.kept_rows[pos] != rows).any()):
+            raise KeyError(f"the adversarial inputs of {name} at eps={eps:g} were kept only for the check samples")
+        return x_adv[pos]
+
+    def fold_worst(self, eps: float, fooled: np.ndarray, x_adv: np.ndarray, names: np.ndarray | str,
+                   x: np.ndarray) -> np.ndarray:
+        """Fold another attack's successes into the worst case at ``eps``: the samples it fooled (``fooled``,
+        (N,) bool) that every attack so far missed take its adversarial input (``x_adv``, rows of all N) and its
+        name; ``worst_size`` follows. Returns those newly fooled rows as a mask (``min_eps`` is the caller's)."""
+        newly = fooled & self.worst_robust[eps]
+        rows = np.flatnonzero(newly)
+        self.worst_robust[eps] = self.worst_robust[eps] & ~fooled
+        if len(rows):
+            self.worst_x_adv[eps][rows] = x_adv[rows]
+            self.fooled_by[eps][rows] = names if isinstance(names, str) else names[rows]
+            if eps in self.worst_size:
+                self.worst_size[eps][rows] = perturbation_size(x_adv[rows], x[rows], self.norm)
+        return newly
 
     def white_box(self, name: str) -> bool:
         """Whether an attack uses the model's gradients (white-box) rather than only its scores."""
@@ -200,8 +228,16 @@ def evaluate_norm(model: Any, x: np.ndarray, y: np.ndarray, *, norm: Norm, eps: 
         if len(resisted) and attacks:
             ev.worst_x_adv[e][resisted] = closest_candidate([ev.runs[(a.name, e)] for a in attacks], resisted)
         ev.fooled_by[e] = names.copy()
+        ev.worst_size[e] = perturbation_size(ev.worst_x_adv[e], x, norm)
     ev.min_eps = min_eps
     return ev
+
+
+def perturbation_size(x_adv: np.ndarray, x: np.ndarray, norm: Norm) -> np.ndarray:
+    """(N,) L-inf or L2 norm of each row of ``x_adv - x`` (float32, as the attacks measure it)."""
+    width = int(np.prod(np.shape(x)[1:]))
+    sizes = np.abs((np.asarray(x_adv, np.float32) - np.asarray(x, np.float32)).reshape(len(x), width))
+    return sizes.max(axis=1) if norm == "linf" else np.sqrt((sizes**2).sum(axis=1))
 
 
 def closest_candidate(runs: list[AttackOutput], rows: np.ndarray) -> np.ndarray:

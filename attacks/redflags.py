@@ -379,7 +379,7 @@ def check_convergence(d: CheckData, attack: Attack | None) -> RedFlag:
     survivors = d.attack_rows[d.ev.worst_robust[d.eps][d.attack_rows]]
     newly = 0
     if len(survivors):
-        start = d.ev.runs[(attack.name, d.eps)].x_adv[survivors]
+        start = d.ev.run_x_adv(attack.name, d.eps, survivors)
         out = d.attack(_variant(attack, steps=steps, random_start=False), survivors, eps=d.eps, start=start)
         newly = int(out.success.sum())
     drop = newly / max(len(d.attack_rows), 1)

@@ -12,11 +12,11 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from attacks.base import NORMS, Attack, AttackNotApplicable, Domain, Norm
+from attacks.chunks import ChunkInputs, NormPlan, evaluate_chunk, reduce_chunks
 from attacks.evaluate import (
     BOUNDED_ATTACKS,
     MINIMAL_ATTACKS,
     NormEvaluation,
-    evaluate_norm,
     make_attack,
     per_class_accuracy,
     third_party_attacks,
@@ -40,6 +40,16 @@ from attacks.redflags import (
     gradient_stats,
     not_applicable,
     strongest_iterative,
+)
+from audit.engine.chunks import (
+    CHUNKS_DIR,
+    DEFAULT_CHUNK_SIZE,
+    ChunkStore,
+    chunk_seed,
+    copy_on_write,
+    plan,
+    run_chunks,
+    seed_all,
 )
 from audit.errors import ConfigError
 from audit.plugin import Params, SectionPlugin
@@ -71,6 +81,10 @@ class RobustnessParams(Params):
     red_flag_params: RedFlagParams = Field(
         default_factory=RedFlagParams, description="thresholds and effort of the red-flag checks (docs/robustness.md)")
     gallery_size: int = Field(8, ge=0, le=32, description="adversarial examples in the image gallery")
+    chunk_size: int = Field(DEFAULT_CHUNK_SIZE, ge=1, description="samples per chunk: the unit of work saved to "
+                            "artifacts as it finishes (a resumed run redoes only unfinished chunks), scheduled on "
+                            "Ray workers with --backend ray, and the bound on the adversarial examples held in "
+                            "memory (docs/scale.md)")
 
     @field_validator("eps")
     @classmethod
@@ -156,7 +170,8 @@ class RobustnessSection(SectionPlugin):
             index = stratified_subset(data.y, p.max_samples, ctx.seed)
             result.notes.append(f"attacked a stratified subset of {len(index)} of {data.n_samples} samples "
                                 "(max_samples)")
-        x, y = data.x[index], data.y[index]
+        subset = len(index) < data.n_samples
+        x, y = (data.x[index] if subset else data.x), data.y[index]
         pred = ctx.clean_predictions()[index]
         clean_correct = pred == y
         try:
@@ -168,32 +183,34 @@ class RobustnessSection(SectionPlugin):
         result.metric("clean_accuracy", clean_correct.mean())
         result.metric("n_samples", len(y))
         result.metric("n_attacked", int(clean_correct.sum()))
-        rng = np.random.default_rng(ctx.seed)
-        correct_idx = np.flatnonzero(clean_correct)
-        minimal_index = np.sort(rng.permutation(len(y))[: p.minimal_samples])
+        plans = self._plans(ctx, domain, clean_correct, result)
+        # the attacks, in chunks of samples: each chunk's outputs are saved as it finishes
+        chunks = plan(len(y), p.chunk_size)
+        store = ChunkStore(ctx.artifacts_dir / self.section / CHUNKS_DIR, ctx.fingerprints.get(self.section))
+        shared = ChunkInputs(model=ctx.model, x=x, y=y, clean_pred=pred, domain=domain, norms=plans, seed=ctx.seed,
+                             section=self.section, batch_size=ctx.batch_size)
+        ran = run_chunks(store, chunks, evaluate_chunk, shared, backend=ctx.backend, progress=ctx.progress,
+                         desc="chunks", device=str(ctx.device)) if plans else 0
+        if ran and getattr(ctx.backend, "name", "local") != "local":
+            where = ", ".join(f"{k} {v}" for k, v in ctx.backend.describe().items() if k != "backend" and v)
+            result.notes.append(f"{ran} chunk(s) of {p.chunk_size} samples ran as {ctx.backend.name} tasks ({where})")
+        if ran < len(chunks) and plans:
+            result.notes.append(f"{len(chunks) - ran} of {len(chunks)} chunks kept from the interrupted run "
+                                f"(artifacts/{self.section}/{CHUNKS_DIR}/)")
         settings_rows: list[list[Any]] = []
         curve_rows: list[list[Any]] = []
         flags: list[RedFlag] = []
         unreliable: list[str] = []
-        for norm in p.norms():
-            eps_list = p.eps_for(norm)
-            if eps_list is None:
-                result.notes.append(f"norm {norm}: no eps list given in eps; skipped")
-                continue
-            attacks = self._attacks(ctx, norm, domain, result)
-            minimal = self._minimal(ctx, norm, domain, result)
-            if not attacks and not minimal:
-                result.notes.append(f"norm {norm}: no attack applies to this model and data")
-                continue
-            ev = evaluate_norm(ctx.model, x, y, norm=norm, eps=eps_list, attacks=attacks, minimal_attacks=minimal,
-                               minimal_index=minimal_index, domain=domain, clean_pred=pred,
-                               batch_size=ctx.batch_size, progress=ctx.progress)
+        for norm_plan in plans:
+            norm = norm_plan.norm
+            ev = reduce_chunks(store, chunks, norm_plan, n=len(y), input_shape=tuple(data.input_shape),
+                               x_adv_path=lambda e, norm=norm: ctx.artifact_path(
+                                   self.section, f"x_adv_{norm}_eps={fmt(e)}.npy")[0])
             self._record_norm(ctx, result, ev, x, y, index, settings_rows, curve_rows)
             nonfinite = ev.nonfinite if ev.nonfinite is not None else np.zeros(len(y), bool)
             if p.red_flags:
-                check_idx = correct_idx[: p.check_samples] if len(correct_idx) <= p.check_samples else \
-                    np.sort(rng.choice(correct_idx, p.check_samples, replace=False))
-                norm_flags, reasons, check_nonfinite = self._red_flags(ctx, ev, x, y, index, check_idx, domain)
+                seed_all(chunk_seed(ctx.seed, self.section, norm, "red_flags"))
+                norm_flags, reasons, check_nonfinite = self._red_flags(ctx, ev, x, y, index, norm_plan.keep, domain)
                 flags += norm_flags
                 unreliable += reasons
                 nonfinite = nonfinite | check_nonfinite
@@ -213,6 +230,32 @@ class RobustnessSection(SectionPlugin):
         self._record_reliable(result, unreliable, checked=p.red_flags and bool(flags))
 
     # -- which attacks -------------------------------------------------------------------------
+    def _plans(self, ctx: AuditContext, domain: Domain, clean_correct: np.ndarray,
+               result: SectionResult) -> list[NormPlan]:
+        """Per norm: its eps, attacks, the minimal-norm attacks' samples and the red-flag check samples."""
+        p = self.params
+        rng = np.random.default_rng(ctx.seed)
+        correct_idx = np.flatnonzero(clean_correct)
+        minimal_index = np.sort(rng.permutation(len(clean_correct))[: p.minimal_samples])
+        plans: list[NormPlan] = []
+        for norm in p.norms():
+            eps_list = p.eps_for(norm)
+            if eps_list is None:
+                result.notes.append(f"norm {norm}: no eps list given in eps; skipped")
+                continue
+            attacks = self._attacks(ctx, norm, domain, result)
+            minimal = self._minimal(ctx, norm, domain, result)
+            if not attacks and not minimal:
+                result.notes.append(f"norm {norm}: no attack applies to this model and data")
+                continue
+            check_idx = np.zeros(0, np.int64)
+            if p.red_flags:
+                check_idx = correct_idx[: p.check_samples] if len(correct_idx) <= p.check_samples else \
+                    np.sort(rng.choice(correct_idx, p.check_samples, replace=False))
+            plans.append(NormPlan(norm=norm, eps=eps_list, attacks=attacks, minimal_attacks=minimal,
+                                  minimal_index=minimal_index, keep=check_idx))
+        return plans
+
     def _attacks(self, ctx: AuditContext, norm: Norm, domain: Domain, result: SectionResult) -> list[Attack]:
         p = self.params
         names = list(p.attacks)
@@ -276,8 +319,7 @@ class RobustnessSection(SectionPlugin):
                                       run.queries or None, round(run.seconds, 3)])
             robust = ev.worst_robust[e]
             fooled = ev.clean_correct & ~robust
-            sizes = np.abs((ev.worst_x_adv[e] - x).reshape(len(x), -1))
-            size = sizes.max(axis=1) if norm == "linf" else np.sqrt((sizes**2).sum(axis=1))
+            size = ev.worst_size[e]
             mean_size = float(size[fooled].mean()) if fooled.any() else math.nan
             key = f"worst_case.{norm}.eps={fmt(e)}"
             result.metric(f"{key}.robust_accuracy", robust.mean())
@@ -290,8 +332,11 @@ class RobustnessSection(SectionPlugin):
             outcome_attack = "worst of " + ", ".join(names + list(ev.minimal)) + f" ({self.params.steps} steps, " \
                 f"{self.params.restarts} restart(s))"
             subset = None if len(index) == ctx.data.n_samples else index
+            result.artifacts[f"x_adv_{norm}_eps={fmt(e)}"] = ctx.artifact_path(self.section,
+                                                                              f"x_adv_{norm}_eps={fmt(e)}.npy")[1]
             ctx.adversarial[f"{norm}:{e}"] = AdversarialOutcome(
-                norm=norm, eps=e, attack=outcome_attack, x_adv=ev.worst_x_adv[e], clean_correct=ev.clean_correct,
+                norm=norm, eps=e, attack=outcome_attack, x_adv=copy_on_write(ev.worst_x_adv[e]),
+                clean_correct=ev.clean_correct,
                 robust_correct=robust, min_eps=ev.min_eps, index=subset)
         self._per_class(ctx, result, ev, y)
         self._minimal_record(result, ev, settings_rows, curve_rows)

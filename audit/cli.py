@@ -94,8 +94,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.report = False
     out = resume or (Path(args.out) if args.out else default_out_dir())
     existing: Existing = "resume" if resume is not None else "overwrite" if args.overwrite else "refuse"
+    backend = _backend(args)
     try:
-        results = run_audit(config, out, config_path=config_path, existing=existing)
+        results = run_audit(config, out, config_path=config_path, existing=existing, backend=backend)
     except KeyboardInterrupt as err:
         signum = int(getattr(err, "signum", signal.SIGINT))
         written = (out / "results.json").exists()
@@ -113,6 +114,14 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_OK if args.allow_errors else EXIT_SECTION_ERROR
     return EXIT_OK
+
+
+def _backend(args: argparse.Namespace) -> Any:
+    """The chunk backend of ``--backend``; Ray's absence is a clear error before anything loads."""
+    from audit.engine.backends import make_backend
+
+    return make_backend(args.backend, address=args.address, workers=args.workers,
+                        threads_per_worker=args.threads_per_worker)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -221,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=int, help="audit a stratified, seeded subset of N samples")
     run.add_argument("--seed", type=int, help="random seed (overrides the config)")
     run.add_argument("--no-report", action="store_true", help="do not write report.html")
+    run.add_argument("--backend", choices=["local", "ray"], default="local",
+                     help="who runs the chunks of the robustness section: this process (default) or Ray tasks "
+                     "(pip install \"nnaudit[ray]\"; docs/scale.md)")
+    run.add_argument("--address", help="with --backend ray: auto (the cluster of this machine) or "
+                     "ray://host:10001 (default: start a local Ray)")
+    run.add_argument("--workers", type=int, help="with --backend ray: chunks in flight at once (a local Ray gets "
+                     "this many CPUs)")
+    run.add_argument("--threads-per-worker", type=int, default=1,
+                     help="with --backend ray: CPUs (torch threads) each chunk task asks for (default 1)")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="train two small models on real data and audit both")

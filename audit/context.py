@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from audit.data import AuditData
+from audit.engine.backends import LocalBackend
 from audit.model import ModelAdapter
 from audit.results import ARTIFACTS_DIR, SectionResult
 
@@ -229,6 +230,9 @@ class AuditContext:
     shared: dict[str, Any] = field(default_factory=dict)  # outputs a section leaves for later ones
     adversarial: dict[str, AdversarialOutcome] = field(default_factory=dict)  # key: f"{norm}:{eps}"
     attributions: dict[str, AttributionSet] = field(default_factory=dict)  # key: method
+    # section -> fingerprint (the runner sets them): a chunked section keeps the chunks saved under the same one
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    backend: Any = field(default_factory=LocalBackend)  # who runs the chunks (audit.engine.backends)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

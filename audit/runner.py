@@ -307,12 +307,13 @@ class Run:
 
 
 def run_audit(config: AuditConfig, out_dir: Path, *, config_dir: Path | None = None,
-              config_path: Path | None = None, existing: Existing = "refuse") -> dict[str, Any]:
+              config_path: Path | None = None, existing: Existing = "refuse", backend: Any = None) -> dict[str, Any]:
     """Run every enabled section and return the results dict (also written to ``out_dir``).
 
     ``existing`` says what to do when ``out_dir`` already holds a run: refuse (``RunDirError``),
     ``overwrite`` it, or ``resume`` it. SIGINT/SIGTERM raise ``Interrupted`` after results.json
-    says ``interrupted``.
+    says ``interrupted``. ``backend`` runs the chunks of chunked sections (``audit.engine.backends``;
+    default: in this process).
     """
     from audit.engine.lock import RunLock
 
@@ -326,7 +327,8 @@ def run_audit(config: AuditConfig, out_dir: Path, *, config_dir: Path | None = N
         lock = RunLock(out)
         try:
             lock.acquire()
-            return _run(config, out, plugins, config_dir=config_dir, config_path=config_path, existing=existing)
+            return _run(config, out, plugins, config_dir=config_dir, config_path=config_path, existing=existing,
+                        backend=backend)
         finally:
             lock.release()
             if created and out.is_dir() and not any(out.iterdir()):
@@ -334,7 +336,7 @@ def run_audit(config: AuditConfig, out_dir: Path, *, config_dir: Path | None = N
 
 
 def _run(config: AuditConfig, out: Path, plugins: list[SectionPlugin], *, config_dir: Path | None,
-         config_path: Path | None, existing: Existing) -> dict[str, Any]:
+         config_path: Path | None, existing: Existing, backend: Any = None) -> dict[str, Any]:
     from audit.context import AuditContext
     from audit.data import load_data
     from audit.model import Bounds, load_model, resolve_device
@@ -360,6 +362,9 @@ def _run(config: AuditConfig, out: Path, plugins: list[SectionPlugin], *, config
     validate_run(ctx, plugins)  # data vs model, then each plugin's validate hook: before any work or file
     fingerprints = _fingerprints(config, plugins, run.manifest["model"]["sha256"], run.manifest["data"]["sha256"],
                                  str(device))
+    ctx.fingerprints.update(fingerprints)
+    if backend is not None:
+        ctx.backend = backend
     kept: dict[str, SectionResult] = {}
     if existing == "overwrite":
         clear_run_dir(out)
@@ -399,19 +404,39 @@ def _carry_over(run: Run, previous: dict[str, Any], kept: dict[str, SectionResul
     for name, section in kept.items():
         run.sections[name] = section
         run.timings[name] = old_timings.get(name, round(section.duration_s, 4))
+    configured = set(run.config.sections)
     for name in previous.get("sections", {}):
         folder = run.out_dir / ARTIFACTS_DIR / name
         if name not in kept and folder.is_dir():
-            shutil.rmtree(folder)  # it runs again or is no longer in the config
+            # it runs again (its finished chunks stay; audit.engine.chunks keeps them only under the same
+            # fingerprint) or is no longer in the config
+            clear_section_artifacts(folder, keep_chunks=name in configured)
+
+
+def clear_section_artifacts(folder: Path, *, keep_chunks: bool) -> None:
+    """Delete a section's artifacts; with ``keep_chunks`` its finished chunks stay for the run that redoes it."""
+    from audit.engine.chunks import CHUNKS_DIR
+
+    if not folder.is_dir():
+        return
+    if not keep_chunks:
+        shutil.rmtree(folder)
+        return
+    for item in folder.iterdir():
+        if item.name == CHUNKS_DIR and item.is_dir():
+            continue
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item)
+        else:
+            item.unlink()
 
 
 def _run_section(run: Run, ctx: AuditContext, plugin: SectionPlugin, fingerprint: str, counter: str) -> None:
     from audit.context import progress_scope
 
     name = plugin.section
-    folder = run.out_dir / ARTIFACTS_DIR / name
-    if folder.is_dir():
-        shutil.rmtree(folder)  # a previous attempt's partial artifacts
+    # a previous attempt's partial artifacts, but its finished chunks (kept when the fingerprint matches)
+    clear_section_artifacts(run.out_dir / ARTIFACTS_DIR / name, keep_chunks=True)
     run.manifest["current_section"] = name
     run.write()
     log.info("%s %s ...", counter, name)

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 
 from audit.context import AttributionSet
 from audit.data import stratified_subset
+from audit.engine.chunks import DEFAULT_CHUNK_SIZE
 from audit.errors import ConfigError
 from audit.plugin import Params, SectionPlugin
 from audit.results import SectionResult
@@ -131,6 +132,9 @@ class ExplanationsParams(Params):
     permutation_repeats: int = Field(5, ge=1, description="shuffles per feature for permutation importance")
     surrogate_depth: int = Field(3, ge=1, le=10, description="depth of the surrogate decision tree (tabular)")
     figure_samples: int = Field(4, ge=1, description="samples in the heatmap grid (images)")
+    chunk_size: int = Field(DEFAULT_CHUNK_SIZE, ge=1, description="samples per chunk of attributions, each saved "
+                            "to artifacts as it finishes (a resumed run redoes only unfinished chunks; "
+                            "docs/scale.md)")
 
     @field_validator("methods")
     @classmethod
@@ -173,29 +177,19 @@ class ExplanationsSection(SectionPlugin):
         rest = np.setdiff1d(np.arange(data.n_samples), index)
         pool = rest if len(rest) else np.arange(data.n_samples)
         background = data.x[pool[stratified_subset(data.y[pool], p.background_size, ctx.seed + 1)]]
-        explainers: dict[str, Explainer] = {}
-        values: dict[str, np.ndarray] = {}
+        explainers, values, cost = self._attributions(ctx, result, explained, background)
         cost_rows: list[list[Any]] = []
-        for method in ctx.progress(p.methods, desc="explanations: attributions", total=len(p.methods)):
-            explainer = self._build(ctx, result, method, background)
-            if explainer is None:
-                continue
-            start = time.perf_counter()
-            try:
-                attr = explainer.explain(explained.x, explained.target, explained.ids)
-            except ExplainerError as err:
-                self._unavailable(result, method, err)
-                continue
-            seconds = time.perf_counter() - start
-            explainers[method], values[method] = explainer, attr
+        for method, attr in values.items():
+            explainer = explainers[method]
+            result.notes.extend(explainer.notes)  # e.g. an out-of-memory back-off, over every chunk
             ctx.attributions[method] = AttributionSet(method=method, index=index, target=explained.target,
                                                       values=attr)
-            evaluations = explainer.counter.rows / len(index)
+            seconds, rows, calls = cost[method]
+            evaluations = rows / len(index)
             result.metric(f"{method}.model_evaluations_per_sample", evaluations)
             per_sample = round(evaluations, 1)
             cost_rows.append([method, round(1e3 * seconds / len(index), 3),
-                              int(per_sample) if float(per_sample).is_integer() else per_sample,
-                              explainer.counter.calls])
+                              int(per_sample) if float(per_sample).is_integer() else per_sample, calls])
             if isinstance(explainer, ShapDeepExplainer) and explainer.fallback_reason:
                 result.finding("low", explainer.fallback_reason, code="explanations.shap_deep_fallback")
         if not values:
@@ -221,6 +215,52 @@ class ExplanationsSection(SectionPlugin):
             self._stability(ctx, result, explainers)
 
     # -- explainers ---------------------------------------------------------------------------------
+    def _attributions(self, ctx: AuditContext, result: SectionResult, explained: Explained, background: np.ndarray,
+                      ) -> tuple[dict[str, Explainer], dict[str, np.ndarray], dict[str, tuple[float, int, int]]]:
+        """Every method's attributions, chunk by chunk (``chunk_size`` samples): each chunk's attributions and
+        costs go to ``artifacts/<section>/chunks/<k>.npz`` as it finishes, and a resumed run loads the chunks
+        already there. Randomness is keyed per sample id (explain/keys.py), so chunks change no number.
+        Returns the explainers that ran, their attributions, and (seconds, model rows, calls) per method."""
+        from audit.engine.chunks import CHUNKS_DIR, ChunkStore, plan
+
+        explainers: dict[str, Explainer] = {}
+        for method in self.params.methods:
+            explainer = self._build(ctx, result, method, background)
+            if explainer is not None:
+                explainers[method] = explainer
+        store = ChunkStore(ctx.artifacts_dir / self.section / CHUNKS_DIR, ctx.fingerprints.get(self.section))
+        parts: dict[str, list[np.ndarray]] = {m: [] for m in explainers}
+        cost = {m: [0.0, 0, 0] for m in explainers}
+        failed: set[str] = set()
+        chunks = plan(len(explained.ids), self.params.chunk_size)
+        for chunk in ctx.progress(chunks, desc="explanations: chunks", total=len(chunks)):
+            arrays = store.load(chunk.k) if store.done(chunk.k) else {}
+            todo = [m for m in explainers if m not in failed and f"{m}/values" not in arrays]
+            part = explained.subset(chunk.rows)
+            # a method missing from a saved chunk is one that failed there: it fails again
+            for method in ctx.progress(todo, desc="explanations: attributions", total=len(todo)):
+                explainer = explainers[method]
+                rows, calls, start = explainer.counter.rows, explainer.counter.calls, time.perf_counter()
+                try:
+                    arrays[f"{method}/values"] = explainer.explain(part.x, part.target, part.ids)
+                except ExplainerError as err:
+                    self._unavailable(result, method, err)
+                    failed.add(method)
+                    continue
+                arrays[f"{method}/cost"] = np.array([time.perf_counter() - start, explainer.counter.rows - rows,
+                                                     explainer.counter.calls - calls], np.float64)
+            if todo:
+                store.save(chunk.k, arrays)
+            for method in explainers:
+                if method not in failed:
+                    parts[method].append(arrays[f"{method}/values"])
+                    spent = arrays[f"{method}/cost"]
+                    cost[method] = [cost[method][0] + float(spent[0]), cost[method][1] + int(spent[1]),
+                                    cost[method][2] + int(spent[2])]
+        values = {m: np.concatenate(parts[m]) for m in explainers if m not in failed}
+        return ({m: e for m, e in explainers.items() if m in values}, values,
+                {m: (float(c[0]), int(c[1]), int(c[2])) for m, c in cost.items() if m in values})
+
     def _build(self, ctx: AuditContext, result: SectionResult, method: str,
                background: np.ndarray) -> Explainer | None:
         p = self.params

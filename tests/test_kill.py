@@ -234,6 +234,6 @@ def test_signal_writes_interrupted_then_resume(setup: dict[str, Any], sig: signa
 def test_progress_lines_in_a_ci_log(setup: dict[str, Any]) -> None:
     """Off a terminal the run's stderr carries progress lines naming the section and the loop."""
     lines = [line for line in setup["reference_log"].splitlines() if line.startswith("nnaudit: [2/4] robustness > ")]
-    assert lines and lines[-1].startswith("nnaudit: [2/4] robustness > attacks (linf) ")
+    assert lines and lines[-1].startswith("nnaudit: [2/4] robustness > chunks 0/1 > attacks (linf) ")
     assert "(100%, " in lines[-1]
     assert "nnaudit: [3/4] gatekeeper ok (" in setup["reference_log"]

@@ -1,4 +1,5 @@
-"""The run engine: the run directory's lock and the checkpoints a resumed run reloads.
+"""The run engine: the run directory's lock, the checkpoints a resumed run reloads, the chunks of samples the
+expensive sections work in (``chunks``) and the backends that run them (``backends``: in-process or Ray).
 
 Torch-free: the report, the dashboard and the gate read a run's lock to tell a live run from a
 dead one.
