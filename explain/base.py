@@ -32,7 +32,8 @@ class ExplainerError(NNAuditError):
 
 
 NO_GRADIENTS = ("explainer '{method}' needs input gradients but the model ({kind}) is a black box without them; "
-                "use the perturbation methods (occlusion, shap_kernel, lime) or wrap a torch model")
+                "remove '{method}' from sections.explanations.methods and list perturbation methods instead "
+                "(occlusion, shap_kernel, lime), or give a torch model (model.factory + model.weights)")
 
 
 class EvaluationCounter:
