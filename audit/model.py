@@ -247,13 +247,14 @@ class TorchModelAdapter(ModelAdapter):
         against the eager network."""
         try:
             compiled = torch.compile(self.network)
-            x = probe.to(self.device).requires_grad_(True)
+            x = probe.detach().to(self.device).clone().requires_grad_(True)
             out = compiled(x)
             (grad,) = torch.autograd.grad(out.sum(), x)
         except Exception as err:  # the compiler's many failure types (no C++ compiler, unsupported ops, ...)
             raise ConfigError("compile", f"torch.compile failed on this model here: {type(err).__name__}: "
                               f"{str(err)[:300]}. Set compile: false") from err
-        eager = self.network(probe.to(self.device))
+        with torch.no_grad():
+            eager = self.network(probe.to(self.device))
         scale = float(eager.abs().max()) + 1.0
         if not torch.allclose(out.detach(), eager, rtol=1e-3, atol=1e-4 * scale):
             raise ConfigError("compile", "the compiled model's logits differ from the eager model's (max "
