@@ -187,6 +187,7 @@ class ExplanationsSection(SectionPlugin):
                 self._unavailable(result, method, err)
                 continue
             seconds = time.perf_counter() - start
+            result.notes.extend(explainer.notes)  # e.g. an out-of-memory back-off
             explainers[method], values[method] = explainer, attr
             ctx.attributions[method] = AttributionSet(method=method, index=index, target=explained.target,
                                                       values=attr)

@@ -305,3 +305,18 @@ def test_cuda_bf16_check_on_the_demo_cnn(digits_cnn: nn.Module, digits_test: Any
     digits_cnn.to("cpu")
     assert model.precision_check is not None
     assert model.precision_check["accepted"] == (model.precision_check["difference_points"] < 0.5)
+
+
+def test_explainer_halves_its_batch_on_out_of_memory(digits_cnn: nn.Module, digits_test: Any) -> None:
+    """Random draws are keyed per sample, so attributions after a back-off equal those at the smaller batch."""
+    from explain.captum_methods import GradientShapExplainer
+
+    x, y = digits_test.x[:12], digits_test.y[:12]
+    flaky = adapter(RunsOutOfMemory(digits_cnn, limit=4 * 8))  # GradientShap evaluates 8 noisy copies per row
+    common: dict[str, Any] = {"seed": 3, "background": digits_test.x[20:40], "modality": "image", "n_samples": 8}
+    explainer = GradientShapExplainer(flaky, batch_size=12, **common)
+    values = explainer.explain(x, y, np.arange(12))
+    assert explainer.batch_size == 3 and flaky.backoff.chain("explainer gradient_shap") == "12 -> 6 -> 3"
+    assert explainer.notes and "out of memory" in explainer.notes[0]
+    reference = GradientShapExplainer(adapter(digits_cnn), batch_size=3, **common).explain(x, y, np.arange(12))
+    np.testing.assert_array_equal(values, reference)
