@@ -387,6 +387,7 @@ def _run(config: AuditConfig, out: Path, plugins: list[SectionPlugin], *, config
         run.finish("interrupted", start, interrupted_by=signal.Signals(signum).name)
         raise
     errored = [name for name, s in run.sections.items() if s.status == "error"]
+    run.manifest["model"] = adapter.describe()  # now with any out-of-memory back-off of the sections
     run.finish("failed" if errored else "complete", start)
     if config.report:
         from reports.html import write_report

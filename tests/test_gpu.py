@@ -320,3 +320,33 @@ def test_explainer_halves_its_batch_on_out_of_memory(digits_cnn: nn.Module, digi
     assert explainer.notes and "out of memory" in explainer.notes[0]
     reference = GradientShapExplainer(adapter(digits_cnn), batch_size=3, **common).explain(x, y, np.arange(12))
     np.testing.assert_array_equal(values, reference)
+
+
+def test_run_manifest_records_logits_back_off(tmp_path: Path, digits_cnn: nn.Module,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model that runs out of memory above 50 rows: the run completes at batch size 256 and the manifest says
+    how the logits pass got down to 64."""
+    import sys
+
+    from audit.config import parse_config
+    from audit.runner import run_audit
+
+    torch.save(digits_cnn.state_dict(), tmp_path / "w.pt")
+    (tmp_path / "flaky_model.py").write_text(
+        "import torch\nfrom audit.zoo import digits_cnn\n\n"
+        "class Flaky(torch.nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.inner = digits_cnn(width=8)\n"
+        "    def forward(self, x):\n"
+        "        if x.shape[0] > 64:\n            raise torch.OutOfMemoryError('CUDA out of memory (injected)')\n"
+        "        return self.inner(x)\n\n"
+        "def build():\n    return Flaky()\n")
+    state = {f"inner.{k}": v for k, v in digits_cnn.state_dict().items()}
+    torch.save(state, tmp_path / "flaky.pt")
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    config = parse_config({"model": {"factory": "flaky_model:build", "weights": "flaky.pt"},
+                           "data": {"source": "digits"}, "device": "cpu", "report": False,
+                           "sections": {"performance": {}}}, base_dir=tmp_path)
+    results = run_audit(config, tmp_path / "run")
+    assert results["manifest"]["status"] == "complete"
+    assert results["manifest"]["model"]["out_of_memory_backoff"] == {"model logits": "256 -> 128 -> 64"}
+    sys.modules.pop("flaky_model", None)
