@@ -7,6 +7,7 @@ out-of-memory error is injected, the no-host-copy rule is checked by trapping ``
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,7 +113,8 @@ def test_settings_table_shows_the_back_off(digits_cnn: nn.Module, digits_test: A
 
 @pytest.fixture
 def no_host_copies(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """While armed, ``Tensor.cpu``, ``Tensor.numpy`` and ``Tensor.tolist`` record who called them."""
+    """``Tensor.cpu``, ``Tensor.numpy`` and ``Tensor.tolist`` calls, and ``Tensor.to`` calls that move a tensor
+    off an accelerator to the CPU, are recorded."""
     calls: list[str] = []
     for name in ("cpu", "numpy", "tolist"):
         original = getattr(torch.Tensor, name)
@@ -122,6 +124,15 @@ def no_host_copies(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, trap)
+    original_to = torch.Tensor.to
+
+    def trap_to(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        out = original_to(self, *args, **kwargs)
+        if self.device.type != "cpu" and out.device.type == "cpu":
+            calls.append("to(cpu)")
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "to", trap_to)
     yield calls
 
 
@@ -136,14 +147,13 @@ def test_the_trap_sees_host_copies(no_host_copies: list[str]) -> None:
 def test_attack_loops_stay_on_the_device(name: str, device: str, digits_cnn: nn.Module, digits_attack_data: Any,
                                          no_host_copies: list[str]) -> None:
     x, y, domain = digits_attack_data
-    model = adapter(digits_cnn.to(device), device)
+    model = adapter(copy.deepcopy(digits_cnn), device)
     attack: Attack = make_attack(name, norm="linf", steps=5, queries=30)
     xb, yb = torch.as_tensor(x[:16], device=device), torch.as_tensor(y[:16], device=device)
     forward = attack._forward(model)
     adv = attack._attack_batch(forward, xb, yb, eps=0.1, domain=domain.to(device), target=None)
     assert no_host_copies == [], f"{name} copied to the host inside its loop: {no_host_copies}"
     assert adv.device.type == device
-    digits_cnn.to("cpu")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -152,7 +162,7 @@ def test_gradient_explainers_stay_on_the_device(method: str, device: str, digits
                                                 no_host_copies: list[str]) -> None:
     from explain.section import explainer_classes
 
-    model = adapter(digits_cnn.to(device), device)
+    model = adapter(copy.deepcopy(digits_cnn), device)
     explainer = explainer_classes()[method](model, seed=0, background=digits_test.x[:8], modality="image")
     x = torch.as_tensor(digits_test.x[:4], device=device).requires_grad_(True)
     explainer.batch_ids = np.arange(4)
@@ -160,7 +170,6 @@ def test_gradient_explainers_stay_on_the_device(method: str, device: str, digits
     attr = explainer._attribute(x, torch.as_tensor(digits_test.y[:4], device=device))
     assert no_host_copies == [], f"{method} copied to the host while attributing: {no_host_copies}"
     assert isinstance(attr, torch.Tensor) and attr.device.type == device
-    digits_cnn.to("cpu")
 
 
 # --- mixed precision -----------------------------------------------------------------------------
@@ -283,9 +292,8 @@ def test_cuda_robustness_section_matches_cpu_clean_accuracy(digits_cnn: nn.Modul
     params = {"eps": [0.1], "attacks": ["apgd_ce", "square"], "steps": 10, "square_queries": 50,
               "minimal_samples": 8, "check_samples": 8, "gallery_size": 0}
     cpu = RobustnessSection(**params)(make_context(digits_cnn, digits_test, limit=100))
-    cuda_ctx = make_context(adapter(digits_cnn.to("cuda"), "cuda"), digits_test, limit=100)
+    cuda_ctx = make_context(adapter(copy.deepcopy(digits_cnn), "cuda"), digits_test, limit=100)
     gpu = RobustnessSection(**params)(cuda_ctx)
-    digits_cnn.to("cpu")
     assert gpu.status == "ok", gpu.error
     assert gpu.metrics["robustness.clean_accuracy"] == cpu.metrics["robustness.clean_accuracy"]
     key = "robustness.worst_case.linf.eps=0.1.robust_accuracy"
@@ -300,9 +308,8 @@ def test_cuda_robustness_section_matches_cpu_clean_accuracy(digits_cnn: nn.Modul
 def test_cuda_bf16_check_on_the_demo_cnn(digits_cnn: nn.Module, digits_test: Any) -> None:
     from audit.precision import prepare_execution
 
-    model = adapter(digits_cnn.to("cuda"), "cuda")
+    model = adapter(copy.deepcopy(digits_cnn), "cuda")
     prepare_execution(model, _config(precision="bf16"), digits_test)
-    digits_cnn.to("cpu")
     assert model.precision_check is not None
     assert model.precision_check["accepted"] == (model.precision_check["difference_points"] < 0.5)
 
