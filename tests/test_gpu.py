@@ -357,3 +357,21 @@ def test_run_manifest_records_logits_back_off(tmp_path: Path, digits_cnn: nn.Mod
     assert results["manifest"]["status"] == "complete"
     assert results["manifest"]["model"]["out_of_memory_backoff"] == {"model logits": "256 -> 128 -> 64"}
     sys.modules.pop("flaky_model", None)
+
+
+def test_report_rows_show_precision_compile_and_back_off() -> None:
+    from results_factory import make_results
+
+    from reports.views import manifest_rows
+
+    results = make_results()
+    results["manifest"]["model"].update({
+        "precision": "fp32", "compiled": True, "out_of_memory_backoff": {"model logits": "256 -> 128"},
+        "precision_check": {"note": "precision bf16 refused, the run uses fp32: ..."}})
+    rows = dict(manifest_rows(results))
+    assert rows["Precision"].startswith("precision bf16 refused") and rows["Compiled"] == "torch.compile"
+    assert rows["Out-of-memory back-off"] == "model logits: 256 -> 128"
+    del results["manifest"]["model"]["precision_check"], results["manifest"]["model"]["compiled"]
+    results["manifest"]["model"]["out_of_memory_backoff"] = {}
+    rows = dict(manifest_rows(results))
+    assert "Precision" not in rows and "Compiled" not in rows and "Out-of-memory back-off" not in rows
