@@ -81,6 +81,7 @@ def check_precision(adapter: TorchModelAdapter, data: AuditData, *, precision: s
     domain = Domain.from_model_data(adapter, data)
     before = adapter.precision
     robust: dict[str, np.ndarray] = {}
+    used_steps: Any = steps
     try:
         for mode in ("fp32", precision):
             adapter.set_precision(mode)
@@ -88,18 +89,19 @@ def check_precision(adapter: TorchModelAdapter, data: AuditData, *, precision: s
             out = make_attack(attack, norm=norm, steps=steps)(adapter, x, y, eps=eps, domain=domain,  # type: ignore[arg-type]
                                                              batch_size=batch_size)
             robust[mode] = out.robust
+            used_steps = out.settings.get("steps", steps)  # fgsm: one step whatever was asked
     finally:
         adapter.set_precision(before)
     acc = {mode: float(r.mean()) for mode, r in robust.items()}
     diff = 100.0 * abs(acc[precision] - acc["fp32"])
     accepted = diff < MAX_POINTS and all(math.isfinite(a) for a in acc.values())
     flips = int((robust[precision] != robust["fp32"]).sum())
-    what = (f"{attack} {norm} eps={eps:g}, {steps} steps, {len(index)} check samples: robust accuracy "
+    what = (f"{attack} {norm} eps={eps:g}, {used_steps} steps, {len(index)} check samples: robust accuracy "
             f"{100 * acc['fp32']:.2f}% in fp32, {100 * acc[precision]:.2f}% in {precision} ({diff:.2f} points; "
             f"{flips} samples changed)")
     note = (f"precision {precision} kept: {what}" if accepted else
             f"precision {precision} refused, the run uses fp32: {what}; the limit is {MAX_POINTS} points")
     return {"requested": precision, "accepted": accepted, "attack": attack, "norm": norm, "eps": eps,
-            "steps": steps, "samples": len(index), "robust_accuracy_fp32": acc["fp32"],
+            "steps": used_steps, "samples": len(index), "robust_accuracy_fp32": acc["fp32"],
             f"robust_accuracy_{precision}": acc[precision], "difference_points": diff, "changed_samples": flips,
             "limit_points": MAX_POINTS, "note": note}

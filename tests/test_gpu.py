@@ -247,6 +247,7 @@ def test_run_records_the_precision_check(tmp_path: Path, digits_cnn: nn.Module) 
     results = run_audit(config, tmp_path / "run")
     model = results["manifest"]["model"]
     assert model["precision_check"]["attack"] == "fgsm" and model["precision_check"]["eps"] == 0.05
+    assert model["precision_check"]["steps"] == 1 and "fgsm linf eps=0.05, 1 steps" in model["precision_check"]["note"]
     assert model["precision"] == ("bf16" if model["precision_check"]["accepted"] else "fp32")
 
 
