@@ -15,6 +15,7 @@ parameters are frozen), so no attack pays for weight gradients.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from abc import ABC, abstractmethod
@@ -26,12 +27,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from audit.device import free_cached_memory, is_out_of_memory
 from audit.errors import NNAuditError
 
 if TYPE_CHECKING:
     from audit.data import AuditData
     from audit.model import ModelAdapter
 
+log = logging.getLogger("nnaudit")
 Norm = Literal["linf", "l2"]
 NORMS: tuple[Norm, ...] = ("linf", "l2")
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -282,7 +285,9 @@ class Attack(ABC):
         if self.needs_gradients:
             if not model.has_gradients:
                 raise AttackNotApplicable(f"attack '{self.name}' needs input gradients but the model "
-                                          f"({model.kind}) has none; use 'square' (score-based) instead")
+                                          f"({model.kind}) has none; remove it from sections.robustness.attacks "
+                                          "and use 'square' (score-based) or 'hsj'/'boundary' (decision-based, "
+                                          "under minimal_norm)")
             return model.forward
         if model.has_gradients:
             return model.forward
@@ -319,39 +324,67 @@ class Attack(ABC):
             where = f" eps={eps:g}" if eps is not None else ""
             batches = progress(batches, desc=f"{self.name} ({self.norm}{where})",
                                total=-(-len(xt) // batch_size))
+        size = max(1, batch_size)  # halved on out-of-memory, and kept smaller for the rest of the run
+        halvings: list[int] = []
         for i in batches:
-            xb = xt[i : i + batch_size].to(device)
-            yb = yt[i : i + batch_size].to(device)
-            tb = tt[i : i + batch_size].to(device) if tt is not None else None
-            if eps == 0:
-                adv = xb.clone()
-            else:
-                extra = {"start": domain.project(st[i : i + batch_size].to(device), xb, eps, self.norm)} \
-                    if st is not None else {}
-                adv = self._attack_batch(forward, xb, yb, eps=eps, domain=domain, target=tb, **extra).detach()
-                adv = domain.project(adv, xb, eps, self.norm)
-            broken = nonfinite_rows(adv.reshape(len(adv), -1))  # never hand on a NaN input
-            if bool(broken.any()):
-                adv = torch.where(batch_view(broken, adv), xb, adv)
-            with torch.no_grad():
-                logits = forward(adv)
-                invalid = nonfinite_rows(logits) | broken
-                win = fooled(logits, yb, tb) | invalid
-                margins.append(margin_loss(logits, yb).float().cpu())
-            outs.append(adv.cpu())
-            wins.append(win.cpu())
-            bad.append(invalid.cpu())
-            sizes.append(flat_norm(adv - xb, self.norm).cpu())
+            end, j = min(i + batch_size, len(xt)), i
+            while j < end:
+                try:
+                    adv, win, invalid, margin = self._one_batch(forward, xt[j : j + min(size, end - j)], yt, tt,
+                                                                st, j, eps, domain, device)
+                except Exception as err:
+                    if not is_out_of_memory(err) or size == 1:
+                        raise
+                    free_cached_memory(device)
+                    halvings.append(size)
+                    size = max(1, min(size, end - j) // 2)
+                    log.warning("attack '%s' ran out of memory; retrying with batches of %d", self.name, size)
+                    continue
+                adv_cpu = adv.cpu()  # one copy per batch, after the attack's loop
+                outs.append(adv_cpu)
+                wins.append(win.cpu())
+                bad.append(invalid.cpu())
+                margins.append(margin.cpu())
+                sizes.append(flat_norm(adv_cpu - xt[j : j + len(adv)], self.norm))
+                j += len(adv)
         seconds = time.perf_counter() - start_time
         empty = torch.empty(0)
+        settings = {**self.settings(), "batch_size": size}
+        if halvings:
+            settings["out_of_memory_backoff"] = " -> ".join(str(b) for b in [*halvings, size])
         return AttackOutput(
             attack=self.name, norm=self.norm, eps=eps,
             x_adv=torch.cat(outs).numpy() if outs else np.empty((0, *xt.shape[1:]), np.float32),
             success=torch.cat(wins).numpy().astype(bool) if wins else np.zeros(0, bool),
             perturbation=torch.cat(sizes).numpy() if sizes else empty.numpy(),
-            seconds=seconds, settings=self.settings(), queries=self.queries_per_sample(),
+            seconds=seconds, settings=settings, queries=self.queries_per_sample(),
             margin=torch.cat(margins).numpy() if margins else np.zeros(0, np.float32),
             nonfinite=torch.cat(bad).numpy().astype(bool) if bad else np.zeros(0, bool))
+
+    def _one_batch(self, forward: Forward, x_cpu: torch.Tensor, yt: torch.Tensor, tt: torch.Tensor | None,
+                   st: torch.Tensor | None, j: int, eps: float | None, domain: Domain,
+                   device: torch.device) -> tuple[torch.Tensor, ...]:
+        """Attack rows j.. of the inputs (as many as ``x_cpu`` holds) on ``device`` and verify with one forward
+        pass: (x_adv, success, invalid, margin), on the device."""
+        n = len(x_cpu)
+        xb = x_cpu.to(device, non_blocking=True)
+        yb = yt[j : j + n].to(device, non_blocking=True)
+        tb = tt[j : j + n].to(device, non_blocking=True) if tt is not None else None
+        if eps == 0:
+            adv = xb.clone()
+        else:
+            extra = {"start": domain.project(st[j : j + n].to(device), xb, eps, self.norm)} \
+                if st is not None else {}
+            adv = self._attack_batch(forward, xb, yb, eps=eps, domain=domain, target=tb, **extra).detach()
+            adv = domain.project(adv, xb, eps, self.norm)
+        broken = nonfinite_rows(adv.reshape(len(adv), -1))  # never hand on a NaN input
+        adv = torch.where(batch_view(broken, adv), xb, adv)
+        with torch.no_grad():
+            logits = forward(adv)
+            invalid = nonfinite_rows(logits) | broken
+            win = fooled(logits, yb, tb) | invalid
+            margin = margin_loss(logits, yb).float()
+        return adv, win, invalid, margin
 
     def queries_per_sample(self) -> int:
         return 0

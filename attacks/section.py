@@ -128,6 +128,12 @@ def fmt(eps: float) -> str:
     return f"{eps:g}"
 
 
+def batch_cell(settings: dict[str, Any]) -> Any:
+    """The batch size an attack ran at; after out-of-memory halvings, how it got there."""
+    chain = settings.get("out_of_memory_backoff")
+    return f"{chain} (out of memory)" if chain else settings.get("batch_size")
+
+
 class RobustnessSection(SectionPlugin):
     """Adversarial robustness: worst-case robust accuracy over strong attacks, curves, red flags."""
 
@@ -216,7 +222,8 @@ class RobustnessSection(SectionPlugin):
                 nonfinite = nonfinite | check_nonfinite
             unreliable += self._nonfinite_outputs(result, ev, nonfinite)
         result.table("settings", "Attack settings behind every number", ["attack", "library", "norm", "eps", "steps",
-                     "step size", "restarts", "random start", "loss", "samples", "queries/sample", "seconds"],
+                     "step size", "restarts", "random start", "loss", "samples", "queries/sample", "batch size",
+                     "seconds"],
                      settings_rows, description="each robust accuracy in this section comes from the row with "
                      "the same attack, norm and eps")
         result.table("robust_accuracy", "Robust accuracy by attack and eps",
@@ -266,7 +273,8 @@ class RobustnessSection(SectionPlugin):
             try:
                 attack = make_attack(name, norm=norm, steps=p.steps, restarts=p.restarts, queries=p.square_queries)
                 if attack.needs_gradients and not ctx.model.has_gradients:
-                    raise AttackNotApplicable("the model has no gradients")
+                    raise AttackNotApplicable(f"the model ({ctx.model.kind}) has no gradients; remove it from "
+                                              f"sections.{self.section}.attacks")
             except AttackNotApplicable as err:
                 result.notes.append(f"{name} ({norm}) skipped: {err}")
                 continue
@@ -316,7 +324,7 @@ class RobustnessSection(SectionPlugin):
                 s = run.settings
                 settings_rows.append([name, s.get("library"), norm, e, s.get("steps"), s.get("step_size"),
                                       s.get("restarts"), s.get("random_start"), s.get("loss"), attacked,
-                                      run.queries or None, round(run.seconds, 3)])
+                                      run.queries or None, batch_cell(s), round(run.seconds, 3)])
             robust = ev.worst_robust[e]
             fooled = ev.clean_correct & ~robust
             size = ev.worst_size[e]
@@ -374,7 +382,7 @@ class RobustnessSection(SectionPlugin):
             s = out.settings
             settings_rows.append([name, s.get("library"), ev.norm, "minimal", s.get("steps"), s.get("step_size"),
                                   s.get("restarts"), s.get("random_start"), s.get("loss"), len(idx),
-                                  out.queries or None, round(out.seconds, 3)])
+                                  out.queries or None, batch_cell(s), round(out.seconds, 3)])
             for e, acc in zip(ev.eps, ev.minimal_curve(name, ev.eps), strict=True):
                 curve_rows.append([ev.norm, e, f"{name} (minimal norm, {len(idx)} samples)", acc, None, None])
         if ev.min_eps is not None:

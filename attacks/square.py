@@ -56,10 +56,11 @@ class Square(Attack):
         assert eps is not None  # checked by Attack.__call__
         image = x.ndim == 4
         n = x.shape[0]
-        gen = torch.Generator(device="cpu").manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()))
+        # draws on the model's device: no host-to-device copy per query (seeded from the global stream)
+        gen = torch.Generator(device=x.device).manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()))
 
         def signs(shape: tuple[int, ...]) -> torch.Tensor:
-            return (torch.randint(0, 2, shape, generator=gen).float() * 2 - 1).to(x.device)
+            return torch.randint(0, 2, shape, generator=gen, device=x.device).float() * 2 - 1
 
         if image:
             c, h, w = x.shape[1:]
@@ -69,8 +70,8 @@ class Square(Attack):
         best = domain.project(x + eps * init, x, eps, "linf")
         score = self._scores(forward, best, y, target)  # > 0: fooled
         active = torch.nonzero(score <= 0).squeeze(1)
-        pert_idx = (torch.ones(x[0].numel(), dtype=torch.bool) if domain.mask is None
-                    else domain.mask.reshape(-1).bool().cpu()).nonzero().squeeze(1)
+        pert_idx = (torch.ones(x[0].numel(), dtype=torch.bool, device=x.device) if domain.mask is None
+                    else domain.mask.reshape(-1).bool()).nonzero().squeeze(1)
         for q in range(self.queries):
             if active.numel() == 0:
                 break
@@ -81,8 +82,8 @@ class Square(Attack):
             if image:
                 c, h, w = x.shape[1:]
                 side = max(1, min(h, w, round((p * h * w) ** 0.5)))
-                top = torch.randint(0, h - side + 1, (m,), generator=gen).to(x.device)
-                left = torch.randint(0, w - side + 1, (m,), generator=gen).to(x.device)
+                top = torch.randint(0, h - side + 1, (m,), generator=gen, device=x.device)
+                left = torch.randint(0, w - side + 1, (m,), generator=gen, device=x.device)
                 rows = torch.arange(h, device=x.device)[None, :]
                 cols = torch.arange(w, device=x.device)[None, :]
                 in_r = (rows >= top[:, None]) & (rows < top[:, None] + side)
@@ -91,10 +92,10 @@ class Square(Attack):
                 values = (eps * signs((m, c, 1, 1))).expand(m, c, h, w)
             else:
                 k = max(1, round(p * pert_idx.numel()))
-                choose = torch.rand(m, pert_idx.numel(), generator=gen).argsort(dim=1)[:, :k]
-                flat = torch.zeros(m, x[0].numel(), dtype=torch.bool)
+                choose = torch.rand(m, pert_idx.numel(), generator=gen, device=x.device).argsort(dim=1)[:, :k]
+                flat = torch.zeros(m, x[0].numel(), dtype=torch.bool, device=x.device)
                 flat.scatter_(1, pert_idx[choose], True)
-                window = flat.reshape(xa.shape).to(x.device)
+                window = flat.reshape(xa.shape)
                 values = eps * signs(tuple(xa.shape))
             proposal = domain.project(xa + torch.where(window, values, delta), xa, eps, "linf")
             new = self._scores(forward, proposal, y[active], None if target is None else target[active])

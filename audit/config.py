@@ -30,13 +30,20 @@ class Normalization(_Strict):
         return value
 
 
+MODEL_SOURCES = ("factory", "torchscript", "onnx", "predict_fn")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
 class ModelConfig(_Strict):
-    """Exactly one of ``factory`` (+ optional ``weights``), ``torchscript`` or ``predict_fn``."""
+    """Exactly one of ``factory`` (+ optional ``weights``), ``torchscript``, ``onnx`` or ``predict_fn``."""
 
     factory: str | None = Field(None, description="import path 'package.module:callable' returning an nn.Module")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the factory")
-    weights: Path | None = Field(None, description="state_dict file, loaded with torch.load(weights_only=True)")
+    weights: Path | None = Field(None, description="state_dict file: torch.save (loaded with weights_only=True) or "
+                                 ".safetensors (needs the 'safetensors' extra)")
     torchscript: Path | None = Field(None, description="a TorchScript file (torch.jit.save)")
+    onnx: Path | None = Field(None, description="an ONNX file run by onnxruntime as a black box (no gradients; needs "
+                              "the 'onnx' extra)")
     predict_fn: str | None = Field(
         None, description="black-box: import path of a function numpy array -> scores (N, classes); no gradients"
     )
@@ -50,10 +57,10 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
-        sources = [name for name in ("factory", "torchscript", "predict_fn") if getattr(self, name) is not None]
+        sources = [name for name in MODEL_SOURCES if getattr(self, name) is not None]
         if len(sources) != 1:
             found = ", ".join(sources) or "none"
-            raise ValueError(f"give exactly one of 'factory', 'torchscript' or 'predict_fn' (found: {found})")
+            raise ValueError(f"give exactly one of 'factory', 'torchscript', 'onnx' or 'predict_fn' (found: {found})")
         if self.weights is not None and self.factory is None:
             raise ValueError("'weights' goes with 'factory' (a TorchScript file already holds its weights)")
         if self.input_bounds is not None and not self.input_bounds[0] < self.input_bounds[1]:
@@ -63,8 +70,9 @@ class ModelConfig(_Strict):
 
 class DataConfig(_Strict):
     source: Literal["digits", "breast_cancer", "resume_names", "adult", "compas", "german", "csv", "parquet", "npz",
-                    "idx", "torch"]
-    path: Path | None = Field(None, description="file for csv/parquet/npz/torch; images file for idx")
+                    "idx", "torch", "imagefolder"]
+    path: Path | None = Field(None, description="file for csv/parquet/npz/torch; images file for idx; the root "
+                              "folder (one sub-folder of images per class) for imagefolder")
     labels_path: Path | None = Field(None, description="idx: the labels file")
     target: str | None = Field(None, description="csv/parquet: target column")
     features: list[str] | None = Field(None, description="csv/parquet: feature columns (default: all but target)")
@@ -81,7 +89,15 @@ class DataConfig(_Strict):
     limit: int | None = Field(None, gt=0, description="audit a stratified, seeded subset of this many samples")
     input_shape: list[int] | None = Field(None, description="reshape each sample to this shape, e.g. [1, 28, 28]")
     scale: float | None = Field(None, description="divide inputs by this (e.g. 255 for IDX/uint8 images)")
-
+    resize: int | tuple[int, int] | None = Field(
+        None, description="imagefolder: resize each image, the shorter side to N pixels (aspect kept) or to [H, W]")
+    crop: int | tuple[int, int] | None = Field(
+        None, description="imagefolder: center-crop to N x N or [H, W] pixels after resizing")
+    color: Literal["auto", "L", "RGB"] = Field(
+        "auto", description="imagefolder: L (1 channel) or RGB (3 channels); auto: L if every image is grey, else RGB")
+    extensions: list[str] = Field(list(IMAGE_EXTENSIONS), description="imagefolder: image file suffixes to read")
+    workers: int = Field(0, ge=0, description="imagefolder: DataLoader worker processes decoding images (0: in "
+                         "the main process)")
     @model_validator(mode="after")
     def _needs_path(self) -> DataConfig:
         if self.source not in BUILTIN_DATASETS and self.path is None:
@@ -90,6 +106,14 @@ class DataConfig(_Strict):
             raise ValueError(f"data source '{self.source}' needs 'target' (the label column)")
         if self.source == "idx" and self.labels_path is None:
             raise ValueError("data source 'idx' needs 'labels_path' (the labels IDX file)")
+        image_keys = [k for k in ("resize", "crop") if getattr(self, k) is not None]
+        if image_keys and self.source != "imagefolder":
+            raise ValueError(f"{image_keys} apply to data source 'imagefolder' only")
+        for key in image_keys:
+            value = getattr(self, key)
+            sizes = [value] if isinstance(value, int) else list(value)
+            if any(v <= 0 for v in sizes):
+                raise ValueError(f"{key} sizes must be positive pixels, got {value}")
         return self
 
 
@@ -109,6 +133,10 @@ class AuditConfig(_Strict):
     seed: int = 0
     device: str = "auto"
     batch_size: int = Field(256, gt=0)
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="attacks and explanations under autocast in bf16/fp16; kept only when a check on "
+        "held-out samples shows robust accuracy within 0.5 points of fp32 (docs/scale-io.md)")
+    compile: bool = Field(False, description="run the torch model through torch.compile")
     report: bool = True
 
     @field_validator("device")
@@ -173,6 +201,7 @@ def _resolve_paths(config: AuditConfig, base: Path) -> None:
     for holder, name in (
         (config.model, "weights"),
         (config.model, "torchscript"),
+        (config.model, "onnx"),
         (config.data, "path"),
         (config.data, "labels_path"),
     ):
@@ -185,6 +214,7 @@ def _check_files(config: AuditConfig) -> None:
     for key, value in (
         ("model.weights", config.model.weights),
         ("model.torchscript", config.model.torchscript),
+        ("model.onnx", config.model.onnx),
         ("data.path", config.data.path),
         ("data.labels_path", config.data.labels_path),
     ):
@@ -193,6 +223,9 @@ def _check_files(config: AuditConfig) -> None:
         if value is not None and key.startswith("model.") and not Path(value).is_file():
             kind = "a directory" if Path(value).is_dir() else "not a regular file (a device or pipe)"
             raise ConfigError(key, f"{value} is {kind}; point {key} at the saved model file")
+    if config.data.source == "imagefolder" and config.data.path is not None and not Path(config.data.path).is_dir():
+        raise ConfigError("data.path", f"{config.data.path} is not a folder; imagefolder reads a root folder holding "
+                          "one sub-folder of images per class")
 
 
 def load_config(path: str | Path) -> AuditConfig:

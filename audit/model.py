@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -21,9 +22,12 @@ import torch
 from torch import nn
 
 from audit.config import ModelConfig
+from audit.device import BackoffLog
 from audit.errors import ConfigError, ModelError
 
+log = logging.getLogger("nnaudit")
 PROB_TOLERANCE = 1e-3
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Bounds(NamedTuple):
@@ -164,6 +168,7 @@ class ModelAdapter(ABC):
         self.batch_size = batch_size
         self.source = source
         self.sha256 = sha256
+        self.backoff = BackoffLog()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise ModelError(f"this model ({self.kind}) has no gradients; use attacks and explainers that only "
@@ -175,11 +180,20 @@ class ModelAdapter(ABC):
 
     @torch.no_grad()
     def logits(self, x: np.ndarray | torch.Tensor, *, batch_size: int | None = None) -> torch.Tensor:
-        """Logits for many inputs, batched, on CPU, float32."""
+        """Logits for many inputs, batched, on CPU, float32. On out-of-memory the batch is halved and retried
+        (recorded in ``backoff``)."""
+        return self.device_logits(x, batch_size=batch_size).cpu()
+
+    @torch.no_grad()
+    def device_logits(self, x: np.ndarray | torch.Tensor, *, batch_size: int | None = None) -> torch.Tensor:
+        """``logits`` on the adapter's device (black boxes: on CPU), without a copy to the host."""
+        from audit.device import run_halving
+
         tensor = torch.as_tensor(x, dtype=torch.float32)
-        size = batch_size or self.batch_size
-        outs = [self._logits_batch(tensor[i : i + size]).float().cpu() for i in range(0, len(tensor), size)]
-        return torch.cat(outs) if outs else torch.empty(0, self.num_classes)
+        if len(tensor) == 0:
+            return torch.empty(0, self.num_classes)
+        return torch.cat(run_halving(lambda part: self._logits_batch(part).float(), tensor,
+                                     batch_size or self.batch_size, self.backoff, "model logits"))
 
     def probabilities(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.logits(x), dim=1)
@@ -205,6 +219,10 @@ class ModelAdapter(ABC):
 
 
 class TorchModelAdapter(ModelAdapter):
+    """A torch network. ``forward`` (the differentiable path attacks and gradient explanations use) runs under
+    autocast when ``precision`` is bf16/fp16 and through ``torch.compile`` when compiled; ``logits`` (clean
+    predictions) stays float32."""
+
     has_gradients = True
     kind = "torch"
 
@@ -213,6 +231,44 @@ class TorchModelAdapter(ModelAdapter):
         self.network = network.to(self.device).eval()
         for param in self.network.parameters():
             param.requires_grad_(False)
+        self.precision = "fp32"
+        self.precision_check: dict[str, Any] | None = None  # what audit.precision measured, when asked
+        self._call: Callable[[torch.Tensor], torch.Tensor] = self.network
+        self.compiled = False
+
+    def set_precision(self, precision: str) -> None:
+        """fp32, bf16 or fp16 for ``forward``."""
+        if precision != "fp32" and precision not in AUTOCAST_DTYPES:
+            raise ConfigError("precision", f"'{precision}' is not one of fp32, bf16, fp16")
+        self.precision = precision
+
+    def compile(self, probe: torch.Tensor) -> None:
+        """Run the network through ``torch.compile``; check it on ``probe`` (one forward and one input gradient)
+        against the eager network."""
+        try:
+            compiled = torch.compile(self.network)
+            x = probe.detach().to(self.device).clone().requires_grad_(True)
+            out = compiled(x)
+            (grad,) = torch.autograd.grad(out.sum(), x)
+        except Exception as err:  # the compiler's many failure types (no C++ compiler, unsupported ops, ...)
+            raise ConfigError("compile", f"torch.compile failed on this model here: {type(err).__name__}: "
+                              f"{str(err)[:300]}. Set compile: false") from err
+        with torch.no_grad():
+            eager = self.network(probe.to(self.device))
+        scale = float(eager.abs().max()) + 1.0
+        if not torch.allclose(out.detach(), eager, rtol=1e-3, atol=1e-4 * scale):
+            raise ConfigError("compile", "the compiled model's logits differ from the eager model's (max "
+                              f"difference {float((out.detach() - eager).abs().max()):.3g}); set compile: false")
+        del grad
+        self._call = compiled
+        self.compiled = True
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        if self.precision == "fp32":
+            return self._call(x)
+        with torch.autocast(device_type=self.device.type, dtype=AUTOCAST_DTYPES[self.precision]):
+            out = self._call(x)
+        return out.float()
 
     @property
     def module(self) -> nn.Module:
@@ -220,14 +276,20 @@ class TorchModelAdapter(ModelAdapter):
         return self.network.network
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x)
+        return self._run(x)
 
     def _logits_batch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x.to(self.device, non_blocking=True))
+        return self._call(x.to(self.device, non_blocking=True))
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         out["num_parameters"] = int(sum(p.numel() for p in self.module.parameters()))
+        out["precision"] = self.precision
+        out["compiled"] = self.compiled
+        if self.precision_check is not None:
+            out["precision_check"] = self.precision_check
+        if self.backoff.events:
+            out["out_of_memory_backoff"] = self.backoff.describe()
         return out
 
 
@@ -245,6 +307,77 @@ class PredictFunctionAdapter(ModelAdapter):
         out = self.fn(x.cpu().numpy())
         scores = torch.as_tensor(np.asarray(out), dtype=torch.float32)
         return self.select(scores)
+
+
+class OnnxModelAdapter(ModelAdapter):
+    """An ONNX model run by onnxruntime: a black box (no gradients). Inputs go to the session as numpy
+    float32 (or the input's declared float type); with several outputs, ``model.output_key`` names one."""
+
+    kind = "onnx"
+
+    def __init__(self, session: Any, select: SelectOutput, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.session = session
+        self.select = select
+        first = session.get_inputs()[0]
+        self.input_name = first.name
+        self.input_dtype = ONNX_FLOAT_TYPES.get(first.type, np.float32)
+        self.output_names = [o.name for o in session.get_outputs()]
+
+    def raw(self, x: torch.Tensor) -> Any:
+        """The session's outputs for one batch: a tensor, or a dict by output name when there are several."""
+        outs = self.session.run(None, {self.input_name: x.detach().cpu().numpy().astype(self.input_dtype)})
+        if len(outs) == 1:
+            return torch.as_tensor(np.asarray(outs[0]), dtype=torch.float32)
+        return {name: torch.as_tensor(np.asarray(out), dtype=torch.float32)
+                for name, out in zip(self.output_names, outs, strict=True)}
+
+    def _logits_batch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.select(self.raw(x))
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out["execution_providers"] = list(self.session.get_providers())
+        if self.backoff.events:
+            out["out_of_memory_backoff"] = self.backoff.describe()
+        return out
+
+
+ONNX_FLOAT_TYPES: dict[str, Any] = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+                                    "tensor(float16)": np.float16}
+
+
+def onnx_session(path: Path, device: torch.device) -> Any:
+    """An onnxruntime session for ``path``: the CUDA provider when the device is CUDA and onnxruntime has it,
+    else the CPU provider with as many threads as torch uses."""
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise ConfigError("model.onnx", "running ONNX models needs onnxruntime; install it with "
+                          "pip install \"nnaudit[onnx]\" (or onnxruntime-gpu for CUDA)") from err
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            providers = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+        else:
+            log.warning("device %s asked for but this onnxruntime has no CUDA provider; the ONNX model runs on "
+                        "CPU (pip install onnxruntime-gpu)", device)
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as err:  # onnxruntime raises its own exception types for bad files
+        raise ConfigError("model.onnx", f"onnxruntime cannot load {path}: {err}") from err
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ConfigError("model.onnx", f"{path} takes {len(inputs)} inputs ({[i.name for i in inputs]}); nnaudit "
+                          "feeds one input tensor (N, *input_shape). Export the model with a single input")
+    if inputs[0].type not in ONNX_FLOAT_TYPES:
+        raise ConfigError("model.onnx", f"{path} takes {inputs[0].type} input; nnaudit feeds floating-point "
+                          "inputs (float, double or float16)")
+    return session
 
 
 def _detect_output_kind(raw: torch.Tensor) -> str:
@@ -285,21 +418,33 @@ def _probe(call: Callable[[torch.Tensor], Any], sample: torch.Tensor, key: str |
     return _detect_output_kind(raw), binary_single, raw
 
 
+def is_safetensors(path: Path) -> bool:
+    """A safetensors file: an 8-byte little-endian header length, then a JSON header."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 100_000_000
+
+
+def load_safetensors(path: Path, key: str = "model.weights") -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file on CPU (no code runs: the format holds tensors only)."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError as err:
+        raise ConfigError(key, f"{path} is a safetensors file; install the reader with "
+                          "pip install \"nnaudit[safetensors]\" (or pip install safetensors)") from err
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as err:  # safetensors raises SafetensorError and others for a damaged file
+        raise ConfigError(key, f"cannot read safetensors file {path}: {err}") from err
+
+
 def _load_weights(module: nn.Module, config: ModelConfig) -> None:
     assert config.weights is not None
-    with open(config.weights, "rb") as handle:
-        head = handle.read(4)
-    if head[:2] != b"PK" and head[:1] != b"\x80":  # torch.save writes a zip archive (legacy: a pickle)
-        raise ConfigError("model.weights", f"{config.weights} is not a file written by torch.save (neither a zip "
-                          "archive nor a pickle); point model.weights at the saved state_dict")
-    try:
-        state = torch.load(config.weights, map_location="cpu", weights_only=not config.trust_pickle)
-    except Exception as err:
-        if not config.trust_pickle and "weights_only" in str(err):
-            raise ConfigError("model.weights", f"{config.weights} holds pickled objects that safe loading refuses. "
-                              "Save a state_dict (torch.save(model.state_dict(), path)), or set "
-                              "model.trust_pickle: true if you trust the file (it can run code)") from err
-        raise ConfigError("model.weights", f"cannot load {config.weights}: {err}") from err
+    state: Any
+    if is_safetensors(Path(config.weights)):
+        state = load_safetensors(Path(config.weights))
+    else:
+        state = _torch_load_weights(config)
     if isinstance(state, nn.Module):
         state = state.state_dict()
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -310,6 +455,24 @@ def _load_weights(module: nn.Module, config: ModelConfig) -> None:
         module.load_state_dict(state)
     except RuntimeError as err:
         raise ConfigError("model.weights", f"the weights do not fit the network built by model.factory: {err}") from err
+
+
+def _torch_load_weights(config: ModelConfig) -> Any:
+    assert config.weights is not None
+    with open(config.weights, "rb") as handle:
+        head = handle.read(4)
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # torch.save writes a zip archive (legacy: a pickle)
+        raise ConfigError("model.weights", f"{config.weights} is not a file written by torch.save (neither a zip "
+                          "archive nor a pickle) and not a .safetensors file; point model.weights at the saved "
+                          "state_dict")
+    try:
+        return torch.load(config.weights, map_location="cpu", weights_only=not config.trust_pickle)
+    except Exception as err:
+        if not config.trust_pickle and "weights_only" in str(err):
+            raise ConfigError("model.weights", f"{config.weights} holds pickled objects that safe loading refuses. "
+                              "Save a state_dict (torch.save(model.state_dict(), path)), or set "
+                              "model.trust_pickle: true if you trust the file (it can run code)") from err
+        raise ConfigError("model.weights", f"cannot load {config.weights}: {err}") from err
 
 
 def _build_torch_module(config: ModelConfig) -> tuple[nn.Module, str, str]:
@@ -336,6 +499,19 @@ def _build_torch_module(config: ModelConfig) -> tuple[nn.Module, str, str]:
     return module, config.factory, state_sha256(module)
 
 
+def _onnx_output_key(session: Any, key: str | int | None) -> str | None:
+    """The output name ``model.output_key`` picks (a name, or an index into the outputs)."""
+    names = [o.name for o in session.get_outputs()]
+    if len(names) == 1:
+        return None
+    if isinstance(key, int) and -len(names) <= key < len(names):
+        return names[key]
+    if isinstance(key, str) and key in names:
+        return key
+    raise ConfigError("model.output_key", f"the ONNX model has outputs {names}; set model.output_key to the one "
+                      "that holds the class scores (its name or index)")
+
+
 def load_model(config: ModelConfig, *, num_classes: int, sample: np.ndarray, device: torch.device,
                batch_size: int, default_bounds: Bounds | None, extra_paths: list[Path] | None = None) -> ModelAdapter:
     """Build the adapter the config describes, and check it on a sample of the data."""
@@ -356,6 +532,17 @@ def load_model(config: ModelConfig, *, num_classes: int, sample: np.ndarray, dev
         select = SelectOutput(config.output_key, kind, binary)
         return PredictFunctionAdapter(fn, select, output_kind=kind, source=config.predict_fn,
                                       sha256=hashlib.sha256(config.predict_fn.encode()).hexdigest(), **common)
+    if config.onnx is not None:
+        session = onnx_session(Path(config.onnx), device)
+        onnx_key = _onnx_output_key(session, config.output_key)
+        raw_adapter = OnnxModelAdapter(session, SelectOutput(onnx_key, "logits", False), output_kind="logits",
+                                       source=str(config.onnx), sha256=file_sha256(Path(config.onnx)),
+                                       **{**common, "device": torch.device("cpu")})
+        detected, binary, _ = _probe(raw_adapter.raw, probe, onnx_key, num_classes)
+        kind = detected if config.output == "auto" else config.output
+        raw_adapter.select = SelectOutput(onnx_key, kind, binary)
+        raw_adapter.output_kind = kind
+        return raw_adapter
     module, source, digest = _build_torch_module(config)
     module = module.to(device).eval()
     normalize = None

@@ -360,6 +360,11 @@ def _run(config: AuditConfig, out: Path, plugins: list[SectionPlugin], *, config
     ctx = AuditContext(model=adapter, data=data, run_dir=run.out_dir, seed=config.seed,
                        batch_size=config.batch_size)
     validate_run(ctx, plugins)  # data vs model, then each plugin's validate hook: before any work or file
+    if config.compile or config.precision != "fp32":
+        from audit.precision import prepare_execution
+
+        prepare_execution(adapter, config, data, plugins)  # compile; keep bf16/fp16 only if robust accuracy holds
+        run.manifest["model"] = adapter.describe()
     fingerprints = _fingerprints(config, plugins, run.manifest["model"]["sha256"], run.manifest["data"]["sha256"],
                                  str(device))
     ctx.fingerprints.update(fingerprints)
@@ -387,6 +392,7 @@ def _run(config: AuditConfig, out: Path, plugins: list[SectionPlugin], *, config
         run.finish("interrupted", start, interrupted_by=signal.Signals(signum).name)
         raise
     errored = [name for name, s in run.sections.items() if s.status == "error"]
+    run.manifest["model"] = adapter.describe()  # now with any out-of-memory back-off of the sections
     run.finish("failed" if errored else "complete", start)
     if config.report:
         from reports.html import write_report

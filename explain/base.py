@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from audit.device import free_cached_memory, is_out_of_memory
 from audit.errors import NNAuditError
 from audit.model import ModelAdapter, TorchModelAdapter
 from explain.budget import DEFAULT_MEMORY_MB, row_bytes, rows_within
@@ -32,7 +33,8 @@ class ExplainerError(NNAuditError):
 
 
 NO_GRADIENTS = ("explainer '{method}' needs input gradients but the model ({kind}) is a black box without them; "
-                "use the perturbation methods (occlusion, shap_kernel, lime) or wrap a torch model")
+                "remove '{method}' from sections.explanations.methods and list perturbation methods instead "
+                "(occlusion, shap_kernel, lime), or give a torch model (model.factory + model.weights)")
 
 
 class EvaluationCounter:
@@ -157,16 +159,30 @@ class Explainer(ABC):
         if len(ids) != len(x):
             raise ExplainerError(f"{len(x)} inputs but {len(ids)} sample ids; give one id per input")
         outs = []
-        for start in range(0, len(x), self.batch_size):
-            xb = torch.as_tensor(x[start : start + self.batch_size], device=self.adapter.device)
-            tb = torch.as_tensor(target[start : start + self.batch_size], device=self.adapter.device)
-            self.batch_ids = ids[start : start + self.batch_size]
+        start = 0
+        while start < len(x):  # out of memory: halve the batch (random draws are keyed per sample, not per batch)
+            size = self.batch_size
+            xb = torch.as_tensor(x[start : start + size], device=self.adapter.device)
+            tb = torch.as_tensor(target[start : start + size], device=self.adapter.device)
+            self.batch_ids = ids[start : start + size]
             if self.needs_gradients:
                 xb.requires_grad_(True)
-            with torch.enable_grad():  # callers such as captum's metrics run under no_grad
-                attr = self._attribute(xb, tb)
+            try:
+                with torch.enable_grad():  # callers such as captum's metrics run under no_grad
+                    attr = self._attribute(xb, tb)
+            except Exception as err:
+                if not is_out_of_memory(err) or size == 1:
+                    raise
+                del xb, tb
+                free_cached_memory(self.adapter.device)
+                self.batch_size = max(1, min(size, len(x) - start) // 2)
+                self.adapter.backoff.record(f"explainer {self.method}", size, self.batch_size)
+                self.notes.append(f"{self.method}: out of memory at {size} samples per call; continued at "
+                                  f"{self.batch_size} ({self.adapter.backoff.chain(f'explainer {self.method}')})")
+                continue
             outs.append(attr.detach().to("cpu", torch.float64).numpy() if isinstance(attr, torch.Tensor)
                         else np.asarray(attr, np.float64))
+            start += len(xb)
         return np.concatenate(outs).reshape(x.shape) if outs else np.zeros(x.shape)
 
     def explain_tensor(self, x: torch.Tensor | tuple[torch.Tensor, ...],

@@ -139,8 +139,8 @@ def random_ordering(x: np.ndarray, baseline: np.ndarray, ids: np.ndarray, seed: 
 
 def logits_function(adapter: ModelAdapter) -> Callable[[torch.Tensor], torch.Tensor]:
     """A no-grad logits function on tensors, for captum's metrics (any adapter, black boxes too)."""
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return adapter.logits(x.detach().cpu(), batch_size=max(len(x), 1)).to(x.device)
+    def forward(x: torch.Tensor) -> torch.Tensor:  # on the model's device for torch models: no host round trip
+        return adapter.device_logits(x.detach(), batch_size=max(len(x), 1)).to(x.device)
 
     return forward
 

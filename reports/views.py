@@ -257,6 +257,10 @@ def _model_view(model: Mapping[str, Any]) -> dict[str, Any]:
         "has_gradients": model.get("has_gradients"),
         "num_parameters": model.get("num_parameters"),
         "input_bounds_text": None if bounds is None else f"[{bounds[0]:g}, {bounds[1]:g}]",
+        "precision": model.get("precision"),
+        "precision_note": (model.get("precision_check") or {}).get("note"),
+        "compiled": bool(model.get("compiled")),
+        "out_of_memory_backoff": dict(model.get("out_of_memory_backoff") or {}),
     }
 
 
@@ -296,6 +300,15 @@ def manifest_rows(results: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
     if model["num_parameters"] is not None:
         rows.insert(3, ("Parameters", f"{model['num_parameters']:,}"))
+    if model["precision_note"]:
+        rows.append(("Precision", str(model["precision_note"])))
+    elif model["precision"] not in (None, "fp32"):
+        rows.append(("Precision", str(model["precision"])))
+    if model["compiled"]:
+        rows.append(("Compiled", "torch.compile"))
+    if model["out_of_memory_backoff"]:
+        rows.append(("Out-of-memory back-off", "; ".join(f"{what}: {chain}" for what, chain
+                                                         in model["out_of_memory_backoff"].items())))
     return rows
 
 
