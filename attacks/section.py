@@ -16,10 +16,11 @@ from attacks.evaluate import (
     BOUNDED_ATTACKS,
     MINIMAL_ATTACKS,
     NormEvaluation,
+    attack_class,
     evaluate_norm,
     make_attack,
     per_class_accuracy,
-    third_party_attacks,
+    registered_attacks,
 )
 from attacks.gallery import feature_summary, write_gallery
 from attacks.redflags import (
@@ -71,6 +72,9 @@ class RobustnessParams(Params):
     red_flag_params: RedFlagParams = Field(
         default_factory=RedFlagParams, description="thresholds and effort of the red-flag checks (docs/robustness.md)")
     gallery_size: int = Field(8, ge=0, le=32, description="adversarial examples in the image gallery")
+    attack_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-attack constructor parameters, e.g. {pgd: {rel_step_size: 0.1}}; they "
+        "override steps / restarts / square_queries for that attack (built-in and third-party attacks alike)")
 
     @field_validator("eps")
     @classmethod
@@ -86,18 +90,29 @@ class RobustnessParams(Params):
     @field_validator("attacks")
     @classmethod
     def _known_attacks(cls, value: list[str]) -> list[str]:
-        unknown = [a for a in value if a not in BOUNDED_ATTACKS and a not in third_party_attacks()]
+        registered = registered_attacks()
+        unknown = [a for a in value if a not in registered or attack_class(a).minimal]
         if unknown:
-            raise ValueError(f"unknown attacks {unknown}; choose from {list(BOUNDED_ATTACKS)} (minimal-norm "
-                             "attacks go under minimal_norm)")
+            bounded = [a for a in registered if a not in MINIMAL_ATTACKS]
+            raise ValueError(f"unknown attacks {unknown}; choose from {bounded} (minimal-norm attacks go under "
+                             "minimal_norm)")
         return value
 
     @field_validator("minimal_norm")
     @classmethod
     def _known_minimal(cls, value: list[str]) -> list[str]:
-        unknown = [a for a in value if a not in MINIMAL_ATTACKS]
+        registered = registered_attacks()
+        unknown = [a for a in value if a not in registered or not attack_class(a).minimal]
         if unknown:
             raise ValueError(f"unknown minimal-norm attacks {unknown}; choose from {list(MINIMAL_ATTACKS)}")
+        return value
+
+    @field_validator("attack_params")
+    @classmethod
+    def _known_attack_params(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        unknown = [a for a in value if a not in registered_attacks()]
+        if unknown:
+            raise ValueError(f"parameters for unknown attacks {unknown}; installed: {sorted(registered_attacks())}")
         return value
 
     def norms(self) -> list[Norm]:
@@ -124,7 +139,8 @@ class RobustnessSection(SectionPlugin):
 
     def validate(self, ctx: AuditContext) -> None:
         """Before any section runs: every eps must fit in the input range (a larger one allows every input in
-        the box, so the numbers would mean nothing)."""
+        the box, so the numbers would mean nothing); every attack's parameters (attack_params) must fit it."""
+        self._check_attack_params()
         try:
             domain = Domain.from_model_data(ctx.model, ctx.data)
         except AttackNotApplicable:
@@ -212,6 +228,23 @@ class RobustnessSection(SectionPlugin):
                           if f.verdict == "likely masked"] + unreliable
         self._record_reliable(result, unreliable, checked=p.red_flags and bool(flags))
 
+    def _check_attack_params(self) -> None:
+        """Build each configured attack once per norm: a wrong ``attack_params`` entry is a ConfigError now, not
+        after the other sections ran (a norm an attack lacks is only a note at run time)."""
+        p = self.params
+        for norm in p.norms():
+            for name in dict.fromkeys([*p.attacks, *p.minimal_norm, *p.attack_params]):
+                try:
+                    make_attack(name, norm=norm, steps=p.steps, restarts=p.restarts, queries=p.square_queries,
+                                minimal_steps=p.minimal_steps, params=p.attack_params.get(name),
+                                key=f"sections.{self.section}.attack_params")
+                except AttackNotApplicable:
+                    continue
+                except ConfigError:
+                    raise
+                except Exception:
+                    continue
+
     # -- which attacks -------------------------------------------------------------------------
     def _attacks(self, ctx: AuditContext, norm: Norm, domain: Domain, result: SectionResult) -> list[Attack]:
         p = self.params
@@ -221,7 +254,9 @@ class RobustnessSection(SectionPlugin):
         out: list[Attack] = []
         for name in dict.fromkeys(names):
             try:
-                attack = make_attack(name, norm=norm, steps=p.steps, restarts=p.restarts, queries=p.square_queries)
+                attack = make_attack(name, norm=norm, steps=p.steps, restarts=p.restarts, queries=p.square_queries,
+                                     minimal_steps=p.minimal_steps, params=p.attack_params.get(name),
+                                     key=f"sections.{self.section}.attack_params")
                 if attack.needs_gradients and not ctx.model.has_gradients:
                     raise AttackNotApplicable("the model has no gradients")
             except AttackNotApplicable as err:
@@ -239,12 +274,16 @@ class RobustnessSection(SectionPlugin):
             return out
         for name in p.minimal_norm:
             try:
-                attack = make_attack(name, norm=norm, steps=p.steps, minimal_steps=p.minimal_steps)
+                attack = make_attack(name, norm=norm, steps=p.steps, restarts=p.restarts, queries=p.square_queries,
+                                     minimal_steps=p.minimal_steps, params=p.attack_params.get(name),
+                                     key=f"sections.{self.section}.attack_params")
                 if attack.needs_gradients and not ctx.model.has_gradients:
                     raise AttackNotApplicable("the model has no gradients")
                 if domain.masked and not attack.supports_mask:
                     raise AttackNotApplicable("foolbox cannot keep non-perturbable features fixed; per-sample "
                                               "minimal eps comes from the eps grid instead")
+            except ConfigError:
+                raise  # a wrong attack_params entry: the user must fix the config
             except Exception as err:  # AttackError / AttackNotApplicable: a norm the attack lacks, etc.
                 result.notes.append(f"{name} ({norm}) skipped: {err}")
                 continue
