@@ -12,6 +12,8 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from attacks.base import NORMS, Attack, AttackNotApplicable, Domain, Norm
+from attacks.escalate import EscalationParams, escalate
+from attacks.escalate import record as record_escalation
 from attacks.evaluate import (
     BOUNDED_ATTACKS,
     MINIMAL_ATTACKS,
@@ -72,6 +74,9 @@ class RobustnessParams(Params):
     red_flag_params: RedFlagParams = Field(
         default_factory=RedFlagParams, description="thresholds and effort of the red-flag checks (docs/robustness.md)")
     gallery_size: int = Field(8, ge=0, le=32, description="adversarial examples in the image gallery")
+    escalation: EscalationParams = Field(
+        default_factory=EscalationParams, description="adaptive attacks (Square, BPDA, transfer, EOT) run when a red "
+        "flag says likely masked, folded into the worst case (docs/defenses.md)")
     attack_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-attack constructor parameters, e.g. {pgd: {rel_step_size: 0.1}}; they "
         "override steps / restarts / square_queries for that attack (built-in and third-party attacks alike)")
@@ -191,6 +196,7 @@ class RobustnessSection(SectionPlugin):
         curve_rows: list[list[Any]] = []
         flags: list[RedFlag] = []
         unreliable: list[str] = []
+        resolved: set[str] = set()  # likely-masked flags the escalation's adaptive attacks answered
         for norm in p.norms():
             eps_list = p.eps_for(norm)
             if eps_list is None:
@@ -204,7 +210,6 @@ class RobustnessSection(SectionPlugin):
             ev = evaluate_norm(ctx.model, x, y, norm=norm, eps=eps_list, attacks=attacks, minimal_attacks=minimal,
                                minimal_index=minimal_index, domain=domain, clean_pred=pred,
                                batch_size=ctx.batch_size, progress=ctx.progress)
-            self._record_norm(ctx, result, ev, x, y, index, settings_rows, curve_rows)
             nonfinite = ev.nonfinite if ev.nonfinite is not None else np.zeros(len(y), bool)
             if p.red_flags:
                 check_idx = correct_idx[: p.check_samples] if len(correct_idx) <= p.check_samples else \
@@ -213,6 +218,13 @@ class RobustnessSection(SectionPlugin):
                 flags += norm_flags
                 unreliable += reasons
                 nonfinite = nonfinite | check_nonfinite
+                # a likely-masked flag: adaptive attacks join the worst case before it is recorded (attacks/escalate.py)
+                esc = escalate(ctx, ev, x, y, domain, norm_flags, check_idx, params=p.escalation, steps=p.steps,
+                               square_queries=p.square_queries, red_flag_params=p.red_flag_params, section=self.section)
+                record_escalation(result, esc, ev, section=self.section)
+                unreliable += esc.reasons
+                resolved |= esc.resolved
+            self._record_norm(ctx, result, ev, x, y, index, settings_rows, curve_rows)
             unreliable += self._nonfinite_outputs(result, ev, nonfinite)
         result.table("settings", "Attack settings behind every number", ["attack", "library", "norm", "eps", "steps",
                      "step size", "restarts", "random start", "loss", "samples", "queries/sample", "seconds"],
@@ -225,8 +237,8 @@ class RobustnessSection(SectionPlugin):
         if p.red_flags:
             self._record_flags(result, flags)
             unreliable = [f"red flag {f.code} says likely masked ({f.title.lower()})" for f in flags
-                          if f.verdict == "likely masked"] + unreliable
-        self._record_reliable(result, unreliable, checked=p.red_flags and bool(flags))
+                          if f.verdict == "likely masked" and f.code not in resolved] + unreliable
+        self._record_reliable(result, unreliable, checked=p.red_flags and bool(flags), escalated=bool(resolved))
 
     def _check_attack_params(self) -> None:
         """Build each configured attack once per norm: a wrong ``attack_params`` entry is a ConfigError now, not
@@ -563,7 +575,8 @@ class RobustnessSection(SectionPlugin):
                        metric=f"{self.section}.nonfinite_outputs.{ev.norm}", value=count)
         return [message]
 
-    def _record_reliable(self, result: SectionResult, reasons: list[str], *, checked: bool) -> None:
+    def _record_reliable(self, result: SectionResult, reasons: list[str], *, checked: bool,
+                         escalated: bool = False) -> None:
         """``reliable``: 1 when the checks ran and nothing says the numbers overstate robustness, 0 with the
         reasons otherwise; absent (with a note) when nothing was checked."""
         key = f"{self.section}.reliable"
@@ -573,8 +586,10 @@ class RobustnessSection(SectionPlugin):
                            code="robustness.reliable", metric=key, value=0.0)
         elif checked:
             result.metric("reliable", 1)
-            result.finding("info", "robustness numbers reliable: no red flag says likely masked and every model "
-                           "output under attack was finite", code="robustness.reliable", metric=key, value=1.0)
+            why = ("red flags said likely masked, and the worst case now includes adaptive attacks that pass the "
+                   "masking sanity checks (see the escalation)") if escalated else "no red flag says likely masked"
+            result.finding("info", f"robustness numbers reliable: {why}, and every model output under attack was "
+                           "finite", code="robustness.reliable", metric=key, value=1.0)
         else:
             result.notes.append("robustness.reliable not recorded: red_flags is off, so nothing checked the numbers "
                                 "for gradient masking")
