@@ -32,7 +32,7 @@ def test_plugins_command_lists_every_group_without_importing_torch() -> None:
     lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
     assert "difference-of-logits-ratio" in lines["apgd_dlr"]  # the description, from the source, not imported
     assert "Integrated Gradients" in lines["ig"]
-    for group in ("nnaudit.sections:", "nnaudit.attacks:", "nnaudit.explainers:"):
+    for group in ("nnaudit.sections:", "nnaudit.attacks:", "nnaudit.defenses:", "nnaudit.explainers:"):
         assert group in out
 
 
