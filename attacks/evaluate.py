@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from attacks.base import Attack, AttackOutput, Domain, Norm, Progress
+from attacks.base import Attack, AttackError, AttackOutput, Domain, Norm, Progress
 
 ATTACKS_GROUP = "nnaudit.attacks"
 # the built-in attacks, in the order tables list them; every attack (these too) loads from its entry point
@@ -39,6 +39,8 @@ def make_attack(name: str, *, norm: Norm, steps: int = 50, restarts: int = 1, qu
     (``Attack.section_defaults``: steps, restarts, queries), then the config's own ``params`` for it, which win."""
     from audit.plugin import construct
 
+    if name not in registered_attacks():
+        raise AttackError(f"unknown attack '{name}'; choose from {sorted(registered_attacks())}")
     cls = attack_class(name)
     defaults = cls.section_defaults(steps=steps, restarts=restarts, queries=queries, minimal_steps=minimal_steps)
     attack: Attack = construct(cls, name, key=f"{key}.{name}", defaults=defaults, params=params or {},
