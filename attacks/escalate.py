@@ -103,10 +103,12 @@ def escalate(ctx: AuditContext, ev: NormEvaluation, x: np.ndarray, y: np.ndarray
     fold(ev, runs)
     white = [s for s in specs if s.kind in ("bpda", "eot")]
     if not white:
+        advice = "it comes from black-box and transfer attacks only" if params.surrogate is not None else \
+            f"name a surrogate model in sections.{section}.escalation.surrogate"
         esc.reasons.append(f"the {ev.norm} gradients are likely masked and no adaptive white-box attack applies (no "
                            "non-differentiable op detected, outputs not randomized): the headline holds "
                            f"{', '.join(esc.ran) or 'no other attack'}'s successes but may still overstate robustness;"
-                           f" name a surrogate model in sections.{section}.escalation.surrogate")
+                           f" {advice}")
         return esc
     esc.reasons += _sanity(ctx, ev, x, y, domain, white, check_rows, red_flag_params)
     if not esc.reasons:

@@ -150,3 +150,25 @@ def test_escalation_off_keeps_the_headline(digits_cnn: Any, digits_test: Any, ma
     assert not any(k.startswith("robustness.escalation") for k in result.metrics)
     assert result.metrics["robustness.reliable"] == 0
     assert np.isfinite(result.metrics["robustness.worst_case.linf.eps=0.3.robust_accuracy"])
+
+
+def test_a_named_surrogate_is_used_for_transfer(digits_cnn: Any, digits_test: Any, make_context: Any,
+                                                tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No op to make straight-through (the quantizer runs under no_grad): the surrogate the user names (the CNN
+    without the quantizer, from a factory and a state_dict) crafts transfer attacks that lower the headline."""
+    torch.save(digits_cnn.state_dict(), tmp_path / "surrogate.pt")
+    (tmp_path / "my_surrogate.py").write_text("from audit.zoo import digits_cnn\n\ndef make():\n"
+                                              "    return digits_cnn(width=8)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ctx = make_context(nn.Sequential(NoGradQuantize(), digits_cnn), digits_test, limit=60)
+    common: dict[str, Any] = {"eps": [0.3], **FAST}
+    plain = RobustnessSection(escalation={"square": False}, **common)(ctx)
+    named = RobustnessSection(escalation={"square": False, "surrogate": "my_surrogate:make",
+                                          "surrogate_weights": str(tmp_path / "surrogate.pt")}, **common)(ctx)
+    assert named.status == "ok", named.error
+    key = "robustness.worst_case.linf.eps=0.3.robust_accuracy"
+    transfer = named.metrics["robustness.transfer_apgd_dlr.linf.eps=0.3.robust_accuracy"]
+    assert named.metrics[key] <= transfer < plain.metrics[key] - 0.3
+    assert named.metrics["robustness.reliable"] == 0  # no white-box adaptive attack to check: still marked
+    bad = RobustnessSection(escalation={"surrogate": "my_surrogate:nope"}, **common)(ctx)
+    assert bad.status == "error" and "sections.robustness.escalation.surrogate" in bad.error["message"]
