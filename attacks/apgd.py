@@ -138,3 +138,10 @@ class APGD(Attack):
             s["prev"] = current
             s["adv"] = domain.project(step, s["x"], eps, norm)
         return active.finish(s["x_best"] if "x_best" in s else s["adv"])
+
+
+class APGDDLR(APGD):
+    """Auto-PGD on the difference-of-logits-ratio loss (shift- and scale-invariant: does not saturate)."""
+
+    def __init__(self, *, norm: Norm = "linf", steps: int = 100, restarts: int = 1, random_start: bool = True) -> None:
+        super().__init__(norm=norm, steps=steps, loss="dlr", restarts=restarts, random_start=random_start)

@@ -272,6 +272,12 @@ class Attack(ABC):
             raise AttackNotApplicable(f"attack '{self.name}' supports norms {list(self.norms)}, not '{norm}'")
         self.norm: Norm = norm
 
+    @classmethod
+    def section_defaults(cls, *, steps: int, restarts: int, queries: int, minimal_steps: int) -> dict[str, Any]:
+        """The robustness section's shared settings as this attack's constructor arguments (a third-party attack
+        gets those its ``__init__`` names); the config's ``attack_params.<name>`` override them."""
+        return {"steps": minimal_steps if cls.minimal else steps, "restarts": restarts, "queries": queries}
+
     def settings(self) -> dict[str, Any]:
         """The exact settings that produce this attack's numbers (for the settings table)."""
         return {"attack": self.name, "norm": self.norm, "library": self.library}

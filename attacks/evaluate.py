@@ -10,59 +10,54 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from attacks.apgd import APGD
 from attacks.base import Attack, AttackError, AttackOutput, Domain, Norm, Progress
-from attacks.foolbox_attacks import DDN, FMN, Boundary, CarliniWagner, DeepFool, HopSkipJump
-from attacks.gradient import FGSM, PGD
-from attacks.square import Square
 
 ATTACKS_GROUP = "nnaudit.attacks"
+# the built-in attacks, in the order tables list them; every attack (these too) loads from its entry point
 BOUNDED_ATTACKS = ("fgsm", "pgd", "apgd_ce", "apgd_dlr", "square")
 MINIMAL_ATTACKS = ("fmn", "ddn", "cw", "deepfool", "hsj", "boundary")
 
 
-def make_attack(name: str, *, norm: Norm, steps: int, restarts: int = 1, queries: int = 1000,
-                minimal_steps: int = 100) -> Attack:
-    """Build a built-in attack by its config name (see BOUNDED_ATTACKS, MINIMAL_ATTACKS)."""
-    factories: dict[str, Callable[[], Attack]] = {
-        "fgsm": lambda: FGSM(norm=norm),
-        "pgd": lambda: PGD(norm=norm, steps=steps, restarts=restarts),
-        "apgd_ce": lambda: APGD(norm=norm, steps=steps, loss="ce", restarts=restarts),
-        "apgd_dlr": lambda: APGD(norm=norm, steps=steps, loss="dlr", restarts=restarts),
-        "square": lambda: Square(norm=norm, queries=queries),
-        "fmn": lambda: FMN(norm=norm, steps=minimal_steps),
-        "ddn": lambda: DDN(norm=norm, steps=minimal_steps),
-        "cw": lambda: CarliniWagner(norm=norm, steps=minimal_steps, binary_search_steps=5),
-        "deepfool": lambda: DeepFool(norm=norm, steps=min(minimal_steps, 50)),
-        "hsj": lambda: HopSkipJump(norm=norm, steps=max(1, minimal_steps // 10)),
-        "boundary": lambda: Boundary(norm=norm, steps=minimal_steps * 10),
-    }
-    if name in factories:
-        return factories[name]()
-    if name in third_party_attacks():
-        from audit.plugin import load_plugin
+def attack_class(name: str, *, key: str = "sections.robustness.attacks") -> type[Attack]:
+    """The attack class registered as ``name`` in the ``nnaudit.attacks`` entry-point group (built-in or not)."""
+    from audit.plugin import plugin_class
 
-        cls = load_plugin(name, ATTACKS_GROUP)
-        if not (isinstance(cls, type) and issubclass(cls, Attack)):
-            raise AttackError(f"plugin '{name}' in {ATTACKS_GROUP} is {cls!r}, not an attacks.Attack subclass")
-        attack: Attack = cls(norm=norm)
-        return attack
-    raise AttackError(f"unknown attack '{name}'; choose from {sorted(factories) + sorted(third_party_attacks())}")
+    cls: type[Attack] = plugin_class(name, ATTACKS_GROUP, Attack, key=key)
+    return cls
+
+
+def make_attack(name: str, *, norm: Norm, steps: int = 50, restarts: int = 1, queries: int = 1000,
+                minimal_steps: int = 100, params: dict[str, Any] | None = None,
+                key: str = "sections.robustness.attack_params") -> Attack:
+    """Build any registered attack the same way: the section's shared settings the class takes
+    (``Attack.section_defaults``: steps, restarts, queries), then the config's own ``params`` for it, which win."""
+    from audit.plugin import construct
+
+    if name not in registered_attacks():
+        raise AttackError(f"unknown attack '{name}'; choose from {sorted(registered_attacks())}")
+    cls = attack_class(name)
+    defaults = cls.section_defaults(steps=steps, restarts=restarts, queries=queries, minimal_steps=minimal_steps)
+    attack: Attack = construct(cls, name, key=f"{key}.{name}", defaults=defaults, params=params or {},
+                               fixed={"norm": norm})
+    return attack
+
+
+def registered_attacks() -> dict[str, str]:
+    """Every attack in the ``nnaudit.attacks`` entry-point group: name -> 'module:object' (nothing imported)."""
+    from audit.plugin import available
+
+    return available(ATTACKS_GROUP)
 
 
 def third_party_attacks() -> dict[str, str]:
     """Attacks other packages register in the ``nnaudit.attacks`` entry-point group (built-ins excluded)."""
-    from audit.plugin import available
-
-    builtin = set(BOUNDED_ATTACKS) | set(MINIMAL_ATTACKS)
-    return {name: target for name, target in available(ATTACKS_GROUP).items()
-            if name not in builtin and not target.startswith("attacks.")}
+    return {name: target for name, target in registered_attacks().items() if not target.startswith("attacks.")}
 
 
 @dataclass

@@ -56,6 +56,10 @@ class FoolboxAttack(Attack):
         self.steps = steps
         self.options = options
 
+    @classmethod
+    def section_defaults(cls, *, steps: int, restarts: int, queries: int, minimal_steps: int) -> dict[str, Any]:
+        return {"steps": minimal_steps}
+
     def build(self) -> Any:
         import foolbox
 
@@ -104,12 +108,20 @@ class CarliniWagner(FoolboxAttack):
     name = "cw"
     family = "cw"
 
+    @classmethod
+    def section_defaults(cls, *, steps: int, restarts: int, queries: int, minimal_steps: int) -> dict[str, Any]:
+        return {"steps": minimal_steps, "binary_search_steps": 5}
+
 
 class DeepFool(FoolboxAttack):
     """DeepFool (Moosavi-Dezfooli et al. 2016): linearize and step to the nearest boundary."""
 
     name = "deepfool"
     family = "deepfool"
+
+    @classmethod
+    def section_defaults(cls, *, steps: int, restarts: int, queries: int, minimal_steps: int) -> dict[str, Any]:
+        return {"steps": min(minimal_steps, 50)}
 
 
 class HopSkipJump(FoolboxAttack):
@@ -119,6 +131,10 @@ class HopSkipJump(FoolboxAttack):
     family = "hsj"
     needs_gradients = False
 
+    @classmethod
+    def section_defaults(cls, *, steps: int, restarts: int, queries: int, minimal_steps: int) -> dict[str, Any]:
+        return {"steps": max(1, minimal_steps // 10)}
+
 
 class Boundary(FoolboxAttack):
     """Boundary attack (Brendel et al. 2018): decision-based random walk along the boundary, L2."""
@@ -126,3 +142,7 @@ class Boundary(FoolboxAttack):
     name = "boundary"
     family = "boundary"
     needs_gradients = False
+
+    @classmethod
+    def section_defaults(cls, *, steps: int, restarts: int, queries: int, minimal_steps: int) -> dict[str, Any]:
+        return {"steps": minimal_steps * 10}

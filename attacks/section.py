@@ -13,13 +13,16 @@ from pydantic import Field, field_validator
 
 from attacks.base import NORMS, Attack, AttackNotApplicable, Domain, Norm
 from attacks.chunks import ChunkInputs, NormPlan, evaluate_chunk, reduce_chunks
+from attacks.escalate import EscalationParams, escalate
+from attacks.escalate import record as record_escalation
 from attacks.evaluate import (
     BOUNDED_ATTACKS,
     MINIMAL_ATTACKS,
     NormEvaluation,
+    attack_class,
     make_attack,
     per_class_accuracy,
-    third_party_attacks,
+    registered_attacks,
 )
 from attacks.gallery import feature_summary, write_gallery
 from attacks.redflags import (
@@ -85,6 +88,12 @@ class RobustnessParams(Params):
                             "artifacts as it finishes (a resumed run redoes only unfinished chunks), scheduled on "
                             "Ray workers with --backend ray, and the bound on the adversarial examples held in "
                             "memory (docs/scale.md)")
+    escalation: EscalationParams = Field(
+        default_factory=EscalationParams, description="adaptive attacks (Square, BPDA, transfer, EOT) run when a red "
+        "flag says likely masked, folded into the worst case (docs/defenses.md)")
+    attack_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-attack constructor parameters, e.g. {pgd: {rel_step_size: 0.1}}; they "
+        "override steps / restarts / square_queries for that attack (built-in and third-party attacks alike)")
 
     @field_validator("eps")
     @classmethod
@@ -100,18 +109,29 @@ class RobustnessParams(Params):
     @field_validator("attacks")
     @classmethod
     def _known_attacks(cls, value: list[str]) -> list[str]:
-        unknown = [a for a in value if a not in BOUNDED_ATTACKS and a not in third_party_attacks()]
+        registered = registered_attacks()
+        unknown = [a for a in value if a not in registered or attack_class(a).minimal]
         if unknown:
-            raise ValueError(f"unknown attacks {unknown}; choose from {list(BOUNDED_ATTACKS)} (minimal-norm "
-                             "attacks go under minimal_norm)")
+            bounded = [a for a in registered if a not in MINIMAL_ATTACKS]
+            raise ValueError(f"unknown attacks {unknown}; choose from {bounded} (minimal-norm attacks go under "
+                             "minimal_norm)")
         return value
 
     @field_validator("minimal_norm")
     @classmethod
     def _known_minimal(cls, value: list[str]) -> list[str]:
-        unknown = [a for a in value if a not in MINIMAL_ATTACKS]
+        registered = registered_attacks()
+        unknown = [a for a in value if a not in registered or not attack_class(a).minimal]
         if unknown:
             raise ValueError(f"unknown minimal-norm attacks {unknown}; choose from {list(MINIMAL_ATTACKS)}")
+        return value
+
+    @field_validator("attack_params")
+    @classmethod
+    def _known_attack_params(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        unknown = [a for a in value if a not in registered_attacks()]
+        if unknown:
+            raise ValueError(f"parameters for unknown attacks {unknown}; installed: {sorted(registered_attacks())}")
         return value
 
     def norms(self) -> list[Norm]:
@@ -144,7 +164,8 @@ class RobustnessSection(SectionPlugin):
 
     def validate(self, ctx: AuditContext) -> None:
         """Before any section runs: every eps must fit in the input range (a larger one allows every input in
-        the box, so the numbers would mean nothing)."""
+        the box, so the numbers would mean nothing); every attack's parameters (attack_params) must fit it."""
+        self._check_attack_params()
         try:
             domain = Domain.from_model_data(ctx.model, ctx.data)
         except AttackNotApplicable:
@@ -207,12 +228,12 @@ class RobustnessSection(SectionPlugin):
         curve_rows: list[list[Any]] = []
         flags: list[RedFlag] = []
         unreliable: list[str] = []
+        resolved: set[str] = set()  # likely-masked flags the escalation's adaptive attacks answered
         for norm_plan in plans:
             norm = norm_plan.norm
             ev = reduce_chunks(store, chunks, norm_plan, n=len(y), input_shape=tuple(data.input_shape),
                                x_adv_path=lambda e, norm=norm: ctx.artifact_path(
                                    self.section, f"x_adv_{norm}_eps={fmt(e)}.npy")[0])
-            self._record_norm(ctx, result, ev, x, y, index, settings_rows, curve_rows)
             nonfinite = ev.nonfinite if ev.nonfinite is not None else np.zeros(len(y), bool)
             if p.red_flags:
                 seed_all(chunk_seed(ctx.seed, self.section, norm, "red_flags"))
@@ -220,6 +241,13 @@ class RobustnessSection(SectionPlugin):
                 flags += norm_flags
                 unreliable += reasons
                 nonfinite = nonfinite | check_nonfinite
+                # a likely-masked flag: adaptive attacks join the worst case before it is recorded (attacks/escalate.py)
+                esc = escalate(ctx, ev, x, y, domain, norm_flags, norm_plan.keep, params=p.escalation, steps=p.steps,
+                               square_queries=p.square_queries, red_flag_params=p.red_flag_params, section=self.section)
+                record_escalation(result, esc, ev, section=self.section)
+                unreliable += esc.reasons
+                resolved |= esc.resolved
+            self._record_norm(ctx, result, ev, x, y, index, settings_rows, curve_rows)
             unreliable += self._nonfinite_outputs(result, ev, nonfinite)
         result.table("settings", "Attack settings behind every number", ["attack", "library", "norm", "eps", "steps",
                      "step size", "restarts", "random start", "loss", "samples", "queries/sample", "batch size",
@@ -233,8 +261,25 @@ class RobustnessSection(SectionPlugin):
         if p.red_flags:
             self._record_flags(result, flags)
             unreliable = [f"red flag {f.code} says likely masked ({f.title.lower()})" for f in flags
-                          if f.verdict == "likely masked"] + unreliable
-        self._record_reliable(result, unreliable, checked=p.red_flags and bool(flags))
+                          if f.verdict == "likely masked" and f.code not in resolved] + unreliable
+        self._record_reliable(result, unreliable, checked=p.red_flags and bool(flags), escalated=bool(resolved))
+
+    def _check_attack_params(self) -> None:
+        """Build each configured attack once per norm: a wrong ``attack_params`` entry is a ConfigError now, not
+        after the other sections ran (a norm an attack lacks is only a note at run time)."""
+        p = self.params
+        for norm in p.norms():
+            for name in dict.fromkeys([*p.attacks, *p.minimal_norm, *p.attack_params]):
+                try:
+                    make_attack(name, norm=norm, steps=p.steps, restarts=p.restarts, queries=p.square_queries,
+                                minimal_steps=p.minimal_steps, params=p.attack_params.get(name),
+                                key=f"sections.{self.section}.attack_params")
+                except AttackNotApplicable:
+                    continue
+                except ConfigError:
+                    raise
+                except Exception:
+                    continue
 
     # -- which attacks -------------------------------------------------------------------------
     def _plans(self, ctx: AuditContext, domain: Domain, clean_correct: np.ndarray,
@@ -271,7 +316,9 @@ class RobustnessSection(SectionPlugin):
         out: list[Attack] = []
         for name in dict.fromkeys(names):
             try:
-                attack = make_attack(name, norm=norm, steps=p.steps, restarts=p.restarts, queries=p.square_queries)
+                attack = make_attack(name, norm=norm, steps=p.steps, restarts=p.restarts, queries=p.square_queries,
+                                     minimal_steps=p.minimal_steps, params=p.attack_params.get(name),
+                                     key=f"sections.{self.section}.attack_params")
                 if attack.needs_gradients and not ctx.model.has_gradients:
                     raise AttackNotApplicable(f"the model ({ctx.model.kind}) has no gradients; remove it from "
                                               f"sections.{self.section}.attacks")
@@ -290,12 +337,16 @@ class RobustnessSection(SectionPlugin):
             return out
         for name in p.minimal_norm:
             try:
-                attack = make_attack(name, norm=norm, steps=p.steps, minimal_steps=p.minimal_steps)
+                attack = make_attack(name, norm=norm, steps=p.steps, restarts=p.restarts, queries=p.square_queries,
+                                     minimal_steps=p.minimal_steps, params=p.attack_params.get(name),
+                                     key=f"sections.{self.section}.attack_params")
                 if attack.needs_gradients and not ctx.model.has_gradients:
                     raise AttackNotApplicable("the model has no gradients")
                 if domain.masked and not attack.supports_mask:
                     raise AttackNotApplicable("foolbox cannot keep non-perturbable features fixed; per-sample "
                                               "minimal eps comes from the eps grid instead")
+            except ConfigError:
+                raise  # a wrong attack_params entry: the user must fix the config
             except Exception as err:  # AttackError / AttackNotApplicable: a norm the attack lacks, etc.
                 result.notes.append(f"{name} ({norm}) skipped: {err}")
                 continue
@@ -577,7 +628,8 @@ class RobustnessSection(SectionPlugin):
                        metric=f"{self.section}.nonfinite_outputs.{ev.norm}", value=count)
         return [message]
 
-    def _record_reliable(self, result: SectionResult, reasons: list[str], *, checked: bool) -> None:
+    def _record_reliable(self, result: SectionResult, reasons: list[str], *, checked: bool,
+                         escalated: bool = False) -> None:
         """``reliable``: 1 when the checks ran and nothing says the numbers overstate robustness, 0 with the
         reasons otherwise; absent (with a note) when nothing was checked."""
         key = f"{self.section}.reliable"
@@ -587,8 +639,10 @@ class RobustnessSection(SectionPlugin):
                            code="robustness.reliable", metric=key, value=0.0)
         elif checked:
             result.metric("reliable", 1)
-            result.finding("info", "robustness numbers reliable: no red flag says likely masked and every model "
-                           "output under attack was finite", code="robustness.reliable", metric=key, value=1.0)
+            why = ("red flags said likely masked, and the worst case now includes adaptive attacks that pass the "
+                   "masking sanity checks (see the escalation)") if escalated else "no red flag says likely masked"
+            result.finding("info", f"robustness numbers reliable: {why}, and every model output under attack was "
+                           "finite", code="robustness.reliable", metric=key, value=1.0)
         else:
             result.notes.append("robustness.reliable not recorded: red_flags is off, so nothing checked the numbers "
                                 "for gradient masking")

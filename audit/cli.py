@@ -180,21 +180,17 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from audit.plugin import GROUPS, available, load_plugin
+    """List every registered plugin with its one-line description, read from entry-point metadata and source
+    (nothing is imported, so this stays fast and never loads torch)."""
+    from audit.plugin import GROUPS, describe
 
     for group in GROUPS:
-        found = available(group)
+        found = describe(group)
         if not found:
             continue
         print(f"{group}:")
-        for name, target in found.items():
-            try:
-                obj = load_plugin(name, group)
-                doc = (obj.__doc__ or "").strip().splitlines()
-                summary = doc[0] if doc else ""
-            except NNAuditError as err:
-                summary = f"UNAVAILABLE: {err}"
-            print(f"  {name:<16} {target:<40} {summary}")
+        for name, (target, summary) in found.items():
+            print(f"  {name:<16} {target:<44} {summary}")
     return EXIT_OK
 
 

@@ -12,6 +12,9 @@ Built-in plugins register through the same entry-point groups a third-party pack
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+import inspect
 import logging
 import time
 import traceback
@@ -31,7 +34,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("nnaudit")
 
 SECTIONS_GROUP = "nnaudit.sections"
-GROUPS = (SECTIONS_GROUP, "nnaudit.attacks", "nnaudit.explainers")
+ATTACKS_GROUP = "nnaudit.attacks"
+DEFENSES_GROUP = "nnaudit.defenses"
+EXPLAINERS_GROUP = "nnaudit.explainers"
+GROUPS = (SECTIONS_GROUP, ATTACKS_GROUP, DEFENSES_GROUP, EXPLAINERS_GROUP)
 
 
 class Params(BaseModel):
@@ -156,3 +162,107 @@ def section_plugin(name: str, *, section: str, params: dict[str, Any]) -> Sectio
         raise PluginError(f"plugin '{name}' is {cls!r}, not a SectionPlugin subclass")
     plugin: SectionPlugin = cls(section=section, **params)
     return plugin
+
+
+def plugin_class(name: str, group: str, base: type, *, key: str) -> Any:
+    """The class registered as ``name`` in ``group``; a ConfigError naming ``key`` when the name is unknown,
+    a PluginError when it is not a subclass of ``base``."""
+    try:
+        cls = load_plugin(name, group)
+    except PluginError as err:
+        raise ConfigError(key, str(err)) from err
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise PluginError(f"plugin '{name}' in {group} is {cls!r}, not a {base.__module__}.{base.__name__} subclass")
+    return cls
+
+
+def accepted_parameters(cls: type) -> tuple[set[str], bool]:
+    """The keyword parameters ``cls(...)`` takes, and whether it takes any (``**kwargs``)."""
+    names: set[str] = set()
+    var_keyword = False
+    for param in inspect.signature(cls).parameters.values():
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            var_keyword = True
+        elif param.name != "self" and param.kind is not inspect.Parameter.VAR_POSITIONAL:
+            names.add(param.name)
+    return names, var_keyword
+
+
+def construct(cls: type, name: str, *, key: str, defaults: dict[str, Any], params: dict[str, Any],
+              fixed: dict[str, Any] | None = None) -> Any:
+    """Build a plugin the same way for built-ins and third parties: ``fixed`` arguments (what the section decides,
+    e.g. the norm), then the section's shared ``defaults`` the class accepts (e.g. steps), then the user's own
+    ``params`` from the config (``key``, e.g. ``sections.robustness.attack_params.pgd``), which win. An unknown
+    parameter is a ConfigError naming ``key.<param>``."""
+    accepted, anything = accepted_parameters(cls)
+    fixed = dict(fixed or {})
+    for param in params:
+        if param in fixed:
+            raise ConfigError(f"{key}.{param}", f"'{param}' is set by the section for plugin '{name}'; remove it here")
+        if param not in accepted and not anything:
+            known = ", ".join(sorted(accepted - set(fixed))) or "none"
+            raise ConfigError(f"{key}.{param}", f"unknown parameter of plugin '{name}'; it takes: {known}")
+    # a class taking **kwargs gets every default: its section_defaults() names only what it takes
+    kwargs = {k: v for k, v in defaults.items() if anything or k in accepted} | dict(params) | fixed
+    try:
+        return cls(**kwargs)
+    except NNAuditError:
+        raise  # already says what to change (e.g. a norm the attack lacks)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(key, f"plugin '{name}' rejected its parameters ({', '.join(sorted(kwargs))}): {err}") \
+            from err
+
+
+# --- listing without importing (nnaudit plugins) ----------------------------------------------
+
+
+def describe(group: str = SECTIONS_GROUP) -> dict[str, tuple[str, str]]:
+    """name -> ('module:object', first line of the object's docstring) for every plugin in ``group``, read from
+    the entry point and the module's source without importing it (so listing never imports torch)."""
+    return {name: (ep.value, summary(ep.value)) for name, ep in sorted(_entry_points(group).items())}
+
+
+def summary(target: str) -> str:
+    """First line of the docstring of 'package.module:Object', parsed from source; '' when it cannot be found."""
+    module, _, attr = target.partition(":")
+    path = _module_file(module)
+    if path is None:
+        return ""
+    try:
+        from pathlib import Path
+
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return ""
+    body: list[ast.stmt] = tree.body
+    doc: str | None = ast.get_docstring(tree) if not attr else None
+    for part in attr.split(".") if attr else []:
+        node = next((n for n in body if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                     and n.name == part), None)
+        if node is None:
+            return ""
+        doc, body = ast.get_docstring(node), node.body
+    lines = (doc or "").strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
+def _module_file(module: str) -> str | None:
+    """The source file of a dotted module, found through the top-level package's spec and the file system only
+    (``find_spec`` of a submodule would import its parent packages)."""
+    top, *rest = module.split(".")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if not rest:
+        return spec.origin if spec.origin and spec.origin.endswith(".py") else None
+    from pathlib import Path
+
+    for base in spec.submodule_search_locations or []:
+        folder = Path(base, *rest[:-1])
+        for candidate in (folder / f"{rest[-1]}.py", folder / rest[-1] / "__init__.py"):
+            if candidate.is_file():
+                return str(candidate)
+    return None

@@ -18,16 +18,10 @@ from audit.results import SectionResult
 from explain.base import Explainer, ExplainerError
 from explain.budget import DEFAULT_MEMORY_MB
 from explain.captum_methods import (
-    DeepLiftExplainer,
-    GradientShapExplainer,
-    IntegratedGradientsExplainer,
-    OcclusionExplainer,
-    SaliencyExplainer,
     reference_input,
 )
 from explain.global_importance import mean_abs_attribution, permutation_importance, surrogate_tree
-from explain.lime_methods import LimeExplainer
-from explain.lrp import LRPExplainer, LRPRuleError
+from explain.lrp import LRPRuleError
 from explain.quality import (
     FaithfulnessCurves,
     attribution_ssim,
@@ -46,40 +40,24 @@ from explain.quality import (
     sign_randomized,
 )
 from explain.ranking import Estimate, Ranking, intervals, rank
-from explain.shap_methods import ShapDeepExplainer, ShapGradientExplainer, ShapKernelExplainer
+from explain.shap_methods import ShapDeepExplainer, ShapKernelExplainer
 from explain.stability import compare, matched_noise, perturbation_norms, pick_key, select_samples
 
 if TYPE_CHECKING:
     from audit.context import AuditContext
 
-METHODS: dict[str, type[Explainer]] = {
-    "ig": IntegratedGradientsExplainer,
-    "saliency": SaliencyExplainer,
-    "gradient_shap": GradientShapExplainer,
-    "deeplift": DeepLiftExplainer,
-    "lrp": LRPExplainer,
-    "occlusion": OcclusionExplainer,
-    "shap_gradient": ShapGradientExplainer,
-    "shap_deep": ShapDeepExplainer,
-    "shap_kernel": ShapKernelExplainer,
-    "lime": LimeExplainer,
-}
+# the built-in methods (their order in tables); every method, these too, loads from its entry point
+METHODS: tuple[str, ...] = ("ig", "saliency", "gradient_shap", "deeplift", "lrp", "occlusion", "shap_gradient",
+                            "shap_deep", "shap_kernel", "lime")
 EXPLAINERS_GROUP = "nnaudit.explainers"
 
 
 def explainer_classes() -> dict[str, type[Explainer]]:
-    """Built-in methods plus those other packages register in the ``nnaudit.explainers`` group."""
-    from audit.plugin import available, load_plugin
+    """Every method registered in the ``nnaudit.explainers`` entry-point group, built-in or third-party."""
+    from audit.plugin import available, plugin_class
 
-    found = dict(METHODS)
-    for name, target in available(EXPLAINERS_GROUP).items():
-        if name in found or target.startswith("explain."):
-            continue
-        cls = load_plugin(name, EXPLAINERS_GROUP)
-        if not (isinstance(cls, type) and issubclass(cls, Explainer)):
-            raise ExplainerError(f"plugin '{name}' in {EXPLAINERS_GROUP} is {cls!r}, not an explain.Explainer")
-        found[name] = cls
-    return found
+    return {name: plugin_class(name, EXPLAINERS_GROUP, Explainer, key="sections.explanations.methods")
+            for name in available(EXPLAINERS_GROUP)}
 
 
 DEFAULT_METHODS = ["ig", "saliency", "gradient_shap", "lrp", "occlusion", "shap_gradient", "lime"]
@@ -135,6 +113,9 @@ class ExplanationsParams(Params):
     chunk_size: int = Field(DEFAULT_CHUNK_SIZE, ge=1, description="samples per chunk of attributions, each saved "
                             "to artifacts as it finishes (a resumed run redoes only unfinished chunks; "
                             "docs/scale.md)")
+    method_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-method constructor parameters, e.g. {ig: {n_steps: 64}}; they "
+        "override the settings above for that method (built-in and third-party explainers alike)")
 
     @field_validator("methods")
     @classmethod
@@ -276,9 +257,14 @@ class ExplanationsSection(SectionPlugin):
             "lime": {"n_samples": p.lime_samples, "segmentation": p.lime_segmentation, "cell": p.lime_cell,
                      "feature_names": ctx.data.feature_names},
         }
-        extra = extras.get(method, {})
+        from audit.plugin import construct
+
         try:
-            return explainer_classes()[method](ctx.model, **common, **extra)
+            explainer: Explainer = construct(explainer_classes()[method], method,
+                                             key=f"sections.{self.section}.method_params.{method}",
+                                             defaults={**common, **extras.get(method, {})},
+                                             params=p.method_params.get(method, {}), fixed={"adapter": ctx.model})
+            return explainer
         except ExplainerError as err:
             self._unavailable(result, method, err, asked="methods" in self.params.model_fields_set)
             return None

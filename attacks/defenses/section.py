@@ -1,0 +1,430 @@
+"""The ``defenses`` section: each inference-time defense evaluated the naive way and the adaptive way, side by side.
+
+It runs after ``robustness`` and reuses its per-sample worst case (``ctx.adversarial``): the same samples, the same
+threat models, and its adversarial inputs replayed on the defended model (transfer from the undefended model); the
+undefended model is never attacked again. Per defense and (norm, eps):
+
+- clean accuracy and its cost against the undefended model;
+- naive robust accuracy: APGD-CE and APGD-DLR through the defended model's own gradients (what a defense's author
+  who ran a standard attack would report);
+- adaptive robust accuracy: the per-sample worst case of the naive attacks, BPDA (deterministic defenses) or EOT
+  (randomized ones, with BPDA inside when not differentiable), and the transfer from the undefended model;
+- a verdict: ``broken`` when the adaptive number is within ``broken_margin`` of the undefended model's, ``holds``
+  when it is within ``holds_margin`` of the naive one, ``partial`` otherwise.
+
+A randomized defense predicts by majority over ``eval_draws`` draws, everywhere (clean, naive, adaptive), so a
+worst case over several attacks does not count the defense's own noise as the attacker's success.
+
+The feature-squeezing detector is evaluated on the robustness section's adversarial inputs and against an adaptive
+attack on classifier and detector together (attacks/defenses/detection.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator
+
+from attacks.adaptive import AdaptiveSpec, CraftingAdapter, bpda, eot
+from attacks.apgd import APGD
+from attacks.base import AttackNotApplicable, Domain, LossName, Norm
+from attacks.defenses.base import DEFENSES_GROUP, DefendedAdapter, Defense
+from attacks.defenses.detection import joint_attack, roc_auc, squeeze_scores, threshold_at, tpr_at_fpr
+from audit.errors import ConfigError
+from audit.plugin import Params, SectionPlugin
+from audit.results import SectionResult, Severity
+
+if TYPE_CHECKING:
+    from audit.context import AdversarialOutcome, AuditContext
+
+VERDICT_CODES = {"broken": 0, "partial": 1, "holds": 2}
+
+
+def registered_defenses() -> dict[str, str]:
+    from audit.plugin import available
+
+    return available(DEFENSES_GROUP)
+
+
+class DefensesParams(Params):
+    defenses: list[str] | None = Field(
+        default=None, description="defenses to evaluate (nnaudit plugins lists them); default: every registered "
+        "transform defense that applies to the data")
+    defense_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-defense parameters, e.g. {bit_depth: {bits: 3}, jpeg: {quality: 75}}")
+    eps: list[float] | None = Field(default=None, description="evaluate at these eps of the robustness section "
+                                    "(default: all of them)")
+    max_samples: int = Field(default=200, ge=1, description="of the robustness section's samples, evaluate at most "
+                             "this many")
+    steps: int = Field(default=50, ge=2, le=10_000, description="iterations of each APGD run (naive and adaptive)")
+    eot_samples: int = Field(default=8, ge=1, le=1000, description="draws averaged per gradient (EOT)")
+    eval_draws: int = Field(default=5, ge=1, le=101, description="draws a randomized defense votes over per "
+                            "prediction (odd: no ties between two classes)")
+    holds_margin: float = Field(default=0.05, ge=0, le=1, description="verdict holds: adaptive robust accuracy "
+                                "within this of the naive one")
+    broken_margin: float = Field(default=0.02, ge=0, le=1, description="verdict broken: adaptive robust accuracy "
+                                 "within this of the undefended model's")
+    detection: bool = Field(default=True, description="evaluate the feature-squeezing detector")
+    detection_fpr: float = Field(default=0.05, gt=0, lt=1, description="false-positive rate on clean data that sets "
+                                 "the detector's threshold")
+    detection_squeezers: list[str] = Field(default_factory=lambda: ["bit_depth", "median"],
+                                           description="squeezers of the detector (defenses of this section)")
+
+    @field_validator("defenses", "detection_squeezers")
+    @classmethod
+    def _known(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        unknown = [d for d in value if d not in registered_defenses()]
+        if unknown:
+            raise ValueError(f"unknown defenses {unknown}; installed: {sorted(registered_defenses())} (nnaudit "
+                             "plugins lists them)")
+        return list(dict.fromkeys(value))
+
+    @field_validator("defense_params")
+    @classmethod
+    def _known_params(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        unknown = [d for d in value if d not in registered_defenses()]
+        if unknown:
+            raise ValueError(f"parameters for unknown defenses {unknown}; installed: {sorted(registered_defenses())}")
+        return value
+
+
+@dataclass
+class Evaluated:
+    """One defense at one (norm, eps): per-sample outcomes on the evaluated rows."""
+
+    norm: str
+    eps: float
+    clean_ok: np.ndarray
+    undefended_robust: np.ndarray
+    naive_fooled: np.ndarray
+    adaptive_fooled: dict[str, np.ndarray] = field(default_factory=dict)  # kind (bpda, eot, transfer) -> fooled
+
+    def accuracy(self, fooled: np.ndarray) -> float:
+        return float((self.clean_ok & ~fooled).mean()) if len(fooled) else math.nan
+
+    @property
+    def naive(self) -> float:
+        return self.accuracy(self.naive_fooled)
+
+    @property
+    def worst_fooled(self) -> np.ndarray:
+        out = self.naive_fooled.copy()
+        for fooled in self.adaptive_fooled.values():
+            out |= fooled
+        return out
+
+    @property
+    def adaptive(self) -> float:
+        return self.accuracy(self.worst_fooled)
+
+    @property
+    def undefended(self) -> float:
+        return float(self.undefended_robust.mean()) if len(self.undefended_robust) else math.nan
+
+
+def verdict(ev: Evaluated, *, holds_margin: float, broken_margin: float) -> str:
+    if ev.adaptive - ev.undefended <= broken_margin:
+        return "broken"
+    return "holds" if ev.naive - ev.adaptive <= holds_margin else "partial"
+
+
+class DefensesSection(SectionPlugin):
+    """Inference-time defenses (feature squeezing, JPEG, noise) and a detector, each attacked naively and adaptively."""
+
+    name = "defenses"
+    title = "Defenses: naive vs adaptive evaluation"
+    ParamsModel = DefensesParams
+    params: DefensesParams
+    reads_sections: ClassVar[tuple[str, ...]] = ("robustness",)
+
+    # -- building the defenses -------------------------------------------------------------------
+    def _build(self, ctx: AuditContext, name: str, *, key: str) -> Defense:
+        from audit.plugin import construct, plugin_class
+
+        cls = plugin_class(name, DEFENSES_GROUP, Defense, key=key)
+        defense: Defense = construct(cls, name, key=f"sections.{self.section}.defense_params.{name}", defaults={},
+                                     params=self.params.defense_params.get(name, {}))
+        lower, upper = self._bounds(ctx)
+        defense.prepare(ctx.data, lower=lower, upper=upper, key=key)
+        return defense
+
+    @staticmethod
+    def _bounds(ctx: AuditContext) -> tuple[float, float]:
+        try:
+            return Domain.from_model_data(ctx.model, ctx.data).scalar_bounds
+        except AttackNotApplicable:
+            return -math.inf, math.inf
+
+    def validate(self, ctx: AuditContext) -> None:
+        """Named defenses must apply to this data and model, before any section runs."""
+        key = f"sections.{self.section}.defenses"
+        for name in self.params.defenses or []:
+            defense = self._build(ctx, name, key=key)
+            if defense.randomized and not ctx.model.has_gradients:
+                raise ConfigError(key, f"defense '{name}' is randomized, so its adaptive evaluation is EOT, which "
+                                  f"needs input gradients; the model ({ctx.model.kind}) has none. Remove '{name}' or "
+                                  "audit a torch model")
+
+    def _defenses(self, ctx: AuditContext, result: SectionResult) -> list[Defense]:
+        key = f"sections.{self.section}.defenses"
+        if self.params.defenses is not None:
+            return [self._build(ctx, name, key=key) for name in self.params.defenses]
+        out: list[Defense] = []
+        for name in registered_defenses():
+            try:
+                defense = self._build(ctx, name, key=key)
+            except ConfigError as err:
+                result.notes.append(f"{name}: not evaluated: {err.message}")
+                continue
+            if defense.evaluation != "transform":
+                continue  # evaluated only when named (e.g. certification)
+            if defense.randomized and not ctx.model.has_gradients:
+                result.notes.append(f"{name}: not evaluated: EOT needs input gradients and the model has none")
+                continue
+            out.append(defense)
+        return out
+
+    # -- run -------------------------------------------------------------------------------------
+    def run(self, ctx: AuditContext, result: SectionResult) -> None:
+        p = self.params
+        keys = [k for k, o in sorted(ctx.adversarial.items(), key=lambda kv: (kv[1].norm, kv[1].eps))
+                if p.eps is None or any(math.isclose(o.eps, e, rel_tol=1e-9) for e in p.eps)]
+        if not keys:
+            result.status = "skipped"
+            result.notes.append("no adversarial examples to start from: put the robustness section before defenses "
+                                "in the config (and check that eps lists eps the robustness section ran)")
+            return
+        defenses = self._defenses(ctx, result)
+        custom = [d for d in defenses if d.evaluation != "transform"]
+        defenses = [d for d in defenses if d.evaluation == "transform"]
+        if not defenses and not custom and not p.detection:
+            result.status = "skipped"
+            result.notes.append("no defense applies to this model and data")
+            return
+        domain = Domain.from_model_data(ctx.model, ctx.data)
+        first = ctx.adversarial[keys[0]]
+        rows = self._rows(ctx, first)
+        summary_rows: list[list[Any]] = []
+        for i, defense in enumerate(ctx.progress(defenses, desc="defenses", total=len(defenses))):
+            torch.manual_seed(ctx.seed + i)
+            self._defense(ctx, result, defense, keys, domain, summary_rows)
+        for defense in custom:  # e.g. randomized smoothing: its own evaluation
+            defense.evaluate(ctx, result, rows)
+        if summary_rows:
+            result.table("summary", "Defenses at a glance", ["defense", "clean accuracy", "clean accuracy cost",
+                         "verdict", "weakest point"], summary_rows,
+                         description="verdict: broken = adaptive robust accuracy within broken_margin of the "
+                         "undefended model's; holds = within holds_margin of the naive one; partial otherwise")
+        if p.detection:
+            self._detection(ctx, result, keys, domain)
+
+    def _rows(self, ctx: AuditContext, outcome: AdversarialOutcome) -> np.ndarray:
+        """Positions in the outcome's arrays to evaluate (the same for every eps: the outcomes share their rows)."""
+        n = len(outcome.clean_correct)
+        if n <= self.params.max_samples:
+            return np.arange(n)
+        return np.sort(np.random.default_rng(ctx.seed).permutation(n)[: self.params.max_samples])
+
+    def _data_rows(self, ctx: AuditContext, outcome: AdversarialOutcome, pos: np.ndarray) -> np.ndarray:
+        return pos if outcome.index is None else outcome.index[pos]
+
+    # -- one defense ---------------------------------------------------------------------------------
+    def _defense(self, ctx: AuditContext, result: SectionResult, defense: Defense, keys: list[str], domain: Domain,
+                 summary_rows: list[list[Any]]) -> None:
+        p = self.params
+        name = defense.name
+        defended = DefendedAdapter(ctx.model, defense)
+        outcome0 = ctx.adversarial[keys[0]]
+        pos = self._rows(ctx, outcome0)
+        data_rows = self._data_rows(ctx, outcome0, pos)
+        x, y = ctx.data.x[data_rows], ctx.data.y[data_rows]
+        clean_ok = self._predict(defended, defense, x) == y
+        undefended_clean = float((ctx.clean_predictions()[data_rows] == y).mean())
+        result.metric(f"{name}.clean_accuracy", clean_ok.mean())
+        result.metric(f"{name}.clean_accuracy_cost", undefended_clean - float(clean_ok.mean()))
+        table: list[list[Any]] = []
+        verdicts: list[tuple[str, Evaluated]] = []
+        for key in keys:
+            outcome = ctx.adversarial[key]
+            norm: Norm = outcome.norm  # type: ignore[assignment]
+            ev = self._evaluate(ctx, defense, defended, outcome, pos, x, y, clean_ok, domain, norm)
+            v = verdict(ev, holds_margin=p.holds_margin, broken_margin=p.broken_margin)
+            verdicts.append((v, ev))
+            prefix = f"{name}.{norm}.eps={ev.eps:g}"
+            result.metric(f"{prefix}.undefended_robust_accuracy", ev.undefended)
+            result.metric(f"{prefix}.naive_robust_accuracy", ev.naive)
+            result.metric(f"{prefix}.adaptive_robust_accuracy", ev.adaptive)
+            for kind, fooled in ev.adaptive_fooled.items():
+                result.metric(f"{prefix}.{kind}_robust_accuracy", ev.accuracy(fooled))
+            result.metric(f"{prefix}.verdict", VERDICT_CODES[v])
+            table.append([norm, ev.eps, ev.undefended, ev.naive,
+                          *[ev.accuracy(ev.adaptive_fooled[k]) if k in ev.adaptive_fooled else None
+                            for k in ("bpda", "eot", "transfer")], ev.adaptive, v])
+        worst_v, worst_ev = min(verdicts, key=lambda item: (VERDICT_CODES[item[0]], item[1].adaptive - item[1].naive))
+        result.metric(f"{name}.verdict", VERDICT_CODES[worst_v])
+        settings = ", ".join(f"{k}={v}" for k, v in defense.settings().items() if k not in ("defense",))
+        result.table(f"defense_{name}", f"{name}: naive vs adaptive robust accuracy",
+                     ["norm", "eps", "undefended", "naive", "BPDA", "EOT", "transfer", "adaptive (worst case)",
+                      "verdict"], table,
+                     description=f"{settings}. naive: APGD-CE/DLR through the defended model's own gradients; "
+                     "BPDA / EOT: the same attacks with the defense's approximation / averaged over draws; transfer: "
+                     "the robustness section's adversarial inputs replayed; adaptive: correct under all of them")
+        result.figure({"name": f"defense_{name}", "title": f"{name}: robust accuracy vs eps", "kind": "line",
+                       "xlabel": "eps", "ylabel": "robust accuracy",
+                       "series": [{"label": f"{label} ({norm})", "x": [r[1] for r in table if r[0] == norm],
+                                   "y": [r[col] for r in table if r[0] == norm],
+                                   **({"style": "dashed"} if label == "naive" else {})}
+                                  for norm in dict.fromkeys(r[0] for r in table)
+                                  for label, col in (("undefended", 2), ("naive", 3), ("adaptive", 7))]})
+        weakest = f"{worst_ev.norm} eps={worst_ev.eps:g}: naive {worst_ev.naive:.3f}, adaptive " \
+            f"{worst_ev.adaptive:.3f}, undefended {worst_ev.undefended:.3f}"
+        summary_rows.append([name, float(clean_ok.mean()), undefended_clean - float(clean_ok.mean()), worst_v,
+                             weakest])
+        severity: Severity = {"broken": "high", "partial": "medium", "holds": "info"}[worst_v]  # type: ignore[assignment]
+        what = {"broken": "is broken by adaptive attacks", "partial": "holds only partly under adaptive attacks",
+                "holds": "holds under adaptive attacks"}[worst_v]
+        result.finding(severity, f"defense '{name}' {what}: at {weakest} (robust accuracy; clean accuracy "
+                       f"{float(clean_ok.mean()):.3f} vs {undefended_clean:.3f} undefended)",
+                       code=f"defenses.{name}.verdict", metric=f"{self.section}.{name}.verdict",
+                       value=float(VERDICT_CODES[worst_v]))
+
+    def _evaluate(self, ctx: AuditContext, defense: Defense, defended: DefendedAdapter, outcome: AdversarialOutcome,
+                  pos: np.ndarray, x: np.ndarray, y: np.ndarray, clean_ok: np.ndarray, domain: Domain,
+                  norm: Norm) -> Evaluated:
+        p = self.params
+        eps = outcome.eps
+        ev = Evaluated(norm, eps, clean_ok, outcome.robust_correct[pos], np.zeros(len(y), bool))
+        attacked = np.flatnonzero(clean_ok)
+        model = ctx.model
+        if model.has_gradients and len(attacked):
+            losses: tuple[LossName, ...] = ("ce", "dlr")
+            for loss in losses:
+                out = APGD(norm=norm, steps=p.steps, loss=loss)(defended, x[attacked], y[attacked], eps=eps,
+                                                              domain=domain, batch_size=ctx.batch_size)
+                ev.naive_fooled[attacked] |= self._fooled(defended, defense, out.x_adv, y[attacked])
+            kind, crafting = self._crafting(defense, model)
+            fooled = np.zeros(len(y), bool)
+            for loss in losses:
+                spec = AdaptiveSpec(f"{kind}_apgd_{loss}", kind, APGD(norm=norm, steps=p.steps, loss=loss), crafting,
+                                    crafting.description)
+                out = spec.attack(spec.crafting, x[attacked], y[attacked], eps=eps, domain=domain,
+                                  batch_size=ctx.batch_size)
+                fooled[attacked] |= self._fooled(defended, defense, out.x_adv, y[attacked])
+            ev.adaptive_fooled[kind] = fooled
+        # transfer: the robustness section's adversarial inputs, crafted on the undefended model, replayed
+        transfer = np.zeros(len(y), bool)
+        if len(attacked):
+            transfer[attacked] = self._fooled(defended, defense, outcome.x_adv[pos][attacked], y[attacked])
+        ev.adaptive_fooled["transfer"] = transfer
+        return ev
+
+    def _crafting(self, defense: Defense, model: Any) -> tuple[Any, CraftingAdapter]:
+        """BPDA for a deterministic defense (its approximation in the backward pass); EOT over draws for a
+        randomized one (with BPDA inside when its transform is not differentiable)."""
+        through = (lambda t: defense.transform(t)) if defense.differentiable else bpda(defense.transform,
+                                                                                       defense.approximation)
+
+        def forward(t: torch.Tensor) -> torch.Tensor:
+            return model.forward(through(t))
+
+        if defense.randomized:
+            return "eot", CraftingAdapter(model, eot(forward, self.params.eot_samples), kind="eot",
+                                          description=f"EOT over {self.params.eot_samples} draws of {defense.name}")
+        own = type(defense).approximation is not Defense.approximation
+        return "bpda", CraftingAdapter(model, forward, kind="bpda", description=f"BPDA through {defense.name} "
+                                       f"(approximation: {'its own' if own else 'identity'})")
+
+    def _predict(self, defended: DefendedAdapter, defense: Defense, x: np.ndarray) -> np.ndarray:
+        """The defended model's prediction; a randomized defense votes over ``eval_draws`` draws."""
+        if not defense.randomized or self.params.eval_draws == 1:
+            return defended.predict(x)
+        votes = np.stack([defended.predict(x) for _ in range(self.params.eval_draws)])
+        counts = np.apply_along_axis(np.bincount, 0, votes, minlength=defended.num_classes)
+        return counts.argmax(axis=0)
+
+    def _fooled(self, defended: DefendedAdapter, defense: Defense, x_adv: np.ndarray, y: np.ndarray) -> np.ndarray:
+        logits_ok = self._predict(defended, defense, x_adv) == y
+        return ~logits_ok
+
+    # -- detection ------------------------------------------------------------------------------------
+    def _detection(self, ctx: AuditContext, result: SectionResult, keys: list[str], domain: Domain) -> None:
+        p = self.params
+        squeezers: list[Defense] = []
+        for name in p.detection_squeezers:
+            try:
+                squeezers.append(self._build(ctx, name, key=f"sections.{self.section}.detection_squeezers"))
+            except ConfigError as err:
+                result.notes.append(f"detector: squeezer {name} left out: {err.message}")
+        if not squeezers:
+            result.notes.append("detector: no squeezer applies to this data; detection not evaluated")
+            return
+        outcome0 = ctx.adversarial[keys[0]]
+        pos = self._rows(ctx, outcome0)
+        data_rows = self._data_rows(ctx, outcome0, pos)
+        x, y = ctx.data.x[data_rows], ctx.data.y[data_rows]
+        ok = ctx.clean_predictions()[data_rows] == y
+        clean = squeeze_scores(ctx.model, squeezers, x[ok], batch_size=ctx.batch_size)
+        threshold = threshold_at(clean, p.detection_fpr)
+        name = "squeezing_detector"
+        result.metric(f"{name}.threshold", threshold)
+        result.metric(f"{name}.clean_false_positive_rate",
+                      float((clean > threshold).mean()) if len(clean) else math.nan)
+        rows: list[list[Any]] = []
+        curves: list[dict[str, Any]] = []
+        for key in keys:
+            outcome = ctx.adversarial[key]
+            fooled = ok & ~outcome.robust_correct[pos]
+            adv = squeeze_scores(ctx.model, squeezers, outcome.x_adv[pos][fooled], batch_size=ctx.batch_size)
+            prefix = f"{name}.{outcome.norm}.eps={outcome.eps:g}"
+            auc, tpr5 = roc_auc(clean, adv), tpr_at_fpr(clean, adv, 0.05)
+            result.metric(f"{prefix}.roc_auc", auc)
+            result.metric(f"{prefix}.tpr_at_5pct_fpr", tpr5)
+            joint_auc = joint_tpr = evasion = math.nan
+            if ctx.model.has_gradients and ok.any():
+                att = np.flatnonzero(ok)
+                out = joint_attack(ctx.model, squeezers, x[att], y[att], eps=outcome.eps,
+                                   norm=outcome.norm,  # type: ignore[arg-type]
+                                   domain=domain, threshold=threshold, steps=p.steps, batch_size=ctx.batch_size)
+                joint_auc = roc_auc(clean, out.scores[out.fooled])
+                joint_tpr = tpr_at_fpr(clean, out.scores[out.fooled], 0.05)
+                evasion = float(out.success.mean())
+                result.metric(f"{prefix}.adaptive_roc_auc", joint_auc)
+                result.metric(f"{prefix}.adaptive_tpr_at_5pct_fpr", joint_tpr)
+                result.metric(f"{prefix}.adaptive_evasion_rate", evasion)
+                curves.append(_roc_series(clean, out.scores[out.fooled],
+                                          f"adaptive ({outcome.norm}, eps={outcome.eps:g})"))
+            curves.append(_roc_series(clean, adv, f"robustness section ({outcome.norm}, eps={outcome.eps:g})"))
+            rows.append([outcome.norm, outcome.eps, int(fooled.sum()), auc, tpr5, joint_auc, joint_tpr, evasion])
+        result.table("detector", "Feature-squeezing detector: on the robustness section's adversarial inputs and "
+                     "against an adaptive attack", ["norm", "eps", "adversarial inputs", "ROC AUC", "TPR at 5% FPR",
+                     "adaptive ROC AUC", "adaptive TPR at 5% FPR", "adaptive evasion rate"], rows,
+                     description=f"score: largest L1 distance between softmax outputs on the input and on its "
+                     f"squeezed versions ({', '.join(s.name for s in squeezers)}); threshold {threshold:.4g} flags "
+                     f"{p.detection_fpr:.0%} of clean inputs. Adaptive: PGD on classifier and detector together (BPDA "
+                     "through the squeezers); evasion rate: share of clean-correct samples misclassified and not "
+                     "flagged")
+        result.figure({"name": "detector_roc", "title": "Feature-squeezing detector ROC", "kind": "line",
+                       "xlabel": "false-positive rate (clean)", "ylabel": "true-positive rate (adversarial)",
+                       "series": curves})
+        worst = max((r[7] for r in rows if not math.isnan(r[7])), default=math.nan)
+        if not math.isnan(worst) and worst > 0.5:
+            result.finding("high", f"the feature-squeezing detector is evaded: an adaptive attack on classifier and "
+                           f"detector together fools the model undetected on {worst:.0%} of the samples",
+                           code="defenses.squeezing_detector.evaded")
+
+
+def _roc_series(clean: np.ndarray, adv: np.ndarray, label: str, points: int = 41) -> dict[str, Any]:
+    """ROC curve points (fpr, tpr) at thresholds spread over the scores' quantiles."""
+    if len(clean) == 0 or len(adv) == 0:
+        return {"label": label, "x": [], "y": []}
+    both = np.concatenate([clean, adv])
+    thresholds = np.unique(np.quantile(both, np.linspace(0, 1, points)))
+    fpr = [1.0] + [float((clean > t).mean()) for t in thresholds] + [0.0]
+    tpr = [1.0] + [float((adv > t).mean()) for t in thresholds] + [0.0]
+    return {"label": label, "x": fpr[::-1], "y": tpr[::-1]}
