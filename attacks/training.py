@@ -74,7 +74,7 @@ class EpochStats:
     epoch: int
     phase: str  # "train", or for distillation "teacher" / "student"
     loss: float
-    clean_accuracy: float  # on the training batches, before each update
+    clean_accuracy: float | None  # on the training batches (trades, distillation; None: not computed)
     adversarial_accuracy: float | None  # on the training batches' adversarial examples (None: not made)
     seconds: float
 
@@ -86,7 +86,7 @@ class TrainingHistory:
     seconds: float = 0.0
 
     def rows(self) -> list[list[Any]]:
-        return [[e.phase, e.epoch, round(e.loss, 5), round(e.clean_accuracy, 4),
+        return [[e.phase, e.epoch, round(e.loss, 5), None if e.clean_accuracy is None else round(e.clean_accuracy, 4),
                  None if e.adversarial_accuracy is None else round(e.adversarial_accuracy, 4), round(e.seconds, 2)]
                 for e in self.epochs]
 
@@ -195,17 +195,16 @@ def _adversarial(network: nn.Module, x: torch.Tensor, y: torch.Tensor, params: T
                 kl = F.kl_div(F.log_softmax(adv_logits, dim=1), F.softmax(clean_logits, dim=1), reduction="batchmean")
                 loss = F.cross_entropy(clean_logits, yb) + p.beta * kl
                 clean_hits += int((clean_logits.argmax(1) == yb).sum())
-            else:
+            else:  # no clean forward pass here: it would cost time and, in train mode, move batch-norm statistics
                 adv_logits = network(adv)
                 loss = F.cross_entropy(adv_logits, yb)
-                with torch.no_grad():
-                    clean_hits += int((network(xb).argmax(1) == yb).sum())
             loss.backward()
             opt.step()
             adv_hits += int((adv_logits.argmax(1) == yb).sum())
             total_loss += float(loss.detach()) * len(idx)
             seen += len(idx)
-        history.epochs.append(EpochStats(epoch, "train", total_loss / seen, clean_hits / seen, adv_hits / seen,
+        clean = clean_hits / seen if p.method == "trades" else None
+        history.epochs.append(EpochStats(epoch, "train", total_loss / seen, clean, adv_hits / seen,
                                          time.perf_counter() - tic))
 
 
