@@ -64,17 +64,19 @@ def noise_draws(shape: Sequence[int], *, sigma: float, seed: int, stream: int, s
     ``NOISE_BLOCK`` draws, each from its own keyed generator); a reference implementation gets the
     same draws by calling this."""
     device = torch.device(device)
-    parts: list[torch.Tensor] = []
+    out = torch.empty((count, *shape), device=device)
     first, last = start // NOISE_BLOCK, (start + count - 1) // NOISE_BLOCK
     for block in range(first, last + 1) if count > 0 else ():
         gen = torch.Generator(device=device)
         gen.manual_seed(noise_key(seed, stream, sample_id, block))
-        values = torch.randn((NOISE_BLOCK, *shape), generator=gen, device=device)
         lo = max(start - block * NOISE_BLOCK, 0)
         hi = min(start + count - block * NOISE_BLOCK, NOISE_BLOCK)
-        parts.append(values[lo:hi])
-    out = torch.cat(parts) if parts else torch.empty((0, *shape), device=device)
-    return out * sigma
+        at = block * NOISE_BLOCK + lo - start  # where this block's wanted draws go in ``out``
+        if lo == 0 and hi == NOISE_BLOCK:  # the whole block: drawn in place
+            torch.randn((NOISE_BLOCK, *shape), generator=gen, device=device, out=out[at : at + NOISE_BLOCK])
+        else:
+            out[at : at + hi - lo] = torch.randn((NOISE_BLOCK, *shape), generator=gen, device=device)[lo:hi]
+    return out.mul_(sigma)
 
 
 def _draw_groups(total: int, batch: int) -> Iterator[tuple[int, int]]:
@@ -95,7 +97,7 @@ def sample_counts(model: ModelAdapter, x: torch.Tensor, *, sigma: float, num: in
         noise = noise_draws(shape, sigma=sigma, seed=seed, stream=stream, sample_id=sample_id, start=start,
                             count=count, device=model.device)
         for i in range(0, count, batch):
-            chunk = x.unsqueeze(0) + noise[i : i + batch]
+            chunk = noise[i : i + batch].add_(x)  # the noisy copies, in the noise's own memory
             pred = model.forward(chunk).argmax(dim=1) if model.has_gradients else \
                 model.logits(chunk).to(model.device).argmax(dim=1)
             counts += torch.bincount(pred, minlength=model.num_classes)
