@@ -9,10 +9,10 @@
    size, steps, step size and batch size.
 
 Models: the digits CNN (1x8x8, trained) and a CIFAR-shaped ResNet-8 (3x32x32, random weights: timing
-only). Peers run interleaved (each repeat runs both once); the median and the fastest repeat of each
-are reported with the ratios nnaudit / plain, measured in this run. On a shared machine other jobs
-only ever add time, so the ratio of the fastest repeats is the steadier one (``timeit``'s advice);
-both are printed. Targets: at or below 1.05x.
+only). Peers run interleaved (each repeat runs both once, in alternating order); the median and the
+fastest repeat of each are reported with the ratios nnaudit / plain, measured in this run. On a
+shared machine other jobs only ever add time, so the ratio of the fastest repeats is the steadier
+one (``timeit``'s advice); both are printed. Targets: at or below 1.05x.
 
 Usage: ``python benchmarks/defenses.py [--repeats 5] [--threads 1] [--quick]``.
 """
@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -42,11 +43,19 @@ from attacks.training import TrainingParams, train_defense
 from audit.model import AdaptedNetwork, Bounds, SelectOutput, TorchModelAdapter
 from benchmarks.attacks import cifar_setup, digits_setup
 
+T = TypeVar("T")
+
 
 def adapter(model: nn.Module, classes: int = 10) -> TorchModelAdapter:
     return TorchModelAdapter(AdaptedNetwork(model, None, SelectOutput(None, "logits", False)), num_classes=classes,
                              output_kind="logits", bounds=Bounds(0.0, 1.0), device=torch.device("cpu"),
                              batch_size=256, source="bench", sha256="0" * 64)
+
+
+def alternate(runners: dict[str, Callable[[], T]], repeat: int) -> list[tuple[str, Callable[[], T]]]:
+    """The peers in turn, the order reversed every other repeat (neither always runs first)."""
+    items = list(runners.items())
+    return items if repeat % 2 == 0 else items[::-1]
 
 
 # -- 1. CERTIFY ----------------------------------------------------------------------------------
@@ -88,8 +97,8 @@ def bench_certify(title: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     }
     times: dict[str, list[float]] = {name: [] for name in runners}
     accuracy: dict[str, float] = {}
-    for _ in range(repeats):
-        for name, run in runners.items():
+    for repeat in range(repeats):
+        for name, run in alternate(runners, repeat):
             start = time.perf_counter()
             pred = run()
             times[name].append(time.perf_counter() - start)
@@ -145,8 +154,8 @@ def bench_training(title: str, model: nn.Module, x: torch.Tensor, y: torch.Tenso
     }
     times: dict[str, list[float]] = {name: [] for name in runners}
     accuracy: dict[str, float] = {}
-    for _ in range(repeats):
-        for name, run in runners.items():
+    for repeat in range(repeats):
+        for name, run in alternate(runners, repeat):
             torch.manual_seed(0)
             start = time.perf_counter()
             accuracy[name] = run()
