@@ -119,13 +119,16 @@ def write_config(tmp_path: Path, model: torch.nn.Module, **overrides: Any) -> Pa
 
 
 def test_harden_command_writes_weights_config_and_comparison(tmp_path: Path, digits_cnn: Any,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+                                                             capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     config = write_config(tmp_path, digits_cnn)
     out = tmp_path / "hardened"
-    code = main(["harden", str(config), "--method", "fast_at", "--epochs", "1", "--out", str(out)])
+    monkeypatch.setenv("NNAUDIT_PROGRESS", "log")  # progress lines through the one reporter
+    code = main(["harden", str(config), "--method", "fast_at", "--epochs", "2", "--out", str(out)])
     assert code == 0
-    printed = capsys.readouterr().out
-    assert "worst_case.linf.eps=0.1.robust_accuracy" in printed
+    printed = capsys.readouterr()
+    assert "worst_case.linf.eps=0.1.robust_accuracy" in printed.out
+    assert "harden (fast_at) > fast_at epochs 2/2" in printed.err
     state = torch.load(out / "hardened.pt", map_location="cpu", weights_only=True)
     from audit.zoo import digits_cnn as build
 
