@@ -147,6 +147,24 @@ def _stored_status(run_dir: Path) -> str:
     return str(load_results(run_dir, validate=False)["manifest"].get("status"))
 
 
+def cmd_harden(args: argparse.Namespace) -> int:
+    from audit.harden import COMPARISON_MD, markdown_table
+    from audit.harden import harden as run_harden
+
+    outcome = run_harden(args.config, out=args.out, method=args.method, epochs=args.epochs, eps=args.eps,
+                         norm=args.norm, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
+                         temperature=args.temperature, beta=args.beta, seed=args.seed, device=args.device,
+                         overwrite=args.overwrite, all_sections=args.all_sections)
+    print(markdown_table(outcome.rows))
+    for note in outcome.notes:
+        print(f"nnaudit: warning: {note}", file=sys.stderr)
+    print(f"nnaudit: hardened weights: {outcome.weights}")
+    print(f"  config:     {outcome.config} (nnaudit run {outcome.config})")
+    print(f"  comparison: {outcome.out / COMPARISON_MD}")
+    _open_hints([outcome.out / "before", outcome.out / "after"], outcome.out)
+    return EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from audit.results import load_results
     from reports.html import write_report
@@ -242,6 +260,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo)
+
+    harden = sub.add_parser("harden", help="train the model with a training-time defense, then audit it before "
+                            "and after", description="Training data: the config's train_data block, or the train "
+                            "split of a built-in data source. Writes OUT/hardened.pt, OUT/audit.yaml, the audits "
+                            "OUT/before and OUT/after, and OUT/comparison.md (docs/defenses.md).")
+    harden.add_argument("config", help="audit.yaml of the model to harden (model.factory + weights)")
+    harden.add_argument("--method", required=True, help="pgd_at, trades, fast_at or distillation")
+    harden.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    harden.add_argument("--out", required=True, help="output directory")
+    harden.add_argument("--eps", type=float, help="training eps (default: the robustness section's middle eps)")
+    harden.add_argument("--norm", help="linf or l2 (default: the robustness section's first norm)")
+    harden.add_argument("--steps", type=int, default=10, help="attack steps per batch for pgd_at / trades")
+    harden.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    harden.add_argument("--batch-size", type=int, default=128)
+    harden.add_argument("--temperature", type=float, default=100.0, help="distillation temperature T")
+    harden.add_argument("--beta", type=float, default=6.0, help="TRADES robustness weight")
+    harden.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    harden.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the config)")
+    harden.add_argument("--overwrite", action="store_true", help="replace hardened weights and audits in --out")
+    harden.add_argument("--all-sections", action="store_true",
+                        help="audit with every section of the config (default: its robustness section only)")
+    harden.set_defaults(func=cmd_harden)
 
     report = sub.add_parser("report", help="(re)write RUN_DIR/report.html from results.json")
     report.add_argument("run_dir")

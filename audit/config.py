@@ -129,6 +129,8 @@ class AuditConfig(_Strict):
     title: str = "nnaudit run"
     model: ModelConfig
     data: DataConfig
+    train_data: DataConfig | None = Field(
+        None, description="training data for `nnaudit harden` (default: the train split of a built-in data source)")
     sections: dict[str, SectionConfig] = Field(default_factory=dict)
     seed: int = 0
     device: str = "auto"
@@ -204,6 +206,7 @@ def _resolve_paths(config: AuditConfig, base: Path) -> None:
         (config.model, "onnx"),
         (config.data, "path"),
         (config.data, "labels_path"),
+        *((config.train_data, name) for name in ("path", "labels_path") if config.train_data is not None),
     ):
         value = getattr(holder, name)
         if value is not None and not Path(value).is_absolute():
@@ -217,6 +220,8 @@ def _check_files(config: AuditConfig) -> None:
         ("model.onnx", config.model.onnx),
         ("data.path", config.data.path),
         ("data.labels_path", config.data.labels_path),
+        *((f"train_data.{name}", getattr(config.train_data, name)) for name in ("path", "labels_path")
+          if config.train_data is not None),
     ):
         if value is not None and not Path(value).exists():
             raise ConfigError(key, f"file not found: {value}; fix the path (relative paths start at the config file)")

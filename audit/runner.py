@@ -203,7 +203,7 @@ def section_fingerprint(config: AuditConfig, plugin: SectionPlugin, *, model_sha
     The model and data configs and hashes, seed, batch size, device, the section's plugin and
     parameters, the nnaudit version, and the fingerprints of the earlier sections it reads.
     """
-    settings = config.model_dump(mode="json", exclude={"title", "report", "sections", "device"})
+    settings = config.model_dump(mode="json", exclude={"title", "report", "sections", "device", "train_data"})
     payload = {"nnaudit": __version__, "settings": settings, "device": device, "section": plugin.section,
                "plugin": plugin.name, "params": plugin.params.model_dump(mode="json"), "model": model_sha256,
                "data": data_sha256, "upstream": upstream}
