@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -43,7 +43,7 @@ from attacks.redflags import (
 )
 from audit.errors import ConfigError
 from audit.plugin import Params, SectionPlugin
-from audit.results import SectionResult, Severity
+from audit.results import Direction, SectionResult, Severity
 
 if TYPE_CHECKING:
     from audit.context import AuditContext
@@ -121,6 +121,16 @@ class RobustnessSection(SectionPlugin):
     title = "Adversarial robustness"
     ParamsModel = RobustnessParams
     params: RobustnessParams
+    metric_directions: ClassVar[dict[str, Direction]] = {
+        "*.robust_accuracy": "higher", "*.worst_class_robust_accuracy": "higher", "clean_accuracy": "higher",
+        "*.attack_success_rate": "lower", "*.success_rate": "lower",  # a minimal-norm attack's
+        "*.median_min_eps": "higher", "*.mean_min_eps": "higher",
+        "reliable": "higher", "red_flags.count": "lower", "red_flags.likely_masked": "lower",
+        "nonfinite_outputs.*": "lower",
+        # sizes of the successful perturbations, the checks' own values, counts: no better direction
+        "*.mean_perturbation": None, "*.max_perturbation": None, "red_flags.*": None, "n_samples": None,
+        "n_attacked": None,
+    }
 
     def validate(self, ctx: AuditContext) -> None:
         """Before any section runs: every eps must fit in the input range (a larger one allows every input in

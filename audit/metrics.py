@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from pydantic import Field
 
 from audit.plugin import Params, SectionPlugin
-from audit.results import SectionResult, Severity
+from audit.results import Direction, SectionResult, Severity
 
 if TYPE_CHECKING:
     from audit.context import AuditContext
@@ -45,6 +45,10 @@ class PerformanceSection(SectionPlugin):
     title = "Performance"
     ParamsModel = PerformanceParams
     params: PerformanceParams
+    metric_directions: ClassVar[dict[str, Direction]] = {
+        "accuracy": "higher", "top*_accuracy": "higher", "error_rate": "lower", "loss": "lower",
+        "n_samples": None, "majority_baseline_accuracy": None,
+    }
 
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
         from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, log_loss
@@ -101,6 +105,12 @@ class ImbalanceSection(SectionPlugin):
     title = "Class imbalance and calibration"
     ParamsModel = ImbalanceParams
     params: ImbalanceParams
+    metric_directions: ClassVar[dict[str, Direction]] = {
+        "balanced_accuracy": "higher", "macro_f1": "higher", "weighted_f1": "higher", "mcc": "higher",
+        "roc_auc_ovr": "higher", "pr_auc": "higher", "class=*.recall": "higher", "class=*.precision": "higher",
+        "ece": "lower", "recall_gap": "lower",
+        "imbalance_ratio": None, "minority_fraction": None, "positive_rate": None,  # properties of the data
+    }
 
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
         y, pred, proba = ctx.data.y, ctx.clean_predictions(), ctx.clean_probabilities()
