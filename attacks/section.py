@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
@@ -114,6 +115,29 @@ def fmt(eps: float) -> str:
     return f"{eps:g}"
 
 
+@dataclass
+class _Outcomes:
+    """Per-sample values the section saves (``audit.outcomes``): robust or not per attack, norm and eps, plus
+    what the dashboard's sample explorer shows (adversarial prediction and confidence, first attack to fool)."""
+
+    values: dict[str, np.ndarray]
+    meta: dict[str, dict[str, Any]]
+    extra: dict[str, np.ndarray]
+
+    def add(self, metric: str, per_sample: np.ndarray, **meta: Any) -> None:
+        self.values[metric] = np.asarray(per_sample, dtype=np.float64)
+        self.meta[metric] = meta
+
+    def add_adversarial(self, ctx: AuditContext, ev: NormEvaluation, eps: float) -> None:
+        tag = f"{ev.norm}/eps={fmt(eps)}"
+        logits = ctx.model.logits(ev.worst_x_adv[eps], batch_size=ctx.batch_size).double()
+        proba = logits.softmax(dim=1).numpy()
+        finite = np.isfinite(proba).all(axis=1)
+        self.extra[f"adv_prediction/{tag}"] = np.where(finite, proba.argmax(axis=1), -1)
+        self.extra[f"adv_confidence/{tag}"] = np.where(finite, proba.max(axis=1), np.nan)
+        self.extra[f"fooled_by/{tag}"] = np.asarray(ev.fooled_by[eps]).astype(str)
+
+
 class RobustnessSection(SectionPlugin):
     """Adversarial robustness: worst-case robust accuracy over strong attacks, curves, red flags."""
 
@@ -183,6 +207,8 @@ class RobustnessSection(SectionPlugin):
         minimal_index = np.sort(rng.permutation(len(y))[: p.minimal_samples])
         settings_rows: list[list[Any]] = []
         curve_rows: list[list[Any]] = []
+        outcomes = _Outcomes(values={"clean_accuracy": clean_correct}, meta={"clean_accuracy": {"kind": "correct"}},
+                             extra={"label": y, "prediction": pred})
         flags: list[RedFlag] = []
         unreliable: list[str] = []
         for norm in p.norms():
@@ -198,7 +224,7 @@ class RobustnessSection(SectionPlugin):
             ev = evaluate_norm(ctx.model, x, y, norm=norm, eps=eps_list, attacks=attacks, minimal_attacks=minimal,
                                minimal_index=minimal_index, domain=domain, clean_pred=pred,
                                batch_size=ctx.batch_size, progress=ctx.progress)
-            self._record_norm(ctx, result, ev, x, y, index, settings_rows, curve_rows)
+            self._record_norm(ctx, result, ev, x, y, index, settings_rows, curve_rows, outcomes)
             nonfinite = ev.nonfinite if ev.nonfinite is not None else np.zeros(len(y), bool)
             if p.red_flags:
                 check_idx = correct_idx[: p.check_samples] if len(correct_idx) <= p.check_samples else \
@@ -221,6 +247,9 @@ class RobustnessSection(SectionPlugin):
             unreliable = [f"red flag {f.code} says likely masked ({f.title.lower()})" for f in flags
                           if f.verdict == "likely masked"] + unreliable
         self._record_reliable(result, unreliable, checked=p.red_flags and bool(flags))
+        from audit.outcomes import save_outcomes
+
+        save_outcomes(ctx, result, sample_id=index, values=outcomes.values, meta=outcomes.meta, extra=outcomes.extra)
 
     # -- which attacks -------------------------------------------------------------------------
     def _attacks(self, ctx: AuditContext, norm: Norm, domain: Domain, result: SectionResult) -> list[Attack]:
@@ -264,7 +293,7 @@ class RobustnessSection(SectionPlugin):
     # -- recording -----------------------------------------------------------------------------
     def _record_norm(self, ctx: AuditContext, result: SectionResult, ev: NormEvaluation, x: np.ndarray,
                      y: np.ndarray, index: np.ndarray, settings_rows: list[list[Any]],
-                     curve_rows: list[list[Any]]) -> None:
+                     curve_rows: list[list[Any]], outcomes: _Outcomes) -> None:
         from audit.context import AdversarialOutcome
 
         norm, n_ok = ev.norm, max(int(ev.clean_correct.sum()), 1)
@@ -278,6 +307,8 @@ class RobustnessSection(SectionPlugin):
                 success_rate = run.success.sum() / n_ok
                 mean_size = float(run.perturbation[run.success].mean()) if run.success.any() else math.nan
                 result.metric(f"{key}.robust_accuracy", ev.robust_accuracy(name, e))
+                outcomes.add(f"{key}.robust_accuracy", ev.clean_correct & run.robust, kind="robust", norm=norm,
+                             eps=e, attack=name)
                 result.metric(f"{key}.attack_success_rate", success_rate)
                 curve_rows.append([norm, e, name, ev.robust_accuracy(name, e), float(success_rate), mean_size])
                 s = run.settings
@@ -291,6 +322,8 @@ class RobustnessSection(SectionPlugin):
             mean_size = float(size[fooled].mean()) if fooled.any() else math.nan
             key = f"worst_case.{norm}.eps={fmt(e)}"
             result.metric(f"{key}.robust_accuracy", robust.mean())
+            outcomes.add(f"{key}.robust_accuracy", robust, kind="robust", norm=norm, eps=e, attack="worst_case")
+            outcomes.add_adversarial(ctx, ev, e)
             result.metric(f"{key}.attack_success_rate", fooled.sum() / n_ok)
             result.metric(f"{key}.mean_perturbation", mean_size)
             result.metric(f"{key}.max_perturbation", size[fooled].max() if fooled.any() else 0.0)
@@ -303,6 +336,8 @@ class RobustnessSection(SectionPlugin):
             ctx.adversarial[f"{norm}:{e}"] = AdversarialOutcome(
                 norm=norm, eps=e, attack=outcome_attack, x_adv=ev.worst_x_adv[e], clean_correct=ev.clean_correct,
                 robust_correct=robust, min_eps=ev.min_eps, index=subset)
+        if ev.min_eps is not None:
+            outcomes.extra[f"min_eps/{norm}"] = ev.min_eps
         self._per_class(ctx, result, ev, y)
         self._minimal_record(result, ev, settings_rows, curve_rows)
         self._curve(result, ev, names)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import Field
@@ -61,9 +61,12 @@ class PerformanceSection(SectionPlugin):
         result.metric("error_rate", 1.0 - accuracy)
         result.metric("loss", log_loss(y, proba, labels=labels))
         result.metric("n_samples", len(y))
+        topk_hit = None
         if self.params.top_k > 1:
             top = np.argsort(-proba, axis=1)[:, : self.params.top_k]
-            result.metric(f"top{self.params.top_k}_accuracy", float((top == y[:, None]).any(axis=1).mean()))
+            topk_hit = (top == y[:, None]).any(axis=1)
+            result.metric(f"top{self.params.top_k}_accuracy", float(topk_hit.mean()))
+        self._save_outcomes(ctx, result, y, pred, proba, topk_hit)
         matrix = confusion_matrix(y, pred, labels=labels)
         names = ctx.data.class_names
         result.table("confusion_matrix", "Confusion matrix (rows: true class, columns: predicted)",
@@ -88,6 +91,24 @@ class PerformanceSection(SectionPlugin):
                                f"({majority:.3f}) and balanced accuracy is {balanced:.3f} (chance {chance:.2f}): "
                                "the model has learned little", code="performance.no_better_than_majority",
                                metric=f"{self.section}.accuracy", value=accuracy)
+
+
+    def _save_outcomes(self, ctx: AuditContext, result: SectionResult, y: np.ndarray, pred: np.ndarray,
+                       proba: np.ndarray, topk_hit: np.ndarray | None) -> None:
+        """Correct or not, and the cross-entropy, per sample (``audit.outcomes``): what ``nnaudit compare`` pairs."""
+        from audit.outcomes import save_outcomes
+
+        correct = (pred == y).astype(np.float64)
+        eps = np.finfo(proba.dtype).eps  # log_loss clips the same way
+        values = {"accuracy": correct, "error_rate": 1.0 - correct,
+                  "loss": -np.log(np.clip(proba[np.arange(len(y)), y], eps, 1 - eps))}
+        meta: dict[str, dict[str, Any]] = {"accuracy": {"kind": "correct"}, "error_rate": {"kind": "wrong"},
+                                           "loss": {"kind": "cross_entropy"}}
+        if topk_hit is not None:
+            values[f"top{self.params.top_k}_accuracy"] = topk_hit.astype(np.float64)
+            meta[f"top{self.params.top_k}_accuracy"] = {"kind": "correct", "top_k": self.params.top_k}
+        save_outcomes(ctx, result, sample_id=np.arange(len(y)), values=values, meta=meta,
+                      extra={"label": y, "prediction": pred, "confidence": proba.max(axis=1)})
 
 
 class ImbalanceParams(Params):
