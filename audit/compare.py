@@ -670,7 +670,8 @@ def format_comparison(comparison: Comparison, *, limit: int | None = 20) -> str:
         table: list[tuple[str, ...]] = [("METRIC", "BASE", "CANDIDATE", "DELTA", "BETTER", "CHANGE", "SIGNIFICANCE")]
         for d in shown:
             s = d.significance
-            sig = "" if s is None else (f"p(Holm) {fmt(s.p_adjusted)}" + (" significant" if s.significant else ""))
+            sig = ("untested" if d.direction is not None else "") if s is None else \
+                (f"p(Holm) {fmt(s.p_adjusted)}" + (" significant" if s.significant else ""))
             table.append((d.metric, fmt(d.base), fmt(d.candidate), fmt(d.delta, signed=True),
                           d.direction or "-", d.change + (f" ({d.note})" if d.note else ""), sig))
         table_widths = [max(len(r[i]) for r in table) for i in range(6)]

@@ -8,6 +8,7 @@ numeric character reference (shown as itself), and metric names go in code spans
 from __future__ import annotations
 
 import os
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,6 +69,7 @@ def write_compare_junit(comparison: Comparison, path: str | os.PathLike[str]) ->
 _MARKUP = set("\\`*_{}[]()#+-.!|~<>&:@=\"'")
 _VERDICT = {0: "✅ nnaudit compare: no regression", 1: "❌ nnaudit compare: regression",
             2: "⚠️ nnaudit compare: cannot judge"}
+_PLAIN_NUMBER = re.compile(r"^(?:[+-]?(?:\d+(?:\.\d+)?(?:e[+-]\d+)?|Infinity)|n/a)$")
 _STATUS = {"pass": "✅ pass", "fail": "❌ fail", "missing": "⚠️ missing", "error": "⚠️ error", "skipped": "⏭️ skipped"}
 _CHANGE = {"better": "better", "worse": "worse", "unchanged": "unchanged", "changed": "changed (no direction)",
            "not comparable": "not comparable", "only in base": "only in base", "only in candidate": "only in candidate"}
@@ -95,7 +97,8 @@ def md_code(text: object) -> str:
 def _num(value: float | None, *, signed: bool = False) -> str:
     from audit.compare import fmt
 
-    return md_text(fmt(value, signed=signed))
+    text = fmt(value, signed=signed)
+    return text if _PLAIN_NUMBER.match(text) else md_text(text)
 
 
 def _check_row(check: Check) -> str:
@@ -141,11 +144,18 @@ def compare_to_markdown(comparison: Comparison, *, limit: int = 20) -> str:
     else:
         lines.append(f"Significance unavailable: {md_text(c.pairing.reason)}.")
     lines += ["", "| Check | Value | Outcome | Detail |", "| --- | ---: | --- | --- |"]
-    lines += [_check_row(check) for check in c.checks if check.kind != "significance" or check.status != "pass"]
-    passed = [check for check in c.checks if check.kind == "significance" and check.status == "pass"]
-    if passed:
-        lines.append(f"| {md_text(f'{len(passed)} metrics')} | | ✅ pass | "
-                     f"{md_text('no significant regression (see the table below)')} |")
+    lines += [_check_row(check) for check in c.checks if check.kind != "significance" or not check.metric]
+    tests = [check for check in c.checks if check.kind == "significance" and check.metric]
+    failed = [check for check in tests if check.status == "fail"]
+    if failed:
+        names = ", ".join(md_code(check.metric) for check in failed)
+        lines.append(f"| {md_text(f'{len(failed)} of {len(tests)} metrics tested')} | | ❌ fail | "
+                     f"significantly worse on the same samples: {names} |")
+    elif tests:
+        worse = [d for d in c.regressions]
+        detail = "significantly worse (reported only: significant_regressions is report): " + ", ".join(
+            md_code(d.metric) for d in worse) if worse else md_text("no metric significantly worse")
+        lines.append(f"| {md_text(f'{len(tests)} metrics tested')} | | ✅ pass | {detail} |")
     tested = c.tested
     if tested:
         lines += ["", f"### Per-sample significance ({round(100 * c.confidence)}% paired bootstrap intervals)", "",
