@@ -618,6 +618,7 @@ def compare_run_dirs(base_dir: str | os.PathLike[str], candidate_dir: str | os.P
     from audit.outcomes import OutcomesError, load_all_outcomes
 
     base, candidate = load_results(base_dir, validate=True), load_results(candidate_dir, validate=True)
+    base_dir, candidate_dir = _run_dir(base_dir), _run_dir(candidate_dir)
     try:
         base_outcomes = load_all_outcomes(base_dir, list(base.get("sections", {})))
         cand_outcomes = load_all_outcomes(candidate_dir, list(candidate.get("sections", {})))
@@ -627,6 +628,12 @@ def compare_run_dirs(base_dir: str | os.PathLike[str], candidate_dir: str | os.P
     return compare_results(base, candidate, base_outcomes=base_outcomes, candidate_outcomes=cand_outcomes,
                            policy=policy, base_dir=base_dir, candidate_dir=candidate_dir, resamples=resamples,
                            confidence=confidence, seed=seed, outcomes_error=error)
+
+
+def _run_dir(path: str | os.PathLike[str]) -> Path:
+    """The run directory of a run directory or of its results.json."""
+    p = Path(path)
+    return p.parent if p.is_file() else p
 
 
 # -- plain text ------------------------------------------------------------------------------------

@@ -140,6 +140,7 @@ class ImbalanceSection(SectionPlugin):
         self._distribution(result, names, counts)
         self._per_class(result, y, pred, names)
         self._scores(result, y, pred, proba, k)
+        self._save_outcomes(ctx, result, y, pred)
         self._calibration(result, y, proba)
 
     def _distribution(self, result: SectionResult, names: list[str], counts: np.ndarray) -> None:
@@ -221,6 +222,18 @@ class ImbalanceSection(SectionPlugin):
             result.metric("roc_auc_ovr", roc_auc_score(remap, sub, multi_class="ovr", average="macro"))
         onehot = np.eye(k)[y][:, present]
         result.metric("pr_auc", average_precision_score(onehot, proba[:, present], average="macro"))
+
+    def _save_outcomes(self, ctx: AuditContext, result: SectionResult, y: np.ndarray, pred: np.ndarray) -> None:
+        """Balanced accuracy as a mean over samples (``audit.outcomes``), for ``nnaudit compare``: each sample's
+        correct-or-not weighted by N / (classes present x its class's count), so the mean is the mean recall."""
+        from audit.outcomes import save_outcomes
+
+        counts = np.bincount(y)
+        present = int((counts > 0).sum())
+        weight = len(y) / (present * counts[y])
+        save_outcomes(ctx, result, sample_id=np.arange(len(y)),
+                      values={"balanced_accuracy": (pred == y).astype(np.float64) * weight},
+                      meta={"balanced_accuracy": {"kind": "correct_class_weighted"}})
 
     def _calibration(self, result: SectionResult, y: np.ndarray, proba: np.ndarray) -> None:
         ece, rows = expected_calibration_error(proba, y, self.params.n_bins)

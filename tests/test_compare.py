@@ -143,7 +143,7 @@ def test_chance_differences_are_not_significant(tmp_path: Path, outcomes: tuple[
     base = paired_run(tmp_path, "base", correct, robust)
     swapped = np.flatnonzero(correct == 1)[:6]
     cand = paired_run(tmp_path, "cand", correct, flip(robust, swapped))  # 3 robust lost, 3 gained (or so)
-    comparison = compare_run_dirs(base, cand)
+    comparison = compare_run_dirs(base / "results.json", cand)  # a run directory or its results.json
     assert comparison.pairing.available and comparison.pairing.n_samples == 400
     assert comparison.exit_code == 0 and not comparison.regressions
     acc = comparison.delta(ACC)

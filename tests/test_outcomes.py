@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from attacks.section import RobustnessSection
-from audit.metrics import PerformanceSection
+from audit.metrics import ImbalanceSection, PerformanceSection
 from audit.outcomes import OUTCOMES_FILE, OutcomesError, load_outcomes, outcomes_path, save_outcomes
 from audit.results import SectionResult
 
@@ -34,6 +34,20 @@ def test_performance_outcomes_average_to_its_metrics(ctx: Any) -> None:
     assert np.array_equal(saved.values["performance.accuracy"], (pred == ctx.data.y).astype(float))
     assert np.array_equal(saved.extra["label"], ctx.data.y) and np.array_equal(saved.extra["prediction"], pred)
     assert saved.meta["performance.accuracy"] == {"kind": "correct"}
+
+
+def test_imbalance_outcomes_average_to_balanced_accuracy_on_imbalanced_data(
+        make_context: Callable[..., Any], digits_cnn: Any, digits_test: Any) -> None:
+    from sklearn.metrics import balanced_accuracy_score
+
+    keep = np.flatnonzero((digits_test.y != 3) | (np.arange(digits_test.n_samples) % 6 == 0))  # few 3s
+    ctx = make_context(digits_cnn, digits_test.subset(keep))
+    result = ImbalanceSection()(ctx)
+    saved = load_outcomes(ctx.run_dir, "imbalance")
+    assert saved is not None and set(saved.values) == {"imbalance.balanced_accuracy"}
+    expected = balanced_accuracy_score(ctx.data.y, ctx.clean_predictions())
+    assert saved.values["imbalance.balanced_accuracy"].mean() == pytest.approx(expected, rel=1e-12)
+    assert result.metrics["imbalance.balanced_accuracy"] == pytest.approx(expected, rel=1e-12)
 
 
 def test_robustness_outcomes_per_attack_norm_and_eps(make_context: Callable[..., Any], digits_cnn: Any,
