@@ -172,6 +172,7 @@ def parse_compare_policy(data: Any) -> ComparePolicy:
         if rule is not None:
             delta_rules.append(rule)
         else:
+            parse_rule(item, f"rules[{i}]")  # the gate's message, with this rule's own index
             absolute.append(item)
     gate = None
     if absolute or data.get("max_findings"):

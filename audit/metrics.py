@@ -107,8 +107,9 @@ class PerformanceSection(SectionPlugin):
         if topk_hit is not None:
             values[f"top{self.params.top_k}_accuracy"] = topk_hit.astype(np.float64)
             meta[f"top{self.params.top_k}_accuracy"] = {"kind": "correct", "top_k": self.params.top_k}
+        groups = {f"group/{name}": np.asarray(column).astype(str) for name, column in ctx.data.sensitive.items()}
         save_outcomes(ctx, result, sample_id=np.arange(len(y)), values=values, meta=meta,
-                      extra={"label": y, "prediction": pred, "confidence": proba.max(axis=1)})
+                      extra={"label": y, "prediction": pred, "confidence": proba.max(axis=1), **groups})
 
 
 class ImbalanceParams(Params):

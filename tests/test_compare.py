@@ -279,6 +279,9 @@ def test_policy_errors_name_the_key() -> None:
         parse_compare_policy({"rules": ["performance.accuracy delta => 0"]})
     assert info.value.key == "rules[0]" and "delta <op> <number>" in info.value.message
     with pytest.raises(ConfigError) as info:
+        parse_compare_policy({"rules": [f"{ACC} delta >= 0", "performance.accuracy => 0.9"]})
+    assert info.value.key == "rules[1]" and "cannot read rule" in info.value.message  # the gate's message
+    with pytest.raises(ConfigError) as info:
         parse_compare_policy({"rules": [], "significant_regresions": "fail"})
     assert info.value.key == "significant_regresions" and "did you mean 'significant_regressions'" in \
         info.value.message

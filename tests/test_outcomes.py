@@ -36,6 +36,16 @@ def test_performance_outcomes_average_to_its_metrics(ctx: Any) -> None:
     assert saved.meta["performance.accuracy"] == {"kind": "correct"}
 
 
+def test_sensitive_columns_go_with_the_performance_outcomes(make_context: Callable[..., Any], resume_mlp: Any,
+                                                            resume_test: Any) -> None:
+    ctx = make_context(resume_mlp, resume_test, limit=200)
+    PerformanceSection()(ctx)
+    saved = load_outcomes(ctx.run_dir, "performance")
+    assert saved is not None and set(ctx.data.sensitive) == {"gender", "ethnicity"}
+    for name, column in ctx.data.sensitive.items():
+        assert np.array_equal(saved.extra[f"group/{name}"], np.asarray(column).astype(str))
+
+
 def test_imbalance_outcomes_average_to_balanced_accuracy_on_imbalanced_data(
         make_context: Callable[..., Any], digits_cnn: Any, digits_test: Any) -> None:
     from sklearn.metrics import balanced_accuracy_score
