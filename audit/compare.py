@@ -362,6 +362,7 @@ class Comparison:
     confidence: float = DEFAULT_CONFIDENCE
     rule_metrics: tuple[str, ...] = field(default=())
     n_hypotheses: int = 0  # distinct tests behind the Holm adjustment (metrics with equal outcomes count once)
+    differences: tuple[str, ...] = ()  # what differs between the runs' setups: model, data, seed, section params
 
     @property
     def exit_code(self) -> int:
@@ -407,6 +408,44 @@ def _run_info(results: Mapping[str, Any], path: str | os.PathLike[str] | None) -
                    data_sha256=data.get("sha256") if isinstance(data, Mapping) else None,
                    model_sha256=model.get("sha256") if isinstance(model, Mapping) else None,
                    seed=manifest.get("seed"), nnaudit_version=manifest.get("nnaudit_version"))
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def setup_differences(base: Mapping[str, Any], candidate: Mapping[str, Any]) -> list[str]:
+    """What differs between two runs' setups, one line each: model and data hashes, seed, nnaudit version, the
+    sections run and each section's parameters."""
+    out: list[str] = []
+    b_man = base.get("manifest") if isinstance(base.get("manifest"), Mapping) else {}
+    c_man = candidate.get("manifest") if isinstance(candidate.get("manifest"), Mapping) else {}
+    assert isinstance(b_man, Mapping) and isinstance(c_man, Mapping)
+    for label, path in (("model", ("model", "sha256")), ("data", ("data", "sha256"))):
+        b_val, c_val = b_man.get(path[0], {}).get(path[1]), c_man.get(path[0], {}).get(path[1])
+        if b_val != c_val:
+            out.append(f"{label} sha256 {str(b_val)[:12]} -> {str(c_val)[:12]}")
+    for key in ("seed", "nnaudit_version", "device"):
+        if b_man.get(key) != c_man.get(key):
+            out.append(f"{key} {b_man.get(key)} -> {c_man.get(key)}")
+    b_sec, c_sec = base.get("sections", {}), candidate.get("sections", {})
+    only_b, only_c = [n for n in b_sec if n not in c_sec], [n for n in c_sec if n not in b_sec]
+    if only_b:
+        out.append(f"sections only in the base run: {', '.join(only_b)}")
+    if only_c:
+        out.append(f"sections only in the candidate run: {', '.join(only_c)}")
+    for name in (n for n in b_sec if n in c_sec):
+        b_params, c_params = _flatten(b_sec[name].get("params", {})), _flatten(c_sec[name].get("params", {}))
+        changed = [f"{k} {b_params.get(k)} -> {c_params.get(k)}" for k in dict.fromkeys([*b_params, *c_params])
+                   if b_params.get(k) != c_params.get(k)]
+        if changed:
+            out.append(f"{name} parameters: {'; '.join(changed)}")
+    return out
 
 
 def _change(base: float | None, candidate: float | None, direction: Direction) -> tuple[float | None, Change, str]:
@@ -608,7 +647,8 @@ def compare_results(base: Mapping[str, Any], candidate: Mapping[str, Any], *,
                                        + [r.metric for r in (policy.gate.rules if policy.gate else ())]))
     return Comparison(base=base_info, candidate=cand_info, deltas=tuple(deltas), pairing=pairing,
                       checks=tuple(checks), alpha=policy.alpha, resamples=resamples, confidence=confidence,
-                      rule_metrics=rule_metrics, n_hypotheses=len(groups))
+                      rule_metrics=rule_metrics, n_hypotheses=len(groups),
+                      differences=tuple(setup_differences(base, candidate)))
 
 
 def compare_run_dirs(base_dir: str | os.PathLike[str], candidate_dir: str | os.PathLike[str], *,
@@ -659,6 +699,8 @@ def format_comparison(comparison: Comparison, *, limit: int | None = 20) -> str:
     c = comparison
     lines = [f"nnaudit compare: base {c.base.title!r} ({c.base.path}) -> candidate {c.candidate.title!r} "
              f"({c.candidate.path})"]
+    lines.append("differs: " + ("; ".join(c.differences) if c.differences else "nothing in the setup (model, data, "
+                                "seed, section parameters)"))
     if c.pairing.available:
         lines.append(f"significance: {c.pairing.reason}; paired bootstrap, {c.resamples} resamples, Holm-adjusted "
                      f"over {c.n_hypotheses} distinct tests ({len(c.tested)} metrics) at alpha {fmt(c.alpha)}")

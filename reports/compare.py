@@ -137,6 +137,8 @@ def compare_to_markdown(comparison: Comparison, *, limit: int = 20) -> str:
         f"{len(c.regressions)} significant regressions, {len(c.improvements)} significant improvements",
         "",
     ]
+    if c.differences:
+        lines += ["What differs between the runs:", "", *(f"- {md_text(line)}" for line in c.differences), ""]
     if c.pairing.available:
         lines.append(f"Significance: {md_text(c.pairing.reason)}; paired bootstrap ({c.resamples} resamples), "
                      f"p-values Holm-adjusted over {c.n_hypotheses} distinct tests ({len(c.tested)} metrics), "

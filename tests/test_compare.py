@@ -25,6 +25,7 @@ from audit.compare import (
     holm,
     paired_bootstrap,
     parse_compare_policy,
+    setup_differences,
 )
 from audit.errors import ConfigError
 from audit.outcomes import load_all_outcomes, write_outcomes
@@ -272,6 +273,16 @@ def test_results_without_directions_or_outcomes_still_compare(tmp_path: Path,
     d = comparison.delta(ROBUST)
     assert d is not None and d.direction is None and d.change == "changed" and d.significance is None
     assert comparison.exit_code == 0  # no direction: no significance test; the rule decides
+
+
+def test_setup_differences_name_what_changed() -> None:
+    base = make_results(with_error=False, seed=0)
+    cand = make_results(with_error=False, seed=3)
+    cand["sections"]["robustness"]["params"]["eps"] = [0.1]
+    del cand["sections"]["shap"]
+    assert setup_differences(base, cand) == ["seed 0 -> 3", "sections only in the base run: shap",
+                                             "robustness parameters: eps [0.0, 0.05, 0.1, 0.2] -> [0.1]"]
+    assert setup_differences(base, copy.deepcopy(base)) == []
 
 
 def test_policy_errors_name_the_key() -> None:

@@ -55,11 +55,13 @@ def test_two_seeds_of_the_same_model_are_no_significant_change(runs: dict[str, P
     robust = comparison.delta("robustness.worst_case.linf.eps=0.1.robust_accuracy")
     assert robust is not None and robust.significance is not None  # the random starts differ, and are paired
     assert comparison.regressions == [] and comparison.exit_code == 0
+    assert comparison.differences == ("seed 0 -> 1",)
 
 
 def test_noisy_weights_are_a_regression(runs: dict[str, Path], tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     comparison = compare_run_dirs(runs["seed0"], runs["noisy"])
+    assert len(comparison.differences) == 1 and comparison.differences[0].startswith("model sha256 ")
     regressed = {d.metric for d in comparison.regressions}
     assert {"performance.accuracy", "performance.error_rate", "performance.loss"} <= regressed
     accuracy = comparison.delta("performance.accuracy")
