@@ -307,7 +307,8 @@ def test_policy_errors_name_the_key() -> None:
 
 # -- output ----------------------------------------------------------------------------------------
 
-INJECTION = "![x](http://evil.example/x.png) <img src=x onerror=alert(1)> | **bold** \\| [link](http://a.b) `c`"
+INJECTION = ("![x](http://evil.example/x.png) <img src=x onerror=alert(1)> | **bold** \\| [link](http://a.b) `c` "
+             "@someone #12 www.evil.example")
 
 
 def test_markdown_and_junit_show_result_strings_as_text(tmp_path: Path,
@@ -317,7 +318,7 @@ def test_markdown_and_junit_show_result_strings_as_text(tmp_path: Path,
     cand = paired_run(tmp_path, "cand", correct, flip(robust, np.flatnonzero(robust == 1)[:40]), title=INJECTION)
     comparison = compare_run_dirs(base, cand)
     markdown = compare_to_markdown(comparison)
-    for raw in ("![", "<img", "http://", "**bold**", "[link]", "\\|", "`c`"):
+    for raw in ("![", "<img", "http://", "**bold**", "[link]", "\\|", "`c`", "@someone", " #12", "www."):
         assert raw not in markdown
     assert md_text(INJECTION) in markdown
     columns = None
