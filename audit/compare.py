@@ -301,14 +301,22 @@ class MetricDelta:
     def significant(self) -> bool:
         return self.significance is not None and self.significance.significant
 
+    def _paired_sign(self) -> int:
+        """+1 when the paired difference is better in the declared direction, -1 worse, 0 neither."""
+        if self.significance is None or self.direction is None or self.significance.delta == 0:
+            return 0
+        up = self.significance.delta > 0
+        return 1 if up == (self.direction == "higher") else -1
+
     @property
     def regression(self) -> bool:
-        """Significantly worse in the direction its section declared."""
-        return self.significant and self.change == "worse"
+        """Significantly worse in the direction its section declared (on the paired samples, which are all of
+        them unless the runs attacked different subsets)."""
+        return self.significant and self._paired_sign() < 0
 
     @property
     def improvement(self) -> bool:
-        return self.significant and self.change == "better"
+        return self.significant and self._paired_sign() > 0
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ DIRECTIONS = {"performance": {ACC: "higher", "performance.error_rate": "lower", 
 
 
 def paired_run(root: Path, name: str, correct: np.ndarray, robust: np.ndarray, *, data_sha: str = "cd" * 32,
-               title: str = "Toy MLP audit", directions: bool = True) -> Path:
+               title: str = "Toy MLP audit", directions: bool = True, ids: np.ndarray | None = None) -> Path:
     """A factory run whose accuracy and robust accuracy are the means of ``correct`` / ``robust`` (0/1 per
     sample), with those per-sample outcomes saved as the sections save them."""
     data = make_results(title=title, with_error=False)
@@ -58,7 +58,8 @@ def paired_run(root: Path, name: str, correct: np.ndarray, robust: np.ndarray, *
     for section, values in (("performance", {ACC: correct, "performance.error_rate": 1.0 - correct}),
                             ("robustness", {ROBUST: robust})):
         result = SectionResult.from_dict(sections[section])
-        write_outcomes(run_dir, result, data_sha256=data_sha, sample_id=np.arange(len(correct)),
+        write_outcomes(run_dir, result, data_sha256=data_sha,
+                       sample_id=np.arange(len(correct)) if ids is None else ids,
                        values={k: np.asarray(v, dtype=float) for k, v in values.items()})
         sections[section]["artifacts"] = result.artifacts
     (run_dir / "results.json").write_text(json.dumps(data), encoding="utf-8")
@@ -172,6 +173,21 @@ def test_a_real_regression_exits_1_and_names_the_metric(tmp_path: Path,
     # ... or does not
     strict = parse_compare_policy({"rules": [f"{ROBUST} delta >= -0.02"], "significant_regressions": "report"})
     assert compare_run_dirs(base, cand, policy=strict).exit_code == 1
+
+
+def test_runs_that_attacked_different_subsets_pair_the_samples_both_cover(
+        tmp_path: Path, outcomes: tuple[np.ndarray, np.ndarray]) -> None:
+    correct, robust = outcomes  # 400 samples of the same data; each run covers 300 of them
+    worse = flip(robust, np.flatnonzero(robust == 1)[:60])
+    base = paired_run(tmp_path, "base", correct[:300], robust[:300], ids=np.arange(300))
+    cand = paired_run(tmp_path, "cand", correct[100:], worse[100:], ids=np.arange(100, 400))
+    comparison = compare_run_dirs(base, cand)
+    d = comparison.delta(ROBUST)
+    assert d is not None and d.significance is not None and d.significance.n_paired == 200
+    lost_in_overlap = int(((robust == 1) & (worse == 0))[100:300].sum())
+    assert d.significance.delta == pytest.approx(-lost_in_overlap / 200)
+    assert d.delta == pytest.approx(worse[100:].mean() - robust[:300].mean())  # the reported metrics' delta
+    assert "200 samples of the same data" in comparison.pairing.reason
 
 
 def test_accuracy_and_error_rate_are_one_test(tmp_path: Path, outcomes: tuple[np.ndarray, np.ndarray]) -> None:
