@@ -163,7 +163,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return run_compare(Path(args.base), Path(args.candidate), policy_path=Path(args.policy) if args.policy else None,
                        junit=Path(args.junit) if args.junit else None,
                        summary=Path(args.summary) if args.summary else None, limit=None if args.all else 20,
-                       resamples=args.resamples)
+                       resamples=args.resamples, json_path=Path(args.json) if args.json else None)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -263,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--policy", help="policy.yaml: rules on deltas ('<metric> delta >= -0.02'), absolute rules")
     compare.add_argument("--junit", help="write JUnit XML here")
     compare.add_argument("--summary", help="write a Markdown summary here (a pull-request comment)")
+    compare.add_argument("--json", help="write the whole comparison as JSON here")
     compare.add_argument("--all", action="store_true", help="list every metric, not only the notable ones")
     compare.add_argument("--resamples", type=int, default=5000, help="bootstrap resamples (default 5000)")
     compare.set_defaults(func=cmd_compare)

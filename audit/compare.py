@@ -403,6 +403,28 @@ class Comparison:
     def delta(self, metric: str) -> MetricDelta | None:
         return next((d for d in self.deltas if d.metric == metric), None)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (numbers as results.json stores them: "Infinity", null for NaN), for the
+        dashboard and for ``nnaudit compare --json``."""
+        from dataclasses import asdict
+
+        from audit.results import _jsonable, encode_number
+
+        def clean(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: clean(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [clean(v) for v in value]
+            if isinstance(value, float):
+                return encode_number(value)
+            return _jsonable(value)
+
+        out = clean(asdict(self))
+        deltas = out["deltas"]
+        for row, d in zip(deltas, self.deltas, strict=True):
+            row.update(regression=d.regression, improvement=d.improvement)
+        return {"exit_code": self.exit_code, "verdict": self.verdict, **out}
+
 
 def _run_info(results: Mapping[str, Any], path: str | os.PathLike[str] | None) -> RunInfo:
     from reports.views import run_title
@@ -745,7 +767,8 @@ def format_comparison(comparison: Comparison, *, limit: int | None = 20) -> str:
 def run_compare(base_dir: str | os.PathLike[str], candidate_dir: str | os.PathLike[str], *,
                 policy_path: str | os.PathLike[str] | None = None, junit: str | os.PathLike[str] | None = None,
                 summary: str | os.PathLike[str] | None = None, limit: int | None = 20,
-                resamples: int = DEFAULT_RESAMPLES, stream: Any = None) -> int:
+                resamples: int = DEFAULT_RESAMPLES, json_path: str | os.PathLike[str] | None = None,
+                stream: Any = None) -> int:
     """``nnaudit compare``: compare, write the text to ``stream`` (stdout), JUnit / Markdown if asked; the exit
     code. Raises ``ConfigError`` (bad policy) and ``ResultsError`` (missing or invalid results)."""
     import sys
@@ -756,6 +779,12 @@ def run_compare(base_dir: str | os.PathLike[str], candidate_dir: str | os.PathLi
     comparison = compare_run_dirs(base_dir, candidate_dir, policy=policy, resamples=resamples)
     out = stream if stream is not None else sys.stdout
     out.write(format_comparison(comparison, limit=limit))
+    if json_path is not None:
+        import json
+
+        from audit.results import atomic_write_text
+
+        atomic_write_text(Path(json_path), json.dumps(comparison.to_dict(), indent=2, allow_nan=False) + "\n")
     if junit is not None:
         write_compare_junit(comparison, Path(junit))
     if summary is not None:

@@ -373,6 +373,12 @@ def test_cli_compare_writes_summary_and_junit_and_exits_with_the_verdict(
     out = capsys.readouterr().out
     assert code == 1 and "compare REGRESSION (exit 1)" in out and ROBUST in out
     assert (tmp_path / "s.md").read_text().startswith("## ❌") and (tmp_path / "j.xml").exists()
+    assert main(["compare", str(base), str(cand), "--json", str(tmp_path / "c.json"), "--resamples", "500"]) == 1
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert data["exit_code"] == 1 and data["verdict"] == "REGRESSION"
+    row = next(d for d in data["deltas"] if d["metric"] == ROBUST)
+    assert row["regression"] is True and row["direction"] == "higher" and row["significance"]["n_paired"] == 400
+    capsys.readouterr()
     assert main(["compare", str(base), str(tmp_path / "nowhere")]) == 2
     assert "no results file" in capsys.readouterr().err
     policy = tmp_path / "p.yaml"
