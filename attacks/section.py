@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -56,7 +57,7 @@ from audit.engine.chunks import (
 )
 from audit.errors import ConfigError
 from audit.plugin import Params, SectionPlugin
-from audit.results import SectionResult, Severity
+from audit.results import Direction, SectionResult, Severity
 
 if TYPE_CHECKING:
     from audit.context import AuditContext
@@ -154,6 +155,29 @@ def batch_cell(settings: dict[str, Any]) -> Any:
     return f"{chain} (out of memory)" if chain else settings.get("batch_size")
 
 
+@dataclass
+class _Outcomes:
+    """Per-sample values the section saves (``audit.outcomes``): robust or not per attack, norm and eps, plus
+    what the dashboard's sample explorer shows (adversarial prediction and confidence, first attack to fool)."""
+
+    values: dict[str, np.ndarray]
+    meta: dict[str, dict[str, Any]]
+    extra: dict[str, np.ndarray]
+
+    def add(self, metric: str, per_sample: np.ndarray, **meta: Any) -> None:
+        self.values[metric] = np.asarray(per_sample, dtype=np.float64)
+        self.meta[metric] = meta
+
+    def add_adversarial(self, ctx: AuditContext, ev: NormEvaluation, eps: float) -> None:
+        tag = f"{ev.norm}/eps={fmt(eps)}"
+        logits = ctx.model.logits(ev.worst_x_adv[eps], batch_size=ctx.batch_size).double()
+        proba = logits.softmax(dim=1).numpy()
+        finite = np.isfinite(proba).all(axis=1)
+        self.extra[f"adv_prediction/{tag}"] = np.where(finite, proba.argmax(axis=1), -1)
+        self.extra[f"adv_confidence/{tag}"] = np.where(finite, proba.max(axis=1), np.nan)
+        self.extra[f"fooled_by/{tag}"] = np.asarray(ev.fooled_by[eps]).astype(str)
+
+
 class RobustnessSection(SectionPlugin):
     """Adversarial robustness: worst-case robust accuracy over strong attacks, curves, red flags."""
 
@@ -161,6 +185,16 @@ class RobustnessSection(SectionPlugin):
     title = "Adversarial robustness"
     ParamsModel = RobustnessParams
     params: RobustnessParams
+    metric_directions: ClassVar[dict[str, Direction]] = {
+        "*.robust_accuracy": "higher", "*.worst_class_robust_accuracy": "higher", "clean_accuracy": "higher",
+        "*.attack_success_rate": "lower", "*.success_rate": "lower",  # a minimal-norm attack's
+        "*.median_min_eps": "higher", "*.mean_min_eps": "higher",
+        "reliable": "higher", "red_flags.count": "lower", "red_flags.likely_masked": "lower",
+        "nonfinite_outputs.*": "lower",
+        # sizes of the successful perturbations, the checks' own values, counts: no better direction
+        "*.mean_perturbation": None, "*.max_perturbation": None, "red_flags.*": None, "n_samples": None,
+        "n_attacked": None,
+    }
 
     def validate(self, ctx: AuditContext) -> None:
         """Before any section runs: every eps must fit in the input range (a larger one allows every input in
@@ -226,6 +260,8 @@ class RobustnessSection(SectionPlugin):
                                 f"(artifacts/{self.section}/{CHUNKS_DIR}/)")
         settings_rows: list[list[Any]] = []
         curve_rows: list[list[Any]] = []
+        outcomes = _Outcomes(values={"clean_accuracy": clean_correct}, meta={"clean_accuracy": {"kind": "correct"}},
+                             extra={"label": y, "prediction": pred})
         flags: list[RedFlag] = []
         unreliable: list[str] = []
         resolved: set[str] = set()  # likely-masked flags the escalation's adaptive attacks answered
@@ -247,7 +283,7 @@ class RobustnessSection(SectionPlugin):
                 record_escalation(result, esc, ev, section=self.section)
                 unreliable += esc.reasons
                 resolved |= esc.resolved
-            self._record_norm(ctx, result, ev, x, y, index, settings_rows, curve_rows)
+            self._record_norm(ctx, result, ev, x, y, index, settings_rows, curve_rows, outcomes)
             unreliable += self._nonfinite_outputs(result, ev, nonfinite)
         result.table("settings", "Attack settings behind every number", ["attack", "library", "norm", "eps", "steps",
                      "step size", "restarts", "random start", "loss", "samples", "queries/sample", "batch size",
@@ -263,6 +299,9 @@ class RobustnessSection(SectionPlugin):
             unreliable = [f"red flag {f.code} says likely masked ({f.title.lower()})" for f in flags
                           if f.verdict == "likely masked" and f.code not in resolved] + unreliable
         self._record_reliable(result, unreliable, checked=p.red_flags and bool(flags), escalated=bool(resolved))
+        from audit.outcomes import save_outcomes
+
+        save_outcomes(ctx, result, sample_id=index, values=outcomes.values, meta=outcomes.meta, extra=outcomes.extra)
 
     def _check_attack_params(self) -> None:
         """Build each configured attack once per norm: a wrong ``attack_params`` entry is a ConfigError now, not
@@ -356,7 +395,7 @@ class RobustnessSection(SectionPlugin):
     # -- recording -----------------------------------------------------------------------------
     def _record_norm(self, ctx: AuditContext, result: SectionResult, ev: NormEvaluation, x: np.ndarray,
                      y: np.ndarray, index: np.ndarray, settings_rows: list[list[Any]],
-                     curve_rows: list[list[Any]]) -> None:
+                     curve_rows: list[list[Any]], outcomes: _Outcomes) -> None:
         from audit.context import AdversarialOutcome
 
         norm, n_ok = ev.norm, max(int(ev.clean_correct.sum()), 1)
@@ -370,6 +409,8 @@ class RobustnessSection(SectionPlugin):
                 success_rate = run.success.sum() / n_ok
                 mean_size = float(run.perturbation[run.success].mean()) if run.success.any() else math.nan
                 result.metric(f"{key}.robust_accuracy", ev.robust_accuracy(name, e))
+                outcomes.add(f"{key}.robust_accuracy", ev.clean_correct & run.robust, kind="robust", norm=norm,
+                             eps=e, attack=name)
                 result.metric(f"{key}.attack_success_rate", success_rate)
                 curve_rows.append([norm, e, name, ev.robust_accuracy(name, e), float(success_rate), mean_size])
                 s = run.settings
@@ -382,6 +423,8 @@ class RobustnessSection(SectionPlugin):
             mean_size = float(size[fooled].mean()) if fooled.any() else math.nan
             key = f"worst_case.{norm}.eps={fmt(e)}"
             result.metric(f"{key}.robust_accuracy", robust.mean())
+            outcomes.add(f"{key}.robust_accuracy", robust, kind="robust", norm=norm, eps=e, attack="worst_case")
+            outcomes.add_adversarial(ctx, ev, e)
             result.metric(f"{key}.attack_success_rate", fooled.sum() / n_ok)
             result.metric(f"{key}.mean_perturbation", mean_size)
             result.metric(f"{key}.max_perturbation", size[fooled].max() if fooled.any() else 0.0)
@@ -397,6 +440,8 @@ class RobustnessSection(SectionPlugin):
                 norm=norm, eps=e, attack=outcome_attack, x_adv=copy_on_write(ev.worst_x_adv[e]),
                 clean_correct=ev.clean_correct,
                 robust_correct=robust, min_eps=ev.min_eps, index=subset)
+        if ev.min_eps is not None:
+            outcomes.extra[f"min_eps/{norm}"] = ev.min_eps
         self._per_class(ctx, result, ev, y)
         self._minimal_record(result, ev, settings_rows, curve_rows)
         self._curve(result, ev, names)

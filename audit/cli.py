@@ -3,7 +3,7 @@
 Exit codes of ``nnaudit run`` (and ``demo``): 0 every section ran without error; 2 nothing ran
 (bad config or command line, output directory locked or holding a run); 3 the run finished but a
 section errored (``--allow-errors`` makes that 0; results.json says ``failed``); 130 / 143 stopped
-by SIGINT / SIGTERM (results.json says ``interrupted``). ``nnaudit gate`` exits 0 / 1 / 2.
+by SIGINT / SIGTERM (results.json says ``interrupted``). ``nnaudit gate`` and ``nnaudit compare`` exit 0 / 1 / 2.
 """
 
 from __future__ import annotations
@@ -182,6 +182,17 @@ def cmd_gate(args: argparse.Namespace) -> int:
                     summary=Path(args.summary) if args.summary else None)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from audit.compare import run_compare
+
+    if args.resamples < 100:
+        raise NNAuditError("--resamples must be at least 100 bootstrap resamples")
+    return run_compare(Path(args.base), Path(args.candidate), policy_path=Path(args.policy) if args.policy else None,
+                       junit=Path(args.junit) if args.junit else None,
+                       summary=Path(args.summary) if args.summary else None, limit=None if args.all else 20,
+                       resamples=args.resamples, json_path=Path(args.json) if args.json else None)
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -294,6 +305,22 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--junit", help="write JUnit XML here")
     gate.add_argument("--summary", help="write a Markdown summary here")
     gate.set_defaults(func=cmd_gate)
+
+    compare = sub.add_parser(
+        "compare", help="compare two runs: metric deltas, per-sample significance, rules on deltas (exit 0 no "
+        "regression, 1 regression, 2 cannot judge)",
+        description="Compare a candidate run with a base run (e.g. the main branch's). Exit codes: 0 no regression; "
+        "1 a rule failed or a metric got significantly worse; 2 cannot judge (a run unfinished or with a failed "
+        "section, a metric a rule names missing or not a number, or nothing to judge). See docs/compare.md.")
+    compare.add_argument("base", help="the base run directory (or its results.json)")
+    compare.add_argument("candidate", help="the candidate run directory (or its results.json)")
+    compare.add_argument("--policy", help="policy.yaml: rules on deltas ('<metric> delta >= -0.02'), absolute rules")
+    compare.add_argument("--junit", help="write JUnit XML here")
+    compare.add_argument("--summary", help="write a Markdown summary here (a pull-request comment)")
+    compare.add_argument("--json", help="write the whole comparison as JSON here")
+    compare.add_argument("--all", action="store_true", help="list every metric, not only the notable ones")
+    compare.add_argument("--resamples", type=int, default=5000, help="bootstrap resamples (default 5000)")
+    compare.set_defaults(func=cmd_compare)
 
     dash = sub.add_parser("dashboard", help="open the Streamlit dashboard over a runs directory")
     dash.add_argument("runs_dir", nargs="?", default="runs")

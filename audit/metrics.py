@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import Field
 
 from audit.plugin import Params, SectionPlugin
-from audit.results import SectionResult, Severity
+from audit.results import Direction, SectionResult, Severity
 
 if TYPE_CHECKING:
     from audit.context import AuditContext
@@ -45,6 +45,10 @@ class PerformanceSection(SectionPlugin):
     title = "Performance"
     ParamsModel = PerformanceParams
     params: PerformanceParams
+    metric_directions: ClassVar[dict[str, Direction]] = {
+        "accuracy": "higher", "top*_accuracy": "higher", "error_rate": "lower", "loss": "lower",
+        "n_samples": None, "majority_baseline_accuracy": None,
+    }
 
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
         from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, log_loss
@@ -57,9 +61,12 @@ class PerformanceSection(SectionPlugin):
         result.metric("error_rate", 1.0 - accuracy)
         result.metric("loss", log_loss(y, proba, labels=labels))
         result.metric("n_samples", len(y))
+        topk_hit = None
         if self.params.top_k > 1:
             top = np.argsort(-proba, axis=1)[:, : self.params.top_k]
-            result.metric(f"top{self.params.top_k}_accuracy", float((top == y[:, None]).any(axis=1).mean()))
+            topk_hit = (top == y[:, None]).any(axis=1)
+            result.metric(f"top{self.params.top_k}_accuracy", float(topk_hit.mean()))
+        self._save_outcomes(ctx, result, y, pred, proba, topk_hit)
         matrix = confusion_matrix(y, pred, labels=labels)
         names = ctx.data.class_names
         result.table("confusion_matrix", "Confusion matrix (rows: true class, columns: predicted)",
@@ -86,6 +93,25 @@ class PerformanceSection(SectionPlugin):
                                metric=f"{self.section}.accuracy", value=accuracy)
 
 
+    def _save_outcomes(self, ctx: AuditContext, result: SectionResult, y: np.ndarray, pred: np.ndarray,
+                       proba: np.ndarray, topk_hit: np.ndarray | None) -> None:
+        """Correct or not, and the cross-entropy, per sample (``audit.outcomes``): what ``nnaudit compare`` pairs."""
+        from audit.outcomes import save_outcomes
+
+        correct = (pred == y).astype(np.float64)
+        eps = np.finfo(proba.dtype).eps  # log_loss clips the same way
+        values = {"accuracy": correct, "error_rate": 1.0 - correct,
+                  "loss": -np.log(np.clip(proba[np.arange(len(y)), y], eps, 1 - eps))}
+        meta: dict[str, dict[str, Any]] = {"accuracy": {"kind": "correct"}, "error_rate": {"kind": "wrong"},
+                                           "loss": {"kind": "cross_entropy"}}
+        if topk_hit is not None:
+            values[f"top{self.params.top_k}_accuracy"] = topk_hit.astype(np.float64)
+            meta[f"top{self.params.top_k}_accuracy"] = {"kind": "correct", "top_k": self.params.top_k}
+        groups = {f"group/{name}": np.asarray(column).astype(str) for name, column in ctx.data.sensitive.items()}
+        save_outcomes(ctx, result, sample_id=np.arange(len(y)), values=values, meta=meta,
+                      extra={"label": y, "prediction": pred, "confidence": proba.max(axis=1), **groups})
+
+
 class ImbalanceParams(Params):
     n_bins: int = Field(10, ge=2, le=100, description="calibration bins")
     ratio_warn: float = Field(3.0, gt=1, description="imbalance ratio above which to warn")
@@ -101,6 +127,12 @@ class ImbalanceSection(SectionPlugin):
     title = "Class imbalance and calibration"
     ParamsModel = ImbalanceParams
     params: ImbalanceParams
+    metric_directions: ClassVar[dict[str, Direction]] = {
+        "balanced_accuracy": "higher", "macro_f1": "higher", "weighted_f1": "higher", "mcc": "higher",
+        "roc_auc_ovr": "higher", "pr_auc": "higher", "class=*.recall": "higher", "class=*.precision": "higher",
+        "ece": "lower", "recall_gap": "lower",
+        "imbalance_ratio": None, "minority_fraction": None, "positive_rate": None,  # properties of the data
+    }
 
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
         y, pred, proba = ctx.data.y, ctx.clean_predictions(), ctx.clean_probabilities()
@@ -109,6 +141,7 @@ class ImbalanceSection(SectionPlugin):
         self._distribution(result, names, counts)
         self._per_class(result, y, pred, names)
         self._scores(result, y, pred, proba, k)
+        self._save_outcomes(ctx, result, y, pred)
         self._calibration(result, y, proba)
 
     def _distribution(self, result: SectionResult, names: list[str], counts: np.ndarray) -> None:
@@ -190,6 +223,18 @@ class ImbalanceSection(SectionPlugin):
             result.metric("roc_auc_ovr", roc_auc_score(remap, sub, multi_class="ovr", average="macro"))
         onehot = np.eye(k)[y][:, present]
         result.metric("pr_auc", average_precision_score(onehot, proba[:, present], average="macro"))
+
+    def _save_outcomes(self, ctx: AuditContext, result: SectionResult, y: np.ndarray, pred: np.ndarray) -> None:
+        """Balanced accuracy as a mean over samples (``audit.outcomes``), for ``nnaudit compare``: each sample's
+        correct-or-not weighted by N / (classes present x its class's count), so the mean is the mean recall."""
+        from audit.outcomes import save_outcomes
+
+        counts = np.bincount(y)
+        present = int((counts > 0).sum())
+        weight = len(y) / (present * counts[y])
+        save_outcomes(ctx, result, sample_id=np.arange(len(y)),
+                      values={"balanced_accuracy": (pred == y).astype(np.float64) * weight},
+                      meta={"balanced_accuracy": {"kind": "correct_class_weighted"}})
 
     def _calibration(self, result: SectionResult, y: np.ndarray, proba: np.ndarray) -> None:
         ece, rows = expected_calibration_error(proba, y, self.params.n_bins)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, final
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from audit.errors import ConfigError, NNAuditError, PluginError
-from audit.results import SectionResult
+from audit.results import Direction, SectionResult, resolve_directions
 
 if TYPE_CHECKING:
     from audit.context import AuditContext
@@ -56,6 +56,18 @@ class SectionPlugin(ABC):
     requires_gradients: ClassVar[bool] = False
     # plugins whose outputs (ctx.adversarial, ctx.attributions) this one uses when they ran before it
     reads_sections: ClassVar[tuple[str, ...]] = ()
+    # the direction of better of the metrics this plugin writes: shell-style patterns of metric names relative
+    # to the section ('accuracy', '*.robust_accuracy') -> 'higher', 'lower' or None (neither: a count, a
+    # setting). The first matching pattern wins; results.json records the direction of each metric, and
+    # `nnaudit compare` reads it to call a change better or worse.
+    metric_directions: ClassVar[dict[str, Direction]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        bad = {k: v for k, v in cls.metric_directions.items() if v not in ("higher", "lower", None)}
+        if bad:
+            raise TypeError(f"{cls.__name__}.metric_directions: directions must be 'higher', 'lower' or None, got "
+                            f"{bad}")
 
     def __init__(self, *, section: str | None = None, **params: Any) -> None:
         self.section = section or self.name
@@ -98,6 +110,7 @@ class SectionPlugin(ABC):
             result.error = {"type": type(err).__name__, "message": _error_message(self.name, err),
                             "traceback": traceback.format_exc(limit=20)}
             log.error("section '%s' (plugin %s) failed: %s", self.section, self.name, err)
+        result.directions = resolve_directions(self.metric_directions, result.name, result.metrics)
         result.duration_s = time.perf_counter() - start
         return result
 

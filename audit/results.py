@@ -18,20 +18,24 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from audit.errors import ResultsError
 
-SCHEMA_VERSION = "2.0"  # 2.0: "Infinity" strings, run statuses interrupted; 1.x files still read
+SCHEMA_VERSION = "2.1"  # 2.0: "Infinity" strings, run statuses interrupted; 2.1: directions; 1.x files still read
 RESULTS_FILE = "results.json"
 ARTIFACTS_DIR = "artifacts"
 SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 Status = Literal["ok", "error", "skipped"]
+Direction = Literal["higher", "lower"] | None  # which way a metric is better; None: neither (a count, a setting)
+DIRECTIONS: tuple[str, ...] = ("higher", "lower")
 Cell = str | float | int | bool | None
 Encoded = float | str | None  # a number as results.json stores it
 RunStatus = Literal["running", "complete", "failed", "interrupted"]
@@ -170,6 +174,9 @@ class SectionResult:
     # it is unchanged), and where the outputs it left for later sections were saved
     fingerprint: str | None = None
     context: str | None = None
+    # metric name -> the direction of better its section declares ("higher", "lower", None: neither); set by
+    # the plugin base class from the plugin's ``metric_directions``. Metrics it does not name have no direction.
+    directions: dict[str, Direction] = field(default_factory=dict)
 
     # -- helpers plugins use -------------------------------------------------
     def metric(self, name: str, value: Any) -> None:
@@ -212,6 +219,8 @@ class SectionResult:
             out["fingerprint"] = self.fingerprint
         if self.context is not None:
             out["context"] = self.context
+        if self.directions:
+            out["directions"] = dict(self.directions)
         return out
 
     @classmethod
@@ -227,6 +236,7 @@ class SectionResult:
             artifacts=dict(data.get("artifacts", {})), notes=list(data.get("notes", [])),
             duration_s=float(data.get("duration_s", 0.0)), error=data.get("error"),
             fingerprint=data.get("fingerprint"), context=data.get("context"),
+            directions=dict(data.get("directions", {})),
         )
 
 
@@ -353,6 +363,49 @@ def all_metrics(data: dict[str, Any]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for section in data.get("sections", {}).values():
         out.update({name: decode_number(value) for name, value in section.get("metrics", {}).items()})
+    return out
+
+
+def resolve_directions(patterns: Mapping[str, Direction], section: str,
+                       metrics: Mapping[str, Any]) -> dict[str, Direction]:
+    """The direction of better of each metric, from a plugin's ``metric_directions``.
+
+    ``patterns`` maps shell-style patterns of metric names relative to the section (``accuracy``,
+    ``*.robust_accuracy``, ``*.ci_low``) to "higher", "lower" or None; the first pattern that matches a
+    metric wins (so list exceptions such as ``*.ci_low`` first). Metrics no pattern matches are left out.
+    """
+    for direction in patterns.values():
+        if direction is not None and direction not in DIRECTIONS:
+            raise ValueError(f"metric direction must be 'higher', 'lower' or None, got {direction!r}")
+    out: dict[str, Direction] = {}
+    prefix = section + "."
+    for name in metrics:
+        relative = name.removeprefix(prefix)
+        for pattern, direction in patterns.items():
+            if fnmatchcase(relative, pattern):
+                out[name] = direction
+                break
+    return out
+
+
+def metric_direction(data: Mapping[str, Any], metric: str) -> Direction:
+    """The direction of better the run's results declare for ``metric`` (None: neither, or not recorded:
+    results written before schema 2.1 carry no directions)."""
+    for section in data.get("sections", {}).values():
+        directions = section.get("directions") if isinstance(section, Mapping) else None
+        if isinstance(directions, Mapping) and metric in directions:
+            value = directions[metric]
+            return value if value in DIRECTIONS else None
+    return None
+
+
+def all_directions(data: Mapping[str, Any]) -> dict[str, Direction]:
+    """Every declared direction of every section, by metric name (empty for results without directions)."""
+    out: dict[str, Direction] = {}
+    for section in data.get("sections", {}).values():
+        directions = section.get("directions") if isinstance(section, Mapping) else None
+        if isinstance(directions, Mapping):
+            out.update({str(k): v if v in DIRECTIONS else None for k, v in directions.items()})
     return out
 
 

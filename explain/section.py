@@ -14,7 +14,7 @@ from audit.data import stratified_subset
 from audit.engine.chunks import DEFAULT_CHUNK_SIZE
 from audit.errors import ConfigError
 from audit.plugin import Params, SectionPlugin
-from audit.results import SectionResult
+from audit.results import Direction, SectionResult
 from explain.base import Explainer, ExplainerError
 from explain.budget import DEFAULT_MEMORY_MB
 from explain.captum_methods import (
@@ -149,6 +149,15 @@ class ExplanationsSection(SectionPlugin):
     ParamsModel = ExplanationsParams
     params: ExplanationsParams
     reads_sections: ClassVar[tuple[str, ...]] = ("robustness",)
+    metric_directions: ClassVar[dict[str, Direction]] = {
+        "*.ci_low": None, "*.ci_high": None, "random.*": None,  # interval bounds; the random-ordering reference
+        "*.deletion_auc": "lower", "*.insertion_auc": "higher", "*.faithfulness_rank": "lower",
+        "*.infidelity": "lower", "*.sensitivity_max": "lower", "*.randomization_similarity": "lower",
+        "*.randomization_ssim": "lower", "*.randomization_check_passes": "higher",
+        "stability.*.topk_overlap_random_noise": None, "stability.*.topk_overlap*": "higher",
+        "stability.*.spearman": "higher", "surrogate.fidelity": "higher",
+        "*": None,  # costs, counts, the noise and attack sizes, the controls, permutation importances
+    }
 
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
         p = self.params

@@ -14,7 +14,7 @@ For each sensitive column (and, with ``intersections: true``, their intersection
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator
 
@@ -24,7 +24,7 @@ from audit.fairness.groups import GroupSet, build_group_sets
 from audit.fairness.parity import record_parity
 from audit.fairness.robustness import record_robustness
 from audit.plugin import Params, SectionPlugin
-from audit.results import SectionResult
+from audit.results import Direction, SectionResult
 
 if TYPE_CHECKING:
     from audit.context import AuditContext
@@ -89,6 +89,13 @@ class FairnessSection(SectionPlugin):
     ParamsModel = FairnessParams
     params: FairnessParams
     reads_sections = ("robustness", "explanations")
+    metric_directions: ClassVar[dict[str, Direction]] = {
+        "*.ci_low": None, "*.ci_high": None, "*.enough_rows": None, "*.group=*": None,  # bounds, flags, groups
+        "*_difference": "lower", "*_ratio": "higher",  # gaps between groups; min / max rate
+        "*.max_importance_gap": "lower",
+        "overall.accuracy": "higher", "overall.balanced_accuracy": "higher",
+        "*": None,  # overall rates, counts
+    }
 
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
         data = ctx.data
