@@ -92,6 +92,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.data.limit = args.limit
     if args.no_report:
         config.report = False
+    if args.policy:
+        from audit.verdict import read_policy_file
+
+        config.gate = read_policy_file(args.policy)
     out = resume or (Path(args.out) if args.out else default_out_dir())
     existing: Existing = "resume" if resume is not None else "overwrite" if args.overwrite else "refuse"
     try:
@@ -105,6 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_SIGNAL_BASE + signum
     failed = [name for name, s in results["sections"].items() if s["status"] == "error"]
     print(f"nnaudit: audit written to {out}")
+    _print_verdict(results, out)
     _open_hints([out], out)
     if failed:
         print(f"nnaudit: {len(failed)} section(s) failed and are recorded with their error: {', '.join(failed)}; "
@@ -113,6 +118,19 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_OK if args.allow_errors else EXIT_SECTION_ERROR
     return EXIT_OK
+
+
+def _print_verdict(results: dict[str, Any], out: Path) -> None:
+    from audit.verdict import failing_checks
+
+    record = results.get("verdict")
+    if record is None:
+        print("nnaudit: verdict: not gated (no policy: add 'gate:' to the config or pass --policy)")
+        return
+    failing = failing_checks(record)
+    detail = "; ".join(check["message"] for check in failing[:5])
+    print(f"nnaudit: verdict: {record['status'].upper()}" + (f" ({detail})" if detail else "")
+          + f"; re-check with `nnaudit gate {out}`")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -151,7 +169,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_gate(args: argparse.Namespace) -> int:
     from audit.gate import run_gate
 
-    return run_gate(Path(args.run_dir), Path(args.policy), junit=Path(args.junit) if args.junit else None,
+    return run_gate(Path(args.run_dir), Path(args.policy) if args.policy else None,
+                    junit=Path(args.junit) if args.junit else None,
                     summary=Path(args.summary) if args.summary else None)
 
 
@@ -221,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=int, help="audit a stratified, seeded subset of N samples")
     run.add_argument("--seed", type=int, help="random seed (overrides the config)")
     run.add_argument("--no-report", action="store_true", help="do not write report.html")
+    run.add_argument("--policy", help="gate policy YAML the run carries (replaces the config's 'gate:'); its "
+                     "verdict is stored in results.json and opens the report")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="train two small models on real data and audit both")
@@ -236,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     gate = sub.add_parser("gate", help="check a finished run against a threshold policy (exit 0 pass, 1 fail, "
                           "2 missing metric or errored section)")
     gate.add_argument("run_dir")
-    gate.add_argument("--policy", required=True, help="policy.yaml with threshold rules")
+    gate.add_argument("--policy", help="policy.yaml with threshold rules (default: the policy the run carries)")
     gate.add_argument("--junit", help="write JUnit XML here")
     gate.add_argument("--summary", help="write a Markdown summary here")
     gate.set_defaults(func=cmd_gate)

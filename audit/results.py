@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from audit.errors import ResultsError
 
-SCHEMA_VERSION = "2.0"  # 2.0: "Infinity" strings, run statuses interrupted; 1.x files still read
+SCHEMA_VERSION = "2.1"  # 2.1: verdict, figure kinds image_grid/tree/small_multiples; 2.0: "Infinity"; 1.x read
 RESULTS_FILE = "results.json"
 ARTIFACTS_DIR = "artifacts"
 SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")

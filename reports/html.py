@@ -59,7 +59,7 @@ def render_html(results: dict[str, Any], run_dir: str | os.PathLike[str] | None 
     ``run_dir`` resolves image artifacts and tells a live run from one whose process died (its lock).
     """
     state = run_state(results, run_dir)
-    view = _with_images(report_view(results, state), Path(run_dir) if run_dir is not None else None)
+    view = _with_images(report_view(results, state, run_dir=run_dir), Path(run_dir) if run_dir is not None else None)
     template = _environment().get_template(TEMPLATE_NAME)
     text: str = template.render(view=view, severities=SEVERITIES_WORST_FIRST)
     return text
