@@ -44,15 +44,19 @@ class FigureSpecError(ValueError):
 
 def render_figure(spec: Mapping[str, Any], run_dir: str | Path | None = None) -> Figure:
     """Draw one figure spec. ``run_dir`` resolves ``artifact`` paths of image figures."""
+    import matplotlib
+
     kind = spec.get("kind")
     drawer = _DRAWERS.get(str(kind))
-    try:
-        if drawer is None:
-            raise FigureSpecError(UNKNOWN_KIND.format(kind=kind))
-        return drawer(spec, Path(run_dir) if run_dir is not None else None)
-    except _DRAW_ERRORS as err:
-        return placeholder_figure(spec.get("title") or spec.get("name") or "figure",
-                                  BAD_SPEC.format(name=spec.get("name", "?"), error=err))
+    # text from the data stays text: no mathtext, so a class name "$x^2$" prints its dollar signs
+    with matplotlib.rc_context({"text.parse_math": False}):
+        try:
+            if drawer is None:
+                raise FigureSpecError(UNKNOWN_KIND.format(kind=kind))
+            return drawer(spec, Path(run_dir) if run_dir is not None else None)
+        except _DRAW_ERRORS as err:
+            return placeholder_figure(spec.get("title") or spec.get("name") or "figure",
+                                      BAD_SPEC.format(name=spec.get("name", "?"), error=err))
 
 
 def placeholder_figure(title: str, message: str) -> Figure:

@@ -378,7 +378,7 @@ def test_markdown_escapes_findings() -> None:
     data["sections"]["performance"]["findings"].append({"severity": "critical", "message": f"class {XSS} | broken"})
     text = gate_to_markdown(evaluate_policy(data, parse_policy({"max_findings": {"critical": 0}})))
     assert XSS not in text
-    assert "class &lt;script&gt;alert(1)&lt;/script&gt; \\| broken" in text
+    assert "class &lt;script&gt;alert\\(1\\)&lt;/script&gt; \\| broken" in text
     assert "❌ nnaudit gate FAILED" not in text  # the errored section makes it ERROR, which wins
     assert escape_text("a|b\nc") == "a\\|b c"
 
