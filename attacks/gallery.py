@@ -23,8 +23,8 @@ def gallery_figure(path: Path, rel: str, *, x: np.ndarray, x_adv: np.ndarray, y:
                    name: str, bounds: tuple[float, float] = (0.0, 1.0)) -> dict[str, Any]:
     """Save the gallery's tiles to ``path`` (NPZ) and return its ``image_grid`` figure spec.
 
-    Rows: the original (true label; the model's confidence and prediction), the adversarial
-    example (prediction, confidence), the perturbation (diverging colours, its largest
+    Rows: the original ("true" label; the model's confidence and prediction), the adversarial
+    example ("now": its prediction and confidence), the perturbation (diverging colours, its largest
     component). One column per example. ``reports/`` draws it, tiles at full resolution.
     """
     p_clean, p_adv = softmax(clean_logits), softmax(adv_logits)
@@ -33,8 +33,8 @@ def gallery_figure(path: Path, rel: str, *, x: np.ndarray, x_adv: np.ndarray, y:
     labels: list[list[str]] = [[], [], []]
     for j in range(len(x)):
         c_pred, a_pred = int(p_clean[j].argmax()), int(p_adv[j].argmax())
-        labels[0].append(f"{class_names[int(y[j])]}\n{p_clean[j, c_pred]:.0%} as {class_names[c_pred]}")
-        labels[1].append(f"{class_names[a_pred]}\n{p_adv[j, a_pred]:.0%}")
+        labels[0].append(f"true {class_names[int(y[j])]}\n{p_clean[j, c_pred]:.0%} {class_names[c_pred]}")
+        labels[1].append(f"now {class_names[a_pred]}\n{p_adv[j, a_pred]:.0%} {class_names[a_pred]}")
         labels[2].append(f"max {float(np.abs(delta[j]).max()):.3g}")
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, tiles=tiles)
