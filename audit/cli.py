@@ -109,6 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_SIGNAL_BASE + signum
     failed = [name for name, s in results["sections"].items() if s["status"] == "error"]
     print(f"nnaudit: audit written to {out}")
+    print("nnaudit:", end=" ")
     _print_verdict(results, out)
     _open_hints([out], out)
     if failed:
@@ -125,11 +126,11 @@ def _print_verdict(results: dict[str, Any], out: Path) -> None:
 
     record = results.get("verdict")
     if record is None:
-        print("nnaudit: verdict: not gated (no policy: add 'gate:' to the config or pass --policy)")
+        print("verdict: not gated (no policy: add 'gate:' to the config or pass --policy)")
         return
     failing = failing_checks(record)
     detail = "; ".join(check["message"] for check in failing[:5])
-    print(f"nnaudit: verdict: {record['status'].upper()}" + (f" ({detail})" if detail else "")
+    print(f"verdict: {record['status'].upper()}" + (f" ({detail})" if detail else "")
           + f"; re-check with `nnaudit gate {out}`")
 
 
@@ -142,6 +143,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     runs = run_demo(out, seed=args.seed, device=args.device or "auto")
     print(f"nnaudit: demo finished in {time.perf_counter() - start:.1f} s; runs in {out}")
+    from audit.results import load_results
+
+    for run in runs:
+        print(f"nnaudit: {run.name}:", end=" ")
+        _print_verdict(load_results(run, validate=False), run)
     _open_hints(runs, out, [policy_path(out, run.name) for run in runs])
     failed = [run.name for run in runs if _stored_status(run) == "failed"]
     if failed:

@@ -145,7 +145,7 @@ def worst_disparity(results: Mapping[str, Any]) -> dict[str, Any] | None:
     if any(c not in columns for c in needed):
         return None
     index = {name: columns.index(name) for name in columns}
-    best: tuple[tuple[bool, float], dict[str, Any]] | None = None
+    best: tuple[tuple[bool, bool, float], dict[str, Any]] | None = None
     for row in table.get("rows", []):
         cell = {name: (row[i] if i < len(row) else None) for name, i in index.items()}
         value = _as_float(cell.get("value"))
@@ -158,10 +158,10 @@ def worst_disparity(results: Mapping[str, Any]) -> dict[str, Any] | None:
         if tolerance is not None:
             score = _disparity_score(metric, judged, tolerance)
         elif metric.endswith("_difference"):
-            score = judged * 1e-6  # below any score that has a tolerance
+            score = judged  # ranked below every row that has a tolerance (the key's second element)
         else:
             continue
-        key = (bool(cell.get("flagged")), score)
+        key = (bool(cell.get("flagged")), tolerance is not None, score)
         if best is None or key > best[0]:
             low, high = _as_float(cell.get("ci_low")), _as_float(cell.get("ci_high"))
             best = (key, {"grouping": str(cell["grouping"]), "metric": metric,
