@@ -330,7 +330,7 @@ class ExplanationsSection(SectionPlugin):
             result.figure({"name": f"{kind_name}_curves", "title": f"{kind_name.capitalize()} curves "
                            f"({baseline_kind} baseline, mean over {len(explained.ids)} samples)", "kind": "line",
                            "series": series, "xlabel": f"fraction of features {kind_name[:-3]}ed, most important "
-                           "first", "ylabel": "probability of the explained class"})
+                           "first", "ylabel": "probability of the explained class", "ylim": [0.0, 1.0]})
 
     def _faithfulness_report(self, result: SectionResult, rankings: dict[str, Ranking], n: int,
                              baseline: str) -> None:
@@ -379,7 +379,7 @@ class ExplanationsSection(SectionPlugin):
                                         "by insertion"], pairs)
         bars = [m for m in methods] + [RANDOM]
         result.figure({"name": "faithfulness_ranking", "title": f"Deletion and insertion AUC with {level} intervals",
-                       "kind": "bar", "xlabel": "method", "ylabel": "area under the curve",
+                       "kind": "bar", "xlabel": "method", "ylabel": "area under the curve", "ylim": [0.0, 1.0],
                        "series": [_bar_series(f"{kind} AUC", rankings[kind], bars)
                                   for kind in ("deletion", "insertion")]})
 
