@@ -308,7 +308,10 @@ class Run:
             if status in ("complete", "failed"):
                 self.manifest["current_section"] = None
             self.timings["total"] = round(time.perf_counter() - start, 4)
-            self.verdict = evaluate_verdict(self.to_dict())  # the run's own gate policy, if it carries one
+            try:
+                self.verdict = evaluate_verdict(self.to_dict())  # the run's own gate policy, if it carries one
+            except ConfigError as err:  # validated with the config, so only a bug gets here: keep the results
+                log.warning("the run's gate policy could not be evaluated (%s); no verdict stored", err)
             self.write()
 
 

@@ -45,9 +45,17 @@ def verdict_view(results: Mapping[str, Any], run_dir: str | os.PathLike[str] | N
     ``failing`` holds the checks that did not pass, each with ``name``, ``status``, ``message``,
     ``value`` and ``threshold`` (decoded numbers) and ``value_text``.
     """
+    from audit.errors import ConfigError
     from audit.verdict import VERDICT_KEY, evaluate_verdict
 
-    record = evaluate_verdict(results, run_dir)
+    try:
+        record = evaluate_verdict(results, run_dir)
+    except ConfigError as err:  # a hand-edited results file: say so instead of failing to render
+        label, _ = VERDICT_TEXT["error"]
+        check = _check_view({"name": "gate policy", "kind": "run", "status": "error",
+                             "message": f"the policy the run carries is invalid: {err}"})
+        return {"status": "error", "label": label, "text": "the run's gate policy cannot be read",
+                "failing": [check], "checks": [check], "n_checks": 1, "n_passed": 0, "source": "policy"}
     source = "policy"
     if record is None:
         stored = results.get(VERDICT_KEY)

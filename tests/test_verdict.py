@@ -208,3 +208,12 @@ def test_gate_without_policy_on_an_ungated_run_says_what_to_pass(tmp_path: Path)
     run = write_run(tmp_path, "plain")
     with pytest.raises(ConfigError, match="carries no gate policy"):
         run_gate(run, None)
+
+
+def test_an_unreadable_carried_policy_still_renders() -> None:
+    from reports.html import render_html
+
+    data = gated(make_results(with_error=False), {"rules": ["performance.accuracy >> 1"]})
+    view = headline.verdict_view(data)
+    assert view["status"] == "error" and "policy the run carries is invalid" in view["failing"][0]["message"]
+    assert 'id="verdict-label">CANNOT DECIDE<' in render_html(data)
