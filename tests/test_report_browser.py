@@ -72,6 +72,14 @@ def _check_report(browser: Browser, run_dir: Path, expected_verdict: str, shot: 
         if shot and folder:
             browser.evaluate("window.scrollTo(0, 0)")
             browser.screenshot(Path(folder) / f"{shot}-top.png")
+        # every drawer open: wide tables still scroll inside their own box, the page never gets wider
+        browser.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+        assert browser.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 0
+        clipped = browser.evaluate("Array.from(document.querySelectorAll('.tablewrap')).filter(w => "
+                                   "w.scrollWidth > w.clientWidth && getComputedStyle(w).overflowX === 'visible')"
+                                   ".length")
+        assert clipped == 0
+        browser.evaluate("document.querySelectorAll('details').forEach(d => d.open = false)")
         return height
     finally:
         server.shutdown()
