@@ -121,19 +121,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_verdict(results: dict[str, Any], out: Path) -> None:
-    from audit.verdict import failing_checks
-
-    record = results.get("verdict")
-    if record is None:
-        print("verdict: not gated (no policy: add 'gate:' to the config or pass --policy)")
-        return
-    failing = failing_checks(record)
-    detail = "; ".join(check["message"] for check in failing[:5])
-    print(f"verdict: {record['status'].upper()}" + (f" ({detail})" if detail else "")
-          + f"; re-check with `nnaudit gate {out}`")
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     import time
 
@@ -160,6 +147,19 @@ def _stored_status(run_dir: Path) -> str:
     from audit.results import load_results
 
     return str(load_results(run_dir, validate=False)["manifest"].get("status"))
+
+
+def _print_verdict(results: dict[str, Any], out: Path) -> None:
+    from audit.verdict import failing_checks
+
+    record = results.get("verdict")
+    if record is None:
+        print("verdict: not gated (no policy: add 'gate:' to the config or pass --policy)")
+        return
+    failing = failing_checks(record)
+    detail = "; ".join(check["message"] for check in failing[:5])
+    print(f"verdict: {record['status'].upper()}" + (f" ({detail})" if detail else "")
+          + f"; re-check with `nnaudit gate {out}`")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -244,10 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="exit 0 even when a section errored (results.json still says 'failed')")
     run.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the config)")
     run.add_argument("--limit", type=int, help="audit a stratified, seeded subset of N samples")
-    run.add_argument("--seed", type=int, help="random seed (overrides the config)")
-    run.add_argument("--no-report", action="store_true", help="do not write report.html")
     run.add_argument("--policy", help="gate policy YAML the run carries (replaces the config's 'gate:'); its "
                      "verdict is stored in results.json and opens the report")
+    run.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    run.add_argument("--no-report", action="store_true", help="do not write report.html")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="train two small models on real data and audit both")
