@@ -1,21 +1,12 @@
-"""Artifacts: a gallery of adversarial images (PNG) and a per-feature perturbation summary (tabular)."""
+"""Artifacts: a gallery of adversarial images (tiles as NPZ + an image_grid figure spec; reports/ draws it)
+and a per-feature perturbation summary (tabular)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-
-
-def _as_image(x: np.ndarray) -> np.ndarray:
-    """(C, H, W) -> (H, W) or (H, W, 3) for imshow."""
-    if x.ndim == 3 and x.shape[0] == 1:
-        return x[0]
-    if x.ndim == 3 and x.shape[0] == 3:
-        return np.transpose(x, (1, 2, 0))
-    if x.ndim == 3:
-        return x.mean(axis=0)
-    return x
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -24,39 +15,32 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def write_gallery(path: Path, *, x: np.ndarray, x_adv: np.ndarray, y: np.ndarray, clean_logits: np.ndarray,
-                  adv_logits: np.ndarray, class_names: list[str], title: str,
-                  bounds: tuple[float, float] = (0.0, 1.0)) -> None:
-    """Rows: original (label, confidence), adversarial (prediction, confidence), perturbation (amplified)."""
-    import matplotlib
+GALLERY_ROWS = ("original", "adversarial", "perturbation")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    n = len(x)
+def gallery_figure(path: Path, rel: str, *, x: np.ndarray, x_adv: np.ndarray, y: np.ndarray,
+                   clean_logits: np.ndarray, adv_logits: np.ndarray, class_names: list[str], title: str,
+                   name: str, bounds: tuple[float, float] = (0.0, 1.0)) -> dict[str, Any]:
+    """Save the gallery's tiles to ``path`` (NPZ) and return its ``image_grid`` figure spec.
+
+    Rows: the original ("true" label; the model's confidence and prediction), the adversarial
+    example ("now": its prediction and confidence), the perturbation (diverging colours, its largest
+    component). One column per example. ``reports/`` draws it, tiles at full resolution.
+    """
     p_clean, p_adv = softmax(clean_logits), softmax(adv_logits)
-    fig, axes = plt.subplots(3, n, figsize=(1.7 * n + 0.6, 5.6), squeeze=False)
-    for j in range(n):
-        delta = x_adv[j] - x[j]
-        scale = float(np.abs(delta).max()) or 1.0
+    delta = x_adv - x
+    tiles = np.stack([x, x_adv, delta]).astype(np.float32)  # (3, n, C, H, W)
+    labels: list[list[str]] = [[], [], []]
+    for j in range(len(x)):
         c_pred, a_pred = int(p_clean[j].argmax()), int(p_adv[j].argmax())
-        panels = [
-            (_as_image(x[j]), f"{class_names[int(y[j])]}\n{p_clean[j, c_pred]:.0%} as {class_names[c_pred]}",
-             "gray", bounds),
-            (_as_image(x_adv[j]), f"adv: {class_names[a_pred]}\n{p_adv[j, a_pred]:.0%}", "gray", bounds),
-            (_as_image(delta), f"perturbation\nmax {scale:.3g}", "seismic", (-scale, scale)),
-        ]
-        for i, (img, label, cmap, (lo, hi)) in enumerate(panels):
-            ax = axes[i, j]
-            ax.imshow(np.clip(img, lo, hi), cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
-            ax.set_title(label, fontsize=7)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+        labels[0].append(f"true {class_names[int(y[j])]}\n{p_clean[j, c_pred]:.0%} {class_names[c_pred]}")
+        labels[1].append(f"now {class_names[a_pred]}\n{p_adv[j, a_pred]:.0%} {class_names[a_pred]}")
+        labels[2].append(f"max {float(np.abs(delta[j]).max()):.3g}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    np.savez_compressed(path, tiles=tiles)
+    return {"name": name, "title": title, "kind": "image_grid", "artifact": rel, "array": "tiles",
+            "row_labels": list(GALLERY_ROWS), "tile_labels": labels, "styles": ["image", "image", "signed"],
+            "styles_by": "row", "bounds": [float(bounds[0]), float(bounds[1])]}
 
 
 def feature_summary(x: np.ndarray, x_adv: np.ndarray, success: np.ndarray,

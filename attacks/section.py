@@ -25,7 +25,7 @@ from attacks.evaluate import (
     per_class_accuracy,
     registered_attacks,
 )
-from attacks.gallery import feature_summary, write_gallery
+from attacks.gallery import feature_summary, gallery_figure
 from attacks.redflags import (
     CheckData,
     GradientStats,
@@ -497,7 +497,8 @@ class RobustnessSection(SectionPlugin):
             series.append({"label": f"{name} (minimal norm, {len(idx)} samples)", "x": [float(g) for g in grid],
                            "y": ev.minimal_curve(name, grid), "style": "dotted"})
         result.figure({"name": f"robustness_curve_{ev.norm}", "title": f"Robust accuracy vs eps ({ev.norm})",
-                       "kind": "line", "series": series, "xlabel": f"eps ({ev.norm})", "ylabel": "robust accuracy"})
+                       "kind": "line", "series": series, "xlabel": f"eps ({ev.norm})", "ylabel": "robust accuracy",
+                       "ylim": [0.0, 1.0]})
 
     @staticmethod
     def _middle_eps(ev: NormEvaluation) -> float:
@@ -522,15 +523,13 @@ class RobustnessSection(SectionPlugin):
         picked = sorted(picked[: self.params.gallery_size])
         x_adv = ev.worst_x_adv[eps][picked]
         lo, hi = ctx.model.bounds if ctx.model.bounds is not None else (float(x.min()), float(x.max()))
-        path, rel = ctx.artifact_path(self.section, f"gallery_{ev.norm}.png")
+        path, rel = ctx.artifact_path(self.section, f"gallery_{ev.norm}.npz")
         clean_logits = ctx.clean_logits()[index[picked]].numpy()  # computed once for every section
-        write_gallery(path, x=x[picked], x_adv=x_adv, y=y[picked], clean_logits=clean_logits,
-                      adv_logits=ctx.model.logits(x_adv).numpy(), class_names=ctx.data.class_names,
-                      title=f"Adversarial examples ({ev.norm}, eps={fmt(eps)}); rows: original, adversarial, "
-                      "perturbation", bounds=(float(lo), float(hi)))
         result.artifacts[f"gallery_{ev.norm}"] = rel
-        result.figure({"name": f"gallery_{ev.norm}", "title": f"Adversarial examples ({ev.norm}, eps={fmt(eps)})",
-                       "kind": "image", "artifact": rel})
+        result.figure(gallery_figure(path, rel, x=x[picked], x_adv=x_adv, y=y[picked], clean_logits=clean_logits,
+                                     adv_logits=ctx.model.logits(x_adv).numpy(), class_names=ctx.data.class_names,
+                                     title=f"Adversarial examples ({ev.norm}, eps={fmt(eps)})",
+                                     name=f"gallery_{ev.norm}", bounds=(float(lo), float(hi))))
 
     def _features(self, ctx: AuditContext, result: SectionResult, ev: NormEvaluation, x: np.ndarray,
                   eps: float) -> None:

@@ -92,6 +92,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.data.limit = args.limit
     if args.no_report:
         config.report = False
+    if args.policy:
+        from audit.verdict import read_policy_file
+
+        config.gate = read_policy_file(args.policy)
     out = resume or (Path(args.out) if args.out else default_out_dir())
     existing: Existing = "resume" if resume is not None else "overwrite" if args.overwrite else "refuse"
     backend = _backend(args)
@@ -106,6 +110,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_SIGNAL_BASE + signum
     failed = [name for name, s in results["sections"].items() if s["status"] == "error"]
     print(f"nnaudit: audit written to {out}")
+    print("nnaudit:", end=" ")
+    _print_verdict(results, out)
     _open_hints([out], out)
     if failed:
         print(f"nnaudit: {len(failed)} section(s) failed and are recorded with their error: {', '.join(failed)}; "
@@ -133,6 +139,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     runs = run_demo(out, seed=args.seed, device=args.device or "auto")
     print(f"nnaudit: demo finished in {time.perf_counter() - start:.1f} s; runs in {out}")
+    from audit.results import load_results
+
+    for run in runs:
+        print(f"nnaudit: {run.name}:", end=" ")
+        _print_verdict(load_results(run, validate=False), run)
     _open_hints(runs, out, [policy_path(out, run.name) for run in runs])
     failed = [run.name for run in runs if _stored_status(run) == "failed"]
     if failed:
@@ -165,6 +176,19 @@ def cmd_harden(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_verdict(results: dict[str, Any], out: Path) -> None:
+    from audit.verdict import failing_checks
+
+    record = results.get("verdict")
+    if record is None:
+        print("verdict: not gated (no policy: add 'gate:' to the config or pass --policy)")
+        return
+    failing = failing_checks(record)
+    detail = "; ".join(check["message"] for check in failing[:5])
+    print(f"verdict: {record['status'].upper()}" + (f" ({detail})" if detail else "")
+          + f"; re-check with `nnaudit gate {out}`")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from audit.results import load_results
     from reports.html import write_report
@@ -178,7 +202,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_gate(args: argparse.Namespace) -> int:
     from audit.gate import run_gate
 
-    return run_gate(Path(args.run_dir), Path(args.policy), junit=Path(args.junit) if args.junit else None,
+    return run_gate(Path(args.run_dir), Path(args.policy) if args.policy else None,
+                    junit=Path(args.junit) if args.junit else None,
                     summary=Path(args.summary) if args.summary else None)
 
 
@@ -253,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="exit 0 even when a section errored (results.json still says 'failed')")
     run.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the config)")
     run.add_argument("--limit", type=int, help="audit a stratified, seeded subset of N samples")
+    run.add_argument("--policy", help="gate policy YAML the run carries (replaces the config's 'gate:'); its "
+                     "verdict is stored in results.json and opens the report")
     run.add_argument("--seed", type=int, help="random seed (overrides the config)")
     run.add_argument("--no-report", action="store_true", help="do not write report.html")
     run.add_argument("--backend", choices=["local", "ray"], default="local",
@@ -301,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     gate = sub.add_parser("gate", help="check a finished run against a threshold policy (exit 0 pass, 1 fail, "
                           "2 missing metric or errored section)")
     gate.add_argument("run_dir")
-    gate.add_argument("--policy", required=True, help="policy.yaml with threshold rules")
+    gate.add_argument("--policy", help="policy.yaml with threshold rules (default: the policy the run carries)")
     gate.add_argument("--junit", help="write JUnit XML here")
     gate.add_argument("--summary", help="write a Markdown summary here")
     gate.set_defaults(func=cmd_gate)

@@ -140,6 +140,9 @@ class AuditConfig(_Strict):
         "held-out samples shows robust accuracy within 0.5 points of fp32 (docs/scale-io.md)")
     compile: bool = Field(False, description="run the torch model through torch.compile")
     report: bool = True
+    gate: dict[str, Any] | None = Field(
+        None, description="the run's gate policy (same keys as a policy file); its verdict is stored in results.json"
+    )
 
     @field_validator("device")
     @classmethod
@@ -193,6 +196,10 @@ def parse_config(data: Any, *, base_dir: Path | None = None) -> AuditConfig:
         config = AuditConfig.model_validate(data)
     except ValidationError as err:
         raise _format_validation_error(err) from err
+    if config.gate is not None:
+        from audit.verdict import check_policy_data
+
+        check_policy_data(config.gate, key="gate")
     if base_dir is not None:
         _resolve_paths(config, base_dir)
     _check_files(config)

@@ -33,7 +33,8 @@ RESUME_SECTIONS: dict[str, Any] = {
     "explanations": {},
     "fairness": {"intersections": True},
 }
-# Release gates for the demo runs: `nnaudit gate OUT/digits-cnn --policy OUT/policies/digits-cnn.yaml`.
+# Release gates for the demo runs, carried in their configs ('gate:'; the verdict opens the report) and
+# written beside them: `nnaudit gate OUT/digits-cnn` (or `--policy OUT/policies/digits-cnn.yaml`).
 DIGITS_POLICY: dict[str, Any] = {
     "rules": [
         "performance.accuracy >= 0.9",
@@ -113,6 +114,7 @@ def prepare_digits(out: Path, seed: int) -> Path:
         "data": {"source": "digits", "split": "test"},
         "seed": seed,
         "sections": DIGITS_SECTIONS,
+        "gate": DIGITS_POLICY,
     })
     return config_path
 
@@ -142,6 +144,7 @@ def prepare_resume(out: Path, seed: int) -> Path:
         "data": {"source": "resume_names", "split": "test", "sensitive": ["gender", "ethnicity"]},
         "seed": seed,
         "sections": RESUME_SECTIONS,
+        "gate": RESUME_POLICY,
     })
     return config_path
 

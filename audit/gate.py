@@ -88,6 +88,8 @@ SECTION_SKIPPED = "section {section!r} was skipped"
 RUN_INCOMPLETE = "the run is {status}, not finished: {reason}{never_ran}; results are partial{hint}"
 RUN_COMPLETE = "the run completed"
 RUN_FAILED = "every section ran; {reason}"
+NO_POLICY = ("the run carries no gate policy: pass --policy FILE, or give the run one ('gate:' in its config or "
+             "`nnaudit run --policy FILE`)")
 RESUME_HINT = "; finish it with `nnaudit run --resume {run_dir}`"
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -406,10 +408,12 @@ def format_report(report: GateReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_gate(run_dir: str | os.PathLike[str], policy_path: str | os.PathLike[str], *,
+def run_gate(run_dir: str | os.PathLike[str], policy_path: str | os.PathLike[str] | None, *,
              junit: str | os.PathLike[str] | None = None, summary: str | os.PathLike[str] | None = None,
              stream: TextIO | None = None) -> int:
     """Gate a finished run: print the table, write JUnit XML / Markdown if asked, return the exit code.
+
+    ``policy_path`` None: the policy the run carries (config ``gate:`` or ``nnaudit run --policy``).
 
     Raises ``ConfigError`` for a bad policy and ``ResultsError`` for missing or invalid results
     (the CLI turns both into exit code 2).
@@ -417,8 +421,16 @@ def run_gate(run_dir: str | os.PathLike[str], policy_path: str | os.PathLike[str
     from reports.junit import write_junit
     from reports.markdown import write_markdown
 
-    policy = load_policy(policy_path)
     results = load_results(run_dir, validate=True)
+    if policy_path is not None:
+        policy = load_policy(policy_path)
+    else:
+        from audit.verdict import run_policy
+
+        carried = run_policy(results)
+        if carried is None:
+            raise ConfigError("--policy", NO_POLICY)
+        policy = parse_policy(carried)
     report = evaluate_policy(results, policy, run_dir=run_dir)
     out = stream if stream is not None else sys.stdout
     out.write(format_report(report))

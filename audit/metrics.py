@@ -176,7 +176,7 @@ class ImbalanceSection(SectionPlugin):
                      [[names[i], float(precision[i]), float(recall[i]), float(f1[i]), int(support[i]),
                        int(predicted[i])] for i in labels])
         result.figure({"name": "per_class_recall", "title": "Recall and precision per class", "kind": "bar",
-                       "xlabel": "class", "ylabel": "score",
+                       "xlabel": "class", "ylabel": "score", "ylim": [0.0, 1.0],
                        "series": [{"label": "recall", "x": names, "y": recall.tolist()},
                                   {"label": "precision", "x": names, "y": precision.tolist()}]})
         for i in labels:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from audit.errors import ResultsError
 
-SCHEMA_VERSION = "2.1"  # 2.0: "Infinity" strings, run statuses interrupted; 2.1: directions; 1.x files still read
+SCHEMA_VERSION = "2.1"  # 2.1: verdict, directions, figure kinds image_grid/tree/small_multiples; 2.0: "Infinity"
 RESULTS_FILE = "results.json"
 ARTIFACTS_DIR = "artifacts"
 SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")

@@ -49,6 +49,7 @@ from audit.results import (
     dumps,
     load_results,
 )
+from audit.verdict import VERDICT_KEY, evaluate_verdict
 
 if TYPE_CHECKING:
     from audit.context import AuditContext
@@ -203,7 +204,7 @@ def section_fingerprint(config: AuditConfig, plugin: SectionPlugin, *, model_sha
     The model and data configs and hashes, seed, batch size, device, the section's plugin and
     parameters, the nnaudit version, and the fingerprints of the earlier sections it reads.
     """
-    settings = config.model_dump(mode="json", exclude={"title", "report", "sections", "device", "train_data"})
+    settings = config.model_dump(mode="json", exclude={"title", "report", "sections", "device", "train_data", "gate"})
     payload = {"nnaudit": __version__, "settings": settings, "device": device, "section": plugin.section,
                "plugin": plugin.name, "params": plugin.params.model_dump(mode="json"), "model": model_sha256,
                "data": data_sha256, "upstream": upstream}
@@ -268,6 +269,7 @@ class Run:
         self.out_dir = Path(out_dir)
         self.sections: dict[str, SectionResult] = {}
         self.timings: dict[str, float] = {}
+        self.verdict: dict[str, Any] | None = None
         self.manifest: dict[str, Any] = {
             "nnaudit_version": __version__,
             "created_at": _now(),
@@ -288,8 +290,11 @@ class Run:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "manifest": _jsonable(self.manifest),
+        data = {"schema_version": SCHEMA_VERSION, "manifest": _jsonable(self.manifest),
                 "sections": {name: s.to_dict() for name, s in self.sections.items()}}
+        if self.verdict is not None:
+            data[VERDICT_KEY] = self.verdict
+        return data
 
     def write(self) -> Path:
         path = self.out_dir / RESULTS_FILE
@@ -303,6 +308,10 @@ class Run:
             if status in ("complete", "failed"):
                 self.manifest["current_section"] = None
             self.timings["total"] = round(time.perf_counter() - start, 4)
+            try:
+                self.verdict = evaluate_verdict(self.to_dict())  # the run's own gate policy, if it carries one
+            except ConfigError as err:  # validated with the config, so only a bug gets here: keep the results
+                log.warning("the run's gate policy could not be evaluated (%s); no verdict stored", err)
             self.write()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,10 +51,39 @@ class Surrogate:
     fidelity: float  # agreement with the model's predictions on held-out rows
     depth: int
     rules: str  # sklearn export_text
+    nodes: list[dict[str, Any]] = field(default_factory=list)  # preorder, for a ``tree`` figure
+
+
+def tree_nodes(tree: Any, feature_names: list[str], class_names: list[str] | None = None) -> list[dict[str, Any]]:
+    """A fitted sklearn tree in preorder: each node's split (feature, threshold: left is <=), rows and majority."""
+    inner = tree.tree_
+    nodes: list[dict[str, Any]] = []
+
+    def visit(i: int, depth: int) -> None:
+        left, right = int(inner.children_left[i]), int(inner.children_right[i])
+        leaf = left == right  # sklearn marks a leaf with -1 on both sides
+        label = tree.classes_[int(np.argmax(inner.value[i][0]))]
+        node: dict[str, Any] = {"depth": depth, "leaf": leaf, "samples": int(inner.n_node_samples[i]),
+                                "label": _class_label(label, class_names)}
+        if not leaf:
+            node["feature"] = str(feature_names[int(inner.feature[i])])
+            node["threshold"] = float(inner.threshold[i])
+        nodes.append(node)
+        if not leaf:
+            visit(left, depth + 1)
+            visit(right, depth + 1)
+
+    visit(0, 0)
+    return nodes
+
+
+def _class_label(label: Any, class_names: list[str] | None) -> str:
+    index = int(label)
+    return str(class_names[index]) if class_names is not None and 0 <= index < len(class_names) else str(label)
 
 
 def surrogate_tree(x: np.ndarray, predictions: np.ndarray, feature_names: list[str], *, max_depth: int,
-                   seed: int) -> Surrogate:
+                   seed: int, class_names: list[str] | None = None) -> Surrogate:
     """A shallow decision tree fitted on half of the rows to the model's predictions; fidelity on the other half."""
     from sklearn.tree import DecisionTreeClassifier, export_text
 
@@ -66,4 +95,4 @@ def surrogate_tree(x: np.ndarray, predictions: np.ndarray, feature_names: list[s
     tree = DecisionTreeClassifier(max_depth=max_depth, random_state=seed).fit(flat[fit], predictions[fit])
     fidelity = float((tree.predict(flat[held]) == predictions[held]).mean())
     rules = export_text(tree, feature_names=list(feature_names), decimals=3)
-    return Surrogate(fidelity, int(tree.get_depth()), rules)
+    return Surrogate(fidelity, int(tree.get_depth()), rules, tree_nodes(tree, list(feature_names), class_names))

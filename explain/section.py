@@ -365,7 +365,7 @@ class ExplanationsSection(SectionPlugin):
             result.figure({"name": f"{kind_name}_curves", "title": f"{kind_name.capitalize()} curves "
                            f"({baseline_kind} baseline, mean over {len(explained.ids)} samples)", "kind": "line",
                            "series": series, "xlabel": f"fraction of features {kind_name[:-3]}ed, most important "
-                           "first", "ylabel": "probability of the explained class"})
+                           "first", "ylabel": "probability of the explained class", "ylim": [0.0, 1.0]})
 
     def _faithfulness_report(self, result: SectionResult, rankings: dict[str, Ranking], n: int,
                              baseline: str) -> None:
@@ -414,7 +414,7 @@ class ExplanationsSection(SectionPlugin):
                                         "by insertion"], pairs)
         bars = [m for m in methods] + [RANDOM]
         result.figure({"name": "faithfulness_ranking", "title": f"Deletion and insertion AUC with {level} intervals",
-                       "kind": "bar", "xlabel": "method", "ylabel": "area under the curve",
+                       "kind": "bar", "xlabel": "method", "ylabel": "area under the curve", "ylim": [0.0, 1.0],
                        "series": [_bar_series(f"{kind} AUC", rankings[kind], bars)
                                   for kind in ("deletion", "insertion")]})
 
@@ -582,10 +582,10 @@ class ExplanationsSection(SectionPlugin):
         normalized = {m: v.reshape(-1) / max(float(v.sum()), 1e-12) for m, v in importance.items()}
         overall = np.mean(list(normalized.values()), axis=0)
         top = np.argsort(-overall, kind="stable")[:10]
-        result.figure({"name": "top_features", "title": "Top features (share of mean |attribution|)", "kind": "bar",
-                       "xlabel": "feature", "ylabel": "share of mean |attribution|",
-                       "series": [{"label": m, "x": [names[i] for i in top], "y": v[top].tolist()}
-                                  for m, v in normalized.items()]})
+        methods = list(normalized)
+        result.figure({"name": "top_features", "title": "Top features: share of mean |attribution| per method",
+                       "kind": "heatmap", "x_labels": methods, "y_labels": [names[i] for i in top],
+                       "matrix": [[float(normalized[m][i]) for m in methods] for i in top]})
         perm_mean, perm_std = permutation_importance(ctx.model, data.x, data.y, n_repeats=self.params.
                                                      permutation_repeats, seed=ctx.seed)
         by_perm = np.argsort(-perm_mean, kind="stable")
@@ -595,40 +595,31 @@ class ExplanationsSection(SectionPlugin):
         for i in by_perm[:3]:
             result.metric(f"permutation_importance.{_safe(names[i])}", perm_mean[i])
         tree = surrogate_tree(data.x, ctx.clean_predictions(), names, max_depth=self.params.surrogate_depth,
-                              seed=ctx.seed)
+                              seed=ctx.seed, class_names=list(data.class_names))
         result.metric("surrogate.fidelity", tree.fidelity)
+        result.figure({"name": "surrogate_tree", "kind": "tree", "nodes": tree.nodes, "fidelity": tree.fidelity,
+                       "title": f"Surrogate decision tree (depth {tree.depth}) fitted to the model's predictions"})
         result.notes.append(f"surrogate decision tree (depth {tree.depth}, agrees with the model on "
                             f"{tree.fidelity:.1%} of held-out rows):\n{tree.rules}")
 
     # -- heatmaps -------------------------------------------------------------------------------------
     def _heatmaps(self, ctx: AuditContext, result: SectionResult, x: np.ndarray, target: np.ndarray,
                   values: dict[str, np.ndarray]) -> None:
-        from matplotlib.figure import Figure
-
+        """Save input and attribution tiles (NPZ) and record an ``image_grid`` figure; reports/ draws it."""
         n = min(self.params.figure_samples, len(x))
         methods = list(values)
-        fig = Figure(figsize=(1.6 * (len(methods) + 1), 1.7 * n))
-        axes = fig.subplots(n, len(methods) + 1, squeeze=False)
-        for row in range(n):
-            image = x[row].mean(axis=0) if x[row].shape[0] != 3 else np.moveaxis(x[row], 0, -1)
-            axes[row][0].imshow(image, cmap="gray" if image.ndim == 2 else None)
-            axes[row][0].set_title(f"input, class {ctx.data.class_names[target[row]]}", fontsize=7)
-            for col, method in enumerate(methods, 1):
-                attr = values[method][row].sum(axis=0)
-                bound = float(np.abs(attr).max()) or 1.0
-                axes[row][col].imshow(image if image.ndim == 2 else image.mean(axis=-1), cmap="gray", alpha=0.5)
-                axes[row][col].imshow(attr, cmap="bwr", vmin=-bound, vmax=bound, alpha=0.7)
-                if row == 0:
-                    axes[row][col].set_title(method, fontsize=7)
-        for ax in axes.ravel():
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.tight_layout()
-        path, rel = ctx.artifact_path(self.section, "heatmaps.png")
-        fig.savefig(path, dpi=100)
+        tiles = np.stack([np.stack([x[row], *[values[m][row] for m in methods]]) for row in range(n)])
+        path, rel = ctx.artifact_path(self.section, "heatmaps.npz")
+        np.savez_compressed(path, tiles=tiles.astype(np.float32))
+        bounds = ctx.model.bounds if ctx.model.bounds is not None else (float(x.min()), float(x.max()))
+        names = ctx.data.class_names
         result.artifacts["heatmaps"] = rel
-        result.figure({"name": "heatmaps", "title": "Attributions (red: for the explained class, blue: against)",
-                       "kind": "image", "artifact": rel})
+        result.figure({"name": "heatmaps", "title": "Attributions over the input (red: for the explained class, "
+                       "blue: against)", "kind": "image_grid", "artifact": rel, "array": "tiles",
+                       "column_labels": ["input", *methods], "row_labels": [f"#{row + 1}" for row in range(n)],
+                       "tile_labels": [[f"class {names[int(target[row])]}", *[""] * len(methods)] for row in range(n)],
+                       "styles": ["image", *["overlay"] * len(methods)], "styles_by": "column",
+                       "bounds": [float(bounds[0]), float(bounds[1])]})
 
     # -- stability under attack -------------------------------------------------------------------------
     # -- stability under attack -------------------------------------------------------------------------

@@ -22,10 +22,12 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 DPI = 110
+CHART_HEIGHT = 3.3  # inches, for a 6.4-inch-wide line or bar chart
 MAX_ANNOTATED_CELLS = 400
 SERIES_COLORS = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#db2777")
 
-UNKNOWN_KIND = "unknown figure kind {kind!r}: expected one of heatmap, line, bar, image"
+UNKNOWN_KIND = ("unknown figure kind {kind!r}: expected one of heatmap, line, bar, image, image_grid, tree, "
+                "small_multiples")
 NO_ARTIFACT = "image figure has no 'artifact' path"
 ARTIFACT_MISSING = "artifact {path} not found in the run directory"
 ARTIFACT_OUTSIDE = "artifact {path} points outside the run directory"
@@ -42,15 +44,19 @@ class FigureSpecError(ValueError):
 
 def render_figure(spec: Mapping[str, Any], run_dir: str | Path | None = None) -> Figure:
     """Draw one figure spec. ``run_dir`` resolves ``artifact`` paths of image figures."""
+    import matplotlib
+
     kind = spec.get("kind")
     drawer = _DRAWERS.get(str(kind))
-    try:
-        if drawer is None:
-            raise FigureSpecError(UNKNOWN_KIND.format(kind=kind))
-        return drawer(spec, Path(run_dir) if run_dir is not None else None)
-    except _DRAW_ERRORS as err:
-        return placeholder_figure(spec.get("title") or spec.get("name") or "figure",
-                                  BAD_SPEC.format(name=spec.get("name", "?"), error=err))
+    # text from the data stays text: no mathtext, so a class name "$x^2$" prints its dollar signs
+    with matplotlib.rc_context({"text.parse_math": False}):
+        try:
+            if drawer is None:
+                raise FigureSpecError(UNKNOWN_KIND.format(kind=kind))
+            return drawer(spec, Path(run_dir) if run_dir is not None else None)
+        except _DRAW_ERRORS as err:
+            return placeholder_figure(spec.get("title") or spec.get("name") or "figure",
+                                      BAD_SPEC.format(name=spec.get("name", "?"), error=err))
 
 
 def placeholder_figure(title: str, message: str) -> Figure:
@@ -217,10 +223,14 @@ def _x_positions(series: Sequence[Mapping[str, Any]]) -> tuple[list[str] | None,
 
 
 def _line(spec: Mapping[str, Any], run_dir: Path | None) -> Figure:
+    fig = _new_figure(6.4, CHART_HEIGHT)
+    _draw_line(fig.add_subplot(), spec)
+    return fig
+
+
+def _draw_line(ax: Axes, spec: Mapping[str, Any], *, legend: bool = True) -> None:
     series = _series(spec)
     categories, positions = _x_positions(series)
-    fig = _new_figure(6.4, 4.0)
-    ax = fig.add_subplot()
     for index, (item, xs) in enumerate(zip(series, positions, strict=True)):
         color = SERIES_COLORS[index % len(SERIES_COLORS)]
         ys = _floats(item.get("y"), len(xs))
@@ -235,11 +245,23 @@ def _line(spec: Mapping[str, Any], run_dir: Path | None) -> Figure:
         _unit_limits(ax, positions, series)
     if categories is not None:
         _set_category_ticks(ax, categories)
+    _apply_ylim(ax, spec)
     _style_axes(ax)
     _decorate(ax, spec)
-    if len(series) > 1 or spec.get("diagonal") or series[0].get("label"):
-        ax.legend(frameon=False, fontsize=9)
-    return fig
+    if legend and (len(series) > 1 or spec.get("diagonal") or series[0].get("label")):
+        ax.legend(frameon=False, fontsize=8)
+
+
+def _apply_ylim(ax: Axes, spec: Mapping[str, Any]) -> None:
+    """``ylim: [low, high]`` fixes the y-axis (accuracies on 0..1, so a 3-point drop looks like one)."""
+    ylim = spec.get("ylim")
+    if ylim is None:
+        return
+    low, high = (float(v) for v in ylim)
+    if not low < high:
+        raise FigureSpecError(f"ylim {list(ylim)} must be [low, high] with low < high")
+    pad = 0.02 * (high - low)
+    ax.set_ylim(low - pad, high + pad)
 
 
 def _unit_limits(ax: Axes, positions: list[list[float]], series: Sequence[Mapping[str, Any]]) -> None:
@@ -266,29 +288,53 @@ def _plot_line(ax: Axes, xs: list[float], ys: list[float], item: Mapping[str, An
 
 def _bar(spec: Mapping[str, Any], run_dir: Path | None) -> Figure:
     series = _series(spec)
+    _, positions = _x_positions(series)
+    n_points = max(len(xs) for xs in positions)
+    if spec.get("horizontal"):
+        fig = _new_figure(6.4, max(2.4, 0.22 * n_points * len(series) + 1.2))
+    else:
+        fig = _new_figure(min(8.0, max(6.4, 0.2 * n_points * len(series) + 2)), CHART_HEIGHT)
+    _draw_bar(fig.add_subplot(), spec)
+    return fig
+
+
+def _draw_bar(ax: Axes, spec: Mapping[str, Any], *, legend: bool = True) -> None:
+    series = _series(spec)
     categories, positions = _x_positions(series)
     n = len(series)
     width = 0.8 / n
-    n_points = max(len(xs) for xs in positions)
-    fig = _new_figure(min(8.0, max(6.4, 0.2 * n_points * n + 2)), 4.0)
-    ax = fig.add_subplot()
+    horizontal = bool(spec.get("horizontal"))
     numeric_gaps = [b - a for xs in positions for a, b in zip(sorted(xs), sorted(xs)[1:], strict=False) if b > a]
     step = min(numeric_gaps) if categories is None and numeric_gaps else 1.0
     for index, (item, xs) in enumerate(zip(series, positions, strict=True)):
         offset = (index - (n - 1) / 2) * width * step
         ys = _floats(item.get("y"), len(xs))
-        yerr = _bar_errors(item, len(xs))
-        ax.bar([x + offset for x in xs], ys, width=width * step, yerr=yerr, capsize=3 if yerr is not None else 0,
-               color=SERIES_COLORS[index % len(SERIES_COLORS)], label=str(item.get("label", "")),
-               error_kw={"elinewidth": 1, "ecolor": "#374151"})
-    if categories is not None:
+        err = _bar_errors(item, len(xs))
+        color = SERIES_COLORS[index % len(SERIES_COLORS)]
+        label = str(item.get("label", ""))
+        style = {"elinewidth": 1, "ecolor": "#374151"}
+        if horizontal:
+            ax.barh([x + offset for x in xs], ys, height=width * step, xerr=err, capsize=2 if err else 0,
+                    color=color, label=label, error_kw=style)
+        else:
+            ax.bar([x + offset for x in xs], ys, width=width * step, yerr=err, capsize=3 if err else 0,
+                   color=color, label=label, error_kw=style)
+    if categories is not None and horizontal:
+        ax.set_yticks(range(len(categories)))
+        ax.set_yticklabels(categories, fontsize=8)
+        ax.invert_yaxis()  # the first category on top
+    elif categories is not None:
         _set_category_ticks(ax, categories)
+    if not horizontal:
+        _apply_ylim(ax, spec)
     _style_axes(ax)
-    ax.grid(False, axis="x")
+    ax.grid(False, axis="y" if horizontal else "x")
     _decorate(ax, spec)
-    if n > 1:
-        ax.legend(frameon=False, fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return fig
+    if horizontal:  # the value axis is x
+        ax.set_xlabel(str(spec.get("ylabel", "")))
+        ax.set_ylabel(str(spec.get("xlabel", "")))
+    if legend and n > 1:
+        ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 def _bar_errors(item: Mapping[str, Any], length: int) -> list[list[float]] | None:
@@ -335,4 +381,285 @@ def _image(spec: Mapping[str, Any], run_dir: Path | None) -> Figure:
     return fig
 
 
-_DRAWERS = {"heatmap": _heatmap, "line": _line, "bar": _bar, "image": _image}
+# -- small multiples -------------------------------------------------------------------------
+
+PANEL_KINDS = ("line", "bar")
+
+
+def _panels(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    panels = spec.get("panels")
+    if not panels:
+        raise FigureSpecError("small_multiples figure has no 'panels'")
+    for panel in panels:
+        if panel.get("kind", "bar") not in PANEL_KINDS:
+            raise FigureSpecError(f"a panel's kind must be one of {', '.join(PANEL_KINDS)}, got {panel.get('kind')!r}")
+    return list(panels)
+
+
+def _small_multiples(spec: Mapping[str, Any], run_dir: Path | None) -> Figure:
+    """One panel per sub-spec on a shared value axis, one legend for all: compare panels at a glance."""
+    panels = _panels(spec)
+    columns = max(1, min(int(spec.get("columns") or 4), len(panels)))
+    rows = math.ceil(len(panels) / columns)
+    heights = [_panel_height(p) for p in panels]
+    fig = _new_figure(2.9 * columns, max(heights) * rows + 0.5)
+    horizontal = all(p.get("horizontal") for p in panels)
+    axes = fig.subplots(rows, columns, squeeze=False, sharex=horizontal, sharey=not horizontal)
+    for index, panel in enumerate(panels):
+        ax = axes[index // columns][index % columns]
+        draw = _draw_line if panel.get("kind", "bar") == "line" else _draw_bar
+        last_row = index + columns >= len(panels)
+        if horizontal:  # category ticks name themselves; the value label once, under the last row
+            labels = {"xlabel": "", "ylabel": panel.get("ylabel", "") if last_row else ""}
+        else:
+            labels = {"xlabel": panel.get("xlabel", ""), "ylabel": panel.get("ylabel", "") if index % columns == 0
+                      else ""}
+        draw(ax, {**panel, **labels}, legend=False)
+        ax.title.set_fontsize(9)
+        ax.tick_params(labelsize=7)
+    for index in range(len(panels), rows * columns):
+        axes[index // columns][index % columns].set_axis_off()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if len(labels) > 1:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), frameon=False, fontsize=8)
+    fig.suptitle(str(spec.get("title", "")), fontsize=10, x=0.01, ha="left")
+    return fig
+
+
+def _panel_height(panel: Mapping[str, Any]) -> float:
+    if not panel.get("horizontal"):
+        return 2.4
+    series = panel.get("series") or []
+    points = max((len(s.get("x", [])) for s in series), default=1)
+    return max(1.4, 0.09 * points * max(len(series), 1) + 0.7)
+
+
+# -- image grids ----------------------------------------------------------------------------
+
+IMAGE_STYLES = ("image", "signed", "overlay")
+TILE_PX = 72  # the HTML report's tile size: at least 64 px per image
+
+
+def load_grid(spec: Mapping[str, Any], run_dir: Path | None) -> Any:
+    """The tiles array of an image_grid spec: (rows, columns, C, H, W) float, from its NPZ artifact."""
+    import numpy as np
+
+    path = resolve_artifact(run_dir, spec.get("artifact"))
+    with np.load(path, allow_pickle=False) as archive:
+        key = str(spec.get("array", "tiles"))
+        if key not in archive:
+            raise FigureSpecError(f"artifact {spec.get('artifact')} has no array {key!r}")
+        tiles = np.asarray(archive[key], dtype=float)
+    if tiles.ndim == 4:
+        tiles = tiles[:, :, None]
+    if tiles.ndim != 5:
+        raise FigureSpecError(f"image_grid tiles must be (rows, columns, [C,] H, W), got shape {tiles.shape}")
+    return tiles
+
+
+def grid_styles(spec: Mapping[str, Any], rows: int, columns: int) -> list[list[str]]:
+    """The style of every tile: ``styles`` given per row or per column (``styles_by``)."""
+    by = spec.get("styles_by", "row")
+    styles = list(spec.get("styles") or [])
+    count = rows if by == "row" else columns
+    if not styles:
+        styles = ["image"] * count
+    if len(styles) != count or any(s not in IMAGE_STYLES for s in styles):
+        raise FigureSpecError(f"image_grid needs {count} styles (one per {by}) from {', '.join(IMAGE_STYLES)}")
+    return [[styles[r] if by == "row" else styles[c] for c in range(columns)] for r in range(rows)]
+
+
+def tile_rgb(tiles: Any, styles: list[list[str]], row: int, column: int,
+             bounds: tuple[float, float] = (0.0, 1.0)) -> Any:
+    """One tile as an (H, W, 3) float array in [0, 1]: images in gray/RGB, signed maps in blue-white-red."""
+    import numpy as np
+    from matplotlib import colormaps
+
+    style = styles[row][column]
+    tile = tiles[row, column]
+    if style == "image":
+        return _image_rgb(tile, bounds)
+    signed = np.nan_to_num(tile.sum(axis=0))
+    scale = float(np.abs(signed).max()) or 1.0
+    colored = colormaps["bwr"](0.5 + 0.5 * signed / scale)[..., :3]
+    if style == "signed":
+        return colored
+    images = [c for c in range(len(styles[row])) if styles[row][c] == "image"]
+    base = _image_rgb(tiles[row, images[0]], bounds) if images else np.ones_like(colored)
+    weight = 0.75 * (np.abs(signed) / scale)[..., None]  # strong attribution covers, weak lets the input show
+    return (1 - weight) * (0.35 + 0.65 * base) + weight * colored
+
+
+def _image_rgb(tile: Any, bounds: tuple[float, float]) -> Any:
+    import numpy as np
+
+    low, high = bounds
+    scaled = np.clip((np.nan_to_num(tile) - low) / max(high - low, 1e-12), 0.0, 1.0)
+    if scaled.shape[0] == 3:
+        return np.moveaxis(scaled, 0, -1)
+    gray = scaled.mean(axis=0)
+    return np.repeat(gray[..., None], 3, axis=-1)
+
+
+def _grid_bounds(spec: Mapping[str, Any]) -> tuple[float, float]:
+    bounds = spec.get("bounds") or [0.0, 1.0]
+    return float(bounds[0]), float(bounds[1])
+
+
+def _labels(spec: Mapping[str, Any], key: str, count: int) -> list[str]:
+    labels = [str(v) for v in spec.get(key) or []]
+    return labels if len(labels) == count else [""] * count
+
+
+def _tile_labels(spec: Mapping[str, Any], rows: int, columns: int) -> list[list[str]]:
+    given = spec.get("tile_labels") or []
+    if len(given) != rows or any(len(r) != columns for r in given):
+        return [[""] * columns for _ in range(rows)]
+    return [[str(v) for v in r] for r in given]
+
+
+def image_grid_view(spec: Mapping[str, Any], run_dir: str | Path | None) -> dict[str, Any]:
+    """An image_grid as rows of tiles, each a PNG data URI at the image's own resolution, with its caption.
+
+    What the HTML report lays out (tiles scaled to ``TILE_PX`` with crisp pixels, captions as
+    text) and what the dashboard can show tile by tile. Raises ``FigureSpecError``.
+    """
+    tiles = load_grid(spec, Path(run_dir) if run_dir is not None else None)
+    rows, columns = tiles.shape[:2]
+    styles = grid_styles(spec, rows, columns)
+    bounds = _grid_bounds(spec)
+    captions = _tile_labels(spec, rows, columns)
+    row_labels = _labels(spec, "row_labels", rows)
+    return {
+        "columns": columns,
+        "column_labels": _labels(spec, "column_labels", columns),
+        "tile_px": TILE_PX,
+        "rows": [{"label": row_labels[r],
+                  "tiles": [{"uri": _png_uri(tile_rgb(tiles, styles, r, c, bounds)), "caption": captions[r][c]}
+                            for c in range(columns)]}
+                 for r in range(rows)],
+    }
+
+
+def _png_uri(rgb: Any) -> str:
+    import numpy as np
+    from PIL import Image
+
+    pixels = (np.clip(rgb, 0.0, 1.0) * 255).round().astype("uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="RGB").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _image_grid(spec: Mapping[str, Any], run_dir: Path | None) -> Figure:
+    """The grid as one matplotlib figure (dashboard, PNG export): 1 inch per tile, captions at 7 pt."""
+    tiles = load_grid(spec, run_dir)
+    rows, columns = tiles.shape[:2]
+    styles = grid_styles(spec, rows, columns)
+    bounds = _grid_bounds(spec)
+    captions = _tile_labels(spec, rows, columns)
+    row_labels = _labels(spec, "row_labels", rows)
+    column_labels = _labels(spec, "column_labels", columns)
+    fig = _new_figure(1.05 * columns + 0.8, 1.35 * rows + 0.5)
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for r in range(rows):
+        for c in range(columns):
+            ax = axes[r][c]
+            ax.imshow(tile_rgb(tiles, styles, r, c, bounds), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            title = "\n".join(t for t in (column_labels[c] if r == 0 else "", captions[r][c]) if t)
+            ax.set_title(title, fontsize=7)
+        if row_labels[r]:
+            axes[r][0].set_ylabel(row_labels[r], fontsize=8)
+    fig.suptitle(str(spec.get("title", "")), fontsize=10, x=0.01, ha="left")
+    return fig
+
+
+# -- trees ----------------------------------------------------------------------------------
+
+
+def tree_view(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A tree spec as nested nodes: ``{"text", "samples", "leaf", "children": [yes, no]}``.
+
+    ``nodes`` are in preorder (a node's first child follows it); an internal node has a
+    ``feature`` and ``threshold`` and two children: ``feature <= threshold``, then ``>``.
+    """
+    from reports.views import format_value
+
+    nodes = list(spec.get("nodes") or [])
+    if not nodes:
+        raise FigureSpecError("tree figure has no 'nodes'")
+    position = 0
+
+    def build(condition: str | None) -> dict[str, Any]:
+        nonlocal position
+        if position >= len(nodes):
+            raise FigureSpecError("tree 'nodes' end before every internal node has two children")
+        node = nodes[position]
+        position += 1
+        view = {"condition": condition, "samples": node.get("samples"), "label": str(node.get("label", "")),
+                "leaf": bool(node.get("leaf")), "children": []}
+        if not view["leaf"]:
+            feature, threshold = str(node.get("feature", "?")), format_value(node.get("threshold"))
+            view["children"] = [build(f"{feature} ≤ {threshold}"), build(f"{feature} > {threshold}")]
+        return view
+
+    root = build(None)
+    if position != len(nodes):
+        raise FigureSpecError(f"tree 'nodes' hold {len(nodes) - position} node(s) no parent reaches")
+    return root
+
+
+def _tree(spec: Mapping[str, Any], run_dir: Path | None) -> Figure:
+    """The tree drawn top-down: leaves spread evenly, a parent above the middle of its children."""
+    root = tree_view(spec)
+    placed: list[tuple[float, int, dict[str, Any]]] = []
+    leaves = 0
+
+    def place(node: dict[str, Any], depth: int) -> float:
+        nonlocal leaves
+        if node["leaf"]:
+            x = float(leaves)
+            leaves += 1
+        else:
+            x = sum(place(child, depth + 1) for child in node["children"]) / 2
+        placed.append((x, depth, node))
+        return x
+
+    place(root, 0)
+    depth = max(d for _, d, _ in placed)
+    fig = _new_figure(max(6.4, 1.5 * leaves), 1.1 * (depth + 1) + 0.6)
+    ax = fig.add_subplot()
+    where = {id(node): (x, -d) for x, d, node in placed}
+    for x, d, node in placed:
+        for child in node["children"]:
+            cx, cy = where[id(child)]
+            ax.plot([x, cx], [-d, cy], color="#9ca3af", linewidth=1, zorder=1)
+            ax.text((x + cx) / 2, (-d + cy) / 2, child["condition"], fontsize=6.5, ha="center", va="center",
+                    color="#374151", bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none"}, zorder=2)
+        text = f"{node['label']}\n{format_samples(node['samples'])}"
+        ax.text(x, -d, text, fontsize=7, ha="center", va="center", zorder=3,
+                bbox={"boxstyle": "round,pad=0.3", "fc": "#dbeafe" if node["leaf"] else "#f3f4f6", "ec": "#6b7280"})
+    ax.set_xlim(-0.7, leaves - 0.3)
+    ax.set_ylim(-depth - 0.5, 0.5)
+    ax.set_axis_off()
+    _decorate(ax, spec)
+    return fig
+
+
+def format_samples(samples: Any) -> str:
+    return "" if samples is None else f"{int(samples)} rows"
+
+
+def artifact_data_uri(spec: Mapping[str, Any], run_dir: str | Path | None) -> str:
+    """An image figure's PNG artifact itself, full size, as a data URI (no re-rendering, no shrinking)."""
+    path = resolve_artifact(Path(run_dir) if run_dir is not None else None, spec.get("artifact"))
+    data = path.read_bytes()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise FigureSpecError(f"artifact {spec.get('artifact')} is not a PNG file")
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+_DRAWERS = {"heatmap": _heatmap, "line": _line, "bar": _bar, "image": _image, "image_grid": _image_grid,
+            "tree": _tree, "small_multiples": _small_multiples}

@@ -1,6 +1,9 @@
 """The HTML report: one self-contained, offline file.
 
 CSS is inline, figures are base64 PNG data URIs, there is no JavaScript and no external URL.
+Image grids (adversarial galleries, attribution maps) are laid out in HTML from the full-size
+arrays in ``artifacts/``, every tile at least 64 px with its caption as text; trees are nested
+lists; everything else is drawn by ``reports.figures``.
 Every value from the results goes through jinja2's autoescaping, so a class or feature name
 that holds markup shows as text.
 """
@@ -13,8 +16,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from audit.results import atomic_write_text, load_results, resolve_results_path, run_state
-from reports.figures import figure_data_uri
+from audit.results import atomic_write_text, decode_number, load_results, resolve_results_path, run_state
+from reports.figures import FigureSpecError, artifact_data_uri, figure_data_uri, image_grid_view, tree_view
 from reports.views import SEVERITIES_WORST_FIRST, format_value, report_view
 
 REPORT_FILE = "report.html"
@@ -42,14 +45,37 @@ def _pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
+WIDE_KINDS = ("image_grid", "tree", "small_multiples", "image")
+
+
+def figure_view(spec: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
+    """What the template needs to show one figure spec.
+
+    ``mode``: ``grid`` (image tiles laid out in HTML, captions as text), ``tree`` (nested
+    lists), or ``img`` (a PNG data URI: the renderer's drawing, or an image artifact itself at
+    full size). A spec that cannot be shown gives the renderer's placeholder, never an error.
+    """
+    kind = spec.get("kind")
+    view: dict[str, Any] = {"name": spec.get("name", ""), "title": spec.get("title", ""), "kind": kind,
+                            "wide": kind in WIDE_KINDS, "mode": "img"}
+    try:
+        if kind == "image_grid":
+            return {**view, "mode": "grid", "grid": image_grid_view(spec, run_dir)}
+        if kind == "tree":
+            fidelity = spec.get("fidelity")
+            return {**view, "mode": "tree", "tree": tree_view(spec),
+                    "fidelity_text": None if fidelity is None else format_value(decode_number(fidelity))}
+        if kind == "image":
+            return {**view, "data_uri": artifact_data_uri(spec, run_dir)}
+    except (FigureSpecError, OSError, ValueError, KeyError, TypeError):
+        pass  # drawn below: the placeholder says what is wrong
+    return {**view, "data_uri": figure_data_uri(spec, run_dir)}
+
+
 def _with_images(view: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
-    """Add a ``data_uri`` to every figure of every section."""
+    """Turn every section's figure specs into figure views (see ``figure_view``)."""
     for section in view["sections"]:
-        section["figures"] = [
-            {"name": spec.get("name", ""), "title": spec.get("title", ""), "kind": spec.get("kind"),
-             "data_uri": figure_data_uri(spec, run_dir)}
-            for spec in section["figures"]
-        ]
+        section["figures"] = [figure_view(spec, run_dir) for spec in section["figures"]]
     return view
 
 
@@ -59,7 +85,7 @@ def render_html(results: dict[str, Any], run_dir: str | os.PathLike[str] | None 
     ``run_dir`` resolves image artifacts and tells a live run from one whose process died (its lock).
     """
     state = run_state(results, run_dir)
-    view = _with_images(report_view(results, state), Path(run_dir) if run_dir is not None else None)
+    view = _with_images(report_view(results, state, run_dir=run_dir), Path(run_dir) if run_dir is not None else None)
     template = _environment().get_template(TEMPLATE_NAME)
     text: str = template.render(view=view, severities=SEVERITIES_WORST_FIRST)
     return text

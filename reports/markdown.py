@@ -16,19 +16,41 @@ _OUTCOME_TEXT = {"pass": "✅ pass", "fail": "❌ fail", "missing": "⚠️ miss
                  "skipped": "⏭️ skipped"}
 
 
+# CommonMark lets a backslash escape any ASCII punctuation: these are the ones with a meaning in
+# GitHub-flavoured Markdown (emphasis, links and images, code, headings, lists, tables, strikethrough)
+_MARKDOWN_PUNCTUATION = "\\`*_{}[]()#!|~"
+
+
 def escape_text(text: str) -> str:
-    """Plain text safe inside a Markdown table cell: no markup, no cell breaks."""
-    for raw, safe in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("*", "\\*"), ("_", "\\_"),
-                      ("`", "\\`"), ("[", "\\["), ("]", "\\]")):
-        text = text.replace(raw, safe)
-    return " ".join(text.split())
+    """Plain text safe inside a Markdown table cell or list item: no markup, no cell breaks, no raw HTML.
+
+    Every character with a Markdown meaning is backslash-escaped (the backslash first), ``<``,
+    ``>`` and ``&`` become entities, and line breaks become spaces: an ``![](http://host/x.png)``
+    in a class name reads as those characters, never as an image the reader's browser fetches.
+    """
+    out = []
+    for char in " ".join(str(text).split()):
+        if char in _MARKDOWN_PUNCTUATION:
+            out.append("\\" + char)
+        elif char in _ENTITIES:
+            out.append(_ENTITIES[char])
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 
 
 def code_span(text: str) -> str:
-    """Text as inline code inside a table cell (only the pipe needs escaping there)."""
-    text = " ".join(text.replace("|", "\\|").split())
-    fence = "``" if "`" in text else "`"
-    return f"{fence}{text}{fence}"
+    """Text as inline code inside a table cell: literal, whatever backticks it holds (only ``|`` is escaped)."""
+    import re
+
+    text = " ".join(str(text).replace("|", "\\|").split())
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _row(outcome: Outcome) -> str:
@@ -59,7 +81,8 @@ def gate_to_markdown(report: GateReport) -> str:
         "",
     ]
     if report.findings:
-        lines += [f"- **{f['severity']}** ({escape_text(str(f['section']))}): {escape_text(f['message'])}"
+        lines += [f"- **{escape_text(str(f['severity']))}** ({escape_text(str(f['section']))}): "
+                  f"{escape_text(str(f['message']))}"
                   for f in report.findings]
     else:
         lines.append("None.")

@@ -8,6 +8,7 @@ draws, writes files or imports torch.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -35,7 +36,14 @@ _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 def format_value(value: Any) -> str:
-    """A metric or table cell as text: 4 decimals for ordinary numbers, ``—`` for null."""
+    """A metric or table cell as text, one rule everywhere (report, dashboard, summaries).
+
+    Numbers: 3 significant digits in plain decimal notation for ordinary magnitudes
+    (1e-4 <= |x| < 1e6): ``0.963``, ``0.0500``, ``12.3``, ``0.000549``, and whole units from
+    1000 up (``123457``); whole numbers from 2 up as integers (``1797``); beyond that range 2
+    significant digits in scientific notation (``1.1e-16``, ``2.5e+07``), since such values are
+    not ordinary; ``—`` for null/NaN, ``∞``.
+    """
     if value is None:
         return MISSING_TEXT
     if isinstance(value, bool):
@@ -47,6 +55,9 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+SIGNIFICANT_DIGITS = 3
+
+
 def _format_float(value: float) -> str:
     if not math.isfinite(value):
         return MISSING_TEXT if math.isnan(value) else ("∞" if value > 0 else "-∞")
@@ -55,9 +66,14 @@ def _format_float(value: float) -> str:
     magnitude = abs(value)
     if value.is_integer() and 2 <= magnitude < 1e15:  # counts, not ratios
         return str(int(value))
-    if 1e-3 <= magnitude < 1000:
-        return f"{value:.4f}"
-    return f"{value:.4g}"
+    if 1e-4 <= magnitude < 1e6:
+        if magnitude >= 10 ** SIGNIFICANT_DIGITS:
+            return f"{value:.0f}"  # 123457, not 123000: whole units are never hidden
+        rounded = float(f"{value:.{SIGNIFICANT_DIGITS}g}")  # 0.99951 -> 1.0: digits counted after rounding
+        exponent = math.floor(math.log10(abs(rounded))) if rounded else 0
+        decimals = max(0, SIGNIFICANT_DIGITS - 1 - exponent)
+        return f"{rounded:.{decimals}f}"
+    return f"{value:.1e}"
 
 
 def format_duration(seconds: float | None) -> str:
@@ -371,10 +387,15 @@ def section_views(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [section_view(name, s, anchor=anchors[name]) for name, s in _sections(results).items()]
 
 
-def report_view(results: Mapping[str, Any], state: RunState | None = None) -> dict[str, Any]:
-    """The whole report: summary, manifest rows, top findings, sections."""
+def report_view(results: Mapping[str, Any], state: RunState | None = None, *,
+                run_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The whole report: verdict, headline, summary, manifest rows, top findings, sections."""
+    from reports.headline import headline_view, verdict_view
+
     manifest = results.get("manifest", {})
     return {
+        "verdict": verdict_view(results, run_dir),
+        "headline": headline_view(results),
         "summary": run_summary(results, state),
         "manifest_rows": manifest_rows(results),
         "top_findings": all_findings(results, min_severity="medium"),

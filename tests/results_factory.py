@@ -210,3 +210,113 @@ def write_run(root: Path, name: str = "run1", results: dict[str, Any] | None = N
     (run_dir / RESULTS_FILE).write_text(json.dumps(data, indent=2), encoding="utf-8")
     write_png(run_dir / IMAGE_ARTIFACT)
     return run_dir
+
+
+# -- a review fixture: every figure kind, a carried policy, injection strings everywhere ----------
+
+INJECTIONS = {
+    "script": "<script>alert(1)</script>",
+    "markdown_image": "![](http://host/x.png)",
+    "cdata_end": "]]>",
+    "html_image": "<img src=x onerror=alert(1)>",
+    "markdown_link": "[click](http://host/)",
+}
+GROUP_NAMES = [INJECTIONS["markdown_image"], "b|c *d*"]
+FEATURE_NAMES = [INJECTIONS["cdata_end"], INJECTIONS["html_image"], "f2", "f3"]
+GRID_ARTIFACT = f"{ARTIFACTS_DIR}/explanations/heatmaps.npz"
+REVIEW_TITLE = f"Review {INJECTIONS['markdown_image']} {INJECTIONS['script']}"
+REVIEW_POLICY = {"rules": ["performance.accuracy >= 0.5", "imbalance.balanced_accuracy >= 0.9",
+                           "robustness.reliable == 1"],
+                 "max_findings": {"critical": 0}}
+
+
+def _review_explanations() -> dict[str, Any]:
+    tree = [
+        {"depth": 0, "leaf": False, "samples": 300, "label": "cat", "feature": FEATURE_NAMES[0], "threshold": 0.5},
+        {"depth": 1, "leaf": True, "samples": 180, "label": "cat"},
+        {"depth": 1, "leaf": False, "samples": 120, "label": XSS, "feature": FEATURE_NAMES[1], "threshold": 0.25},
+        {"depth": 2, "leaf": True, "samples": 70, "label": XSS},
+        {"depth": 2, "leaf": True, "samples": 50, "label": "dog"},
+    ]
+    panel = {"kind": "bar", "horizontal": True, "xlabel": "feature", "ylabel": "share",
+             "series": [{"label": g, "x": FEATURE_NAMES[:3], "y": [0.5, 0.3, 0.2]} for g in GROUP_NAMES]}
+    return _section(
+        "explanations", "Explanations",
+        metrics={"explanations.ig.faithfulness_rank": 1, "explanations.saliency.faithfulness_rank": 2,
+                 "explanations.ig.deletion_auc": 0.21, "explanations.saliency.deletion_auc": 0.34,
+                 "explanations.surrogate.fidelity": 0.875},
+        figures=[
+            {"name": "heatmaps", "title": f"Attributions {INJECTIONS['script']}", "kind": "image_grid",
+             "artifact": GRID_ARTIFACT, "array": "tiles", "column_labels": ["input", "ig", INJECTIONS["html_image"]],
+             "row_labels": ["#1", "#2"], "tile_labels": [[f"class {XSS}", "", ""], ["class dog", "", ""]],
+             "styles": ["image", "overlay", "signed"], "styles_by": "column", "bounds": [0.0, 1.0]},
+            {"name": "surrogate_tree", "title": "Surrogate decision tree", "kind": "tree", "nodes": tree,
+             "fidelity": 0.875},
+            {"name": "explanation_group", "title": f"Importance share by {INJECTIONS['markdown_image']}",
+             "kind": "small_multiples", "columns": 2,
+             "panels": [{**panel, "title": "ig"}, {**panel, "title": INJECTIONS["script"]}]},
+        ],
+        artifacts={"heatmaps": GRID_ARTIFACT},
+        notes=[f"surrogate decision tree:\n|--- {FEATURE_NAMES[0]} <= 0.5\n|   |--- class: cat"],
+    )
+
+
+def _review_fairness() -> dict[str, Any]:
+    columns = ["grouping", "metric", "value", "ci_low", "ci_high", "enough_rows", "tolerance", "flagged"]
+    rows = [["group", "demographic_parity_ratio", 0.72, 0.61, 0.86, 0.72, 0.8, True],
+            ["group", "equalized_odds_difference", 0.04, 0.01, 0.09, 0.04, 0.1, False]]
+    return _section(
+        "fairness", "Fairness",
+        metrics={"fairness.group.demographic_parity_ratio": 0.72},
+        tables=[{"name": "disparities", "title": "Disparities between groups", "columns": columns, "rows": rows},
+                {"name": "groups_group", "title": f"Groups of {INJECTIONS['markdown_link']}",
+                 "columns": ["group", "selection_rate", "count"],
+                 "rows": [[GROUP_NAMES[0], 0.25, 150], [GROUP_NAMES[1], 0.347, 150]]}],
+        findings=[{"severity": "medium", "message": f"selection rate of '{GROUP_NAMES[0]}' is 0.72 of "
+                   f"'{GROUP_NAMES[1]}': below the four-fifths rule", "code": "fairness.demographic_parity_ratio",
+                   "metric": "fairness.group.demographic_parity_ratio", "value": 0.72},
+                  {"severity": "info", "message": "rates rest on fewer than 30 rows for one group",
+                   "code": "fairness.small_group"}],
+    )
+
+
+def review_results() -> dict[str, Any]:
+    """A finished, gated run with every figure kind and markup in titles, classes, groups and features."""
+    data = make_results(title=REVIEW_TITLE, with_error=False)
+    sections = data["sections"]
+    sections.pop("explain")
+    robustness = sections["robustness"]
+    robustness["metrics"].update({"robustness.worst_case.linf.eps=0.1.robust_accuracy": 0.55,
+                                  "robustness.worst_case.linf.eps=0.2.robust_accuracy": 0.275,
+                                  "robustness.reliable": 1.0})
+    robustness["figures"][0]["ylim"] = [0.0, 1.0]
+    robustness["findings"].append({"severity": "info", "message": "robustness numbers reliable",
+                                   "code": "robustness.reliable", "metric": "robustness.reliable", "value": 1.0})
+    ordered = {name: sections[name] for name in ("performance", "imbalance", "robustness")}
+    ordered["explanations"] = _review_explanations()
+    ordered["fairness"] = _review_fairness()
+    ordered["shap"] = sections["shap"]
+    data["sections"] = ordered
+    data["manifest"]["data"]["feature_names"] = list(FEATURE_NAMES)
+    data["manifest"]["data"]["sensitive"] = [INJECTIONS["markdown_image"]]
+    data["manifest"]["config"]["sections"] = {name: {"plugin": s["plugin"], "enabled": True, "params": {}}
+                                              for name, s in ordered.items()}
+    data["manifest"]["config"]["gate"] = copy.deepcopy(REVIEW_POLICY)
+    from audit.verdict import evaluate_verdict
+
+    data["verdict"] = evaluate_verdict(data, now="2025-01-02T03:04:17+00:00")
+    return data
+
+
+def write_review_run(root: Path, name: str = "review") -> Path:
+    """``review_results()`` as a run directory, with the image grid's tiles (NPZ)."""
+    import numpy as np
+
+    run_dir = write_run(root, name, review_results())
+    tiles = np.zeros((2, 3, 1, 8, 8), dtype=np.float32)
+    tiles[:, 0, 0, 2:6, 2:6] = 1.0  # the inputs: a bright square
+    tiles[:, 1, 0, 2:6, 2:6] = 0.5  # attributions for, on the square
+    tiles[:, 2, 0, :, :4] = -0.25  # and against, on the left half
+    (run_dir / GRID_ARTIFACT).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(run_dir / GRID_ARTIFACT, tiles=tiles)
+    return run_dir

@@ -62,7 +62,7 @@ def test_lists_runs_and_shows_the_newest(monkeypatch: pytest.MonkeyPatch, runs: 
     select = at.sidebar.selectbox(key="run")
     assert select.options == ["candidate", "baseline"]
     assert at.title[0].value == "Candidate"
-    assert _metric_values(at)["performance.accuracy"] == "0.8000"
+    assert _metric_values(at)["performance.accuracy"] == "0.800"
     labels = [e.label for e in at.expander]
     assert any("Performance" in label for label in labels) and any("Explanations" in label for label in labels)
     assert len(at.image) == 5  # every figure of the run, drawn by reports.figures
@@ -74,7 +74,7 @@ def test_select_another_run(monkeypatch: pytest.MonkeyPatch, runs: Path) -> None
     at.sidebar.selectbox(key="run").select("baseline").run()
     assert not at.exception
     assert at.title[0].value == "Baseline"
-    assert _metric_values(at)["performance.accuracy"] == "0.9000"
+    assert _metric_values(at)["performance.accuracy"] == "0.900"
     # the run says it failed, first; the errored fairness section shows its error, with the traceback as code
     assert [e.value for e in at.error] == [
         "Run failed: every section ran, and at least one failed (1 section(s) failed: fairness).",

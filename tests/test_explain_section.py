@@ -69,9 +69,14 @@ def test_digits_section_with_stability_under_attack(make_context: Any, digits_cn
     assert all(row[3].startswith("[") for row in ranking.rows)  # every AUC with its interval
     assert any(t.name == "faithfulness_differences" for t in result.tables)
     kinds = {f["name"]: f["kind"] for f in result.figures}
-    assert kinds["heatmaps"] == "image" and kinds["deletion_curves"] == "line"
+    assert kinds["heatmaps"] == "image_grid" and kinds["deletion_curves"] == "line"
     assert kinds["faithfulness_ranking"] == "bar" and kinds["randomization_cascade"] == "line"
-    assert (ctx.run_dir / result.artifacts["heatmaps"]).stat().st_size > 1000
+    grid = next(f for f in result.figures if f["name"] == "heatmaps")
+    with np.load(ctx.run_dir / result.artifacts["heatmaps"]) as archive:
+        tiles = archive["tiles"]
+    methods = grid["column_labels"][1:]
+    assert tiles.shape[:2] == (len(grid["row_labels"]), 1 + len(methods)) and grid["styles"][0] == "image"
+    assert tiles.shape[2:] == ctx.data.x.shape[1:]
     with np.load(ctx.run_dir / result.artifacts["attributions"]) as saved:
         np.testing.assert_allclose(saved["ig"], ctx.attributions["ig"].values)
     with np.load(ctx.run_dir / result.artifacts["quality"]) as per_sample:
@@ -161,9 +166,17 @@ def test_resume_tabular_section(make_context: Any, resume_mlp: Any, resume_test:
     assert 0.5 <= m["explanations.surrogate.fidelity"] <= 1.0
     assert any(k.startswith("explanations.permutation_importance.") for k in m)
     assert any("surrogate decision tree" in note and "|---" in note for note in result.notes)
-    bar = next(f for f in result.figures if f["name"] == "top_features")
-    assert bar["kind"] == "bar" and len(bar["series"][0]["x"]) == 10
-    assert set(bar["series"][0]["x"]) <= set(resume_test.feature_names)
+    tree = next(f for f in result.figures if f["name"] == "surrogate_tree")
+    assert tree["kind"] == "tree" and tree["fidelity"] == m["explanations.surrogate.fidelity"]
+    internal = [n for n in tree["nodes"] if not n["leaf"]]
+    assert tree["nodes"][0]["samples"] == sum(n["samples"] for n in tree["nodes"] if n["leaf"])
+    assert len([n for n in tree["nodes"] if n["leaf"]]) == len(internal) + 1  # a binary tree
+    assert {n["feature"] for n in internal} <= set(resume_test.feature_names)
+    assert {n["label"] for n in tree["nodes"]} <= set(resume_test.class_names)
+    heat = next(f for f in result.figures if f["name"] == "top_features")
+    assert heat["kind"] == "heatmap" and len(heat["y_labels"]) == 10 == len(heat["matrix"])
+    assert set(heat["y_labels"]) <= set(resume_test.feature_names)
+    assert len(heat["matrix"][0]) == len(heat["x_labels"])
     assert ctx.attributions["lime"].values.shape == (16, resume_test.x.shape[1])
 
 

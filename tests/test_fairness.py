@@ -306,8 +306,10 @@ def test_section_point_estimates_equal_fairlearn_on_resume_names(resume_mlp: Any
         equalized_odds_difference(y, pred, sensitive_features=both), abs=TOL)
     names = {t.name for t in result.tables}
     assert {"groups_gender", "groups_ethnicity", "groups_ethnicity_x_gender", "disparities"} <= names
-    figure = next(f for f in result.figures if f["name"] == "groups_gender")
-    assert figure["kind"] == "bar" and all("yerr_low" in s and "yerr_high" in s for s in figure["series"])
+    figure = next(f for f in result.figures if f["name"] == "groups")  # one panel per grouping
+    assert figure["kind"] == "small_multiples" and len(figure["panels"]) == 3
+    panel = next(p for p in figure["panels"] if p["xlabel"] == "gender")
+    assert panel["kind"] == "bar" and all("yerr_low" in s and "yerr_high" in s for s in panel["series"])
     assert NO_ADVERSARIAL in result.notes and NO_ATTRIBUTIONS in result.notes
     validate_section(result, ctx)
 
@@ -521,7 +523,8 @@ def test_explanation_disparity_from_attributions(tmp_path: Path) -> None:
     assert any(f.code == "fairness.explanation_gap" for f in result.findings)
     assert result.metrics["fairness.group.explanation.input_x_gradient.max_importance_gap"] == pytest.approx(
         table.rows[0][-1], abs=TOL)
-    assert any(f["name"] == "explanation_input_x_gradient_group" for f in result.figures)
+    figure = next(f for f in result.figures if f["name"] == "explanation_group")
+    assert figure["kind"] == "small_multiples" and [p["title"] for p in figure["panels"]] == ["input_x_gradient"]
     assert NO_ATTRIBUTIONS not in result.notes
     validate_section(result, ctx)
 

@@ -21,7 +21,9 @@ SCRIPT = textwrap.dedent("""
 
     import audit.results
     import audit.gate
+    import audit.verdict
     import reports
+    import reports.headline
     import reports.figures
     import reports.html
     import reports.junit
@@ -35,6 +37,9 @@ SCRIPT = textwrap.dedent("""
     code = audit.gate.run_gate(run_dir, policy, junit=run_dir + "/junit.xml", summary=run_dir + "/summary.md",
                                stream=io.StringIO())
     assert code == 1, code
+    results = audit.results.load_results(run_dir)
+    assert reports.headline.verdict_view(results)["status"] == "not_gated"
+    assert reports.headline.headline_view(results)["cards"]
     print("ok")
 """)
 

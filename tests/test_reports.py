@@ -58,8 +58,10 @@ def test_factory_covers_every_figure_kind(results: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("value", "text"), [
-    (None, "—"), (True, "true"), (3, "3"), (0.0, "0"), (0.91234, "0.9123"), (1.0, "1.0000"),
-    (1797.0, "1797"), (1.5e-5, "1.5e-05"), (123456.7, "1.235e+05"), (float("nan"), "—"), ("cat", "cat"),
+    (None, "—"), (True, "true"), (3, "3"), (0.0, "0"), (0.91234, "0.912"), (1.0, "1.00"), (0.05, "0.0500"),
+    (0.0005487, "0.000549"), (0.99951, "1.00"), (12.345, "12.3"), (-0.0123, "-0.0123"), (1797.0, "1797"),
+    (123456.7, "123457"), (1.5e-5, "1.5e-05"), (1.11e-16, "1.1e-16"), (2.5e7, "25000000"), (2.5e7 + 0.5, "2.5e+07"),
+    (float("inf"), "∞"), (float("nan"), "—"), ("cat", "cat"),
 ])
 def test_format_value(value: Any, text: str) -> None:
     assert views.format_value(value) == text
@@ -235,7 +237,7 @@ def test_html_summary_header(html: str) -> None:
     for text in ("Toy MLP audit", "torch.nn.Module", "toy (tabular, 300 samples)", "cpu", "0.1.0", "12.0 s",
                  "complete"):
         assert text in html
-    assert "<h2>Overview</h2>" in html and "Contents" in html
+    assert "<h2>Headline</h2>" in html and "<h2>Key findings</h2>" in html and "Contents" in html
 
 
 def test_html_escapes_markup(html: str) -> None:
@@ -264,7 +266,7 @@ def test_html_structure_golden(results: dict[str, Any], html: str) -> None:
     """The section headings, in order, and every contents link points at an existing id."""
     headings = re.findall(r"<h2>(.*?)</h2>", html)
     titles = [s["title"] for s in results["sections"].values()]
-    assert headings == ["Overview", *titles, "Run details"]
+    assert headings == ["Headline", "Key findings", *titles, "Run details"]
     ids = set(re.findall(r'id="([^"]+)"', html))
     links = set(re.findall(r'href="#([^"]+)"', html))
     assert links and links <= ids
@@ -376,7 +378,7 @@ def test_markdown_escapes_findings() -> None:
     data["sections"]["performance"]["findings"].append({"severity": "critical", "message": f"class {XSS} | broken"})
     text = gate_to_markdown(evaluate_policy(data, parse_policy({"max_findings": {"critical": 0}})))
     assert XSS not in text
-    assert "class &lt;script&gt;alert(1)&lt;/script&gt; \\| broken" in text
+    assert "class &lt;script&gt;alert\\(1\\)&lt;/script&gt; \\| broken" in text
     assert "❌ nnaudit gate FAILED" not in text  # the errored section makes it ERROR, which wins
     assert escape_text("a|b\nc") == "a\\|b c"
 

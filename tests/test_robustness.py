@@ -115,11 +115,17 @@ def test_default_section_on_digits(digits_cnn: Any, digits_test: Any, make_conte
     assert (moved[resisted] > 0).all()
     assert (ctx.model.predict(out.x_adv[resisted]) == ctx.data.y[resisted]).all()
     assert (moved[~out.clean_correct] == 0).all()  # clean-wrong samples are not attacked
-    # artifacts: gallery PNG recorded as an image figure; the curve as a line figure
-    kinds = {f["name"]: f["kind"] for f in result.figures}
-    assert kinds["robustness_curve_linf"] == "line" and kinds["gallery_linf"] == "image"
-    png = Path(ctx.run_dir) / result.artifacts["gallery_linf"]
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # artifacts: the gallery's tiles (NPZ) behind an image_grid figure; the curve as a line figure on [0, 1]
+    figures = {f["name"]: f for f in result.figures}
+    assert figures["robustness_curve_linf"]["kind"] == "line" and figures["robustness_curve_linf"]["ylim"] == [0, 1]
+    gallery = figures["gallery_linf"]
+    assert gallery["kind"] == "image_grid" and gallery["row_labels"] == ["original", "adversarial", "perturbation"]
+    with np.load(Path(ctx.run_dir) / result.artifacts["gallery_linf"]) as archive:
+        tiles = archive["tiles"]
+    n = tiles.shape[1]
+    assert tiles.shape[0] == 3 and tiles.shape[2:] == ctx.data.x.shape[1:] and len(gallery["tile_labels"][0]) == n
+    np.testing.assert_allclose(tiles[2], tiles[1] - tiles[0], atol=1e-6)  # the perturbation row is adv - clean
+    assert np.abs(tiles[2]).max() <= 0.1 + 1e-6
     validate_section(result, ctx)
 
 

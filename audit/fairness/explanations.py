@@ -7,7 +7,7 @@ total, and the features whose share differs most between groups.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,10 +19,14 @@ if TYPE_CHECKING:
     from audit.fairness.section import FairnessParams
 
 
+PANEL_FEATURES = 6  # features per method panel in the figure; the tables hold explanation_top_k
+
+
 def record_explanations(result: SectionResult, ctx: AuditContext, gs: GroupSet, *, params: FairnessParams,
                         section: str) -> None:
     data = ctx.data
     methods = list(ctx.attributions.items())
+    panels: list[dict[str, Any]] = []
     for method, aset in ctx.progress(methods, desc=f"fairness: explanations by {gs.label}", total=len(methods)):
         index = np.asarray(aset.index, np.int64)
         values = np.abs(np.asarray(aset.values, np.float64).reshape(len(index), -1))
@@ -57,11 +61,11 @@ def record_explanations(result: SectionResult, ctx: AuditContext, gs: GroupSet, 
                      ["feature", *[f"share[{g}]" for g in groups], *[f"mean_abs[{g}]" for g in groups], "gap"],
                      rows, description="share: a feature's share of the group's total mean |attribution|; "
                                        "gap: max - min share over groups")
-        result.figure({"name": f"explanation_{key}_{gs.key}",
-                       "title": f"{method}: importance share by {gs.label} (top {len(order)} gaps)",
-                       "kind": "bar", "xlabel": "feature", "ylabel": "share of mean |attribution|",
-                       "series": [{"label": g, "x": [names[f] for f in order],
-                                   "y": [float(share[i, f]) for f in order]} for i, g in enumerate(groups)]})
+        shown = order[:PANEL_FEATURES]
+        panels.append({"kind": "bar", "horizontal": True, "title": method, "xlabel": "feature",
+                       "ylabel": "share of mean |attribution|",
+                       "series": [{"label": g, "x": [names[f] for f in shown],
+                                   "y": [float(share[i, f]) for f in shown]} for i, g in enumerate(groups)]})
         small = {g: int(counts[gs.groups.index(g)]) for g in groups
                  if counts[gs.groups.index(g)] < params.min_rate_count}
         if small:
@@ -80,6 +84,10 @@ def record_explanations(result: SectionResult, ctx: AuditContext, gs: GroupSet, 
                            + (" (too few explained rows in one of the two groups: treat with care)" if thin else ""),
                            code="fairness.explanation_gap", metric=f"{section}.{prefix}.max_importance_gap",
                            value=float(gap[top]))
+    if panels:  # small multiples: one panel per method, so methods compare at a glance
+        result.figure({"name": f"explanation_{gs.key}", "kind": "small_multiples", "columns": 4, "panels": panels,
+                       "title": f"Importance share by {gs.label}: the {PANEL_FEATURES} features whose share differs "
+                                "most between groups, per method (every feature in the tables)"})
 
 
 def _feature_names(names: list[str] | None, shape: tuple[int, ...], width: int) -> list[str]:

@@ -225,7 +225,7 @@ def _record_groups(result: SectionResult, gs: GroupSet, est: dict[str, list[Esti
         series.append({"label": words(m), "x": gs.groups, "y": [e.value for e in values], **error_bars(values)})
     result.figure({"name": f"groups_{gs.key}", "title": f"Group metrics by {gs.label} "
                    f"({params.confidence:.0%} bootstrap intervals)", "kind": "bar", "xlabel": gs.label,
-                   "ylabel": "rate", "series": series})
+                   "ylabel": "rate", "ylim": [0.0, 1.0], "series": series})
 
 
 def _thin_groups(gs: GroupSet, counts: dict[str, np.ndarray], min_count: int) -> dict[str, str]:

@@ -77,7 +77,8 @@ def record_robustness(result: SectionResult, ctx: AuditContext, gs: GroupSet, *,
                  columns, rows, description="attack success rate: share of clean-correct rows the attack broke; "
                                             "robust accuracy = clean accuracy x (1 - attack success rate)")
     result.figure({"name": f"robust_accuracy_{gs.key}", "title": f"Robust accuracy by {gs.label}",
-                   "kind": "bar", "xlabel": gs.label, "ylabel": "robust accuracy", "series": series})
+                   "kind": "bar", "xlabel": gs.label, "ylabel": "robust accuracy", "ylim": [0.0, 1.0],
+                   "series": series})
     for m, (_, key, diff) in worst.items():
         result.notes.append(f"{gs.label}: {m}_difference is the worst over the attacks ({key})")
         record_estimate(result, f"{gs.key}.{m}_difference", diff, with_interval=bool(params.n_resamples))

@@ -126,6 +126,9 @@ class FairnessSection(SectionPlugin):
                 record_explanations(result, ctx, gs, params=self.params, section=self.section)
         else:
             result.notes.append(NO_ATTRIBUTIONS)
+        _small_multiples(result, "groups_", "groups", f"Group metrics by grouping ({self.params.confidence:.0%} "
+                         "bootstrap intervals)")
+        _small_multiples(result, "robust_accuracy_", "robust_accuracy", "Robust accuracy by grouping")
 
     # -- helpers -----------------------------------------------------------------------------------
     def _favourable(self, data: AuditData) -> Favourable:
@@ -192,3 +195,17 @@ class FairnessSection(SectionPlugin):
                  ["bootstrap", f"{p.n_resamples} resamples within groups, {p.confidence:.0%} bias-corrected "
                                "percentile intervals" if p.n_resamples else "off (n_resamples: 0)"]]
         result.table("setup", "What the fairness metrics refer to", ["setting", "value"], rows)
+
+
+def _small_multiples(result: SectionResult, prefix: str, name: str, title: str) -> None:
+    """Fold the per-grouping figures named ``prefix*`` into one small-multiples figure, one panel per grouping."""
+    picked = [f for f in result.figures if f["name"].startswith(prefix) and f["kind"] in ("bar", "line")]
+    if len(picked) < 2:
+        return
+    at = result.figures.index(picked[0])
+    panels = [{**{k: v for k, v in f.items() if k != "name"}, "title": f"by {f.get('xlabel') or f['name']}"}
+              for f in picked]
+    kept = [f for f in result.figures if f not in picked]
+    result.figures = kept[:at]
+    result.figure({"name": name, "title": title, "kind": "small_multiples", "columns": len(panels), "panels": panels})
+    result.figures += kept[at:]
