@@ -175,6 +175,7 @@ class RobustnessSection(SectionPlugin):
         curve_rows: list[list[Any]] = []
         flags: list[RedFlag] = []
         unreliable: list[str] = []
+        adv_proba: dict[str, np.ndarray] = {}
         for norm in p.norms():
             eps_list = p.eps_for(norm)
             if eps_list is None:
@@ -189,6 +190,7 @@ class RobustnessSection(SectionPlugin):
                                minimal_index=minimal_index, domain=domain, clean_pred=pred,
                                batch_size=ctx.batch_size, progress=ctx.progress)
             self._record_norm(ctx, result, ev, x, y, index, settings_rows, curve_rows)
+            self._write_samples(ctx, result, ev, index, adv_proba)
             nonfinite = ev.nonfinite if ev.nonfinite is not None else np.zeros(len(y), bool)
             if p.red_flags:
                 check_idx = correct_idx[: p.check_samples] if len(correct_idx) <= p.check_samples else \
@@ -252,6 +254,19 @@ class RobustnessSection(SectionPlugin):
         return out
 
     # -- recording -----------------------------------------------------------------------------
+    @staticmethod
+    def _write_samples(ctx: AuditContext, result: SectionResult, ev: NormEvaluation, index: np.ndarray,
+                       adv_proba: dict[str, np.ndarray]) -> None:
+        """The model's probabilities on each worst-case adversarial input, per ``norm:eps``, for the explorer."""
+        from audit.samples import probabilities, write_samples
+
+        for e in ev.eps:
+            logits = ctx.model.logits(ev.worst_x_adv[e], batch_size=ctx.batch_size).numpy()
+            adv_proba[f"{ev.norm}:{e}"] = probabilities(logits)
+        keys = list(adv_proba)
+        write_samples(ctx, result, {"index": index, "keys": np.array(keys, dtype=str),
+                                    "proba_adv": np.stack([adv_proba[k] for k in keys])})
+
     def _record_norm(self, ctx: AuditContext, result: SectionResult, ev: NormEvaluation, x: np.ndarray,
                      y: np.ndarray, index: np.ndarray, settings_rows: list[list[Any]],
                      curve_rows: list[list[Any]]) -> None:

@@ -69,6 +69,7 @@ class PerformanceSection(SectionPlugin):
                        "xlabel": "predicted", "ylabel": "true"})
         majority = np.bincount(y, minlength=k).max() / len(y)
         result.metric("majority_baseline_accuracy", majority)
+        _write_samples(ctx, result, proba)
         if accuracy <= majority + 0.01:
             balanced = balanced_accuracy_score(y, pred)
             chance = 1.0 / len(np.unique(y))
@@ -84,6 +85,16 @@ class PerformanceSection(SectionPlugin):
                                f"({majority:.3f}) and balanced accuracy is {balanced:.3f} (chance {chance:.2f}): "
                                "the model has learned little", code="performance.no_better_than_majority",
                                metric=f"{self.section}.accuracy", value=accuracy)
+
+
+def _write_samples(ctx: AuditContext, result: SectionResult, proba: np.ndarray) -> None:
+    """Clean inputs, labels, probabilities and sensitive columns per sample, for the dashboard's explorer."""
+    from audit.samples import write_samples
+
+    arrays = {"x": ctx.data.x, "y": ctx.data.y, "proba": proba.astype(np.float32)}
+    for column, values in ctx.data.sensitive.items():
+        arrays[f"group:{column}"] = np.asarray(values).astype(str)
+    write_samples(ctx, result, arrays)
 
 
 class ImbalanceParams(Params):

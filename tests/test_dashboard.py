@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from results_factory import make_results, write_run
 from test_app import APP, TIMEOUT, plain
@@ -59,6 +60,20 @@ def _markdown_values(at: Any) -> list[str]:
     return values
 
 
+def _every_view(at: Any) -> list[str]:
+    values = []
+    for view in ("overview", "findings", "samples", "sections"):
+        at.radio(key="run_view").set_value(view).run()
+        assert not at.exception
+        values += _markdown_values(at)
+    return values
+
+
+def _assert_all_escaped(values: list[str]) -> None:
+    for value in values:
+        assert not re.search(r"(?<!\\)(!\[|<img)", value), value
+
+
 def test_strings_from_results_are_shown_as_text(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from streamlit.testing.v1 import AppTest
 
@@ -66,14 +81,48 @@ def test_strings_from_results_are_shown_as_text(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(sys, "argv", ["app.py", str(tmp_path / "runs")])
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     assert not at.exception
-    values = _markdown_values(at)
-    for value in values:
-        assert not re.search(r"(?<!\\)(!\[|<img)", value), value
+    values = _every_view(at)
+    _assert_all_escaped(values)
     shown = " ".join(plain(v) for v in values)
     assert IMG_MD in plain(at.title[0].value)
     assert f"group {IMG_MD} has a single value" in shown  # the error, escaped, still reads as written
     assert any(IMG_HTML in plain(label) for label in (e.label for e in at.expander))
     assert not at.table  # st.table renders Markdown in its cells; the page uses dataframes
+
+
+def test_explorer_shows_names_from_data_as_text(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                tabular_run: Path) -> None:
+    """Class, group and feature names with markup, in a real run's explorer."""
+    import json
+    import shutil
+
+    run = tmp_path / "runs" / "run"
+    shutil.copytree(tabular_run, run)
+    results = json.loads((run / "results.json").read_text())
+    data = results["manifest"]["data"]
+    data["class_names"] = [IMG_MD, IMG_HTML]
+    data["feature_names"] = [IMG_MD, IMG_HTML, *data["feature_names"][2:]]
+    (run / "results.json").write_text(json.dumps(results))
+    samples_file = run / results["sections"]["performance"]["artifacts"]["samples"]
+    with np.load(samples_file) as npz:
+        arrays = dict(npz)
+    arrays[f"group:{IMG_HTML}"] = np.where(np.arange(len(arrays["y"])) % 2 == 0, IMG_MD, "other")
+    np.savez_compressed(samples_file, **arrays)
+    at = _explorer(monkeypatch, run)
+    assert not at.exception
+    values = _markdown_values(at)
+    _assert_all_escaped(values)
+    labels = {m.label: plain(m.value) for m in at.metric}
+    assert labels["True class"] in (IMG_MD, IMG_HTML)
+    assert labels["Clean prediction"].split(" · ")[0] in (IMG_MD, IMG_HTML)
+    group = at.selectbox(key=f"explore_group_{IMG_HTML}")
+    assert group.options == ["all", IMG_MD, "other"]  # selectbox options are plain text
+    assert IMG_HTML in plain(group.label)
+    group.set_value(IMG_MD).run()
+    assert not at.exception
+    _assert_all_escaped(_markdown_values(at))
+    frame = next(f.value for f in at.dataframe if "feature" in f.value.columns)
+    assert {IMG_MD, IMG_HTML} <= set(frame["feature"])
 
 
 # -- nnaudit dashboard: a real server process --------------------------------------------------
@@ -188,3 +237,194 @@ def test_the_distribution_installs_no_top_level_app(tmp_path: Path) -> None:
     assert sorted(top_level) == ["attacks", "audit", "explain", "reports"]
     assert "app.py" not in names
     assert {"reports/dashboard/page.py", "reports/dashboard/script/nnaudit_dashboard.py"} <= names
+
+
+# -- the explorer's per-sample records, from real audit runs ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory: pytest.TempPathFactory, digits_cnn: Any) -> Path:
+    from dashboard_helpers import audit_run
+
+    return audit_run(tmp_path_factory.mktemp("runs") / "digits", digits_cnn, kind="image")
+
+
+@pytest.fixture(scope="module")
+def tabular_run(tmp_path_factory: pytest.TempPathFactory, cancer_mlp: Any) -> Path:
+    from dashboard_helpers import audit_run
+
+    return audit_run(tmp_path_factory.mktemp("runs") / "cancer", cancer_mlp, kind="tabular")
+
+
+@pytest.mark.parametrize("run_fixture", ["image_run", "tabular_run"])
+def test_saved_samples_agree_with_the_reported_metrics(request: pytest.FixtureRequest, run_fixture: str) -> None:
+    """The explorer's records reproduce the run's own numbers: accuracy, robust accuracy, and each adversarial
+    input's saved probabilities say fooled exactly where the robustness section counted the sample as not robust."""
+    import numpy as np
+
+    from audit.results import load_results
+    from reports.dashboard.samples import load_samples
+
+    run = request.getfixturevalue(run_fixture)
+    results = load_results(run)
+    metrics = {k: v for s in results["sections"].values() for k, v in s["metrics"].items()}
+    samples = load_samples(run, results)
+    assert samples.n == 120 and samples.proba.shape == (120, len(samples.class_names))
+    assert np.allclose(samples.proba.sum(axis=1), 1.0, atol=1e-5)
+    assert (samples.pred == samples.y).mean() == pytest.approx(metrics["performance.accuracy"], abs=1e-12)
+    (adv,) = samples.adversarial.values()
+    assert (adv.norm, adv.eps, len(adv.rows)) == ("linf", 0.1, 60)
+    assert adv.robust.mean() == pytest.approx(metrics["robustness.worst_case.linf.eps=0.1.robust_accuracy"])
+    assert adv.proba is not None
+    clean_ok = samples.pred[adv.rows] == samples.y[adv.rows]
+    still_right = adv.proba.argmax(axis=1) == samples.y[adv.rows]
+    assert np.array_equal(still_right[clean_ok], adv.robust[clean_ok])
+    assert not adv.robust[~clean_ok].any()
+    assert np.abs(adv.x_adv - samples.x[adv.rows]).max() <= 0.1 + 1e-6
+    assert set(samples.attributions) == {"saliency", "ig"}
+    for attribution in samples.attributions.values():
+        assert attribution.values.shape == (8, *samples.x.shape[1:])
+        assert set(attribution.rows.tolist()) <= set(range(120))
+
+
+def _samples(run: Path) -> Any:
+    from audit.results import load_results
+    from reports.dashboard.samples import load_samples
+
+    return load_samples(run, load_results(run))
+
+
+def _explorer(monkeypatch: pytest.MonkeyPatch, run: Path) -> Any:
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setattr(sys, "argv", ["app.py", str(run.parent)])
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params["view"] = "samples"
+    return at.run()
+
+
+def test_explorer_shows_a_sample_clean_attacked_and_explained(monkeypatch: pytest.MonkeyPatch,
+                                                              image_run: Path) -> None:
+    from audit.results import load_results
+    from reports.dashboard.samples import load_samples
+
+    samples = load_samples(image_run, load_results(image_run))
+    at = _explorer(monkeypatch, image_run)
+    assert not at.exception
+    assert at.radio(key="run_view").value == "samples"
+    assert at.checkbox(key="explore_explained").value  # explained samples first: their attributions exist
+    options = at.selectbox(key="explore_sample").options
+    adv = samples.adversarial["linf:0.1"]
+    explained = sorted(int(r) for r in samples.attributions["ig"].rows)
+    expected = [r for r in explained if r in adv.rows] + [r for r in explained if r not in adv.rows]
+    assert [int(o.split(" ")[0][1:]) for o in options] == expected  # attacked first
+    # clean input, adversarial input and perturbation (where the row was attacked), one image per method
+    row = expected[0]
+    attacked = adv.position(row) is not None
+    assert len(at.image) == (3 if attacked else 1) + 2
+    if not attacked:
+        assert any("not attacked" in plain(i.value) for i in at.info)
+    labels = {m.label: m.value for m in at.metric}
+    assert plain(labels["True class"]) == samples.class_names[samples.y[row]]
+    assert plain(labels["Clean prediction"]).startswith(samples.class_names[samples.pred[row]] + " · ")
+    # filters: fooled only -> every listed sample was fooled at the chosen eps
+    at.checkbox(key="explore_explained").uncheck().run()
+    at.selectbox(key="explore_fooled").set_value("fooled").run()
+    assert not at.exception
+    fooled = samples.fooled("linf:0.1")
+    listed = [int(o.split(" ")[0][1:]) for o in at.selectbox(key="explore_sample").options]
+    assert listed == [int(r) for r in np.flatnonzero(fooled == 1)]
+    assert all(o.endswith("· fooled") for o in at.selectbox(key="explore_sample").options)
+
+
+def test_explorer_tabular_feature_table(monkeypatch: pytest.MonkeyPatch, tabular_run: Path) -> None:
+    at = _explorer(monkeypatch, tabular_run)
+    assert not at.exception
+    first = int(at.selectbox(key="explore_sample").options[0].split(" ")[0][1:])
+    assert first in set(_samples(tabular_run).adversarial["linf:0.1"].rows.tolist())
+    frame = next(f.value for f in at.dataframe if "feature" in f.value.columns)
+    assert list(frame.columns) == ["feature", "clean", "adversarial", "change", "saliency", "ig"]
+    assert len(frame) == 30
+    magnitude = frame[["saliency", "ig"]].abs().max(axis=1)
+    assert list(magnitude) == sorted(magnitude, reverse=True)  # largest attribution first
+    assert (frame["change"].abs() <= 0.1 + 1e-6).all()
+
+
+# -- verdict, headline, findings ------------------------------------------------------------------
+
+
+def _run_app(monkeypatch: pytest.MonkeyPatch, root: Path, view: str | None = None) -> Any:
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setattr(sys, "argv", ["app.py", str(root)])
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    if view:
+        at.query_params["view"] = view
+    return at.run()
+
+
+@pytest.mark.parametrize(("rule", "expected"), [
+    ("performance.accuracy >= 0.95", "Verdict: FAIL · 1 failing check(s)"),
+    ("performance.accuracy >= 0.5", "Verdict: PASS"),
+])
+def test_verdict_from_the_runs_own_policy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rule: str,
+                                         expected: str) -> None:
+    """A ``gate:`` block in the run's config is judged by audit.gate, the verdict first on the page."""
+    data = make_results(with_error=False)
+    data["manifest"]["config"]["gate"] = {"rules": [rule]}
+    write_run(tmp_path / "runs", "run", data)
+    at = _run_app(monkeypatch, tmp_path / "runs")
+    assert not at.exception
+    if expected.startswith("Verdict: FAIL"):
+        assert [plain(e.value) for e in at.error] == [expected]
+        failing = next(f.value for f in at.dataframe if "check" in f.value.columns)
+        assert list(failing["check"]) == [rule] and list(failing["value"]) == ["0.9000"]
+    else:
+        assert [plain(s.value) for s in at.success] == [expected] and not at.error
+
+
+def test_headline_numbers() -> None:
+    from reports.dashboard.review import headline
+
+    data = make_results(with_error=False)
+    data["sections"]["robustness"]["metrics"].update({
+        "robustness.worst_case.linf.eps=0.1.robust_accuracy": 0.5,
+        "robustness.worst_case.linf.eps=0.05.robust_accuracy": 0.7,
+        "robustness.worst_case.l2.eps=0.5.robust_accuracy": 0.6, "robustness.reliable": 1.0})
+    data["sections"]["explain"]["metrics"].update({"explanations.ig.faithfulness_rank": 2,
+                                                   "explanations.saliency.faithfulness_rank": 1})
+    data["sections"]["imbalance"]["metrics"].update({
+        "fairness.sex.demographic_parity_difference": 0.1, "fairness.sex.demographic_parity_difference.ci_low": 0.05,
+        "fairness.sex.demographic_parity_difference.ci_high": 0.15, "fairness.race.equalized_odds_difference": 0.3})
+    head = headline(data)
+    assert [(r["norm"], r["eps"], r["value"]) for r in head["robust"]] == [
+        ("l2", "0.5", 0.6), ("linf", "0.05", 0.7), ("linf", "0.1", 0.5)]
+    assert head["reliable"] == 1.0 and head["most_faithful"] == "saliency"
+    assert head["disparity"] == {"attribute": "race", "metric": "equalized_odds_difference", "value": 0.3,
+                                 "ci_low": None, "ci_high": None}
+    assert (head["accuracy"], head["balanced_accuracy"]) == (0.9, 0.84)
+    assert head["findings"] == {"critical": 0, "high": 1, "medium": 1, "low": 1, "info": 1}
+
+
+def test_findings_view_filters_by_severity_and_section(monkeypatch: pytest.MonkeyPatch, runs_dir: Path) -> None:
+    at = _run_app(monkeypatch, runs_dir, view="findings")
+    assert not at.exception
+
+    def shown() -> list[tuple[str, str]]:
+        frame = next(f.value for f in at.dataframe if "severity" in f.value.columns)
+        return list(zip(frame["severity"], frame["section"], strict=True))
+
+    assert shown() == [("HIGH", "robustness"), ("MEDIUM", "imbalance"), ("LOW", "imbalance")]  # info hidden first
+    at.multiselect(key="findings_severity").set_value(["info", "low"]).run()
+    assert shown() == [("LOW", "imbalance"), ("INFO", "performance")]
+    at.multiselect(key="findings_section").set_value(["imbalance"]).run()
+    assert shown() == [("LOW", "imbalance")]
+    at.text_input(key="findings_text").input("nothing like this").run()
+    assert not any("severity" in f.value.columns for f in at.dataframe)
+    assert any("0 of 4 findings" in plain(c.value) for c in at.caption)
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Path:
+    write_run(tmp_path / "runs", "run", make_results(with_error=False))
+    return tmp_path / "runs"

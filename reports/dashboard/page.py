@@ -23,9 +23,11 @@ import streamlit as st
 from audit.errors import ResultsError
 from audit.results import RESULTS_FILE, find_runs, load_results, run_state
 from reports.dashboard import RUNS_ENV
+from reports.dashboard.charts import CHARTABLE, chart
+from reports.dashboard.review import headline, verdict
 from reports.dashboard.text import literal
 from reports.figures import figure_png
-from reports.views import compare_runs, run_summary, section_views
+from reports.views import all_findings, compare_runs, format_value, run_summary, section_views
 
 DEFAULT_RUNS_DIR = "runs"
 VIEW_RUN, VIEW_COMPARE = "Run", "Compare runs"
@@ -39,6 +41,11 @@ STATUS_ICONS = {"ok": ":material/check_circle:", "error": ":material/error:", "s
 RUN_STATE = "Run {status}: {text} ({reason})."
 NEVER_RAN = "Sections that never ran: {names}."
 STILL_TO_RUN = "Sections still to run: {names}."
+VIEWS = {"overview": "Overview", "findings": "Findings", "samples": "Sample explorer", "sections": "All sections"}
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+VERDICT_TEXT = {"pass": "PASS", "fail": "FAIL", "error": "GATE ERROR", "not gated": "NOT GATED"}
+NOT_GATED = ("No gate policy travels with this run (nnaudit run \\-\\-policy P, or a gate: block in the config); "
+             "gate it with nnaudit gate RUN \\-\\-policy P.")
 
 
 def runs_dir(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> Path:
@@ -86,17 +93,15 @@ def show_summary(results: dict[str, Any], run: Path | None = None) -> None:
     summary = run_summary(results, run_state(results, run))
     st.title(literal(summary["title"]))
     model, data = summary["model"], summary["data"]
-    st.caption(f"{STATUS_ICONS.get(summary['status'], '')} {literal(summary['status'])} · started "
-               f"{literal(summary['created_at'])} · nnaudit {literal(summary['nnaudit_version'])} · device "
-               f"{literal(summary['device'])} · seed {literal(summary['seed'])}")
     counts = summary["section_counts"]
-    columns = st.columns(4)
-    columns[0].metric("Sections", f"{counts.get('ok', 0)} ok",
-                      delta=f"{counts['error']} errored" if counts.get("error") else None, delta_color="inverse")
-    columns[1].metric("Findings", summary["n_findings"])
-    columns[2].metric("High or critical", summary["finding_counts"]["high"] + summary["finding_counts"]["critical"])
-    columns[3].metric("Wall time", summary["wall_time_text"])
+    st.caption(f"{STATUS_ICONS.get(summary['status'], '')} {literal(summary['status'])} · "
+               f"{counts.get('ok', 0)} of {len(summary['sections'])} sections ok · wall time "
+               f"{literal(summary['wall_time_text'])} · started {literal(summary['created_at'])} · nnaudit "
+               f"{literal(summary['nnaudit_version'])} · device {literal(summary['device'])} · seed "
+               f"{literal(summary['seed'])}")
+    show_verdict(results, run)
     show_run_state(summary)
+    show_headline(results)
     details = {
         "model": f"{model['kind']} ({model['source']})" if model["source"] else model["kind"],
         "model sha256": model["sha256_short"],
@@ -138,7 +143,7 @@ def show_findings(findings: list[dict[str, Any]]) -> None:
 
 def show_section(section: dict[str, Any], run: Path) -> None:
     label = f"{literal(section['title'])} · {literal(section['duration_text'])}"
-    with st.expander(label, expanded=True, icon=STATUS_ICONS.get(section["status"])):
+    with st.expander(label, expanded=section["status"] == "error", icon=STATUS_ICONS.get(section["status"])):
         st.caption(f"section {literal(section['name'])} · plugin {literal(section['plugin'])} · status "
                    f"{literal(section['status'])}")
         if section["error"]:
@@ -186,14 +191,132 @@ def _unique_columns(columns: list[str]) -> list[str]:
     return out
 
 
-def _show_figures(figures: list[dict[str, Any]], run: Path) -> None:
+def _show_figures(figures: list[dict[str, Any]], run: Path, *, title: bool = True) -> None:
+    """Line, bar and heatmap figures as interactive charts; image figures as images."""
     if not figures:
         return
-    st.markdown("**Figures**")
+    if title:
+        st.markdown("**Figures**")
     columns = st.columns(2)
     for index, spec in enumerate(figures):
         with columns[index % 2]:
-            st.image(_figure_bytes(spec, run), caption=literal(spec.get("title") or spec.get("name") or ""))
+            drawn = chart(spec) if spec.get("kind") in CHARTABLE else None
+            if drawn is not None:
+                st.altair_chart(drawn, width="stretch")
+            else:
+                st.image(_figure_bytes(spec, run), caption=literal(spec.get("title") or spec.get("name") or ""))
+
+
+def show_verdict(results: dict[str, Any], run: Path | None) -> None:
+    """The verdict first: gate result (or not gated), run status, failed sections, then the headline numbers."""
+    judged = verdict(results, run)
+    failed = judged["failed_sections"]
+    parts = [f"Verdict: {VERDICT_TEXT[judged['verdict']]}"]
+    if judged["failing"]:
+        parts.append(f"{len(judged['failing'])} failing check(s)")
+    if failed:
+        parts.append(f"failed sections: {literal(', '.join(failed))}")
+    line = " · ".join(parts)
+    if judged["verdict"] in ("fail", "error") or failed:
+        st.error(line, icon=":material/block:")
+    elif judged["verdict"] == "pass" and judged["status"] == "complete":
+        st.success(line, icon=":material/check_circle:")
+    else:
+        st.info(line, icon=":material/help:")
+    if judged["verdict"] == "not gated":
+        st.caption(NOT_GATED)
+    if judged["policy_error"]:
+        st.text(f"policy: {judged['policy_error']}")
+    if judged["failing"]:
+        st.dataframe(judged["failing"], hide_index=True)
+
+
+def show_headline(results: dict[str, Any]) -> None:
+    head = headline(results)
+    cards: list[tuple[str, str, str | None]] = []
+    if head["accuracy"] is not None:
+        cards.append(("Clean accuracy", format_value(head["accuracy"]), None))
+    if head["balanced_accuracy"] is not None:
+        cards.append(("Balanced accuracy", format_value(head["balanced_accuracy"]), None))
+    reliable = {1.0: "reliable", 0.0: "NOT reliable"}.get(head["reliable"], "reliability unknown")
+    for item in head["robust"]:
+        cards.append((f"Robust acc. {literal(item['norm'])} eps={literal(item['eps'])}", format_value(item["value"]),
+                      reliable))
+    if head["disparity"]:
+        d = head["disparity"]
+        interval = "" if d["ci_low"] is None or d["ci_high"] is None else \
+            f"95% CI {format_value(d['ci_low'])} to {format_value(d['ci_high'])}"
+        cards.append((literal(f"Worst disparity: {d['attribute']} {d['metric'].replace('_', ' ')}"),
+                      format_value(d["value"]), interval or None))
+    if head["most_faithful"]:
+        cards.append(("Most faithful explanation", literal(head["most_faithful"]), "by deletion/insertion rank"))
+    counts = head["findings"]
+    cards.append(("Findings", str(sum(counts.values())),
+                  " · ".join(f"{counts.get(s, 0)} {s}" for s in SEVERITIES if counts.get(s))))
+    columns = st.columns(min(len(cards), 6))
+    for index, (label, value, help_text) in enumerate(cards):
+        with columns[index % len(columns)]:
+            st.metric(label, value, border=True)
+            if help_text:
+                st.caption(literal(help_text))
+
+
+def show_overview(results: dict[str, Any], run: Path) -> None:
+    key = [f for f in all_findings(results, min_severity="medium")][:8]
+    st.subheader("Key findings")
+    if key:
+        _findings_frame(key)
+    else:
+        st.caption("No finding of medium severity or worse.")
+    sections = results.get("sections", {})
+    curves = [spec for name, s in sections.items() for spec in s.get("figures", [])
+              if str(spec.get("name", "")).startswith("robustness_curve")]
+    if curves:
+        st.subheader("Robustness")
+        _show_figures(curves, run, title=False)
+    disparities = [spec for s in sections.values() if s.get("plugin") in ("fairness", "builtin.fairness")
+                   for spec in s.get("figures", [])
+                   if str(spec.get("name", "")).startswith(("groups_", "robust_accuracy_"))]
+    if disparities:
+        st.subheader("Disparities")
+        _show_figures(disparities, run, title=False)
+
+
+def _findings_frame(findings: list[dict[str, Any]]) -> None:
+    rows = [{"severity": f["severity"].upper(), "section": f["section"] or "", "message": f["message"],
+             "metric": f["metric"] or "", "value": f["value_text"] or ""} for f in findings]
+    st.dataframe(rows, hide_index=True, column_config={"message": st.column_config.TextColumn(width="large")})
+
+
+def show_findings_view(results: dict[str, Any]) -> None:
+    findings = all_findings(results)
+    if not findings:
+        st.info("This run has no findings.")
+        return
+    left, middle, right = st.columns([2, 2, 3])
+    present = [s for s in SEVERITIES if any(f["severity"] == s for f in findings)]
+    severities = left.multiselect("Severity", present, default=[s for s in present if s != "info"] or present,
+                                  key="findings_severity")
+    names = sorted({f["section"] for f in findings if f["section"]})
+    sections = middle.multiselect("Section", names, key="findings_section", placeholder="every section")
+    needle = right.text_input("Message contains", key="findings_text").strip().lower()
+    chosen = [f for f in findings if f["severity"] in severities and (not sections or f["section"] in sections)
+              and needle in f["message"].lower()]
+    st.caption(f"{len(chosen)} of {len(findings)} findings")
+    if chosen:
+        _findings_frame(chosen)
+
+
+def _view_choice() -> str:
+    """The view, from the URL (?view=samples) on first load, kept in the URL when changed."""
+    wanted = st.query_params.get("view", "overview")
+    keys = list(VIEWS)
+    index = keys.index(wanted) if wanted in keys else 0
+    view = st.radio("View", keys, index=index, horizontal=True, key="run_view", format_func=VIEWS.__getitem__,
+                    label_visibility="collapsed")
+    if st.query_params.get("view") != view:
+        st.query_params["view"] = view
+    return str(view)
 
 
 def show_run(run: Path, root: Path) -> None:
@@ -203,11 +326,21 @@ def show_run(run: Path, root: Path) -> None:
         st.error(BROKEN_RUN.format(label=literal(run_label(run, root)), error=literal(err)))
         return
     show_summary(results, run)
-    sections = section_views(results)
-    if not sections:
-        st.info("This run has no sections.")
-    for section in sections:
-        show_section(section, run)
+    view = _view_choice()
+    if view == "overview":
+        show_overview(results, run)
+    elif view == "findings":
+        show_findings_view(results)
+    elif view == "samples":
+        from reports.dashboard.explorer import show_explorer
+
+        show_explorer(run, results)
+    else:
+        sections = section_views(results)
+        if not sections:
+            st.info("This run has no sections.")
+        for section in sections:
+            show_section(section, run)
     report = run / "report.html"
     if report.is_file():
         st.sidebar.download_button("Download report.html", report.read_bytes(), file_name="report.html",
