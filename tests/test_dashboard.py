@@ -114,7 +114,7 @@ def test_explorer_shows_names_from_data_as_text(monkeypatch: pytest.MonkeyPatch,
     _assert_all_escaped(values)
     labels = {m.label: plain(m.value) for m in at.metric}
     assert labels["True class"] in (IMG_MD, IMG_HTML)
-    assert labels["Clean prediction"].split(" · ")[0] in (IMG_MD, IMG_HTML)
+    assert labels["Clean prediction"] in (IMG_MD, IMG_HTML)
     group = at.selectbox(key=f"explore_group_{IMG_HTML}")
     assert group.options == ["all", IMG_MD, "other"]  # selectbox options are plain text
     assert IMG_HTML in plain(group.label)
@@ -326,7 +326,9 @@ def test_explorer_shows_a_sample_clean_attacked_and_explained(monkeypatch: pytes
         assert any("not attacked" in plain(i.value) for i in at.info)
     labels = {m.label: m.value for m in at.metric}
     assert plain(labels["True class"]) == samples.class_names[samples.y[row]]
-    assert plain(labels["Clean prediction"]).startswith(samples.class_names[samples.pred[row]] + " · ")
+    assert plain(labels["Clean prediction"]) == samples.class_names[samples.pred[row]]
+    confidence = f"confidence {100 * samples.proba[row].max():.1f}%"
+    assert any(plain(c.value) == confidence for c in at.caption)
     # filters: fooled only -> every listed sample was fooled at the chosen eps
     at.checkbox(key="explore_explained").uncheck().run()
     at.selectbox(key="explore_fooled").set_value("fooled").run()

@@ -108,26 +108,30 @@ def show_explorer(run: Path, results: dict[str, Any]) -> None:
     position = adv.position(row) if adv is not None else None
     x_adv = adv.x_adv[position] if adv is not None and position is not None else None
     proba_adv = adv.proba[position] if adv is not None and adv.proba is not None and position is not None else None
-    _predictions(samples, row, proba_adv, adv is not None and position is not None)
+    table = _predictions(samples, row, proba_adv, adv is not None and position is not None)
     if samples.modality == "image":
-        _images(samples, row, x_adv, adv)
+        _images(samples, row, x_adv, adv, table)
     else:
+        _probabilities(table)
         _features(samples, row, x_adv)
 
 
-def _predictions(samples: Samples, row: int, proba_adv: np.ndarray | None, attacked: bool) -> None:
+def _predictions(samples: Samples, row: int, proba_adv: np.ndarray | None, attacked: bool) -> dict[str, Any]:
+    """The three headline cards; returns the top classes' probabilities (clean and adversarial) as a table."""
     names, clean = samples.class_names, samples.proba[row]
     true = int(samples.y[row])
     columns = st.columns(3)
     columns[0].metric("True class", literal(names[true]))
     pred = int(np.argmax(clean))
-    columns[1].metric("Clean prediction", literal(f"{names[pred]} · {_percent(float(clean[pred]))}"))
+    columns[1].metric("Clean prediction", literal(names[pred]))
+    columns[1].caption(f"confidence {_percent(float(clean[pred]))}")
     if proba_adv is not None and np.isfinite(proba_adv).all():
         adv_pred = int(np.argmax(proba_adv))
-        shown = f"{names[adv_pred]} · {_percent(float(proba_adv[adv_pred]))}"
-        columns[2].metric("Adversarial prediction", literal(shown))
+        columns[2].metric("Adversarial prediction", literal(names[adv_pred]))
+        columns[2].caption(f"confidence {_percent(float(proba_adv[adv_pred]))}")
     elif attacked:
-        columns[2].metric("Adversarial prediction", "n/a", help="probabilities not saved by this run, or not finite")
+        columns[2].metric("Adversarial prediction", "n/a")
+        columns[2].caption("probabilities not saved by this run, or not finite")
     else:
         columns[2].metric("Adversarial prediction", "not attacked")
     top = np.argsort(-clean)[:TOP_CLASSES]
@@ -137,12 +141,16 @@ def _predictions(samples: Samples, row: int, proba_adv: np.ndarray | None, attac
     table = {"class": [names[i] for i in top], "clean probability": [float(clean[i]) for i in top]}
     if proba_adv is not None:
         table["adversarial probability"] = [float(proba_adv[i]) for i in top]
+    return table
+
+
+def _probabilities(table: dict[str, Any]) -> None:
     st.dataframe(table, hide_index=True, column_config={
         "clean probability": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
         "adversarial probability": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")})
 
 
-def _images(samples: Samples, row: int, x_adv: np.ndarray | None, adv: Any) -> None:
+def _images(samples: Samples, row: int, x_adv: np.ndarray | None, adv: Any, table: dict[str, Any]) -> None:
     clean = samples.x[row]
     tiles: list[tuple[str, np.ndarray]] = [("clean input", to_image(clean))]
     if x_adv is not None:
@@ -152,9 +160,11 @@ def _images(samples: Samples, row: int, x_adv: np.ndarray | None, adv: Any) -> N
     if adv is not None and x_adv is None:
         st.info(f"This sample was not attacked: the robustness section attacked {len(adv.rows)} of {samples.n} "
                 "samples (max_samples).")
-    columns = st.columns(len(tiles))
-    for column, (caption, image) in zip(columns, tiles, strict=True):
+    columns = st.columns([1] * len(tiles) + [2])
+    for column, (caption, image) in zip(columns, tiles, strict=False):
         column.image(upscale(image), caption=literal(caption), width=192, clamp=True)
+    with columns[-1]:
+        _probabilities(table)
     if not samples.attributions:
         st.info("This run saved no attributions.")
         return

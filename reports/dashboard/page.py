@@ -232,33 +232,38 @@ def show_verdict(results: dict[str, Any], run: Path | None) -> None:
 
 
 def show_headline(results: dict[str, Any]) -> None:
+    """Cards for the numbers (accuracy, robust accuracy per norm and eps, worst disparity, findings), one line
+    for the most faithful explanation method."""
     head = headline(results)
     cards: list[tuple[str, str, str | None]] = []
     if head["accuracy"] is not None:
         cards.append(("Clean accuracy", format_value(head["accuracy"]), None))
     if head["balanced_accuracy"] is not None:
         cards.append(("Balanced accuracy", format_value(head["balanced_accuracy"]), None))
-    reliable = {1.0: "reliable", 0.0: "NOT reliable"}.get(head["reliable"], "reliability unknown")
+    reliable = {1.0: "reliable", 0.0: "NOT reliable (see findings)"}.get(head["reliable"], "reliability unknown")
     for item in head["robust"]:
-        cards.append((f"Robust acc. {literal(item['norm'])} eps={literal(item['eps'])}", format_value(item["value"]),
-                      reliable))
+        cards.append((f"Robust acc. {literal(item['norm'])} eps {literal(item['eps'])}",
+                      format_value(item["value"]), reliable))
     if head["disparity"]:
         d = head["disparity"]
         interval = "" if d["ci_low"] is None or d["ci_high"] is None else \
-            f"95% CI {format_value(d['ci_low'])} to {format_value(d['ci_high'])}"
-        cards.append((literal(f"Worst disparity: {d['attribute']} {d['metric'].replace('_', ' ')}"),
-                      format_value(d["value"]), interval or None))
-    if head["most_faithful"]:
-        cards.append(("Most faithful explanation", literal(head["most_faithful"]), "by deletion/insertion rank"))
+            f" · 95% CI {format_value(d['ci_low'])} to {format_value(d['ci_high'])}"
+        cards.append((f"Worst {d['metric'].replace('_', ' ')}", format_value(d["value"]),
+                      f"{d['attribute']}{interval}"))
     counts = head["findings"]
     cards.append(("Findings", str(sum(counts.values())),
-                  " · ".join(f"{counts.get(s, 0)} {s}" for s in SEVERITIES if counts.get(s))))
-    columns = st.columns(min(len(cards), 6))
-    for index, (label, value, help_text) in enumerate(cards):
-        with columns[index % len(columns)]:
-            st.metric(label, value, border=True)
-            if help_text:
-                st.caption(literal(help_text))
+                  " · ".join(f"{counts.get(s, 0)} {s}" for s in SEVERITIES if counts.get(s)) or None))
+    per_row = 4
+    for start in range(0, len(cards), per_row):
+        columns = st.columns(per_row)
+        for column, (label, value, note) in zip(columns, cards[start:start + per_row], strict=False):
+            with column:
+                st.metric(label, value, border=True)
+                if note:
+                    st.caption(literal(note))
+    if head["most_faithful"]:
+        st.markdown(f"Most faithful explanation method: **{literal(head['most_faithful'])}** (rank 1 of the "
+                    "deletion and insertion AUCs)")
 
 
 def show_overview(results: dict[str, Any], run: Path) -> None:
@@ -396,7 +401,11 @@ def main() -> None:
         show_compare(runs, root)
         return
     labels = {run_label(run, root): run for run in runs}
-    chosen = st.sidebar.selectbox("Run", list(labels), key="run")
+    wanted = st.query_params.get("run")  # a link to one run: ?run=LABEL (&view=samples)
+    names = list(labels)
+    chosen = st.sidebar.selectbox("Run", names, key="run", index=names.index(wanted) if wanted in names else 0)
+    if st.query_params.get("run") != chosen:
+        st.query_params["run"] = chosen
     show_run(labels[chosen], root)
 
 

@@ -37,6 +37,7 @@ def streamlit_command(runs: Path, *, host: str = DEFAULT_HOST, port: int = DEFAU
             "--server.address", host, "--server.port", str(port), "--server.headless", "true",
             "--server.fileWatcherType", "none", "--server.runOnSave", "false",
             "--browser.gatherUsageStats", "false", "--global.developmentMode", "false",
+            "--client.toolbarMode", "viewer",
             "--", str(runs)]
 
 
