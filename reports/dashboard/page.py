@@ -248,8 +248,8 @@ def show_headline(results: dict[str, Any]) -> None:
         d = head["disparity"]
         interval = "" if d["ci_low"] is None or d["ci_high"] is None else \
             f" · 95% CI {format_value(d['ci_low'])} to {format_value(d['ci_high'])}"
-        cards.append((f"Worst {d['metric'].replace('_', ' ')}", format_value(d["value"]),
-                      f"{d['attribute']}{interval}"))
+        cards.append(("Worst fairness disparity", format_value(d["value"]),
+                      f"{d['attribute']}: {d['metric'].replace('_', ' ')}{interval}"))
     counts = head["findings"]
     cards.append(("Findings", str(sum(counts.values())),
                   " · ".join(f"{counts.get(s, 0)} {s}" for s in SEVERITIES if counts.get(s)) or None))
@@ -270,7 +270,10 @@ def show_overview(results: dict[str, Any], run: Path) -> None:
     key = [f for f in all_findings(results, min_severity="medium")][:8]
     st.subheader("Key findings")
     if key:
-        _findings_frame(key)
+        for finding in key:  # as text: the whole message, wrapped, never Markdown
+            value = f" ({finding['metric']} = {finding['value_text']})" if finding["metric"] and \
+                finding["value_text"] else ""
+            st.text(f"{finding['severity'].upper():<8} {finding['section'] or ''}: {finding['message']}{value}")
     else:
         st.caption("No finding of medium severity or worse.")
     sections = results.get("sections", {})
