@@ -56,7 +56,10 @@ def _markdown_values(at: Any) -> list[str]:
     values = [e.value for kind in ("title", "header", "subheader", "markdown", "caption", "error", "warning",
                                    "info", "success") for e in getattr(at, kind)]
     values += [e.label for e in at.expander]
-    values += [e.label for e in at.metric]
+    values += [str(e.value) for e in at.metric] + [e.label for e in at.metric]
+    values += [e.label for kind in ("selectbox", "multiselect", "checkbox", "radio", "text_input")
+               for e in getattr(at, kind)]
+    values += [str(option) for e in at.radio for option in e.options]  # radio options render Markdown
     return values
 
 

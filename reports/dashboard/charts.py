@@ -70,7 +70,7 @@ def chart(spec: Mapping[str, Any]) -> Any:
     x_title, y_title = str(spec.get("xlabel") or ""), str(spec.get("ylabel") or "")
     scale = alt.Scale(domain=[0, 1]) if unit_axis(spec, frame) else alt.Scale(zero=kind == "bar")
     y = alt.Y("y:Q", title=y_title, scale=scale)
-    color = alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom"))
+    color = alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom", columns=3, labelLimit=220))
     select = alt.selection_point(fields=["series"], bind="legend")
     tooltip = [alt.Tooltip("series:N"), alt.Tooltip("x", title=x_title or "x"), alt.Tooltip("y:Q", format=".4~g"),
                alt.Tooltip("low:Q", format=".4~g"), alt.Tooltip("high:Q", format=".4~g")]

@@ -65,8 +65,25 @@ def run_label(run: Path, root: Path) -> str:
 
 
 def _load(run: Path) -> dict[str, Any]:
-    """The run's results; raises ``ResultsError`` with the reason when they are unusable."""
-    return load_results(run, validate=True)
+    """The run's results (read-only: shared between reruns while the file is unchanged); raises ``ResultsError``
+    with the reason when they are unusable."""
+    try:
+        stat = (run / RESULTS_FILE).stat()
+        version = (stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        version = (0, 0)
+    return _results_cache()(str(run), version)
+
+
+@functools.cache
+def _results_cache() -> Callable[[str, tuple[int, int]], dict[str, Any]]:
+    """Validated results per (run, file version), made on first use so that importing this module stays silent."""
+
+    @st.cache_resource(show_spinner=False, max_entries=32)
+    def load(run: str, version: tuple[int, int]) -> dict[str, Any]:
+        return load_results(run, validate=True)
+
+    return load
 
 
 @functools.cache
