@@ -438,3 +438,18 @@ def test_findings_view_filters_by_severity_and_section(monkeypatch: pytest.Monke
 def runs_dir(tmp_path: Path) -> Path:
     write_run(tmp_path / "runs", "run", make_results(with_error=False))
     return tmp_path / "runs"
+
+
+def test_explorer_images() -> None:
+    """Inputs min-max scaled to [0, 1]; attributions signed (red +, blue -, white 0); small images scaled up."""
+    from reports.dashboard.samples import attribution_image, to_image, upscale
+
+    gray = to_image(np.array([[[0.0, 2.0], [4.0, 8.0]]]))  # (1, 2, 2), values outside [0, 1]
+    assert np.allclose(gray, [[0.0, 0.25], [0.5, 1.0]])
+    rgb = to_image(np.stack([np.zeros((2, 2)), np.ones((2, 2)), np.full((2, 2), 2.0)]))
+    assert rgb.shape == (2, 2, 3) and np.allclose(rgb[0, 0], [0.0, 0.5, 1.0])
+    colours = attribution_image(np.array([[2.0, -1.0, 0.0]]))
+    assert np.allclose(colours[0], [[1, 0, 0], [0.5, 0.5, 1], [1, 1, 1]])  # scaled by the largest magnitude
+    assert np.allclose(attribution_image(np.zeros((2, 2))), 1.0)
+    big = upscale(np.arange(4.0).reshape(2, 2), min_side=64)
+    assert big.shape == (64, 64) and big[31, 31] == 0.0 and big[32, 32] == 3.0

@@ -156,7 +156,8 @@ def _images(samples: Samples, row: int, x_adv: np.ndarray | None, adv: Any, tabl
     if x_adv is not None:
         tiles.append((f"adversarial ({adv.norm} eps={adv.eps:g})", to_image(x_adv)))
         delta = np.asarray(x_adv, dtype=np.float64) - clean
-        tiles.append(("perturbation (red +, blue −)", attribution_image(delta)))
+        size = np.abs(delta).max() if adv.norm == "linf" else np.sqrt((delta**2).sum())
+        tiles.append((f"perturbation, {adv.norm} size {size:.3g} (red +, blue −)", attribution_image(delta)))
     if adv is not None and x_adv is None:
         st.info(f"This sample was not attacked: the robustness section attacked {len(adv.rows)} of {samples.n} "
                 "samples (max_samples).")
