@@ -138,16 +138,16 @@ def _predictions(samples: Samples, row: int, proba_adv: np.ndarray | None, attac
     if proba_adv is not None:
         top = np.unique(np.concatenate([top, np.argsort(-np.nan_to_num(proba_adv))[:TOP_CLASSES]]))
         top = top[np.argsort(-clean[top])]
-    table = {"class": [names[i] for i in top], "clean probability": [float(clean[i]) for i in top]}
+    table = {"class": [names[i] for i in top], "clean": [float(clean[i]) for i in top]}
     if proba_adv is not None:
-        table["adversarial probability"] = [float(proba_adv[i]) for i in top]
+        table["adversarial"] = [float(proba_adv[i]) for i in top]
     return table
 
 
 def _probabilities(table: dict[str, Any]) -> None:
     st.dataframe(table, hide_index=True, column_config={
-        "clean probability": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
-        "adversarial probability": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")})
+        "clean": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
+        "adversarial": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")})
 
 
 def _images(samples: Samples, row: int, x_adv: np.ndarray | None, adv: Any, table: dict[str, Any]) -> None:
@@ -161,9 +161,9 @@ def _images(samples: Samples, row: int, x_adv: np.ndarray | None, adv: Any, tabl
     if adv is not None and x_adv is None:
         st.info(f"This sample was not attacked: the robustness section attacked {len(adv.rows)} of {samples.n} "
                 "samples (max_samples).")
-    columns = st.columns([1] * len(tiles) + [2])
+    columns = st.columns([1] * len(tiles) + [1.6])
     for column, (caption, image) in zip(columns, tiles, strict=False):
-        column.image(upscale(image), caption=literal(caption), width=192, clamp=True)
+        column.image(upscale(image), caption=literal(caption), width="stretch", clamp=True)
     with columns[-1]:
         _probabilities(table)
     if not samples.attributions:
