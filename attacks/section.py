@@ -264,6 +264,7 @@ class RobustnessSection(SectionPlugin):
                              extra={"label": y, "prediction": pred})
         flags: list[RedFlag] = []
         unreliable: list[str] = []
+        adv_proba: dict[str, np.ndarray] = {}
         resolved: set[str] = set()  # likely-masked flags the escalation's adaptive attacks answered
         for norm_plan in plans:
             norm = norm_plan.norm
@@ -284,6 +285,7 @@ class RobustnessSection(SectionPlugin):
                 unreliable += esc.reasons
                 resolved |= esc.resolved
             self._record_norm(ctx, result, ev, x, y, index, settings_rows, curve_rows, outcomes)
+            self._write_samples(ctx, result, ev, index, adv_proba)
             unreliable += self._nonfinite_outputs(result, ev, nonfinite)
         result.table("settings", "Attack settings behind every number", ["attack", "library", "norm", "eps", "steps",
                      "step size", "restarts", "random start", "loss", "samples", "queries/sample", "batch size",
@@ -393,6 +395,19 @@ class RobustnessSection(SectionPlugin):
         return out
 
     # -- recording -----------------------------------------------------------------------------
+    @staticmethod
+    def _write_samples(ctx: AuditContext, result: SectionResult, ev: NormEvaluation, index: np.ndarray,
+                       adv_proba: dict[str, np.ndarray]) -> None:
+        """The model's probabilities on each worst-case adversarial input, per ``norm:eps``, for the explorer."""
+        from audit.samples import probabilities, write_samples
+
+        for e in ev.eps:
+            logits = ctx.model.logits(ev.worst_x_adv[e], batch_size=ctx.batch_size).numpy()
+            adv_proba[f"{ev.norm}:{e}"] = probabilities(logits)
+        keys = list(adv_proba)
+        write_samples(ctx, result, {"index": index, "keys": np.array(keys, dtype=str),
+                                    "proba_adv": np.stack([adv_proba[k] for k in keys])})
+
     def _record_norm(self, ctx: AuditContext, result: SectionResult, ev: NormEvaluation, x: np.ndarray,
                      y: np.ndarray, index: np.ndarray, settings_rows: list[list[Any]],
                      curve_rows: list[list[Any]], outcomes: _Outcomes) -> None:

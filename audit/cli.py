@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -219,18 +218,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    import subprocess
-
-    import app
+    from reports.dashboard.server import serve
 
     runs = Path(args.runs_dir)
     if not runs.exists():
         raise NNAuditError(f"no runs directory {runs}; create a run first: nnaudit demo --out {runs}")
-    command = [sys.executable, "-m", "streamlit", "run", str(Path(app.__file__).resolve()),
-               "--server.headless", "true", "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
-               "--", str(runs.resolve())]
-    print(f"nnaudit: dashboard on http://localhost:{args.port} (Ctrl+C stops it)")
-    return subprocess.call(command, env={**os.environ, "NNAUDIT_RUNS_DIR": str(runs.resolve())})
+    return serve(runs, host=args.host, port=args.port)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -352,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     dash = sub.add_parser("dashboard", help="open the Streamlit dashboard over a runs directory")
     dash.add_argument("runs_dir", nargs="?", default="runs")
     dash.add_argument("--port", type=int, default=8501)
+    dash.add_argument("--host", default="127.0.0.1",
+                      help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 shares it on the "
+                      "network, with no authentication)")
     dash.set_defaults(func=cmd_dashboard)
 
     plugins = sub.add_parser("plugins", help="list installed plugins")

@@ -76,6 +76,7 @@ class PerformanceSection(SectionPlugin):
                        "xlabel": "predicted", "ylabel": "true"})
         majority = np.bincount(y, minlength=k).max() / len(y)
         result.metric("majority_baseline_accuracy", majority)
+        _write_samples(ctx, result, proba)
         if accuracy <= majority + 0.01:
             balanced = balanced_accuracy_score(y, pred)
             chance = 1.0 / len(np.unique(y))
@@ -110,6 +111,15 @@ class PerformanceSection(SectionPlugin):
         groups = {f"group/{name}": np.asarray(column).astype(str) for name, column in ctx.data.sensitive.items()}
         save_outcomes(ctx, result, sample_id=np.arange(len(y)), values=values, meta=meta,
                       extra={"label": y, "prediction": pred, "confidence": proba.max(axis=1), **groups})
+
+def _write_samples(ctx: AuditContext, result: SectionResult, proba: np.ndarray) -> None:
+    """Clean inputs, labels, probabilities and sensitive columns per sample, for the dashboard's explorer."""
+    from audit.samples import write_samples
+
+    arrays = {"x": ctx.data.x, "y": ctx.data.y, "proba": proba.astype(np.float32)}
+    for column, values in ctx.data.sensitive.items():
+        arrays[f"group:{column}"] = np.asarray(values).astype(str)
+    write_samples(ctx, result, arrays)
 
 
 class ImbalanceParams(Params):

@@ -1,4 +1,4 @@
-"""app.py, the Streamlit dashboard, through Streamlit's AppTest (no browser, no server).
+"""app.py (the shim over reports/dashboard), the Streamlit dashboard, through Streamlit's AppTest.
 
 AppTest.from_file has no way to pass command-line arguments: the script sees the test
 process's ``sys.argv``. So the tests set ``sys.argv`` (what ``streamlit run app.py -- DIR``
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,11 @@ def _app(monkeypatch: pytest.MonkeyPatch, runs_dir: Path | None, *, env: Path | 
     return at.run()
 
 
+def plain(markdown: str) -> str:
+    """What Markdown source renders as, for text the page escaped with ``reports.dashboard.text.literal``."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown)
+
+
 def _frames(at: Any) -> list[Any]:
     return [element.value for element in at.dataframe]
 
@@ -56,27 +62,43 @@ def _metric_values(at: Any) -> dict[str, Any]:
     return values
 
 
+def _sections_view(at: Any) -> Any:
+    return at.radio(key="run_view").set_value("sections").run()
+
+
+def _charts(at: Any) -> list[Any]:
+    return at.get("vega_lite_chart")
+
+
 def test_lists_runs_and_shows_the_newest(monkeypatch: pytest.MonkeyPatch, runs: Path) -> None:
     at = _app(monkeypatch, runs)
     assert not at.exception
     select = at.sidebar.selectbox(key="run")
     assert select.options == ["candidate", "baseline"]
     assert at.title[0].value == "Candidate"
+    # verdict and headline first; the overview draws the robustness curve as an interactive chart
+    assert [plain(i.value) for i in at.info] == ["Verdict: NOT GATED"]
+    assert {m.label: m.value for m in at.metric} == {"Clean accuracy": "0.800", "Balanced accuracy": "0.840",
+                                                     "Findings": "4"}
+    assert at.radio(key="run_view").value == "overview" and len(_charts(at)) == 1
+    at = _sections_view(at)
     assert _metric_values(at)["performance.accuracy"] == "0.800"
     labels = [e.label for e in at.expander]
     assert any("Performance" in label for label in labels) and any("Explanations" in label for label in labels)
-    assert len(at.image) == 5  # every figure of the run, drawn by reports.figures
+    assert len(_charts(at)) == 4 and len(at.image) == 1  # line/bar/heatmap as charts, the image figure as image
     assert not at.error
 
 
 def test_select_another_run(monkeypatch: pytest.MonkeyPatch, runs: Path) -> None:
     at = _app(monkeypatch, runs)
     at.sidebar.selectbox(key="run").select("baseline").run()
+    at = _sections_view(at)
     assert not at.exception
     assert at.title[0].value == "Baseline"
     assert _metric_values(at)["performance.accuracy"] == "0.900"
-    # the run says it failed, first; the errored fairness section shows its error, with the traceback as code
-    assert [e.value for e in at.error] == [
+    # the verdict names the failed section, the run says it failed, the errored section shows its error and traceback
+    assert [plain(e.value) for e in at.error] == [
+        "Verdict: NOT GATED · failed sections: fairness",
         "Run failed: every section ran, and at least one failed (1 section(s) failed: fairness).",
         "DataError: sensitive attribute 'group' has a single value"]
     assert any("Traceback" in c.value for c in at.code)
@@ -98,7 +120,7 @@ def test_unfinished_runs_say_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     write_run(tmp_path / "runs", "stopped", unfinished_results(status, **extra))
     at = _app(monkeypatch, tmp_path / "runs")
     assert not at.exception
-    assert [w.value for w in at.warning] == [expected]
+    assert [plain(w.value) for w in at.warning] == [expected]
     assert at.caption[0].value.split(" · ")[0].endswith("interrupted" if status == "interrupted" else "incomplete")
 
 
@@ -109,9 +131,9 @@ def test_a_live_run_shows_as_running(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     with RunLock(run):
         at = _app(monkeypatch, tmp_path / "runs")
     assert not at.exception and not at.warning
-    assert next(i.value for i in at.info).startswith(f"Run running: still running; the sections below are the ones "
-                                                     f"finished so far (running (pid {os.getpid()} on ")
-    assert "Sections still to run: fairness, shap." in at.info[0].value
+    assert plain(next(i.value for i in at.info if "Run running" in i.value)).startswith(
+        f"Run running: still running; the sections below are the ones finished so far (running (pid {os.getpid()} on ")
+    assert "Sections still to run: fairness, shap." in plain(at.info[1].value)
 
 
 def test_runs_dir_from_environment(monkeypatch: pytest.MonkeyPatch, runs: Path) -> None:
@@ -147,7 +169,7 @@ def test_broken_results_show_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path:
     at = _app(monkeypatch, tmp_path / "runs")
     assert not at.exception
     assert len(at.error) == 1
-    assert at.error[0].value.startswith("Cannot show run `broken`:")
+    assert plain(at.error[0].value).startswith("Cannot show run broken:")
 
 
 def test_broken_run_in_compare_view(monkeypatch: pytest.MonkeyPatch, runs: Path) -> None:
@@ -155,7 +177,7 @@ def test_broken_run_in_compare_view(monkeypatch: pytest.MonkeyPatch, runs: Path)
     at = _app(monkeypatch, runs)
     at.sidebar.radio(key="view").set_value("Compare runs").run()
     assert not at.exception
-    assert at.error[0].value.startswith("Cannot show run `baseline`:")
+    assert plain(at.error[0].value).startswith("Cannot show run baseline:")
 
 
 def test_empty_runs_dir_says_how_to_create_a_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

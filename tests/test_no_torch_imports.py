@@ -30,6 +30,9 @@ SCRIPT = textwrap.dedent("""
     import reports.markdown
     import reports.views
     import app
+    import reports.dashboard.explorer
+    import reports.dashboard.samples
+    import reports.dashboard.server
 
     run_dir, policy = sys.argv[1], sys.argv[2]
     path = reports.html.write_report(run_dir)

@@ -1,0 +1,433 @@
+"""nnaudit dashboard: a read-only Streamlit view of audit runs.
+
+    nnaudit dashboard RUNS_DIR          (or, from a checkout: streamlit run app.py -- RUNS_DIR)
+
+The runs directory is the first argument after ``--``, else ``$NNAUDIT_RUNS_DIR``, else
+``runs``. Every run directory below it (one holding ``results.json``) is listed. Views and
+figures come from ``reports/``. Every string taken from data, config or results is shown as
+text (``reports.dashboard.text``), never as Markdown or HTML.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from audit.errors import ResultsError
+from audit.results import RESULTS_FILE, find_runs, load_results, run_state
+from reports.dashboard import RUNS_ENV
+from reports.dashboard.charts import CHARTABLE, chart
+from reports.dashboard.review import headline, verdict
+from reports.dashboard.text import literal
+from reports.figures import figure_png
+from reports.views import all_findings, compare_runs, format_value, run_summary, section_views
+
+DEFAULT_RUNS_DIR = "runs"
+VIEW_RUN, VIEW_COMPARE = "Run", "Compare runs"
+NO_RUNS = ("No audit runs in {root} yet. Create one with nnaudit demo --out {root}/demo "
+           "(or nnaudit run audit.yaml), then reload this page.")
+NO_METRICS = "No metric matches the filter."
+BROKEN_RUN = "Cannot show run {label}: {error}"
+STATUS_ICONS = {"ok": ":material/check_circle:", "error": ":material/error:", "skipped": ":material/skip_next:",
+                "complete": ":material/check_circle:", "failed": ":material/error:", "running": ":material/pending:",
+                "interrupted": ":material/stop_circle:", "incomplete": ":material/warning:"}
+RUN_STATE = "Run {status}: {text} ({reason})."
+NEVER_RAN = "Sections that never ran: {names}."
+STILL_TO_RUN = "Sections still to run: {names}."
+VIEWS = {"overview": "Overview", "findings": "Findings", "samples": "Sample explorer", "sections": "All sections"}
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+VERDICT_TEXT = {"pass": "PASS", "fail": "FAIL", "error": "GATE ERROR", "not gated": "NOT GATED"}
+NOT_GATED = ("No gate policy travels with this run (nnaudit run \\-\\-policy P, or a gate: block in the config); "
+             "gate it with nnaudit gate RUN \\-\\-policy P.")
+
+
+def runs_dir(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> Path:
+    """The runs directory: first argument, else ``$NNAUDIT_RUNS_DIR``, else ``runs``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    env = os.environ if environ is None else environ
+    positional = [a for a in args if not a.startswith("-")]
+    return Path(positional[0] if positional else env.get(RUNS_ENV) or DEFAULT_RUNS_DIR)
+
+
+def run_label(run: Path, root: Path) -> str:
+    try:
+        label = run.relative_to(root).as_posix()
+    except ValueError:
+        label = run.as_posix()
+    return label if label not in ("", ".") else run.name
+
+
+def _load(run: Path) -> dict[str, Any]:
+    """The run's results (read-only: shared between reruns while the file is unchanged); raises ``ResultsError``
+    with the reason when they are unusable."""
+    try:
+        stat = (run / RESULTS_FILE).stat()
+        version = (stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        version = (0, 0)
+    return _results_cache()(str(run), version)
+
+
+@functools.cache
+def _results_cache() -> Callable[[str, tuple[int, int]], dict[str, Any]]:
+    """Validated results per (run, file version), made on first use so that importing this module stays silent."""
+
+    @st.cache_resource(show_spinner=False, max_entries=32)
+    def load(run: str, version: tuple[int, int]) -> dict[str, Any]:
+        return load_results(run, validate=True)
+
+    return load
+
+
+@functools.cache
+def _png_renderer() -> Callable[[str, str, float], bytes]:
+    """A cached spec -> PNG renderer, made on first use so that importing this module stays silent."""
+
+    @st.cache_data(show_spinner=False, max_entries=512)
+    def render(spec_json: str, run_dir: str, stamp: float) -> bytes:
+        return figure_png(json.loads(spec_json), run_dir)
+
+    return render
+
+
+def _figure_bytes(spec: dict[str, Any], run: Path) -> bytes:
+    results = run / RESULTS_FILE
+    stamp = results.stat().st_mtime if results.exists() else 0.0
+    return _png_renderer()(json.dumps(spec, sort_keys=True), str(run), stamp)
+
+
+# -- run view ---------------------------------------------------------------------------------
+
+
+def show_summary(results: dict[str, Any], run: Path | None = None) -> None:
+    summary = run_summary(results, run_state(results, run))
+    st.title(literal(summary["title"]))
+    model, data = summary["model"], summary["data"]
+    counts = summary["section_counts"]
+    st.caption(f"{STATUS_ICONS.get(summary['status'], '')} {literal(summary['status'])} · "
+               f"{counts.get('ok', 0)} of {len(summary['sections'])} sections ok · wall time "
+               f"{literal(summary['wall_time_text'])} · started {literal(summary['created_at'])} · nnaudit "
+               f"{literal(summary['nnaudit_version'])} · device {literal(summary['device'])} · seed "
+               f"{literal(summary['seed'])}")
+    show_verdict(results, run)
+    show_run_state(summary)
+    show_headline(results)
+    details = {
+        "model": f"{model['kind']} ({model['source']})" if model["source"] else model["kind"],
+        "model sha256": model["sha256_short"],
+        "output": f"{model['output_kind']}, {model['num_classes']} classes",
+        "gradients": "yes" if model["has_gradients"] else "no (black-box)",
+        "parameters": "—" if model["num_parameters"] is None else f"{model['num_parameters']:,}",
+        "data": f"{data['name']} ({data['modality']}, {data['n_samples']} samples)",
+        "data sha256": data["sha256_short"],
+        "classes": ", ".join(data["class_names"]),
+    }
+    with st.expander("Model and data", expanded=False):
+        st.dataframe([{"field": k, "value": v} for k, v in details.items()], hide_index=True)
+
+
+def show_run_state(summary: dict[str, Any]) -> None:
+    """A failed, interrupted, incomplete or running run says so first, with the sections that never ran."""
+    status = summary["status"]
+    if status == "complete":
+        return
+    lines = [RUN_STATE.format(status=literal(status), text=literal(summary["status_text"]),
+                              reason=literal(summary["status_reason"]))]
+    if summary["never_ran"]:
+        template = STILL_TO_RUN if status == "running" else NEVER_RAN
+        lines.append(template.format(names=literal(", ".join(summary["never_ran"]))))
+    text = " ".join(lines)
+    if status == "failed":
+        st.error(text, icon=STATUS_ICONS[status])
+    elif status == "running":
+        st.info(text, icon=STATUS_ICONS[status])
+    else:
+        st.warning(text, icon=STATUS_ICONS.get(status))
+
+
+def show_findings(findings: list[dict[str, Any]]) -> None:
+    rows = [{"severity": f["severity"].upper(), "message": f["message"], "code": f["code"] or "",
+             "metric": f["metric"] or "", "value": f["value_text"] or ""} for f in findings]
+    st.dataframe(rows, hide_index=True)
+
+
+def show_section(section: dict[str, Any], run: Path) -> None:
+    label = f"{literal(section['title'])} · {literal(section['duration_text'])}"
+    with st.expander(label, expanded=section["status"] == "error", icon=STATUS_ICONS.get(section["status"])):
+        st.caption(f"section {literal(section['name'])} · plugin {literal(section['plugin'])} · status "
+                   f"{literal(section['status'])}")
+        if section["error"]:
+            err = section["error"]
+            st.error(f"{literal(err['type'])}: {literal(err['message'])}")
+            if err["traceback"]:
+                st.code(err["traceback"], language=None)
+        if section["findings"]:
+            st.markdown("**Findings**")
+            show_findings(section["findings"])
+        if section["metrics"]:
+            st.markdown("**Metrics**")
+            st.dataframe([{"metric": m["name"], "value": m["text"]} for m in section["metrics"]], hide_index=True,
+                         column_config={"value": st.column_config.TextColumn(alignment="right")})
+        _show_figures(section["figures"], run)
+        for table in section["tables"]:
+            st.markdown(f"**{literal(table['title'])}**")
+            if table["description"]:
+                st.caption(literal(table["description"]))
+            st.dataframe(_table_frame(table), hide_index=True)
+        for note in section["notes"]:
+            st.caption(f"Note: {literal(note)}")
+
+
+def _table_frame(table: dict[str, Any]) -> Any:
+    import pandas as pd
+
+    columns = _unique_columns(table["columns"])
+    width = len(columns)
+    rows = [list(row[:width]) + [None] * (width - len(row)) for row in table["rows"]]
+    frame = pd.DataFrame(rows, columns=columns)
+    for column in frame.columns:  # mixed text/number columns upset Arrow: show them as text
+        kinds = {type(v) for v in frame[column] if v is not None}
+        if len(kinds) > 1 and str in kinds:
+            frame[column] = frame[column].map(lambda v: "" if v is None else str(v))
+    return frame
+
+
+def _unique_columns(columns: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for column in columns:
+        seen[column] = seen.get(column, 0) + 1
+        out.append(column if seen[column] == 1 else f"{column} ({seen[column]})")
+    return out
+
+
+def _show_figures(figures: list[dict[str, Any]], run: Path, *, title: bool = True) -> None:
+    """Line, bar and heatmap figures as interactive charts; image figures as images."""
+    if not figures:
+        return
+    if title:
+        st.markdown("**Figures**")
+    columns = st.columns(2)
+    for index, spec in enumerate(figures):
+        with columns[index % 2]:
+            drawn = chart(spec) if spec.get("kind") in CHARTABLE else None
+            if drawn is not None:
+                st.altair_chart(drawn, width="stretch")
+            else:
+                st.image(_figure_bytes(spec, run), caption=literal(spec.get("title") or spec.get("name") or ""))
+
+
+def show_verdict(results: dict[str, Any], run: Path | None) -> None:
+    """The verdict first: gate result (or not gated), run status, failed sections, then the headline numbers."""
+    judged = verdict(results, run)
+    failed = judged["failed_sections"]
+    parts = [f"Verdict: {VERDICT_TEXT[judged['verdict']]}"]
+    if judged["failing"]:
+        parts.append(f"{len(judged['failing'])} failing check(s)")
+    if failed:
+        parts.append(f"failed sections: {literal(', '.join(failed))}")
+    line = " · ".join(parts)
+    if judged["verdict"] in ("fail", "error") or failed:
+        st.error(line, icon=":material/block:")
+    elif judged["verdict"] == "pass" and judged["status"] == "complete":
+        st.success(line, icon=":material/check_circle:")
+    else:
+        st.info(line, icon=":material/help:")
+    if judged["verdict"] == "not gated":
+        st.caption(NOT_GATED)
+    if judged["policy_error"]:
+        st.text(f"policy: {judged['policy_error']}")
+    if judged["failing"]:
+        st.dataframe(judged["failing"], hide_index=True)
+
+
+def show_headline(results: dict[str, Any]) -> None:
+    """Cards for the numbers (accuracy, robust accuracy per norm and eps, worst disparity, findings), one line
+    for the most faithful explanation method."""
+    head = headline(results)
+    cards: list[tuple[str, str, str | None]] = []
+    if head["accuracy"] is not None:
+        cards.append(("Clean accuracy", format_value(head["accuracy"]), None))
+    if head["balanced_accuracy"] is not None:
+        cards.append(("Balanced accuracy", format_value(head["balanced_accuracy"]), None))
+    reliable = {1.0: "reliable", 0.0: "NOT reliable (see findings)"}.get(head["reliable"], "reliability unknown")
+    for item in head["robust"]:
+        cards.append((f"Robust acc. {literal(item['norm'])} eps {literal(item['eps'])}",
+                      format_value(item["value"]), reliable))
+    if head["disparity"]:
+        d = head["disparity"]
+        interval = "" if d["ci_low"] is None or d["ci_high"] is None else \
+            f" · 95% CI {format_value(d['ci_low'])} to {format_value(d['ci_high'])}"
+        cards.append(("Worst fairness disparity", format_value(d["value"]),
+                      f"{d['attribute']}: {d['metric'].replace('_', ' ')}{interval}"))
+    counts = head["findings"]
+    cards.append(("Findings", str(sum(counts.values())),
+                  " · ".join(f"{counts.get(s, 0)} {s}" for s in SEVERITIES if counts.get(s)) or None))
+    per_row = 4
+    for start in range(0, len(cards), per_row):
+        columns = st.columns(per_row)
+        for column, (label, value, note) in zip(columns, cards[start:start + per_row], strict=False):
+            with column:
+                st.metric(label, value, border=True)
+                if note:
+                    st.caption(literal(note))
+    if head["most_faithful"]:
+        st.markdown(f"Most faithful explanation method: **{literal(head['most_faithful'])}** (rank 1 of the "
+                    "deletion and insertion AUCs)")
+
+
+def show_overview(results: dict[str, Any], run: Path) -> None:
+    key = [f for f in all_findings(results, min_severity="medium")][:8]
+    st.subheader("Key findings")
+    if key:
+        for finding in key:  # as text: the whole message, wrapped, never Markdown
+            value = f" ({finding['metric']} = {finding['value_text']})" if finding["metric"] and \
+                finding["value_text"] else ""
+            st.text(f"{finding['severity'].upper():<8} {finding['section'] or ''}: {finding['message']}{value}")
+    else:
+        st.caption("No finding of medium severity or worse.")
+    sections = results.get("sections", {})
+    curves = [spec for name, s in sections.items() for spec in s.get("figures", [])
+              if str(spec.get("name", "")).startswith("robustness_curve")]
+    if curves:
+        st.subheader("Robustness")
+        _show_figures(curves, run, title=False)
+    disparities = [spec for s in sections.values() if s.get("plugin") in ("fairness", "builtin.fairness")
+                   for spec in s.get("figures", [])
+                   if str(spec.get("name", "")).startswith(("groups_", "robust_accuracy_"))]
+    if disparities:
+        st.subheader("Disparities")
+        _show_figures(disparities, run, title=False)
+
+
+def _findings_frame(findings: list[dict[str, Any]]) -> None:
+    rows = [{"severity": f["severity"].upper(), "section": f["section"] or "", "message": f["message"],
+             "metric": f["metric"] or "", "value": f["value_text"] or ""} for f in findings]
+    st.dataframe(rows, hide_index=True, column_config={"message": st.column_config.TextColumn(width="large")})
+
+
+def show_findings_view(results: dict[str, Any]) -> None:
+    findings = all_findings(results)
+    if not findings:
+        st.info("This run has no findings.")
+        return
+    left, middle, right = st.columns([2, 2, 3])
+    present = [s for s in SEVERITIES if any(f["severity"] == s for f in findings)]
+    severities = left.multiselect("Severity", present, default=[s for s in present if s != "info"] or present,
+                                  key="findings_severity")
+    names = sorted({f["section"] for f in findings if f["section"]})
+    sections = middle.multiselect("Section", names, key="findings_section", placeholder="every section")
+    needle = right.text_input("Message contains", key="findings_text").strip().lower()
+    chosen = [f for f in findings if f["severity"] in severities and (not sections or f["section"] in sections)
+              and needle in f["message"].lower()]
+    st.caption(f"{len(chosen)} of {len(findings)} findings")
+    if chosen:
+        _findings_frame(chosen)
+
+
+def _view_choice() -> str:
+    """The view, from the URL (?view=samples) on first load, kept in the URL when changed."""
+    wanted = st.query_params.get("view", "overview")
+    keys = list(VIEWS)
+    index = keys.index(wanted) if wanted in keys else 0
+    view = st.radio("View", keys, index=index, horizontal=True, key="run_view", format_func=VIEWS.__getitem__,
+                    label_visibility="collapsed")
+    if st.query_params.get("view") != view:
+        st.query_params["view"] = view
+    return str(view)
+
+
+def show_run(run: Path, root: Path) -> None:
+    try:
+        results = _load(run)
+    except ResultsError as err:
+        st.error(BROKEN_RUN.format(label=literal(run_label(run, root)), error=literal(err)))
+        return
+    show_summary(results, run)
+    view = _view_choice()
+    if view == "overview":
+        show_overview(results, run)
+    elif view == "findings":
+        show_findings_view(results)
+    elif view == "samples":
+        from reports.dashboard.explorer import show_explorer
+
+        show_explorer(run, results)
+    else:
+        sections = section_views(results)
+        if not sections:
+            st.info("This run has no sections.")
+        for section in sections:
+            show_section(section, run)
+    report = run / "report.html"
+    if report.is_file():
+        st.sidebar.download_button("Download report.html", report.read_bytes(), file_name="report.html",
+                                   mime="text/html")
+
+
+# -- compare view -----------------------------------------------------------------------------
+
+
+def show_compare(runs: list[Path], root: Path) -> None:
+    st.title("Compare runs")
+    labels = {run_label(run, root): run for run in runs}
+    chosen = st.multiselect("Runs to compare", list(labels), default=list(labels)[:2], key="compare_runs")
+    if len(chosen) < 2:
+        st.info("Pick two or more runs to compare their metrics.")
+        return
+    loaded, names = [], []
+    for label in chosen:
+        try:
+            loaded.append(_load(labels[label]))
+            names.append(label)
+        except ResultsError as err:
+            st.error(BROKEN_RUN.format(label=literal(label), error=literal(err)))
+    if len(loaded) < 2:
+        return
+    table = compare_runs(loaded, names)
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    needle = left.text_input("Filter metrics", placeholder="e.g. robust_accuracy", key="compare_filter").strip()
+    only_diff = right.checkbox("Only metrics that differ", value=False, key="compare_only_diff")
+    rows = [row for row in table["rows"] if (row[-1] or not only_diff) and needle.lower() in str(row[0]).lower()]
+    if not rows:
+        st.info(NO_METRICS)
+        return
+    st.caption(f"{len(rows)} metrics across {len(loaded)} runs")
+    st.dataframe([dict(zip(table["columns"], row, strict=True)) for row in rows], hide_index=True,
+                 height=min(700, 35 * (len(rows) + 1) + 3))
+
+
+# -- page -------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    st.set_page_config(page_title="nnaudit dashboard", layout="wide")
+    root = runs_dir()
+    st.sidebar.title("nnaudit")
+    st.sidebar.caption(f"Runs in {literal(root)}")
+    runs = find_runs(root)
+    if not runs:
+        st.info(NO_RUNS.format(root=literal(root.as_posix())))
+        return
+    view = st.sidebar.radio("View", [VIEW_RUN, VIEW_COMPARE], key="view")
+    if view == VIEW_COMPARE:
+        show_compare(runs, root)
+        return
+    labels = {run_label(run, root): run for run in runs}
+    wanted = st.query_params.get("run")  # a link to one run: ?run=LABEL (&view=samples)
+    names = list(labels)
+    chosen = st.sidebar.selectbox("Run", names, key="run", index=names.index(wanted) if wanted in names else 0)
+    if st.query_params.get("run") != chosen:
+        st.query_params["run"] = chosen
+    show_run(labels[chosen], root)
+
+
+if __name__ == "__main__":
+    main()
