@@ -137,7 +137,7 @@ class AuditConfig(_Strict):
     batch_size: int = Field(256, gt=0)
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="attacks and explanations under autocast in bf16/fp16; kept only when a check on "
-        "held-out samples shows robust accuracy within 0.5 points of fp32 (docs/scale-io.md)")
+        "held-out samples shows robust accuracy within 0.5 points of fp32 (docs/scale.md)")
     compile: bool = Field(False, description="run the torch model through torch.compile")
     report: bool = True
     gate: dict[str, Any] | None = Field(
