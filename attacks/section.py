@@ -189,6 +189,8 @@ class RobustnessSection(SectionPlugin):
         "*.robust_accuracy": "higher", "*.worst_class_robust_accuracy": "higher", "clean_accuracy": "higher",
         "*.attack_success_rate": "lower", "*.success_rate": "lower",  # a minimal-norm attack's
         "*.median_min_eps": "higher", "*.mean_min_eps": "higher",
+        # escalation: the worst case before the adaptive attacks were folded in; how many of them ran
+        "escalation.*.robust_accuracy_before": "higher", "escalation.*.attacks": None,
         "reliable": "higher", "red_flags.count": "lower", "red_flags.likely_masked": "lower",
         "nonfinite_outputs.*": "lower",
         # sizes of the successful perturbations, the checks' own values, counts: no better direction

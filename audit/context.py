@@ -256,9 +256,10 @@ class AuditContext:
         np.random.seed(self.seed)
         torch.manual_seed(self.seed)
 
-    def progress(self, iterable: Iterable[T], *, desc: str, total: int | None = None) -> Iterator[T]:
+    def progress(self, iterable: Iterable[T], *, desc: str, total: int | None = None,
+                 unit: str = "it") -> Iterator[T]:
         """See ``progress``: loops nest (per attack, then per batch) and report as one line."""
-        return progress(iterable, desc=desc, total=total)
+        return progress(iterable, desc=desc, total=total, unit=unit)
 
     # -- what sections leave for later ones (saved by the runner, reloaded on resume) ------------
     def outputs_snapshot(self) -> dict[tuple[str, str], Any]:

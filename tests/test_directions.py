@@ -68,3 +68,30 @@ def test_runner_records_directions_and_they_survive_the_round_trip(tmp_path: Pat
         assert set(section["directions"]) == set(section["metrics"])
     kept = SectionResult.from_dict(data["sections"]["imbalance"])
     assert kept.to_dict()["directions"] == data["sections"]["imbalance"]["directions"]
+
+
+def test_robustness_escalation_and_defenses_metrics_have_directions() -> None:
+    """Every metric the escalation writes (recorded through its own ``record``) has a declared direction; the
+    defenses section's verdicts: higher is better."""
+    from types import SimpleNamespace
+
+    from attacks.defenses.section import DefensesSection
+    from attacks.escalate import Escalation, record
+    from attacks.section import RobustnessSection
+
+    result = SectionResult(name="robustness", plugin="robustness")
+    esc = Escalation(norm="linf", ran=["square", "bpda_apgd_dlr"], before={0.1: 0.9, 0.3: 0.8})
+    record(result, esc, SimpleNamespace(worst_accuracy=lambda e: 0.1))  # type: ignore[arg-type]
+    assert result.metrics
+    directions = resolve_directions(RobustnessSection.metric_directions, "robustness", result.metrics)
+    assert set(directions) == set(result.metrics)
+    assert directions["robustness.escalation.linf.eps=0.1.robust_accuracy_before"] == "higher"
+    assert directions["robustness.escalation.linf.attacks"] is None
+    names = {f"defenses.bit_depth.{k}": 0.0 for k in ("verdict", "linf.eps=0.1.verdict", "clean_accuracy_cost",
+                                                     "linf.eps=0.1.adaptive_robust_accuracy",
+                                                     "linf.eps=0.1.naive_robust_accuracy")}
+    got = resolve_directions(DefensesSection.metric_directions, "defenses", names)
+    assert got == {"defenses.bit_depth.verdict": "higher", "defenses.bit_depth.linf.eps=0.1.verdict": "higher",
+                   "defenses.bit_depth.clean_accuracy_cost": "lower",
+                   "defenses.bit_depth.linf.eps=0.1.adaptive_robust_accuracy": "higher",
+                   "defenses.bit_depth.linf.eps=0.1.naive_robust_accuracy": None}

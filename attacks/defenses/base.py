@@ -50,6 +50,8 @@ class Defense(ABC):
         self.lower: float = 0.0
         self.upper: float = 1.0
         self.modality = "image"
+        # where the defense's parameters live in the config (the section sets it when it builds the defense)
+        self.config_key = f"sections.defenses.defense_params.{self.name}"
 
     def prepare(self, data: AuditData, *, lower: float, upper: float, key: str) -> None:
         """Bind the data's modality and the input bounds; refuse data the defense does not apply to."""
@@ -63,6 +65,10 @@ class Defense(ABC):
 
     def requirements(self) -> tuple[str, ...]:
         return ()
+
+    def check_model(self, model: ModelAdapter) -> None:
+        """Refuse a model the defense cannot be evaluated on (a ConfigError naming the key); by default any."""
+        return None
 
     @abstractmethod
     def transform(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,7 +90,8 @@ class Defense(ABC):
         return {"defense": self.name, "differentiable": self.differentiable, "randomized": self.randomized}
 
     def evaluate(self, ctx: AuditContext, result: SectionResult, rows: np.ndarray) -> None:
-        """For ``evaluation = "custom"`` defenses (e.g. certification): record their own metrics and tables."""
+        """For ``evaluation = "custom"`` defenses (e.g. certification): record their own metrics and tables on
+        ``rows`` (dataset indices: the robustness section's samples, at most the section's ``max_samples``)."""
         raise NotImplementedError(f"defense '{self.name}' has evaluation '{self.evaluation}' but no evaluate()")
 
 

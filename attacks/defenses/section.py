@@ -36,7 +36,7 @@ from attacks.defenses.base import DEFENSES_GROUP, DefendedAdapter, Defense
 from attacks.defenses.detection import joint_attack, roc_auc, squeeze_scores, threshold_at, tpr_at_fpr
 from audit.errors import ConfigError
 from audit.plugin import Params, SectionPlugin
-from audit.results import SectionResult, Severity
+from audit.results import Direction, SectionResult, Severity
 
 if TYPE_CHECKING:
     from audit.context import AdversarialOutcome, AuditContext
@@ -142,14 +142,29 @@ class DefensesSection(SectionPlugin):
     ParamsModel = DefensesParams
     params: DefensesParams
     reads_sections: ClassVar[tuple[str, ...]] = ("robustness",)
+    metric_directions: ClassVar[dict[str, Direction]] = {
+        # what a naive evaluation reports: a rise is no sign of robustness (the adaptive number is)
+        "*.naive_robust_accuracy": None,
+        "*robust_accuracy": "higher",  # adaptive, bpda, eot, transfer, undefended; smoothing's empirical
+        "*.clean_accuracy": "higher", "*.clean_accuracy_cost": "lower",
+        "*verdict": "higher",  # 0 broken, 1 partial, 2 holds
+        # the feature-squeezing detector
+        "*roc_auc": "higher", "*tpr_at_5pct_fpr": "higher", "*.adaptive_evasion_rate": "lower",
+        "*.clean_false_positive_rate": "lower", "*.threshold": None,
+        # randomized smoothing
+        "*.certified_accuracy": "higher", "*.abstain_rate": "lower", "*.certificate_violations": "lower",
+        "*.sigma": None,
+    }
 
     # -- building the defenses -------------------------------------------------------------------
     def _build(self, ctx: AuditContext, name: str, *, key: str) -> Defense:
         from audit.plugin import construct, plugin_class
 
         cls = plugin_class(name, DEFENSES_GROUP, Defense, key=key)
-        defense: Defense = construct(cls, name, key=f"sections.{self.section}.defense_params.{name}", defaults={},
+        params_key = f"sections.{self.section}.defense_params.{name}"
+        defense: Defense = construct(cls, name, key=params_key, defaults={},
                                      params=self.params.defense_params.get(name, {}))
+        defense.config_key = params_key
         lower, upper = self._bounds(ctx)
         defense.prepare(ctx.data, lower=lower, upper=upper, key=key)
         return defense
@@ -166,6 +181,7 @@ class DefensesSection(SectionPlugin):
         key = f"sections.{self.section}.defenses"
         for name in self.params.defenses or []:
             defense = self._build(ctx, name, key=key)
+            defense.check_model(ctx.model)
             if defense.randomized and not ctx.model.has_gradients:
                 raise ConfigError(key, f"defense '{name}' is randomized, so its adaptive evaluation is EOT, which "
                                   f"needs input gradients; the model ({ctx.model.kind}) has none. Remove '{name}' or "
@@ -195,6 +211,8 @@ class DefensesSection(SectionPlugin):
         p = self.params
         keys = [k for k, o in sorted(ctx.adversarial.items(), key=lambda kv: (kv[1].norm, kv[1].eps))
                 if p.eps is None or any(math.isclose(o.eps, e, rel_tol=1e-9) for e in p.eps)]
+        if not keys and self._custom_only(ctx, result):
+            return
         if not keys:
             result.status = "skipped"
             result.notes.append("no adversarial examples to start from: put the robustness section before defenses "
@@ -209,7 +227,7 @@ class DefensesSection(SectionPlugin):
             return
         domain = Domain.from_model_data(ctx.model, ctx.data)
         first = ctx.adversarial[keys[0]]
-        rows = self._rows(ctx, first)
+        rows = self._data_rows(ctx, first, self._rows(ctx, first))
         summary_rows: list[list[Any]] = []
         for i, defense in enumerate(ctx.progress(defenses, desc="defenses", total=len(defenses))):
             torch.manual_seed(ctx.seed + i)
@@ -223,6 +241,24 @@ class DefensesSection(SectionPlugin):
                          "undefended model's; holds = within holds_margin of the naive one; partial otherwise")
         if p.detection:
             self._detection(ctx, result, keys, domain)
+
+    def _custom_only(self, ctx: AuditContext, result: SectionResult) -> bool:
+        """Without the robustness section's adversarial examples, the named custom defenses (certification needs
+        none) still run, on at most ``max_samples`` rows of the data; False when there are none."""
+        key = f"sections.{self.section}.defenses"
+        custom = [d for d in (self._build(ctx, name, key=key) for name in self.params.defenses or [])
+                  if d.evaluation != "transform"]
+        if not custom:
+            return False
+        n = ctx.data.n_samples
+        rows = np.arange(n) if n <= self.params.max_samples else \
+            np.sort(np.random.default_rng(ctx.seed).permutation(n)[: self.params.max_samples])
+        result.notes.append("no adversarial examples from the robustness section: only "
+                            f"{', '.join(d.name for d in custom)} evaluated (put robustness before defenses for "
+                            "the others)")
+        for defense in custom:
+            defense.evaluate(ctx, result, rows)
+        return True
 
     def _rows(self, ctx: AuditContext, outcome: AdversarialOutcome) -> np.ndarray:
         """Positions in the outcome's arrays to evaluate (the same for every eps: the outcomes share their rows)."""
@@ -358,9 +394,14 @@ class DefensesSection(SectionPlugin):
         squeezers: list[Defense] = []
         for name in p.detection_squeezers:
             try:
-                squeezers.append(self._build(ctx, name, key=f"sections.{self.section}.detection_squeezers"))
+                squeezer = self._build(ctx, name, key=f"sections.{self.section}.detection_squeezers")
             except ConfigError as err:
                 result.notes.append(f"detector: squeezer {name} left out: {err.message}")
+                continue
+            if squeezer.evaluation != "transform":
+                result.notes.append(f"detector: {name} left out: it is not an input transform")
+                continue
+            squeezers.append(squeezer)
         if not squeezers:
             result.notes.append("detector: no squeezer applies to this data; detection not evaluated")
             return
