@@ -106,10 +106,10 @@ def test_explorer_shows_names_from_data_as_text(monkeypatch: pytest.MonkeyPatch,
     data["class_names"] = [IMG_MD, IMG_HTML]
     data["feature_names"] = [IMG_MD, IMG_HTML, *data["feature_names"][2:]]
     (run / "results.json").write_text(json.dumps(results))
-    samples_file = run / results["sections"]["performance"]["artifacts"]["samples"]
+    samples_file = run / results["sections"]["performance"]["artifacts"]["outcomes"]
     with np.load(samples_file) as npz:
         arrays = dict(npz)
-    arrays[f"group:{IMG_HTML}"] = np.where(np.arange(len(arrays["y"])) % 2 == 0, IMG_MD, "other")
+    arrays[f"extra/group/{IMG_HTML}"] = np.where(np.arange(len(arrays["sample_id"])) % 2 == 0, IMG_MD, "other")
     np.savez_compressed(samples_file, **arrays)
     at = _explorer(monkeypatch, run)
     assert not at.exception
