@@ -27,13 +27,12 @@ from reports.dashboard.charts import CHARTABLE, chart
 from reports.dashboard.text import literal
 from reports.figures import figure_png
 from reports.headline import headline_view, verdict_view
-from reports.views import all_findings, compare_runs, run_summary, section_views
+from reports.views import all_findings, run_summary, section_views
 
 DEFAULT_RUNS_DIR = "runs"
 VIEW_RUN, VIEW_COMPARE = "Run", "Compare runs"
 NO_RUNS = ("No audit runs in {root} yet. Create one with nnaudit demo --out {root}/demo "
            "(or nnaudit run audit.yaml), then reload this page.")
-NO_METRICS = "No metric matches the filter."
 BROKEN_RUN = "Cannot show run {label}: {error}"
 STATUS_ICONS = {"ok": ":material/check_circle:", "error": ":material/error:", "skipped": ":material/skip_next:",
                 "complete": ":material/check_circle:", "failed": ":material/error:", "running": ":material/pending:",
@@ -378,32 +377,9 @@ def show_run(run: Path, root: Path) -> None:
 
 
 def show_compare(runs: list[Path], root: Path) -> None:
-    st.title("Compare runs")
-    labels = {run_label(run, root): run for run in runs}
-    chosen = st.multiselect("Runs to compare", list(labels), default=list(labels)[:2], key="compare_runs")
-    if len(chosen) < 2:
-        st.info("Pick two or more runs to compare their metrics.")
-        return
-    loaded, names = [], []
-    for label in chosen:
-        try:
-            loaded.append(_load(labels[label]))
-            names.append(label)
-        except ResultsError as err:
-            st.error(BROKEN_RUN.format(label=literal(label), error=literal(err)))
-    if len(loaded) < 2:
-        return
-    table = compare_runs(loaded, names)
-    left, right = st.columns([3, 1], vertical_alignment="bottom")
-    needle = left.text_input("Filter metrics", placeholder="e.g. robust_accuracy", key="compare_filter").strip()
-    only_diff = right.checkbox("Only metrics that differ", value=False, key="compare_only_diff")
-    rows = [row for row in table["rows"] if (row[-1] or not only_diff) and needle.lower() in str(row[0]).lower()]
-    if not rows:
-        st.info(NO_METRICS)
-        return
-    st.caption(f"{len(rows)} metrics across {len(loaded)} runs")
-    st.dataframe([dict(zip(table["columns"], row, strict=True)) for row in rows], hide_index=True,
-                 height=min(700, 35 * (len(rows) + 1) + 3))
+    from reports.dashboard.compare import show_compare as show
+
+    show({run_label(run, root): run for run in runs}, _load, BROKEN_RUN)
 
 
 # -- page -------------------------------------------------------------------------------------
