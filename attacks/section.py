@@ -169,10 +169,15 @@ class _Outcomes:
         self.meta[metric] = meta
 
     def add_adversarial(self, ctx: AuditContext, ev: NormEvaluation, eps: float) -> None:
-        tag = f"{ev.norm}/eps={fmt(eps)}"
+        """The model's probabilities on the worst-case adversarial inputs at (norm, eps): one forward pass, kept
+        whole (the explorer's probability table) and as prediction and confidence."""
+        from audit.outcomes import EXTRA_ADV_PROBA, adversarial_tag
+
+        tag = adversarial_tag(ev.norm, eps)
         logits = ctx.model.logits(ev.worst_x_adv[eps], batch_size=ctx.batch_size).double()
         proba = logits.softmax(dim=1).numpy()
         finite = np.isfinite(proba).all(axis=1)
+        self.extra[f"{EXTRA_ADV_PROBA}{tag}"] = np.where(finite[:, None], proba, np.nan).astype(np.float32)
         self.extra[f"adv_prediction/{tag}"] = np.where(finite, proba.argmax(axis=1), -1)
         self.extra[f"adv_confidence/{tag}"] = np.where(finite, proba.max(axis=1), np.nan)
         self.extra[f"fooled_by/{tag}"] = np.asarray(ev.fooled_by[eps]).astype(str)
@@ -266,7 +271,6 @@ class RobustnessSection(SectionPlugin):
                              extra={"label": y, "prediction": pred})
         flags: list[RedFlag] = []
         unreliable: list[str] = []
-        adv_proba: dict[str, np.ndarray] = {}
         resolved: set[str] = set()  # likely-masked flags the escalation's adaptive attacks answered
         for norm_plan in plans:
             norm = norm_plan.norm
@@ -287,7 +291,6 @@ class RobustnessSection(SectionPlugin):
                 unreliable += esc.reasons
                 resolved |= esc.resolved
             self._record_norm(ctx, result, ev, x, y, index, settings_rows, curve_rows, outcomes)
-            self._write_samples(ctx, result, ev, index, adv_proba)
             unreliable += self._nonfinite_outputs(result, ev, nonfinite)
         result.table("settings", "Attack settings behind every number", ["attack", "library", "norm", "eps", "steps",
                      "step size", "restarts", "random start", "loss", "samples", "queries/sample", "batch size",
@@ -397,19 +400,6 @@ class RobustnessSection(SectionPlugin):
         return out
 
     # -- recording -----------------------------------------------------------------------------
-    @staticmethod
-    def _write_samples(ctx: AuditContext, result: SectionResult, ev: NormEvaluation, index: np.ndarray,
-                       adv_proba: dict[str, np.ndarray]) -> None:
-        """The model's probabilities on each worst-case adversarial input, per ``norm:eps``, for the explorer."""
-        from audit.samples import probabilities, write_samples
-
-        for e in ev.eps:
-            logits = ctx.model.logits(ev.worst_x_adv[e], batch_size=ctx.batch_size).numpy()
-            adv_proba[f"{ev.norm}:{e}"] = probabilities(logits)
-        keys = list(adv_proba)
-        write_samples(ctx, result, {"index": index, "keys": np.array(keys, dtype=str),
-                                    "proba_adv": np.stack([adv_proba[k] for k in keys])})
-
     def _record_norm(self, ctx: AuditContext, result: SectionResult, ev: NormEvaluation, x: np.ndarray,
                      y: np.ndarray, index: np.ndarray, settings_rows: list[list[Any]],
                      curve_rows: list[list[Any]], outcomes: _Outcomes) -> None:

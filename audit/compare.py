@@ -691,8 +691,8 @@ def compare_run_dirs(base_dir: str | os.PathLike[str], candidate_dir: str | os.P
     base, candidate = load_results(base_dir, validate=True), load_results(candidate_dir, validate=True)
     base_dir, candidate_dir = _run_dir(base_dir), _run_dir(candidate_dir)
     try:
-        base_outcomes = load_all_outcomes(base_dir, list(base.get("sections", {})))
-        cand_outcomes = load_all_outcomes(candidate_dir, list(candidate.get("sections", {})))
+        base_outcomes = load_all_outcomes(base_dir, list(base.get("sections", {})), extra=False)
+        cand_outcomes = load_all_outcomes(candidate_dir, list(candidate.get("sections", {})), extra=False)
         error = None
     except OutcomesError as err:
         base_outcomes, cand_outcomes, error = {}, {}, str(err)

@@ -76,7 +76,6 @@ class PerformanceSection(SectionPlugin):
                        "xlabel": "predicted", "ylabel": "true"})
         majority = np.bincount(y, minlength=k).max() / len(y)
         result.metric("majority_baseline_accuracy", majority)
-        _write_samples(ctx, result, proba)
         if accuracy <= majority + 0.01:
             balanced = balanced_accuracy_score(y, pred)
             chance = 1.0 / len(np.unique(y))
@@ -96,8 +95,9 @@ class PerformanceSection(SectionPlugin):
 
     def _save_outcomes(self, ctx: AuditContext, result: SectionResult, y: np.ndarray, pred: np.ndarray,
                        proba: np.ndarray, topk_hit: np.ndarray | None) -> None:
-        """Correct or not, and the cross-entropy, per sample (``audit.outcomes``): what ``nnaudit compare`` pairs."""
-        from audit.outcomes import save_outcomes
+        """Correct or not, and the cross-entropy, per sample (``audit.outcomes``): what ``nnaudit compare`` pairs;
+        with the clean inputs, probabilities and sensitive columns the dashboard's sample explorer shows."""
+        from audit.outcomes import EXTRA_GROUP, EXTRA_INPUTS, EXTRA_LABEL, EXTRA_PROBA, save_outcomes
 
         correct = (pred == y).astype(np.float64)
         eps = np.finfo(proba.dtype).eps  # log_loss clips the same way
@@ -108,18 +108,10 @@ class PerformanceSection(SectionPlugin):
         if topk_hit is not None:
             values[f"top{self.params.top_k}_accuracy"] = topk_hit.astype(np.float64)
             meta[f"top{self.params.top_k}_accuracy"] = {"kind": "correct", "top_k": self.params.top_k}
-        groups = {f"group/{name}": np.asarray(column).astype(str) for name, column in ctx.data.sensitive.items()}
+        groups = {f"{EXTRA_GROUP}{name}": np.asarray(column).astype(str) for name, column in ctx.data.sensitive.items()}
         save_outcomes(ctx, result, sample_id=np.arange(len(y)), values=values, meta=meta,
-                      extra={"label": y, "prediction": pred, "confidence": proba.max(axis=1), **groups})
-
-def _write_samples(ctx: AuditContext, result: SectionResult, proba: np.ndarray) -> None:
-    """Clean inputs, labels, probabilities and sensitive columns per sample, for the dashboard's explorer."""
-    from audit.samples import write_samples
-
-    arrays = {"x": ctx.data.x, "y": ctx.data.y, "proba": proba.astype(np.float32)}
-    for column, values in ctx.data.sensitive.items():
-        arrays[f"group:{column}"] = np.asarray(values).astype(str)
-    write_samples(ctx, result, arrays)
+                      extra={EXTRA_LABEL: y, "prediction": pred, "confidence": proba.max(axis=1),
+                             EXTRA_PROBA: proba.astype(np.float32), EXTRA_INPUTS: ctx.data.x, **groups})
 
 
 class ImbalanceParams(Params):

@@ -4,7 +4,8 @@ A section that reports a metric which is a mean over samples (accuracy: correct 
 accuracy: robust or not at a norm and eps) saves the per-sample values behind it with
 ``save_outcomes``, to ``artifacts/<section>/outcomes.npz``. ``nnaudit compare`` pairs two runs'
 files sample by sample (same data hash, same sample ids) for a paired bootstrap; the dashboard's
-sample explorer reads the same file. Numpy only: no torch here.
+sample explorer (``reports/dashboard/samples.py``) reads the same file. This is the one per-sample store:
+each section computes a per-sample value once and saves it here. Numpy only: no torch here.
 
 The file holds (``np.load(..., allow_pickle=False)`` reads it):
 
@@ -12,7 +13,12 @@ The file holds (``np.load(..., allow_pickle=False)`` reads it):
 - ``data_sha256``: the audited data's hash (the run manifest's ``data.sha256``); rows pair only when equal;
 - one (n,) array per metric, named by the metric's full name: the per-sample values whose mean is the
   metric (``save_outcomes`` checks that it is);
-- ``extra/<name>``: (n,) per-sample arrays that are not metrics (labels, predictions) for viewers;
+- ``extra/<name>``: (n, ...) per-sample arrays that are not metrics, for viewers. The built-in sections write
+  (``EXTRA_*`` names below): ``label``, ``prediction``, ``confidence``, ``proba`` (n, classes: the full
+  probability vectors), ``x`` (the clean inputs, performance section), ``group/<column>`` (sensitive columns),
+  and per worst-case ``<norm>/eps=<eps>`` (robustness section): ``adv_proba/...`` (n, classes: the model's
+  probabilities on the adversarial input, NaN rows where its outputs were not finite), ``adv_prediction/...``
+  (-1 where not finite), ``adv_confidence/...``, ``fooled_by/...`` (first attack to fool), and ``min_eps/<norm>``;
 - ``meta``: JSON: for each metric array what it is (``kind``: correct, robust, loss ...; ``norm``,
   ``eps``, ``attack`` where they apply), and the format version.
 """
@@ -42,6 +48,16 @@ OUTCOMES_ARTIFACT = "outcomes"  # the key in the section's artifacts
 FORMAT_VERSION = 1
 _RESERVED = ("sample_id", "data_sha256", "meta")
 EXTRA_PREFIX = "extra/"
+EXTRA_INPUTS = "x"
+EXTRA_PROBA = "proba"
+EXTRA_LABEL = "label"
+EXTRA_GROUP = "group/"
+EXTRA_ADV_PROBA = "adv_proba/"
+
+
+def adversarial_tag(norm: str, eps: float) -> str:
+    """How the per-(norm, eps) extras are named: ``<norm>/eps=<eps>`` (``adv_proba/linf/eps=0.1``)."""
+    return f"{norm}/eps={eps:g}"
 
 
 @dataclass(frozen=True)
@@ -105,7 +121,7 @@ def write_outcomes(run_dir: str | os.PathLike[str], result: SectionResult, *, da
     for name, raw in (extra or {}).items():
         array = np.asarray(raw)
         if array.shape[:1] != ids.shape or array.dtype == object:
-            raise ValueError(f"extra outcome {name!r}: need ({len(ids)},) plain values, got {array.shape} "
+            raise ValueError(f"extra outcome {name!r}: need ({len(ids)}, ...) plain values, got {array.shape} "
                              f"{array.dtype}")
         arrays[EXTRA_PREFIX + name] = array
     arrays["meta"] = np.asarray(json.dumps({"format": FORMAT_VERSION, "section": result.name,
@@ -126,9 +142,10 @@ class OutcomesError(ValueError):
     """An outcomes file that exists but cannot be read."""
 
 
-def load_outcomes(run_dir: str | os.PathLike[str], section: str) -> SampleOutcomes | None:
+def load_outcomes(run_dir: str | os.PathLike[str], section: str, *, extra: bool = True) -> SampleOutcomes | None:
     """The per-sample outcomes ``section`` saved in ``run_dir``; None when it saved none.
 
+    ``extra=False`` skips the viewer arrays (inputs, probabilities), which pairing runs does not need.
     Raises ``OutcomesError`` for a file that cannot be read (truncated, not an outcomes file).
     """
     path = outcomes_path(run_dir, section)
@@ -144,8 +161,8 @@ def load_outcomes(run_dir: str | os.PathLike[str], section: str) -> SampleOutcom
             ids = np.asarray(npz["sample_id"], dtype=np.int64)
             values = {key: np.asarray(npz[key], dtype=np.float64) for key in npz.files
                       if key not in _RESERVED and not key.startswith(EXTRA_PREFIX)}
-            extra = {key.removeprefix(EXTRA_PREFIX): np.asarray(npz[key]) for key in npz.files
-                     if key.startswith(EXTRA_PREFIX)}
+            extras = {key.removeprefix(EXTRA_PREFIX): np.asarray(npz[key]) for key in npz.files
+                      if extra and key.startswith(EXTRA_PREFIX)}
             data_sha = str(npz["data_sha256"])
     except OutcomesError:
         raise
@@ -154,14 +171,15 @@ def load_outcomes(run_dir: str | os.PathLike[str], section: str) -> SampleOutcom
     if any(v.shape != ids.shape for v in values.values()):
         raise OutcomesError(f"{path}: an outcome array does not have one value per sample id")
     return SampleOutcomes(section=section, data_sha256=data_sha, sample_id=ids, values=values,
-                          meta={k: dict(v) for k, v in meta.get("metrics", {}).items()}, extra=extra)
+                          meta={k: dict(v) for k, v in meta.get("metrics", {}).items()}, extra=extras)
 
 
-def load_all_outcomes(run_dir: str | os.PathLike[str], sections: list[str]) -> dict[str, SampleOutcomes]:
+def load_all_outcomes(run_dir: str | os.PathLike[str], sections: list[str], *,
+                      extra: bool = True) -> dict[str, SampleOutcomes]:
     """``load_outcomes`` for each section that saved some."""
     out: dict[str, SampleOutcomes] = {}
     for section in sections:
-        found = load_outcomes(run_dir, section)
+        found = load_outcomes(run_dir, section, extra=extra)
         if found is not None:
             out[section] = found
     return out

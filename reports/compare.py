@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from audit.results import atomic_write_text
 
@@ -182,3 +183,78 @@ def write_compare_markdown(comparison: Comparison, path: str | os.PathLike[str])
     target = Path(path)
     atomic_write_text(target, compare_to_markdown(comparison))
     return target
+
+
+# -- view data (the dashboard's compare view) --------------------------------------------------------
+
+CHANGE_ORDER = {"regression": 0, "worse": 1, "not comparable": 2, "only in base": 2, "only in candidate": 2,
+                "changed": 3, "improvement": 4, "better": 5, "unchanged": 6}
+DIRECTION_TEXT = {"higher": "higher is better", "lower": "lower is better"}
+NO_DIRECTION = "no direction"
+
+
+def _view_number(value: Any, *, signed: bool = False) -> str:
+    from audit.results import decode_number
+    from reports.views import format_value
+
+    number = decode_number(value)
+    text = format_value(number)
+    return f"+{text}" if signed and number is not None and number > 0 else text
+
+
+def _significance_text(row: Mapping[str, Any], pairing: Mapping[str, Any], confidence: float) -> str:
+    """What the paired bootstrap says about one metric, or why it could not say anything."""
+    s = row.get("significance")
+    if isinstance(s, Mapping):
+        what = "significantly worse" if row.get("regression") else "significantly better" if \
+            row.get("improvement") else "no significant change"
+        return (f"{what}: p(Holm) {_view_number(s['p_adjusted'])}, paired delta {_view_number(s['delta'], signed=True)}"
+                f", {confidence:.0%} CI [{_view_number(s['ci_low'], signed=True)}, "
+                f"{_view_number(s['ci_high'], signed=True)}] over {s['n_paired']} samples")
+    change = row.get("change")
+    if change in ("only in base", "only in candidate"):
+        return f"not tested: {change}"
+    if change == "not comparable":
+        return f"not tested: {row.get('note') or 'not a number in one run'}"
+    if row.get("direction") is None:
+        return "not tested: the section declares no direction of better for this metric"
+    if not pairing.get("available"):
+        return f"unavailable: {pairing.get('reason')}"
+    return "not tested: no per-sample outcomes paired for this metric"
+
+
+def comparison_view(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Rows and headline of a comparison, from ``Comparison.to_dict()`` (plain data, no markup).
+
+    Rows come regressions first (significantly worse), then worse, not comparable, changed without a
+    direction, improvements, better, unchanged; within each, the largest change first. Each row says
+    the direction of better, the change and its significance, or why significance is unavailable.
+    """
+    from audit.results import decode_number
+
+    pairing: Mapping[str, Any] = data.get("pairing") or {}
+    confidence = float(data.get("confidence") or 0.95)
+    rows = []
+    for d in data.get("deltas", []):
+        kind = "regression" if d.get("regression") else "improvement" if d.get("improvement") else str(d["change"])
+        delta = decode_number(d.get("delta"))
+        rows.append({"metric": str(d["metric"]), "base": _view_number(d.get("base")),
+                     "candidate": _view_number(d.get("candidate")), "delta": _view_number(d.get("delta"), signed=True),
+                     "direction": DIRECTION_TEXT.get(str(d.get("direction")), NO_DIRECTION),
+                     "change": "regression" if kind == "regression" else "improvement" if kind == "improvement"
+                     else str(d["change"]),
+                     "significance": _significance_text(d, pairing, confidence),
+                     "changed": d["change"] != "unchanged", "order": CHANGE_ORDER.get(kind, 3),
+                     "size": abs(delta) if delta is not None else -1.0})
+    rows.sort(key=lambda r: (r["order"], -r["size"], r["metric"]))
+    checks = [c for c in data.get("checks", []) if c.get("status") != "pass"]
+    return {"verdict": data.get("verdict"), "exit_code": data.get("exit_code"), "rows": rows,
+            "regressions": sum(1 for r in rows if r["change"] == "regression"),
+            "improvements": sum(1 for r in rows if r["change"] == "improvement"),
+            "changed": sum(1 for r in rows if r["changed"]),
+            "pairing": {"available": bool(pairing.get("available")), "reason": str(pairing.get("reason", "")),
+                        "n_samples": pairing.get("n_samples", 0)},
+            "differences": [str(x) for x in data.get("differences", [])],
+            "checks": [{"check": str(c["name"]), "status": str(c["status"]), "message": str(c["message"])}
+                       for c in checks],
+            "alpha": data.get("alpha"), "resamples": data.get("resamples"), "confidence": confidence}

@@ -142,24 +142,66 @@ def test_runs_dir_from_environment(monkeypatch: pytest.MonkeyPatch, runs: Path) 
     assert at.sidebar.selectbox(key="run").options == ["candidate", "baseline"]
 
 
-def test_compare_view(monkeypatch: pytest.MonkeyPatch, runs: Path) -> None:
-    at = _app(monkeypatch, runs)
+def test_compare_view(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Base and candidate picked; deltas with direction, regressions first with their significance (the library's
+    paired bootstrap), changed metrics only by default, and why significance is missing where it is."""
+    import numpy as np
+    from test_compare import ACC, ROBUST, flip, paired_run
+
+    from audit.compare import compare_run_dirs
+
+    rng = np.random.default_rng(0)
+    correct = (rng.random(400) < 0.9).astype(float)
+    robust = correct * (rng.random(400) < 0.6)
+    root = tmp_path / "runs"
+    base = paired_run(root, "base", correct, robust, title="Base")
+    other = paired_run(root, "other-data", correct, robust, title="Other data", data_sha="ef" * 32)
+    candidate = paired_run(root, "candidate", flip(correct, np.flatnonzero(correct)[:40]), robust, title="Cand")
+    os.utime(other / RESULTS_FILE, (1_900_000_000, 1_900_000_000))
+    os.utime(candidate / RESULTS_FILE, (2_000_000_000, 2_000_000_000))
+    at = _app(monkeypatch, root)
     at.sidebar.radio(key="view").set_value("Compare runs").run()
     assert not at.exception
-    assert at.multiselect(key="compare_runs").value == ["candidate", "baseline"]
-    frame = _frames(at)[0]
-    assert list(frame.columns) == ["metric", "candidate", "baseline", "differs"]
-    row = frame[frame["metric"] == "performance.accuracy"].iloc[0]
-    assert (row["candidate"], row["baseline"], bool(row["differs"])) == (pytest.approx(0.8), pytest.approx(0.9), True)
-    at.checkbox(key="compare_only_diff").check().run()
-    assert set(_frames(at)[0]["differs"]) == {True}
+    assert (at.selectbox(key="compare_base").value, at.selectbox(key="compare_candidate").value) == \
+        ("other-data", "candidate")
+    at.selectbox(key="compare_base").select("base").run()
+    library = compare_run_dirs(base, candidate)
+    assert library.exit_code == 1 and {d.metric for d in library.regressions} == {ACC, "performance.error_rate"}
+    assert [plain(e.value) for e in at.error] == [
+        f"Compare: REGRESSION (exit 1) · 2 significant regression(s) · 0 significant improvement(s) · "
+        f"{sum(d.change != 'unchanged' for d in library.deltas)} metric(s) changed"]
+    frame = _frames(at)[-1]
+    assert list(frame.columns) == ["metric", "base", "candidate", "delta", "direction", "change", "significance"]
+    assert list(frame["change"][:2]) == ["regression", "regression"]  # regressions first
+    assert set(frame["metric"][:2]) == {ACC, "performance.error_rate"} and "unchanged" not in set(frame["change"])
+    row = frame[frame["metric"] == ACC].iloc[0]
+    sig = library.delta(ACC).significance  # type: ignore[union-attr]
+    assert sig is not None and sig.significant
+    from reports.views import format_value
+
+    assert (row["base"], row["candidate"], row["delta"], row["direction"]) == (
+        format_value(correct.mean()), format_value(correct.mean() - 0.1), "-0.100", "higher is better")
+    assert row["significance"].startswith("significantly worse: p(Holm) ") and f"over {sig.n_paired} samples" in \
+        row["significance"]
+    assert frame[frame["metric"] == "performance.error_rate"].iloc[0]["direction"] == "lower is better"
+    at.checkbox(key="compare_only_changed").uncheck().run()
+    frame = _frames(at)[-1]
+    assert len(frame) == len(library.deltas) and list(frame["change"])[-1] == "unchanged"
+    robust_row = frame[frame["metric"] == ROBUST].iloc[0]
+    assert (robust_row["change"], robust_row["significance"][:22]) == ("unchanged", "no significant change:")
+    at.checkbox(key="compare_only_changed").check().run()
     at.text_input(key="compare_filter").input("robust").run()
-    assert [i.value for i in at.info] == ["No metric matches the filter."]  # same robust accuracy in both runs
-    at.checkbox(key="compare_only_diff").uncheck().run()
-    assert list(_frames(at)[0]["metric"]) == ["robustness.pgd.linf.eps=0.1.robust_accuracy",
-                                              "robustness.pgd.linf.eps=0.2.robust_accuracy"]
-    at.multiselect(key="compare_runs").set_value(["baseline"]).run()
-    assert any("Pick two or more runs" in i.value for i in at.info)
+    assert [i.value for i in at.info] == ["No metric matches the filter."]  # robust accuracy did not change
+    # other data: no pairing, so no significance, and the view says why (the library's reason)
+    at.text_input(key="compare_filter").input("").run()
+    at.selectbox(key="compare_base").select("other-data").run()
+    reason = compare_run_dirs(other, candidate).pairing.reason
+    assert reason and any(reason in plain(c.value) for c in at.caption)
+    frame = _frames(at)[-1]
+    assert frame[frame["metric"] == ACC].iloc[0]["significance"] == f"unavailable: {reason}"
+    assert [plain(w.value).split(" ·")[0] for w in at.warning] == ["Compare: CANNOT JUDGE (exit 2)"]
+    at.selectbox(key="compare_base").select("candidate").run()
+    assert [i.value for i in at.info] == ["Pick two different runs: a base and a candidate."]
 
 
 @pytest.mark.parametrize("content", ["{not json", json.dumps({"schema_version": "1.0"})], ids=["json", "schema"])

@@ -19,6 +19,7 @@ from results_factory import make_results, write_run
 from test_app import APP, TIMEOUT, plain
 
 from reports.dashboard.text import literal
+from reports.views import format_value
 
 ROOT = Path(__file__).resolve().parents[1]
 IMG_MD = "![](http://host/x.png)"
@@ -106,10 +107,10 @@ def test_explorer_shows_names_from_data_as_text(monkeypatch: pytest.MonkeyPatch,
     data["class_names"] = [IMG_MD, IMG_HTML]
     data["feature_names"] = [IMG_MD, IMG_HTML, *data["feature_names"][2:]]
     (run / "results.json").write_text(json.dumps(results))
-    samples_file = run / results["sections"]["performance"]["artifacts"]["samples"]
+    samples_file = run / results["sections"]["performance"]["artifacts"]["outcomes"]
     with np.load(samples_file) as npz:
         arrays = dict(npz)
-    arrays[f"group:{IMG_HTML}"] = np.where(np.arange(len(arrays["y"])) % 2 == 0, IMG_MD, "other")
+    arrays[f"extra/group/{IMG_HTML}"] = np.where(np.arange(len(arrays["sample_id"])) % 2 == 0, IMG_MD, "other")
     np.savez_compressed(samples_file, **arrays)
     at = _explorer(monkeypatch, run)
     assert not at.exception
@@ -388,32 +389,76 @@ def test_verdict_from_the_runs_own_policy(monkeypatch: pytest.MonkeyPatch, tmp_p
     if expected.startswith("Verdict: FAIL"):
         assert [plain(e.value) for e in at.error] == [expected]
         failing = next(f.value for f in at.dataframe if "check" in f.value.columns)
-        assert list(failing["check"]) == [rule] and list(failing["value"]) == ["0.9000"]
+        assert list(failing["check"]) == [rule] and list(failing["value"]) == [format_value(0.9)]
     else:
         assert [plain(s.value) for s in at.success] == [expected] and not at.error
 
 
-def test_headline_numbers() -> None:
-    from reports.dashboard.review import headline
+def test_headline_cards_come_from_the_reports_headline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """One source for the report's and the dashboard's headline: every card shows headline_view's text."""
+    from results_factory import review_results, write_review_run
 
-    data = make_results(with_error=False)
-    data["sections"]["robustness"]["metrics"].update({
-        "robustness.worst_case.linf.eps=0.1.robust_accuracy": 0.5,
-        "robustness.worst_case.linf.eps=0.05.robust_accuracy": 0.7,
-        "robustness.worst_case.l2.eps=0.5.robust_accuracy": 0.6, "robustness.reliable": 1.0})
-    data["sections"]["explain"]["metrics"].update({"explanations.ig.faithfulness_rank": 2,
-                                                   "explanations.saliency.faithfulness_rank": 1})
-    data["sections"]["imbalance"]["metrics"].update({
-        "fairness.sex.demographic_parity_difference": 0.1, "fairness.sex.demographic_parity_difference.ci_low": 0.05,
-        "fairness.sex.demographic_parity_difference.ci_high": 0.15, "fairness.race.equalized_odds_difference": 0.3})
-    head = headline(data)
-    assert [(r["norm"], r["eps"], r["value"]) for r in head["robust"]] == [
-        ("l2", "0.5", 0.6), ("linf", "0.05", 0.7), ("linf", "0.1", 0.5)]
-    assert head["reliable"] == 1.0 and head["most_faithful"] == "saliency"
-    assert head["disparity"] == {"attribute": "race", "metric": "equalized_odds_difference", "value": 0.3,
-                                 "ci_low": None, "ci_high": None}
-    assert (head["accuracy"], head["balanced_accuracy"]) == (0.9, 0.84)
-    assert head["findings"] == {"critical": 0, "high": 1, "medium": 1, "low": 1, "info": 1}
+    from reports.headline import headline_view, verdict_view
+
+    write_review_run(tmp_path / "runs")
+    at = _run_app(monkeypatch, tmp_path / "runs")
+    assert not at.exception
+    data = review_results()
+    head = headline_view(data)
+    cards = {m.label: m.value for m in at.metric}
+    expected = {c["label"]: c["text"] for c in head["cards"]}
+    expected.update({f"Robust acc. {r['norm']} eps {r['eps']}": r["text"] for r in head["robustness"]})
+    expected["Worst fairness disparity"] = head["disparity"]["text"]
+    expected["Findings"] = str(sum(head["finding_counts"].values()))
+    assert {plain(k): v for k, v in cards.items()} == expected
+    assert len(head["robustness"]) == 2 and head["reliability"]["reliable"]
+    captions = [plain(c.value) for c in at.caption]
+    assert captions.count("reliable") == 2
+    assert any(head["disparity"]["interval_text"] in c and head["disparity"]["grouping"] in c for c in captions)
+    assert any(head["faithful"]["text"] in plain(m.value) for m in at.markdown)
+    judged = verdict_view(data)
+    assert judged["status"] == "fail" and judged["failing"]
+    assert [plain(e.value) for e in at.error] == [f"Verdict: {judged['label']} · {len(judged['failing'])} failing "
+                                                  "check(s)"]
+
+
+def test_dashboard_shows_the_verdict_of_a_run_made_with_policy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                               digits_cnn: Any) -> None:
+    """``nnaudit run --policy`` stores the verdict in results.json; the dashboard shows that verdict and its check,
+    also once the policy is gone from the config (the stored record is then the only source)."""
+    import json
+
+    import torch
+    import yaml
+
+    from audit.cli import main
+    from audit.results import load_results
+
+    weights = tmp_path / "cnn.pt"
+    torch.save(digits_cnn.state_dict(), weights)
+    config = tmp_path / "audit.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"factory": "audit.zoo:digits_cnn", "kwargs": {"width": 8}, "weights": str(weights)},
+        "data": {"source": "digits", "limit": 60}, "device": "cpu", "sections": {"performance": {}}}))
+    policy = tmp_path / "strict.yaml"
+    policy.write_text(yaml.safe_dump({"rules": ["performance.accuracy >= 1.01"]}))
+    run = tmp_path / "runs" / "strict"
+    assert main(["run", str(config), "--out", str(run), "--policy", str(policy), "--no-report"]) == 0
+    stored = load_results(run)
+    assert stored["verdict"]["status"] == "fail"
+    accuracy = stored["sections"]["performance"]["metrics"]["performance.accuracy"]
+
+    def check(at: Any) -> None:
+        assert not at.exception
+        assert [plain(e.value) for e in at.error] == ["Verdict: FAIL · 1 failing check(s)"]
+        failing = next(f.value for f in at.dataframe if "check" in f.value.columns)
+        assert list(failing["check"]) == ["performance.accuracy >= 1.01"]
+        assert list(failing["value"]) == [format_value(accuracy)] and list(failing["status"]) == ["fail"]
+
+    check(_run_app(monkeypatch, tmp_path / "runs"))
+    stored["manifest"]["config"].pop("gate")  # the stored verdict alone
+    (run / "results.json").write_text(json.dumps(stored))
+    check(_run_app(monkeypatch, tmp_path / "runs"))
 
 
 def test_findings_view_filters_by_severity_and_section(monkeypatch: pytest.MonkeyPatch, runs_dir: Path) -> None:

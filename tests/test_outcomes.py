@@ -118,3 +118,32 @@ def test_no_file_reads_as_none_and_a_broken_file_is_an_error(tmp_path: Path) -> 
     np.savez(path, something=np.arange(3))
     with pytest.raises(OutcomesError, match="not an nnaudit outcomes file"):
         load_outcomes(tmp_path, "performance")
+
+
+def test_robustness_keeps_adversarial_probabilities_consistent_with_its_predictions(
+        make_context: Callable[..., Any], digits_cnn: Any, digits_test: Any) -> None:
+    """One forward pass per (norm, eps) feeds the explorer's probability vectors and the prediction extras."""
+    import torch
+
+    ctx = make_context(digits_cnn, digits_test, limit=40)
+    section = RobustnessSection(norm=["linf"], eps=[0.1], attacks=["fgsm"], minimal_norm=[], red_flags=False,
+                                gallery_size=0)
+    assert section(ctx).status == "ok"
+    saved = load_outcomes(ctx.run_dir, "robustness")
+    assert saved is not None
+    proba = saved.extra["adv_proba/linf/eps=0.1"]
+    assert proba.shape == (40, ctx.data.num_classes)
+    assert np.array_equal(proba.argmax(axis=1), saved.extra["adv_prediction/linf/eps=0.1"])
+    with torch.no_grad():
+        expected = ctx.model.logits(ctx.adversarial["linf:0.1"].x_adv).double().softmax(dim=1).numpy()
+    np.testing.assert_allclose(proba, expected, atol=1e-6)  # float32 storage of float64 probabilities
+    assert load_outcomes(ctx.run_dir, "robustness", extra=False).extra == {}  # type: ignore[union-attr]
+
+
+def test_performance_outcomes_hold_what_the_explorer_shows(ctx: Any) -> None:
+    PerformanceSection()(ctx)
+    saved = load_outcomes(ctx.run_dir, "performance")
+    assert saved is not None
+    assert np.array_equal(saved.extra["x"], ctx.data.x)
+    np.testing.assert_allclose(saved.extra["proba"], ctx.clean_probabilities(), atol=1e-6)
+    assert not (Path(ctx.run_dir) / "artifacts" / "performance" / "samples.npz").exists()

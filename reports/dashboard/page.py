@@ -24,16 +24,15 @@ from audit.errors import ResultsError
 from audit.results import RESULTS_FILE, find_runs, load_results, run_state
 from reports.dashboard import RUNS_ENV
 from reports.dashboard.charts import CHARTABLE, chart
-from reports.dashboard.review import headline, verdict
 from reports.dashboard.text import literal
 from reports.figures import figure_png
-from reports.views import all_findings, compare_runs, format_value, run_summary, section_views
+from reports.headline import headline_view, verdict_view
+from reports.views import all_findings, run_summary, section_views
 
 DEFAULT_RUNS_DIR = "runs"
 VIEW_RUN, VIEW_COMPARE = "Run", "Compare runs"
 NO_RUNS = ("No audit runs in {root} yet. Create one with nnaudit demo --out {root}/demo "
            "(or nnaudit run audit.yaml), then reload this page.")
-NO_METRICS = "No metric matches the filter."
 BROKEN_RUN = "Cannot show run {label}: {error}"
 STATUS_ICONS = {"ok": ":material/check_circle:", "error": ":material/error:", "skipped": ":material/skip_next:",
                 "complete": ":material/check_circle:", "failed": ":material/error:", "running": ":material/pending:",
@@ -43,7 +42,6 @@ NEVER_RAN = "Sections that never ran: {names}."
 STILL_TO_RUN = "Sections still to run: {names}."
 VIEWS = {"overview": "Overview", "findings": "Findings", "samples": "Sample explorer", "sections": "All sections"}
 SEVERITIES = ("critical", "high", "medium", "low", "info")
-VERDICT_TEXT = {"pass": "PASS", "fail": "FAIL", "error": "GATE ERROR", "not gated": "NOT GATED"}
 NOT_GATED = ("No gate policy travels with this run (nnaudit run \\-\\-policy P, or a gate: block in the config); "
              "gate it with nnaudit gate RUN \\-\\-policy P.")
 
@@ -225,49 +223,48 @@ def _show_figures(figures: list[dict[str, Any]], run: Path, *, title: bool = Tru
 
 
 def show_verdict(results: dict[str, Any], run: Path | None) -> None:
-    """The verdict first: gate result (or not gated), run status, failed sections, then the headline numbers."""
-    judged = verdict(results, run)
-    failed = judged["failed_sections"]
-    parts = [f"Verdict: {VERDICT_TEXT[judged['verdict']]}"]
+    """The verdict first (``reports.headline.verdict_view``, as in the report): gate result (or not gated), failed
+    sections, and the checks that did not pass."""
+    judged = verdict_view(results, run)
+    failed = [name for name, s in results.get("sections", {}).items() if s.get("status") == "error"]
+    parts = [f"Verdict: {judged['label']}"]
     if judged["failing"]:
         parts.append(f"{len(judged['failing'])} failing check(s)")
     if failed:
         parts.append(f"failed sections: {literal(', '.join(failed))}")
     line = " · ".join(parts)
-    if judged["verdict"] in ("fail", "error") or failed:
+    if judged["status"] in ("fail", "error") or failed:
         st.error(line, icon=":material/block:")
-    elif judged["verdict"] == "pass" and judged["status"] == "complete":
+    elif judged["status"] == "pass" and run_state(results, run).status == "complete":
         st.success(line, icon=":material/check_circle:")
     else:
         st.info(line, icon=":material/help:")
-    if judged["verdict"] == "not gated":
+    if judged["status"] == "not_gated":
         st.caption(NOT_GATED)
-    if judged["policy_error"]:
-        st.text(f"policy: {judged['policy_error']}")
+    elif judged["status"] != "pass":
+        st.caption(literal(judged["text"]))
     if judged["failing"]:
-        st.dataframe(judged["failing"], hide_index=True)
+        st.dataframe([{"check": c["name"], "status": c["status"], "value": c["value_text"] or "",
+                       "threshold": c["threshold_text"] or "", "message": c["message"]} for c in judged["failing"]],
+                     hide_index=True, column_config={"message": st.column_config.TextColumn(width="large")})
 
 
 def show_headline(results: dict[str, Any]) -> None:
-    """Cards for the numbers (accuracy, robust accuracy per norm and eps, worst disparity, findings), one line
-    for the most faithful explanation method."""
-    head = headline(results)
-    cards: list[tuple[str, str, str | None]] = []
-    if head["accuracy"] is not None:
-        cards.append(("Clean accuracy", format_value(head["accuracy"]), None))
-    if head["balanced_accuracy"] is not None:
-        cards.append(("Balanced accuracy", format_value(head["balanced_accuracy"]), None))
-    reliable = {1.0: "reliable", 0.0: "NOT reliable (see findings)"}.get(head["reliable"], "reliability unknown")
-    for item in head["robust"]:
-        cards.append((f"Robust acc. {literal(item['norm'])} eps {literal(item['eps'])}",
-                      format_value(item["value"]), reliable))
+    """The headline card (``reports.headline.headline_view``, as in the report) as metric cards: accuracy, robust
+    accuracy per norm and eps with its reliability, the worst disparity, findings; then the most faithful method."""
+    head = headline_view(results)
+    cards: list[tuple[str, str, str | None]] = [(c["label"], c["text"], c["detail"]) for c in head["cards"]]
+    reliability = head["reliability"]
+    reliable = "reliability unknown" if reliability is None else \
+        "reliable" if reliability["reliable"] else "NOT reliable (see below)"
+    for item in head["robustness"]:
+        cards.append((f"Robust acc. {literal(item['norm'])} eps {literal(item['eps'])}", item["text"], reliable))
     if head["disparity"]:
         d = head["disparity"]
-        interval = "" if d["ci_low"] is None or d["ci_high"] is None else \
-            f" · 95% CI {format_value(d['ci_low'])} to {format_value(d['ci_high'])}"
-        cards.append(("Worst fairness disparity", format_value(d["value"]),
-                      f"{d['attribute']}: {d['metric'].replace('_', ' ')}{interval}"))
-    counts = head["findings"]
+        interval = f" · 95% CI {d['interval_text']}" if d["interval_text"] else ""
+        flagged = " · flagged" if d["flagged"] else ""
+        cards.append(("Worst fairness disparity", d["text"], f"{d['grouping']}: {d['label']}{interval}{flagged}"))
+    counts = head["finding_counts"]
     cards.append(("Findings", str(sum(counts.values())),
                   " · ".join(f"{counts.get(s, 0)} {s}" for s in SEVERITIES if counts.get(s)) or None))
     per_row = 4
@@ -278,9 +275,13 @@ def show_headline(results: dict[str, Any]) -> None:
                 st.metric(label, value, border=True)
                 if note:
                     st.caption(literal(note))
-    if head["most_faithful"]:
-        st.markdown(f"Most faithful explanation method: **{literal(head['most_faithful'])}** (rank 1 of the "
-                    "deletion and insertion AUCs)")
+    if reliability is not None and not reliability["reliable"] and head["robustness"]:
+        st.warning(f"Robust accuracy is NOT reliable: {literal(reliability['reason'] or 'see the findings')}")
+    faithful = head["faithful"]
+    if faithful:
+        auc = f", deletion AUC {faithful['deletion_auc_text']}" if faithful["deletion_auc_text"] else ""
+        st.markdown(f"Most faithful explanation method: **{literal(faithful['text'])}** (rank 1 of the deletion "
+                    f"and insertion AUCs{literal(auc)})")
 
 
 def show_overview(results: dict[str, Any], run: Path) -> None:
@@ -376,32 +377,9 @@ def show_run(run: Path, root: Path) -> None:
 
 
 def show_compare(runs: list[Path], root: Path) -> None:
-    st.title("Compare runs")
-    labels = {run_label(run, root): run for run in runs}
-    chosen = st.multiselect("Runs to compare", list(labels), default=list(labels)[:2], key="compare_runs")
-    if len(chosen) < 2:
-        st.info("Pick two or more runs to compare their metrics.")
-        return
-    loaded, names = [], []
-    for label in chosen:
-        try:
-            loaded.append(_load(labels[label]))
-            names.append(label)
-        except ResultsError as err:
-            st.error(BROKEN_RUN.format(label=literal(label), error=literal(err)))
-    if len(loaded) < 2:
-        return
-    table = compare_runs(loaded, names)
-    left, right = st.columns([3, 1], vertical_alignment="bottom")
-    needle = left.text_input("Filter metrics", placeholder="e.g. robust_accuracy", key="compare_filter").strip()
-    only_diff = right.checkbox("Only metrics that differ", value=False, key="compare_only_diff")
-    rows = [row for row in table["rows"] if (row[-1] or not only_diff) and needle.lower() in str(row[0]).lower()]
-    if not rows:
-        st.info(NO_METRICS)
-        return
-    st.caption(f"{len(rows)} metrics across {len(loaded)} runs")
-    st.dataframe([dict(zip(table["columns"], row, strict=True)) for row in rows], hide_index=True,
-                 height=min(700, 35 * (len(rows) + 1) + 3))
+    from reports.dashboard.compare import show_compare as show
+
+    show({run_label(run, root): run for run in runs}, _load, BROKEN_RUN)
 
 
 # -- page -------------------------------------------------------------------------------------

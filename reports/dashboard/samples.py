@@ -2,10 +2,11 @@
 
 Sources, each optional (an older run, or a run without a section, shows what it has):
 
-- the performance section's ``samples`` artifact (``audit.samples``): clean inputs ``x``, labels
-  ``y``, clean probabilities ``proba``, sensitive columns ``group:<name>``;
-- the robustness section's ``samples`` artifact: ``keys`` (``norm:eps``), the rows attacked
-  (``index``) and the probabilities on each adversarial input (``proba_adv``);
+- the performance section's per-sample outcomes (``audit.outcomes``, ``outcomes.npz``, the file
+  ``nnaudit compare`` pairs): clean inputs ``extra/x``, labels ``extra/label``, clean probabilities
+  ``extra/proba``, sensitive columns ``extra/group/<name>``;
+- the robustness section's outcomes: the attacked rows (``sample_id``) and the probabilities on each
+  worst-case adversarial input (``extra/adv_proba/<norm>/eps=<eps>``);
 - the ``context.npz`` checkpoints (``audit.engine.checkpoint``): adversarial inputs and per-sample
   outcomes (``adversarial`` store), attributions per method (``attributions`` store). Their JSON
   index is read directly, so this module needs neither torch nor the context classes.
@@ -16,6 +17,7 @@ Every path comes from results.json and is checked to stay inside the run directo
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,17 @@ from typing import Any
 
 import numpy as np
 
-SAMPLES_ARTIFACT = "samples"
+from audit.outcomes import (
+    EXTRA_ADV_PROBA,
+    EXTRA_GROUP,
+    EXTRA_INPUTS,
+    EXTRA_LABEL,
+    EXTRA_PROBA,
+    OUTCOMES_FILE,
+    adversarial_tag,
+    load_outcomes,
+)
+
 CONTEXT_FORMAT = "nnaudit.context/1"
 
 
@@ -97,57 +109,96 @@ def _inside(run: Path, rel: str) -> Path:
     return path
 
 
-def _section_by_plugin(results: Mapping[str, Any], plugin: str) -> Mapping[str, Any] | None:
+def _section_name(results: Mapping[str, Any], plugin: str) -> str | None:
     for name, section in results.get("sections", {}).items():
         if section.get("plugin") in (plugin, f"builtin.{plugin}") or name == plugin:
-            return dict(section)
+            if Path(str(name)).name != name or name in (".", ".."):
+                raise SamplesUnavailable(f"section name {name!r} is not a plain name")
+            return str(name)
     return None
 
 
-def _context_store(run: Path, section: Mapping[str, Any] | None, store: str) -> tuple[dict[str, Any], Any] | None:
-    """(the store's index entries, the open NPZ) of a section's context checkpoint, or None."""
+def _section_by_plugin(results: Mapping[str, Any], plugin: str) -> Mapping[str, Any] | None:
+    name = _section_name(results, plugin)
+    return None if name is None else dict(results["sections"][name])
+
+
+class _Checkpoint:
+    """An open context checkpoint: arrays inside the NPZ, or ``.npy`` files beside it (memory-mapped adversarial
+    inputs, ``audit.engine.checkpoint``'s ``npy`` entries), each checked to stay inside the run directory."""
+
+    def __init__(self, run: Path, path: Path) -> None:
+        self.run, self.base = run, path.parent
+        self.npz = np.load(path, allow_pickle=False)
+
+    def __enter__(self) -> _Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.npz.close()
+
+    def field(self, entry: Mapping[str, Any], name: str) -> Any:
+        value = entry.get("fields", {}).get(name)
+        if value is None:
+            return None
+        if value.get("kind") == "array":
+            return self.npz[value["array"]]
+        if value.get("kind") == "npy":
+            file = _inside(self.run, os.path.relpath(self.base / str(value["path"]), self.run))
+            return np.load(file, mmap_mode="r", allow_pickle=False)
+        return value.get("value")
+
+
+def _context_store(run: Path, section: Mapping[str, Any] | None,
+                   store: str) -> tuple[dict[str, Any], _Checkpoint] | None:
+    """(the store's index entries, the open checkpoint) of a section's context checkpoint, or None."""
     if not section or not section.get("context"):
         return None
     path = _inside(run, section["context"])
     if not path.is_file():
         return None
-    npz = np.load(path, allow_pickle=False)
-    meta = json.loads(str(npz["__index__"]))
+    checkpoint = _Checkpoint(run, path)
+    meta = json.loads(str(checkpoint.npz["__index__"]))
     if meta.get("format") != CONTEXT_FORMAT:
+        checkpoint.npz.close()
         return None
-    return meta.get("stores", {}).get(store, {}), npz
-
-
-def _field(entry: Mapping[str, Any], name: str, npz: Any) -> Any:
-    value = entry.get("fields", {}).get(name)
-    if value is None:
-        return None
-    if value.get("kind") == "array":
-        return npz[value["array"]]
-    return value.get("value")
+    return meta.get("stores", {}).get(store, {}), checkpoint
 
 
 def load_samples(run: str | Path, results: Mapping[str, Any]) -> Samples:
     """Everything the explorer shows for a run. Raises ``SamplesUnavailable`` when the clean samples are absent."""
     run = Path(run)
     data = results.get("manifest", {}).get("data", {})
-    performance = _section_by_plugin(results, "performance")
-    rel = (performance or {}).get("artifacts", {}).get(SAMPLES_ARTIFACT)
-    if not rel:
-        raise SamplesUnavailable("this run saved no per-sample records (the performance section's samples "
-                                 "artifact): rerun the audit with this version of nnaudit to explore its samples")
-    path = _inside(run, rel)
-    if not path.is_file():
-        raise SamplesUnavailable(f"artifact {rel} is missing from the run directory")
-    with np.load(path, allow_pickle=False) as npz:
-        samples = Samples(modality=str(data.get("modality", "tabular")),
-                          class_names=[str(c) for c in data.get("class_names", [])],
-                          feature_names=[str(f) for f in data["feature_names"]] if data.get("feature_names") else None,
-                          x=npz["x"], y=npz["y"], proba=npz["proba"],
-                          groups={k.split(":", 1)[1]: npz[k] for k in npz.files if k.startswith("group:")})
+    name = _section_name(results, "performance")
+    saved = load_outcomes(run, name) if name else None
+    needed = (EXTRA_INPUTS, EXTRA_LABEL, EXTRA_PROBA)
+    if saved is None or any(key not in saved.extra for key in needed):
+        raise SamplesUnavailable("this run saved no per-sample inputs and probabilities (the performance "
+                                 f"section's {OUTCOMES_FILE}): rerun the audit with this version of nnaudit to "
+                                 "explore its samples")
+    if not np.array_equal(saved.sample_id, np.arange(saved.n)):
+        raise SamplesUnavailable(f"the performance section's {OUTCOMES_FILE} does not cover every row in order")
+    samples = Samples(modality=str(data.get("modality", "tabular")),
+                      class_names=[str(c) for c in data.get("class_names", [])],
+                      feature_names=[str(f) for f in data["feature_names"]] if data.get("feature_names") else None,
+                      x=saved.extra[EXTRA_INPUTS], y=np.asarray(saved.extra[EXTRA_LABEL]),
+                      proba=saved.extra[EXTRA_PROBA],
+                      groups={k.removeprefix(EXTRA_GROUP): v for k, v in saved.extra.items()
+                              if k.startswith(EXTRA_GROUP)})
     _add_adversarial(run, results, samples)
     _add_attributions(run, results, samples)
     return samples
+
+
+def _adversarial_proba(run: Path, results: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """(rows attacked, ``<norm>/eps=<eps>`` -> probabilities on the adversarial inputs) from the robustness
+    section's outcomes, or None where it saved none."""
+    name = _section_name(results, "robustness")
+    saved = load_outcomes(run, name) if name else None
+    if saved is None:
+        return None
+    return saved.sample_id, {k.removeprefix(EXTRA_ADV_PROBA): v for k, v in saved.extra.items()
+                             if k.startswith(EXTRA_ADV_PROBA)}
 
 
 def _add_adversarial(run: Path, results: Mapping[str, Any], samples: Samples) -> None:
@@ -155,33 +206,42 @@ def _add_adversarial(run: Path, results: Mapping[str, Any], samples: Samples) ->
     found = _context_store(run, section, "adversarial")
     if found is None:
         return
-    entries, npz = found
-    proba: dict[str, np.ndarray] = {}
-    rel = (section or {}).get("artifacts", {}).get(SAMPLES_ARTIFACT)
-    if rel and _inside(run, rel).is_file():
-        with np.load(_inside(run, rel), allow_pickle=False) as saved:
-            proba = {str(k): saved["proba_adv"][i] for i, k in enumerate(saved["keys"])}
-    with npz:
+    entries, checkpoint = found
+    saved = _adversarial_proba(run, results)
+    with checkpoint:
         for key, entry in entries.items():
-            index = _field(entry, "index", npz)
-            x_adv = _field(entry, "x_adv", npz)
+            index = checkpoint.field(entry, "index")
+            x_adv = checkpoint.field(entry, "x_adv")
             rows = np.arange(len(x_adv)) if index is None else np.asarray(index)
+            norm, eps = str(checkpoint.field(entry, "norm")), float(checkpoint.field(entry, "eps"))
+            proba = None
+            if saved is not None and adversarial_tag(norm, eps) in saved[1]:
+                proba = _aligned(rows, saved[0], saved[1][adversarial_tag(norm, eps)])
             samples.adversarial[key] = Adversarial(
-                key=key, norm=str(_field(entry, "norm", npz)), eps=float(_field(entry, "eps", npz)),
-                attack=str(_field(entry, "attack", npz)), rows=rows, x_adv=x_adv,
-                robust=np.asarray(_field(entry, "robust_correct", npz), dtype=bool), proba=proba.get(key))
+                key=key, norm=norm, eps=eps, attack=str(checkpoint.field(entry, "attack")), rows=rows, x_adv=x_adv,
+                robust=np.asarray(checkpoint.field(entry, "robust_correct"), dtype=bool), proba=proba)
+
+
+def _aligned(rows: np.ndarray, sample_id: np.ndarray, values: np.ndarray) -> np.ndarray | None:
+    """``values`` (one per ``sample_id``) reordered to ``rows``; None where some row has no value."""
+    order = np.argsort(sample_id)
+    at = np.searchsorted(sample_id, rows, sorter=order)
+    at = np.clip(at, 0, max(len(sample_id) - 1, 0))
+    if not len(sample_id) or not np.array_equal(sample_id[order[at]], rows):
+        return None
+    return np.asarray(values[order[at]])
 
 
 def _add_attributions(run: Path, results: Mapping[str, Any], samples: Samples) -> None:
     found = _context_store(run, _section_by_plugin(results, "explanations"), "attributions")
     if found is None:
         return
-    entries, npz = found
-    with npz:
+    entries, checkpoint = found
+    with checkpoint:
         for method, entry in entries.items():
             samples.attributions[method] = Attribution(
-                method=method, rows=np.asarray(_field(entry, "index", npz)),
-                target=np.asarray(_field(entry, "target", npz)), values=_field(entry, "values", npz))
+                method=method, rows=np.asarray(checkpoint.field(entry, "index")),
+                target=np.asarray(checkpoint.field(entry, "target")), values=checkpoint.field(entry, "values"))
 
 
 def to_image(x: np.ndarray) -> np.ndarray:
