@@ -104,8 +104,9 @@ def _section_by_plugin(results: Mapping[str, Any], plugin: str) -> Mapping[str, 
     return None
 
 
-def _context_store(run: Path, section: Mapping[str, Any] | None, store: str) -> tuple[dict[str, Any], Any] | None:
-    """(the store's index entries, the open NPZ) of a section's context checkpoint, or None."""
+def _context_store(run: Path, section: Mapping[str, Any] | None,
+                   store: str) -> tuple[dict[str, Any], Any, Path] | None:
+    """(the store's index entries, the open NPZ, its folder) of a section's context checkpoint, or None."""
     if not section or not section.get("context"):
         return None
     path = _inside(run, section["context"])
@@ -115,15 +116,22 @@ def _context_store(run: Path, section: Mapping[str, Any] | None, store: str) -> 
     meta = json.loads(str(npz["__index__"]))
     if meta.get("format") != CONTEXT_FORMAT:
         return None
-    return meta.get("stores", {}).get(store, {}), npz
+    return meta.get("stores", {}).get(store, {}), npz, path.parent
 
 
-def _field(entry: Mapping[str, Any], name: str, npz: Any) -> Any:
+def _field(entry: Mapping[str, Any], name: str, npz: Any, run: Path, base: Path) -> Any:
     value = entry.get("fields", {}).get(name)
     if value is None:
         return None
     if value.get("kind") == "array":
         return npz[value["array"]]
+    if value.get("kind") == "npy":  # an array kept in its own .npy (the adversarial examples), read memory-mapped
+        path = (base / value["path"]).resolve()
+        if not path.is_relative_to(run.resolve()):
+            raise SamplesUnavailable(f"artifact {value['path']} points outside the run directory")
+        if not path.is_file():
+            raise SamplesUnavailable(f"artifact {value['path']} is missing from the run directory")
+        return np.load(path, mmap_mode="r", allow_pickle=False)
     return value.get("value")
 
 
@@ -155,7 +163,7 @@ def _add_adversarial(run: Path, results: Mapping[str, Any], samples: Samples) ->
     found = _context_store(run, section, "adversarial")
     if found is None:
         return
-    entries, npz = found
+    entries, npz, base = found
     proba: dict[str, np.ndarray] = {}
     rel = (section or {}).get("artifacts", {}).get(SAMPLES_ARTIFACT)
     if rel and _inside(run, rel).is_file():
@@ -163,25 +171,27 @@ def _add_adversarial(run: Path, results: Mapping[str, Any], samples: Samples) ->
             proba = {str(k): saved["proba_adv"][i] for i, k in enumerate(saved["keys"])}
     with npz:
         for key, entry in entries.items():
-            index = _field(entry, "index", npz)
-            x_adv = _field(entry, "x_adv", npz)
+            index = _field(entry, "index", npz, run, base)
+            x_adv = _field(entry, "x_adv", npz, run, base)
             rows = np.arange(len(x_adv)) if index is None else np.asarray(index)
             samples.adversarial[key] = Adversarial(
-                key=key, norm=str(_field(entry, "norm", npz)), eps=float(_field(entry, "eps", npz)),
-                attack=str(_field(entry, "attack", npz)), rows=rows, x_adv=x_adv,
-                robust=np.asarray(_field(entry, "robust_correct", npz), dtype=bool), proba=proba.get(key))
+                key=key, norm=str(_field(entry, "norm", npz, run, base)),
+                eps=float(_field(entry, "eps", npz, run, base)), attack=str(_field(entry, "attack", npz, run, base)),
+                rows=rows, x_adv=x_adv, robust=np.asarray(_field(entry, "robust_correct", npz, run, base), dtype=bool),
+                proba=proba.get(key))
 
 
 def _add_attributions(run: Path, results: Mapping[str, Any], samples: Samples) -> None:
     found = _context_store(run, _section_by_plugin(results, "explanations"), "attributions")
     if found is None:
         return
-    entries, npz = found
+    entries, npz, base = found
     with npz:
         for method, entry in entries.items():
             samples.attributions[method] = Attribution(
-                method=method, rows=np.asarray(_field(entry, "index", npz)),
-                target=np.asarray(_field(entry, "target", npz)), values=_field(entry, "values", npz))
+                method=method, rows=np.asarray(_field(entry, "index", npz, run, base)),
+                target=np.asarray(_field(entry, "target", npz, run, base)),
+                values=_field(entry, "values", npz, run, base))
 
 
 def to_image(x: np.ndarray) -> np.ndarray:
