@@ -24,6 +24,9 @@ DIGITS_SECTIONS: dict[str, Any] = {
     "performance": {},
     "imbalance": {},
     "robustness": {},
+    # naive vs adaptive (BPDA, EOT, transfer) robust accuracy of two input-transform defenses, and the
+    # feature-squeezing detector, on the robustness section's worst case (docs/defenses.md)
+    "defenses": {"defenses": ["bit_depth", "gaussian_noise"]},
     "explanations": {},
 }
 RESUME_SECTIONS: dict[str, Any] = {
@@ -42,6 +45,10 @@ DIGITS_POLICY: dict[str, Any] = {
         "imbalance.ece <= 0.1",
         "robustness.worst_case.linf.eps=0.05.robust_accuracy >= 0.8",
         "robustness.red_flags.likely_masked == 0",
+        # the defenses section ran (a skipped or failed section leaves these missing: exit 2) and neither
+        # defense costs more than 5 points of clean accuracy; their verdicts are findings, not gates
+        "defenses.bit_depth.clean_accuracy_cost <= 0.05",
+        "defenses.gaussian_noise.clean_accuracy_cost <= 0.05",
     ],
     "max_findings": {"critical": 0},
 }

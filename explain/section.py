@@ -41,7 +41,7 @@ from explain.quality import (
 )
 from explain.ranking import Estimate, Ranking, intervals, rank
 from explain.shap_methods import ShapDeepExplainer, ShapKernelExplainer
-from explain.stability import compare, matched_noise, perturbation_norms, pick_key, select_samples
+from explain.stability import compare, matched_noise, outcome_rows, perturbation_norms, pick_key, select_samples
 
 if TYPE_CHECKING:
     from audit.context import AuditContext
@@ -636,13 +636,25 @@ class ExplanationsSection(SectionPlugin):
             return
         outcome = ctx.adversarial[key]
         clean_pred = ctx.clean_predictions()
-        adv_pred = ctx.model.predict(outcome.x_adv)
+        try:
+            outcome_rows(outcome, ctx.data.n_samples)
+        except ValueError as err:
+            result.notes.append(f"stability under attack not measured: the adversarial outcome {key} does not fit "
+                                f"the data: {err}")
+            return
+        adv_pred = ctx.model.predict(outcome.x_adv)  # one per attacked row (outcome.index), not per data row
         sample = select_samples(outcome, ctx.data.x, clean_pred, adv_pred, p.stability_samples, ctx.seed)
         if len(sample.index) == 0:
-            result.notes.append(f"stability under attack not measured: the attack at {key} perturbed no sample")
+            result.notes.append(f"stability under attack not measured: the attack at {key} perturbed none of the "
+                                f"{sample.attacked} samples it attacked")
             return
-        idx, fooled = sample.index, sample.flipped
-        x, x_adv = ctx.data.x[idx], outcome.x_adv[idx]
+        if sample.attacked < ctx.data.n_samples:
+            result.notes.append(f"stability at {key}: the robustness section attacked {sample.attacked} of the "
+                                f"{ctx.data.n_samples} samples (its max_samples); {sample.perturbed} of them have "
+                                f"an adversarial input that differs from the clean one, and {len(sample.index)} of "
+                                "those are compared (stability_samples)")
+        idx, pos, fooled = sample.index, sample.position, sample.flipped
+        x, x_adv = ctx.data.x[idx], np.asarray(outcome.x_adv[pos])
         features = int(np.prod(ctx.data.input_shape))
         k = p.top_k or max(3, features // 10)
         lower, upper = self._bounds(ctx)
@@ -664,7 +676,7 @@ class ExplanationsSection(SectionPlugin):
             cells: list[Any] = [method]
             groups = {"unflipped": (overlap, ~fooled), "flipped_clean_class": (overlap, fooled)}
             if fooled.any():
-                own = explainer.explain(x_adv[fooled], adv_pred[idx][fooled], idx[fooled])
+                own = explainer.explain(x_adv[fooled], adv_pred[pos][fooled], idx[fooled])
                 own_overlap = np.full(len(idx), np.nan)
                 own_overlap[fooled] = compare(clean[fooled], own, k)[0]
                 groups["flipped_adversarial_class"] = (own_overlap, fooled)

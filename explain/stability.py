@@ -29,8 +29,11 @@ from explain.quality import rank_correlation, topk_overlap
 
 @dataclass
 class StabilitySample:
-    index: np.ndarray  # rows of ctx.data compared
+    index: np.ndarray  # rows of ctx.data compared (the samples' ids)
+    position: np.ndarray  # the same samples' rows in the adversarial outcome's arrays
     flipped: np.ndarray  # (n,) bool: the attack changed the prediction
+    attacked: int  # samples the outcome covers (the robustness section may attack a subset)
+    perturbed: int  # of those, the ones whose adversarial input differs from the clean one
 
 
 def pick_key(adversarial: dict[str, AdversarialOutcome], key: str | None) -> str:
@@ -51,11 +54,31 @@ def pick_key(adversarial: dict[str, AdversarialOutcome], key: str | None) -> str
     return max(pool, key=balance)
 
 
+def outcome_rows(outcome: AdversarialOutcome, n_rows: int) -> np.ndarray:
+    """The rows of ctx.data the outcome's arrays describe, in their order (all rows where ``index`` is None)."""
+    rows = np.arange(n_rows) if outcome.index is None else np.asarray(outcome.index, np.int64).reshape(-1)
+    if len(rows) != len(outcome.x_adv) or (len(rows) and (rows.min() < 0 or rows.max() >= n_rows)):
+        raise ValueError(f"the adversarial outcome holds {len(outcome.x_adv)} inputs for {len(rows)} row ids "
+                         f"(data rows 0..{n_rows - 1})")
+    return rows
+
+
 def select_samples(outcome: AdversarialOutcome, x: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray,
-                   n: int, seed: int) -> StabilitySample:
-    """Up to n perturbed rows (x_adv differs from x), half with a changed prediction when there are enough."""
-    moved = np.abs(outcome.x_adv.reshape(len(x), -1) - x.reshape(len(x), -1)).max(axis=1) > 0
-    flipped = clean_pred != adv_pred
+                   n: int, seed: int, chunk: int = 4096) -> StabilitySample:
+    """Up to n attacked samples whose adversarial input differs from the clean one, half with a changed
+    prediction when there are enough.
+
+    ``x`` and ``clean_pred`` cover every row of the data; ``outcome`` and ``adv_pred`` (the model's prediction
+    on ``outcome.x_adv``) only the rows it attacked (``outcome.index``), so only those can be chosen.
+    """
+    rows = outcome_rows(outcome, len(x))
+    moved = np.zeros(len(rows), bool)
+    for start in range(0, len(rows), chunk):  # x_adv may be a memmap as large as the data: compare in chunks
+        part = slice(start, start + chunk)
+        delta = np.asarray(outcome.x_adv[part]).reshape(len(rows[part]), -1) - x[rows[part]].reshape(
+            len(rows[part]), -1)
+        moved[part] = np.abs(delta).max(axis=1) > 0 if delta.size else False
+    flipped = clean_pred[rows] != adv_pred
     rng = np.random.default_rng(seed)
     pick_flip = np.flatnonzero(moved & flipped)
     pick_keep = np.flatnonzero(moved & ~flipped)
@@ -63,7 +86,7 @@ def select_samples(outcome: AdversarialOutcome, x: np.ndarray, clean_pred: np.nd
     n_keep = min(len(pick_keep), n - n_flip)
     chosen = np.sort(np.concatenate([rng.choice(pick_flip, n_flip, replace=False),
                                      rng.choice(pick_keep, n_keep, replace=False)]).astype(np.int64))
-    return StabilitySample(chosen, flipped[chosen])
+    return StabilitySample(rows[chosen], chosen, flipped[chosen], len(rows), int(moved.sum()))
 
 
 def perturbation_norms(delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ SECTIONS: dict[str, Any] = {
     "robustness": {"eps": [0.1], "attacks": ["apgd_ce"], "steps": 10, "minimal_samples": 0, "max_samples": 60,
                    "red_flags": False, "gallery_size": 0},
     "explanations": {"methods": ["saliency", "ig"], "n_samples": 8, "check_samples": 2, "quality": ["deletion"],
-                     "ig_steps": 4, "stability": False},  # stability breaks on a robustness subset (max_samples)
+                     "ig_steps": 4, "stability_samples": 6},  # stability on the robustness subset (max_samples)
 }
 
 

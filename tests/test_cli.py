@@ -56,6 +56,14 @@ def test_demo_audits_both_models(demo_dir: Path) -> None:
         assert "data:image/png;base64," in html and "performance.accuracy" in html
     # the demo's configs re-run through the plain `nnaudit run` path
     assert (demo_dir / "configs" / "digits-cnn.yaml").exists()
+    # digits: both defenses evaluated at every eps, the adaptive worst case no higher than any of its attacks
+    defended = digits["sections"]["defenses"]["metrics"]
+    for eps in digits["sections"]["robustness"]["params"]["eps"]:
+        for name, adaptive_kind in (("bit_depth", "bpda"), ("gaussian_noise", "eot")):
+            prefix = f"defenses.{name}.linf.eps={eps:g}"
+            adaptive = defended[f"{prefix}.adaptive_robust_accuracy"]
+            assert adaptive <= defended[f"{prefix}.{adaptive_kind}_robust_accuracy"]
+            assert adaptive <= defended[f"{prefix}.transfer_robust_accuracy"]
 
 
 def test_rerun_demo_config_and_report_command(demo_dir: Path, tmp_path: Path) -> None:

@@ -105,6 +105,28 @@ def test_randomized_defense_is_attacked_with_eot_and_the_section_is_deterministi
         m["defenses.gaussian_noise.linf.eps=0.1.naive_robust_accuracy"]
 
 
+def test_defenses_after_robustness_on_a_subset_of_the_samples(digits_cnn: Any, digits_test: Any,
+                                                               make_context: Any) -> None:
+    """The robustness section attacks 60 of 100 digits (max_samples): the defenses section evaluates those rows, each
+    with its own adversarial input (the outcome's positions map to data rows through outcome.index)."""
+    ctx = make_context(digits_cnn, digits_test, limit=100)
+    ctx.results["robustness"] = RobustnessSection(eps=[0.1], max_samples=60, **ROBUST)(ctx)
+    outcome = ctx.adversarial["linf:0.1"]
+    assert outcome.index is not None and len(outcome.index) == len(outcome.x_adv) == 60
+    result = DefensesSection(defenses=["bit_depth"], steps=5, detection=False)(ctx)
+    assert result.status == "ok", result.error
+    m = result.metrics
+    assert m["defenses.bit_depth.linf.eps=0.1.undefended_robust_accuracy"] == pytest.approx(
+        ctx.results["robustness"].metrics["robustness.worst_case.linf.eps=0.1.robust_accuracy"])
+    # by hand: 3 bits = 8 levels of [0, 1]; clean and transfer accuracy of the squeezed model on the attacked rows
+    defended = make_context(torch.nn.Sequential(_Apply(lambda t: torch.round(t * 7) / 7), digits_cnn), ctx.data).model
+    y = ctx.data.y[outcome.index]
+    clean_ok = defended.predict(ctx.data.x[outcome.index]) == y
+    assert m["defenses.bit_depth.clean_accuracy"] == pytest.approx(clean_ok.mean())
+    transfer_ok = clean_ok & (defended.predict(np.asarray(outcome.x_adv)) == y)
+    assert m["defenses.bit_depth.linf.eps=0.1.transfer_robust_accuracy"] == pytest.approx(transfer_ok.mean())
+
+
 def test_detector_scores_thresholds_and_auc(digits_cnn: Any, digits_test: Any, make_context: Any,
                                             rng: np.random.Generator) -> None:
     from sklearn.metrics import roc_auc_score

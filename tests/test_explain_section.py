@@ -12,7 +12,7 @@ from plugin_helpers import validate_section
 from audit.context import AdversarialOutcome
 from audit.errors import ConfigError
 from explain.section import ExplanationsSection
-from explain.stability import pick_key
+from explain.stability import pick_key, select_samples
 
 FAST = {"n_samples": 16, "check_samples": 8, "background_size": 16, "lime_samples": 40, "shap_samples": 8,
         "ig_steps": 16, "infidelity_samples": 4, "sensitivity_samples": 2, "stability_samples": 10,
@@ -144,6 +144,27 @@ def test_stability_picks_the_eps_that_splits_fooled_and_resisting_samples_most_e
     assert pick_key({"l2:1.0": found["l2:1.0"], "l2:2.0": outcome(2.0, 5, "l2")}, None) == "l2:2.0"  # tie: larger
 
 
+def test_stability_samples_map_the_outcome_rows_to_data_rows() -> None:
+    """An outcome for data rows [1, 4, 6, 7] (a robustness subset): only those can be chosen, each with its own
+    adversarial input; rows 4 and 7 were moved (7 with a changed prediction), 1 and 6 were not."""
+    x = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)
+    rows = np.array([1, 4, 6, 7])
+    x_adv = x[rows].copy()
+    x_adv[1] += 0.5
+    x_adv[3] -= 0.5
+    outcome = AdversarialOutcome(norm="linf", eps=0.5, attack="test", x_adv=x_adv, clean_correct=np.ones(4, bool),
+                                 robust_correct=np.array([True, True, True, False]), index=rows)
+    clean_pred = np.zeros(8, np.int64)
+    sample = select_samples(outcome, x, clean_pred, np.array([0, 0, 0, 1]), n=10, seed=0)
+    assert sample.index.tolist() == [4, 7] and sample.position.tolist() == [1, 3]
+    assert sample.flipped.tolist() == [False, True]
+    assert (sample.attacked, sample.perturbed) == (4, 2)
+    with pytest.raises(ValueError, match="4 inputs for 3 row ids"):
+        select_samples(AdversarialOutcome(norm="linf", eps=0.5, attack="test", x_adv=x_adv,
+                                          clean_correct=np.ones(4, bool), robust_correct=np.ones(4, bool),
+                                          index=rows[:3]), x, clean_pred, np.zeros(4, np.int64), n=10, seed=0)
+
+
 def test_stability_is_skipped_with_a_note_without_robustness(make_context: Any, digits_cnn: Any,
                                                               digits_test: Any) -> None:
     ctx = make_context(digits_cnn, digits_test, limit=40)
@@ -205,3 +226,33 @@ def test_black_box_model_runs_the_perturbation_methods(make_context: Any, digits
     asked = ExplanationsSection(methods=["ig", "lime"], quality=["deletion"], **{**FAST, "n_samples": 4})(
         make_context(box, digits_test, limit=40))
     assert [f.code for f in asked.findings].count("explanations.method_unavailable") == 1
+
+
+def test_stability_after_robustness_on_a_subset_of_the_samples(tmp_path: Any, digits_cnn: Any) -> None:
+    """A real audit where the robustness section attacks 60 of 120 digits (max_samples): stability compares only
+    attacked samples, each with its own adversarial input (the outcome's rows follow outcome.index)."""
+    from audit.config import parse_config
+    from audit.runner import run_audit
+
+    weights = tmp_path / "digits.pt"
+    torch.save(digits_cnn.state_dict(), weights)
+    sections = {"robustness": {"eps": [0.1], "attacks": ["apgd_ce"], "steps": 10, "minimal_samples": 0,
+                               "max_samples": 60, "red_flags": False, "gallery_size": 0},
+                "explanations": {"methods": ["saliency"], "n_samples": 4, "check_samples": 2, "quality": [],
+                                 "stability_samples": 12, "bootstrap_resamples": 100, "randomization_steps": 1}}
+    config = {"title": "stability on a subset", "device": "cpu", "seed": 0, "sections": sections,
+              "model": {"factory": "audit.zoo:digits_cnn", "kwargs": {"width": 8}, "weights": str(weights)},
+              "data": {"source": "digits", "limit": 120}}
+    results = run_audit(parse_config(config), tmp_path / "run")
+    explained = results["sections"]["explanations"]
+    assert explained["status"] == "ok", explained.get("error")
+    m = explained["metrics"]
+    assert m["explanations.stability.n_flipped"] + m["explanations.stability.n_unflipped"] == 12
+    note = next(n for n in explained["notes"] if n.startswith("stability at linf:0.1: the robustness section attacked"))
+    assert "60 of the 120 samples" in note
+    # each compared sample is paired with its own adversarial input: within eps of it (another row's would be a
+    # different digit, far beyond eps), and moved
+    assert 0.0 < m["explanations.stability.attack_linf"] <= 0.1 + 1e-6
+    robust = results["sections"]["robustness"]["metrics"]
+    fooled = round(robust["robustness.worst_case.linf.eps=0.1.attack_success_rate"] * robust["robustness.n_attacked"])
+    assert m["explanations.stability.n_flipped"] <= fooled  # a changed prediction of a clean-correct attacked row
