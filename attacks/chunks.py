@@ -97,6 +97,7 @@ def chunk_outputs(ev: NormEvaluation, *, keep: np.ndarray, prefix: str) -> dict[
         out[base + "margin"] = run.margin if run.margin is not None else np.full(n, np.nan, np.float32)
         out[base + "nonfinite"] = run.nonfinite if run.nonfinite is not None else np.zeros(n, bool)
         out[base + "seconds"] = np.array(run.seconds)
+        out[base + "batch"] = _batch_record(run.settings)
         out[base + "x_adv"] = run.x_adv[keep]
     for name, (index, run) in ev.minimal.items():
         base = f"minimal/{name}/"
@@ -106,6 +107,7 @@ def chunk_outputs(ev: NormEvaluation, *, keep: np.ndarray, prefix: str) -> dict[
         out[base + "nonfinite"] = run.nonfinite if run.nonfinite is not None else np.zeros(len(index), bool)
         out[base + "x_adv"] = run.x_adv
         out[base + "seconds"] = np.array(run.seconds)
+        out[base + "batch"] = _batch_record(run.settings)
     for e in ev.eps:
         base = f"worst/{key(e)}/"
         out[base + "robust"] = ev.worst_robust[e]
@@ -167,8 +169,9 @@ def reduce_chunks(store: ChunkStore, chunks: list[Chunk], plan: NormPlan, *, n: 
         x_adv = np.concatenate(acc.x_adv) if acc.x_adv else np.zeros((0, *input_shape), np.float32)
         ev.runs[(a, e)] = AttackOutput(attack=a, norm=plan.norm, eps=e, x_adv=x_adv, success=acc.success,
                                        perturbation=acc.perturbation, seconds=acc.seconds,
-                                       settings=attack.settings(), queries=attack.queries_per_sample(),
-                                       margin=acc.margin, nonfinite=acc.nonfinite)
+                                       settings=_batch_settings(attack.settings(), acc.batch),
+                                       queries=attack.queries_per_sample(), margin=acc.margin,
+                                       nonfinite=acc.nonfinite)
     for attack in plan.minimal_attacks:
         name = attack.name
         if name not in minimal:
@@ -177,7 +180,8 @@ def reduce_chunks(store: ChunkStore, chunks: list[Chunk], plan: NormPlan, *, n: 
         ev.minimal[name] = (np.concatenate(sub.index), AttackOutput(
             attack=name, norm=plan.norm, eps=None, x_adv=np.concatenate(sub.x_adv),
             success=np.concatenate(sub.success), perturbation=np.concatenate(sub.perturbation),
-            seconds=sub.seconds, settings=attack.settings(), queries=attack.queries_per_sample(),
+            seconds=sub.seconds, settings=_batch_settings(attack.settings(), sub.batch),
+            queries=attack.queries_per_sample(),
             nonfinite=np.concatenate(sub.nonfinite)))
     for e, w in worst.items():
         ev.worst_robust[e] = w.robust
@@ -200,6 +204,7 @@ class _Rows:
         self.nonfinite = np.zeros(n, bool)
         self.seconds = 0.0
         self.x_adv: list[np.ndarray] = []  # the kept rows only
+        self.batch: list[str] = []  # per chunk: the batch size the attack ran at, or its out-of-memory halvings
 
     def add(self, s: slice, arrays: dict[str, np.ndarray], base: str) -> None:
         self.success[s] = arrays[base + "success"]
@@ -208,6 +213,8 @@ class _Rows:
         self.nonfinite[s] = arrays[base + "nonfinite"]
         self.seconds += float(arrays[base + "seconds"])
         self.x_adv.append(arrays[base + "x_adv"])
+        if base + "batch" in arrays:
+            self.batch.append(str(arrays[base + "batch"]))
 
 
 class _Subset:
@@ -220,6 +227,7 @@ class _Subset:
         self.nonfinite: list[np.ndarray] = []
         self.x_adv: list[np.ndarray] = []
         self.seconds = 0.0
+        self.batch: list[str] = []
 
     def add(self, start: int, arrays: dict[str, np.ndarray], base: str) -> None:
         self.index.append(start + arrays[base + "index"])
@@ -228,6 +236,8 @@ class _Subset:
         self.nonfinite.append(arrays[base + "nonfinite"])
         self.x_adv.append(arrays[base + "x_adv"])
         self.seconds += float(arrays[base + "seconds"])
+        if base + "batch" in arrays:
+            self.batch.append(str(arrays[base + "batch"]))
 
 
 class _Worst:
@@ -235,3 +245,21 @@ class _Worst:
         self.robust = np.zeros(n, bool)
         self.fooled_by = np.empty(n, object)
         self.size = np.zeros(n, np.float32)
+
+
+def _batch_record(settings: dict[str, Any]) -> np.ndarray:
+    """What a chunk keeps of an attack's batch size: the out-of-memory halvings ('64 -> 32') or the size."""
+    return np.array(str(settings.get("out_of_memory_backoff") or settings.get("batch_size", "")))
+
+
+def _batch_settings(settings: dict[str, Any], records: list[str]) -> dict[str, Any]:
+    """The attack's settings with the batch size it ran at over every chunk: the smallest, and the distinct
+    out-of-memory halvings (one per chunk where it had to back off)."""
+    records = [r for r in records if r]
+    if not records:
+        return settings
+    out = {**settings, "batch_size": min(int(r.split(" -> ")[-1]) for r in records)}
+    chains = list(dict.fromkeys(r for r in records if " -> " in r))
+    if chains:
+        out["out_of_memory_backoff"] = "; ".join(chains)
+    return out
