@@ -59,7 +59,8 @@ def test_dashboard_in_chromium(runs: Path, tmp_path: Path) -> None:
         assert "Verdict: NOT GATED" in text
         for label in ("Clean accuracy", "Robust acc. linf eps 0.1", "Findings"):
             assert label in text
-        assert browser.evaluate("document.querySelectorAll('[data-testid=stVegaLiteChart]').length") >= 1
+        # the charts draw after the rest of the page settled (vega renders asynchronously): wait for one
+        browser.wait_for("document.querySelectorAll('[data-testid=stVegaLiteChart]').length >= 1", timeout=60)
         browser.screenshot(_shots(tmp_path) / "dashboard-top.png")
 
         browser.navigate(dashboard.url + "?run=digits&view=samples")
