@@ -2,7 +2,7 @@
 chunking against one pass over all samples (what the section did before chunks), and Ray with 1 and 2 workers
 against a single process on the same machine.
 
-Run: ``python benchmarks/scale.py [--sizes 250 500 1000 2000] [--repeats 3] [--no-ray]``.
+Run: ``python benchmarks/scale.py [--sizes 250 500 1000 2000] [--repeats 3] [--steps 10] [--no-ray]``.
 
 Workload: Fashion-MNIST test images (/usr/share/datasets/fashion-mnist, 28x28), a small CNN trained for one epoch
 on 2,000 training images, L-inf PGD (10 steps, random start) at eps 0.1; red flags, minimal-norm attacks and the
@@ -177,8 +177,8 @@ def measure(mode: str, state: Path, n: int, workers: int = 0) -> dict[str, float
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NNAUDIT_PROGRESS": "0",
            "GIT_PYTHON_REFRESH": "quiet"}
     done = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", mode, "--state", str(state),
-                           "--n", str(n), "--workers", str(workers), "--out", out], env=env, capture_output=True,
-                          text=True, check=False)
+                           "--n", str(n), "--workers", str(workers), "--out", out, "--steps", str(STEPS)],
+                          env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{mode} n={n} failed:\n{done.stderr[-3000:]}")
     result: dict[str, float] = json.loads(Path(out).read_text())
@@ -191,12 +191,16 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[250, 500, 1000, 2000])
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the chunk-overhead pair")
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--steps", type=int, default=STEPS, help="PGD steps (more steps: more work per chunk, so "
+                        "Ray's fixed cost per task weighs less)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global STEPS
+    STEPS = args.steps
     if args.child:
         child(args.child, args.state, args.n, args.workers, args.out)
         return
