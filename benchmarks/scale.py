@@ -187,6 +187,7 @@ def measure(mode: str, state: Path, n: int, workers: int = 0) -> dict[str, float
 
 
 def main() -> None:
+    global STEPS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[250, 500, 1000, 2000])
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the chunk-overhead pair")
@@ -199,7 +200,6 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global STEPS
     STEPS = args.steps
     if args.child:
         child(args.child, args.state, args.n, args.workers, args.out)
