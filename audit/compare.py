@@ -184,20 +184,9 @@ def parse_compare_policy(data: Any) -> ComparePolicy:
 
 def load_compare_policy(path: str | os.PathLike[str]) -> ComparePolicy:
     """Read a policy file (see the module docstring); the gate's messages for a missing or bad file."""
-    import yaml
+    from audit.gate import read_policy_yaml
 
-    from audit.gate import POLICY_EMPTY, POLICY_NOT_FOUND, POLICY_UNREADABLE
-
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError("policy", POLICY_NOT_FOUND.format(path=file))
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ConfigError("policy", POLICY_UNREADABLE.format(path=file, error=err)) from err
-    if data is None:
-        raise ConfigError("rules", POLICY_EMPTY)
-    return parse_compare_policy(data)
+    return parse_compare_policy(read_policy_yaml(path))
 
 
 # -- statistics -------------------------------------------------------------------------------------

@@ -209,20 +209,26 @@ def parse_policy(data: Any) -> Policy:
     return Policy(rules=rules, fail_on_section_error=flag, max_findings=limits)
 
 
-def load_policy(path: str | os.PathLike[str]) -> Policy:
-    """Read and check a YAML policy file."""
+def read_policy_yaml(path: str | os.PathLike[str], *, key: str = "policy", empty_key: str = "rules") -> Any:
+    """The parsed YAML of a policy file (gate, compare and ``nnaudit run --policy`` read it the same way): a
+    missing, unreadable or empty file is a ConfigError at ``key`` (``empty_key`` for an empty one)."""
     import yaml
 
     file = Path(path)
     if not file.is_file():
-        raise ConfigError("policy", POLICY_NOT_FOUND.format(path=file))
+        raise ConfigError(key, POLICY_NOT_FOUND.format(path=file))
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ConfigError("policy", POLICY_UNREADABLE.format(path=file, error=err)) from err
+        raise ConfigError(key, POLICY_UNREADABLE.format(path=file, error=err)) from err
     if data is None:
-        raise ConfigError("rules", POLICY_EMPTY)
-    return parse_policy(data)
+        raise ConfigError(empty_key, POLICY_EMPTY)
+    return data
+
+
+def load_policy(path: str | os.PathLike[str]) -> Policy:
+    """Read and check a YAML policy file."""
+    return parse_policy(read_policy_yaml(path))
 
 
 # -- evaluation -----------------------------------------------------------------------------

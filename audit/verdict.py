@@ -44,20 +44,10 @@ def check_policy_data(data: Any, *, key: str = "gate") -> dict[str, Any]:
 
 def read_policy_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The raw mapping of a policy file, validated (``nnaudit run --policy``)."""
-    import yaml
+    from audit.gate import read_policy_yaml
 
-    from audit.gate import POLICY_EMPTY, POLICY_NOT_FOUND, POLICY_UNREADABLE
-
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError("--policy", POLICY_NOT_FOUND.format(path=file))
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ConfigError("--policy", POLICY_UNREADABLE.format(path=file, error=err)) from err
-    if data is None:
-        raise ConfigError("--policy", POLICY_EMPTY)
-    return check_policy_data(data, key=f"--policy {file}")
+    data = read_policy_yaml(path, key="--policy", empty_key="--policy")
+    return check_policy_data(data, key=f"--policy {Path(path)}")
 
 
 def run_policy(results: Mapping[str, Any]) -> dict[str, Any] | None:
