@@ -1,8 +1,10 @@
-"""Headless Chromium over the DevTools protocol, for the dashboard's browser test and its benchmark.
+"""Headless Chromium over the DevTools protocol, for the browser tests (report, dashboard) and the dashboard benchmark.
 
 A small synchronous client over ``websockets.sync``: one page, console errors, uncaught
-exceptions and every network request recorded, text polling and screenshots. No browser
-automation framework: Chromium is the Debian package (``/usr/bin/chromium``).
+exceptions and every network request recorded, load waiting, text polling and screenshots. No
+browser automation framework: Chromium is the Debian package (``/usr/bin/chromium``);
+``NNAUDIT_CHROMIUM`` (or ``CHROMIUM``) names a binary elsewhere. ``chromium_missing()`` says why
+a browser test must skip. ``Dashboard`` serves ``nnaudit dashboard`` on a free localhost port.
 """
 
 from __future__ import annotations
@@ -21,18 +23,31 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
+CHROMIUM_NAMES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable",
+                  "chrome")
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def find_chromium() -> str | None:
-    explicit = os.environ.get("NNAUDIT_CHROMIUM")
+    explicit = os.environ.get("NNAUDIT_CHROMIUM") or os.environ.get("CHROMIUM")
     if explicit:
-        return explicit if Path(explicit).exists() else None
+        return explicit if Path(explicit).is_file() else None
     for name in CHROMIUM_NAMES:
         found = shutil.which(name)
         if found:
             return found
+    return None
+
+
+def chromium_missing() -> str | None:
+    """None when a browser test can run, else the reason it cannot."""
+    if find_chromium() is None:
+        return ("no Chromium found (looked for " + ", ".join(CHROMIUM_NAMES) + " on PATH, or $NNAUDIT_CHROMIUM / "
+                "$CHROMIUM): install chromium or set NNAUDIT_CHROMIUM=/path/to/chrome")
+    try:
+        import websockets.sync.client  # noqa: F401
+    except ImportError:
+        return "the 'websockets' package is missing (pip install -e .[dev])"
     return None
 
 
@@ -89,36 +104,53 @@ class Dashboard:
         self.stop()
 
 
-class Browser:
-    """Headless Chromium with one page attached (flattened session)."""
+class JavascriptError(RuntimeError):
+    """An expression given to ``Browser.evaluate`` threw in the page."""
 
-    def __init__(self, chromium: str, *, width: int = 1280, height: int = 1000, timeout: float = 60.0) -> None:
+
+class Browser:
+    """Headless Chromium with one page attached (flattened session). Use as a context manager.
+
+    ``chromium`` defaults to ``find_chromium()``. Every protocol event is kept in ``events``
+    (``clear_events`` forgets them); ``console_errors`` and ``requested_urls`` read them.
+    """
+
+    def __init__(self, chromium: str | None = None, *, width: int = 1280, height: int = 1000,
+                 timeout: float = 60.0) -> None:
         from websockets.sync.client import connect
 
+        binary = chromium or find_chromium()
+        if binary is None:
+            raise RuntimeError(chromium_missing() or "no Chromium found")
+        self.width, self.height, self.timeout = width, height, timeout
+        self._id = 0
+        self.events: list[dict[str, Any]] = []
+        self.ws: Any = None
         self.profile = tempfile.mkdtemp(prefix="nnaudit-chromium-")
         self.proc = subprocess.Popen(
-            [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
              "--remote-debugging-port=0", f"--user-data-dir={self.profile}", f"--window-size={width},{height}",
              "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        active = Path(self.profile) / "DevToolsActivePort"
-        deadline = time.monotonic() + timeout
-        while not (active.exists() and len(active.read_text().split()) >= 2):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("Chromium did not open its DevTools port")
-            time.sleep(0.1)
-        port, path = active.read_text().split()[:2]
-        self.ws = connect(f"ws://127.0.0.1:{port}{path}", max_size=None, open_timeout=timeout)
-        self.timeout = timeout
-        self._id = 0
-        self.events: list[dict[str, Any]] = []
-        target = self.call("Target.createTarget", {"url": "about:blank"}, session=False)["targetId"]
-        self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True},
-                                 session=False)["sessionId"]
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            self.call(f"{domain}.enable")
-        self.call("Emulation.setDeviceMetricsOverride",
-                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        try:
+            active = Path(self.profile) / "DevToolsActivePort"
+            deadline = time.monotonic() + timeout
+            while not (active.exists() and len(active.read_text().split()) >= 2):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("Chromium did not open its DevTools port")
+                time.sleep(0.1)
+            port, path = active.read_text().split()[:2]
+            self.ws = connect(f"ws://127.0.0.1:{port}{path}", max_size=None, open_timeout=timeout)
+            target = self.call("Target.createTarget", {"url": "about:blank"}, session=False)["targetId"]
+            self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True},
+                                     session=False)["sessionId"]
+            for domain in ("Page", "Runtime", "Log", "Network"):
+                self.call(f"{domain}.enable")
+            self.call("Emulation.setDeviceMetricsOverride",
+                      {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        except BaseException:
+            self.close()
+            raise
 
     def call(self, method: str, params: dict[str, Any] | None = None, *, session: bool = True) -> dict[str, Any]:
         self._id += 1
@@ -151,15 +183,24 @@ class Browser:
                 self.events.append(reply)
 
     def evaluate(self, expression: str) -> Any:
-        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True})
-        return result.get("result", {}).get("value")
+        """The value of ``expression`` in the page (promises awaited); ``JavascriptError`` if it throws."""
+        reply = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
+        if "exceptionDetails" in reply:
+            details = reply["exceptionDetails"]
+            raise JavascriptError(f"{expression!r} raised: "
+                                  f"{details.get('exception', {}).get('description') or details.get('text')}")
+        return reply.get("result", {}).get("value")
 
     def wait_for(self, expression: str, timeout: float = 60.0, interval: float = 0.05) -> float:
-        """Poll ``expression`` until truthy; returns the seconds waited. Raises ``TimeoutError``."""
+        """Poll ``expression`` until truthy (throwing counts as not yet, e.g. no ``document.body`` while the page
+        loads); returns the seconds waited. Raises ``TimeoutError``."""
         start = time.monotonic()
         while time.monotonic() - start < timeout:
-            if self.evaluate(expression):
-                return time.monotonic() - start
+            try:
+                if self.evaluate(expression):
+                    return time.monotonic() - start
+            except JavascriptError:
+                pass
             time.sleep(interval)
         raise TimeoutError(f"not true within {timeout} s: {expression}")
 
@@ -169,21 +210,49 @@ class Browser:
         self.call("Page.navigate", {"url": url})
         return start
 
+    def goto(self, url: str, timeout: float | None = None) -> float:
+        """Open ``url`` and wait until its load event fired and every image finished loading; returns the seconds
+        waited. Raises ``TimeoutError``."""
+        timeout = self.timeout if timeout is None else timeout
+        seen = len(self.events)
+        start = self.navigate(url)
+        deadline = start + timeout
+        while not any(e["method"] == "Page.loadEventFired" for e in self.events[seen:]):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not fire its load event in {timeout} s")
+            self.drain(0.05)
+        self.wait_for("document.readyState === 'complete' && [...document.images].every(i => i.complete)",
+                      timeout=max(0.0, deadline - time.monotonic()), interval=0.1)
+        return time.monotonic() - start
+
     def text(self) -> str:
         return str(self.evaluate("document.body ? document.body.innerText : ''") or "")
 
-    def screenshot(self, path: Path, *, height: int | None = None) -> Path:
+    def screenshot(self, path: Path, *, height: int | None = None, full_page: bool = False) -> Path:
+        """PNG of the viewport; ``height`` resizes the viewport first (it stays so), ``full_page`` captures the
+        whole document's height instead."""
         if height:
             self.call("Emulation.setDeviceMetricsOverride",
-                      {"width": 1280, "height": height, "deviceScaleFactor": 1, "mobile": False})
+                      {"width": self.width, "height": height, "deviceScaleFactor": 1, "mobile": False})
             time.sleep(0.5)
-        data = self.call("Page.captureScreenshot", {"format": "png"})["data"]
+        params: dict[str, Any] = {"format": "png"}
+        if full_page:
+            full = int(self.evaluate("document.documentElement.scrollHeight"))
+            params["clip"] = {"x": 0, "y": 0, "width": self.width, "height": full, "scale": 1}
+            params["captureBeyondViewport"] = True
+        data = self.call("Page.captureScreenshot", params)["data"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
         return path
 
-    def console_errors(self) -> list[str]:
-        self.drain()
+    def clear_events(self) -> None:
+        """Forget the events recorded so far (a fresh start for ``console_errors``)."""
+        self.events.clear()
+
+    def console_errors(self, wait: float = 0.2) -> list[str]:
+        """Console errors and assertions, uncaught exceptions and failed loads recorded so far (after reading what
+        arrives within ``wait`` seconds: console messages come asynchronously)."""
+        self.drain(wait)
         errors = []
         for event in self.events:
             method, params = event["method"], event.get("params", {})
@@ -203,7 +272,8 @@ class Browser:
 
     def close(self) -> None:
         try:
-            self.ws.close()
+            if self.ws is not None:
+                self.ws.close()
         finally:
             if self.proc.poll() is None:
                 self.proc.terminate()

@@ -1,4 +1,4 @@
-"""The report in a real browser: headless Chromium over the DevTools protocol (tests/browser.py).
+"""The report in a real browser: headless Chromium over the DevTools protocol (tests/cdp.py).
 
 Serves a run directory over HTTP on 127.0.0.1, opens report.html at 1280 px width, waits for it
 to render and checks what a reviewer sees first: the verdict, the headline card, a page shorter
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser import Browser, chromium_missing
+from cdp import Browser, chromium_missing
 from results_factory import write_review_run
 
 from reports.html import write_report
@@ -48,7 +48,7 @@ def _serve(root: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
 def _check_report(browser: Browser, run_dir: Path, expected_verdict: str, shot: str | None = None) -> int:
     server, url = _serve(run_dir)
     try:
-        browser.console.clear()
+        browser.clear_events()
         browser.goto(f"{url}/report.html")
         assert browser.evaluate("document.getElementById('verdict-label').textContent.trim()") == expected_verdict
         verdict_top = browser.evaluate("document.getElementById('verdict').getBoundingClientRect().top")
@@ -67,7 +67,7 @@ def _check_report(browser: Browser, run_dir: Path, expected_verdict: str, shot: 
                                  ".map(i => Math.min(i.getBoundingClientRect().width, "
                                  "i.getBoundingClientRect().height))")
         assert all(size >= 64 for size in tiles)
-        assert browser.errors() == []
+        assert browser.console_errors() == []
         folder = os.environ.get("NNAUDIT_SCREENSHOTS")
         if shot and folder:
             browser.evaluate("window.scrollTo(0, 0)")
