@@ -30,6 +30,16 @@ def validate_section(result: Any, ctx: Any) -> None:
     validate_results(json.loads(json.dumps(section_document(result, ctx), allow_nan=False)))
 
 
+def write_plugin_dist(root: Path, *, module: str, entry_points: str, source: str) -> None:
+    """A plugin module and its dist-info (METADATA, entry_points.txt) in ``root``: on ``sys.path`` or
+    ``PYTHONPATH``, its entry points are found like an installed package's."""
+    info = root / f"{module}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points).lstrip())
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+
+
 @contextmanager
 def registered_plugins(root: Path, monkeypatch: pytest.MonkeyPatch, *, module: str, entry_points: str,
                        source: str) -> Iterator[None]:
@@ -37,11 +47,7 @@ def registered_plugins(root: Path, monkeypatch: pytest.MonkeyPatch, *, module: s
 
     ``entry_points`` is the text of entry_points.txt; ``source`` the module's code.
     """
-    info = root / f"{module}-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points).lstrip())
-    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    write_plugin_dist(root, module=module, entry_points=entry_points, source=source)
     monkeypatch.syspath_prepend(str(root))
     refresh_registry()
     try:

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from plugin_helpers import write_plugin_dist
 
 from audit.engine.chunks import CHUNKS_DIR, ChunkStore, chunk_seed, plan
 from audit.results import RESULTS_FILE, load_results
@@ -64,11 +64,8 @@ class GatedSigns(Attack):
 def setup(tmp_path_factory: pytest.TempPathFactory, digits_cnn: Any) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("chunks")
     site = root / "site"
-    info = site / "nnaudit_chunktest-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: nnaudit_chunktest\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[nnaudit.attacks]\ngated_signs = nnaudit_chunktest:GatedSigns\n")
-    (site / "nnaudit_chunktest.py").write_text(textwrap.dedent(ATTACK))
+    write_plugin_dist(site, module="nnaudit_chunktest",
+                      entry_points="[nnaudit.attacks]\ngated_signs = nnaudit_chunktest:GatedSigns\n", source=ATTACK)
     torch.save(digits_cnn.state_dict(), root / "cnn.pt")
     config = {
         "title": "chunk kill test", "seed": 5, "device": "cpu", "report": False,

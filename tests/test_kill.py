@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from plugin_helpers import write_plugin_dist
 
 from audit.engine.lock import LOCK_FILE, inspect_lock
 from audit.results import RESULTS_FILE, load_results, run_state
@@ -63,11 +63,8 @@ class Gatekeeper(SectionPlugin):
 def setup(tmp_path_factory: pytest.TempPathFactory, digits_cnn: Any) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("kill")
     site = root / "site"
-    info = site / "nnaudit_killtest-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: nnaudit_killtest\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[nnaudit.sections]\ngatekeeper = nnaudit_killtest:Gatekeeper\n")
-    (site / "nnaudit_killtest.py").write_text(textwrap.dedent(PLUGIN))
+    write_plugin_dist(site, module="nnaudit_killtest",
+                      entry_points="[nnaudit.sections]\ngatekeeper = nnaudit_killtest:Gatekeeper\n", source=PLUGIN)
     torch.save(digits_cnn.state_dict(), root / "cnn.pt")
     config = {
         "title": "kill test", "seed": 3, "device": "cpu", "report": True,
