@@ -22,19 +22,14 @@ from attacks import Domain, make_attack
 from attacks.base import Attack
 from audit.device import BackoffLog, is_out_of_memory, run_halving
 from audit.errors import ConfigError
-from audit.model import AdaptedNetwork, Bounds, SelectOutput, TorchModelAdapter
+from audit.model import SelectOutput, TorchModelAdapter
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 HAS_CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device on this machine (torch.cuda.is_available() is "
                                 "False); run benchmarks/gpu_check.py on a GPU machine")
+DIGITS: dict[str, Any] = {"num_classes": 10, "bounds": (0.0, 1.0)}  # TorchModelAdapter.from_module
 DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=needs_cuda)]
-
-
-def adapter(module: nn.Module, device: str = "cpu", batch_size: int = 256, k: int = 10) -> TorchModelAdapter:
-    network = AdaptedNetwork(module, None, SelectOutput(None, "logits", False))
-    return TorchModelAdapter(network, num_classes=k, output_kind="logits", bounds=Bounds(0.0, 1.0),
-                             device=torch.device(device), batch_size=batch_size, source="test", sha256="0" * 64)
 
 
 class RunsOutOfMemory(nn.Module):
@@ -70,11 +65,11 @@ def test_attack_halves_the_batch_on_out_of_memory_and_records_it(digits_cnn: nn.
     flaky = RunsOutOfMemory(digits_cnn, limit=16)
     attack = make_attack("pgd", norm="linf", steps=5)
     attack.random_start = False  # type: ignore[attr-defined]  # deterministic: the same answer at any batching
-    out = attack(adapter(flaky), x, y, eps=0.1, domain=domain, batch_size=64)
+    out = attack(TorchModelAdapter.from_module(flaky, **DIGITS), x, y, eps=0.1, domain=domain, batch_size=64)
     # 48 rows > 16: halved to 24, still > 16: halved to 12, which fits; later batches stay at 12
     assert out.settings["out_of_memory_backoff"] == "64 -> 24 -> 12" and out.settings["batch_size"] == 12
     assert flaky.refused == 2
-    reference = attack(adapter(digits_cnn), x, y, eps=0.1, domain=domain, batch_size=12)
+    reference = attack(TorchModelAdapter.from_module(digits_cnn, **DIGITS), x, y, eps=0.1, domain=domain, batch_size=12)
     np.testing.assert_array_equal(out.x_adv, reference.x_adv)  # the same batches, so the same numbers
     np.testing.assert_array_equal(out.success, reference.success)
     assert "out_of_memory_backoff" not in reference.settings and reference.settings["batch_size"] == 12
@@ -82,7 +77,7 @@ def test_attack_halves_the_batch_on_out_of_memory_and_records_it(digits_cnn: nn.
 
 def test_logits_back_off_and_other_errors_pass_through(digits_cnn: nn.Module, digits_test: Any) -> None:
     flaky = RunsOutOfMemory(digits_cnn, limit=50)
-    model = adapter(flaky, batch_size=200)
+    model = TorchModelAdapter.from_module(flaky, **DIGITS, batch_size=200)
     logits = model.logits(digits_test.x)
     assert torch.allclose(logits, digits_cnn(torch.from_numpy(digits_test.x)), rtol=0,
                           atol=1e-5 * float(logits.abs().max()))
@@ -99,7 +94,8 @@ def test_settings_table_shows_the_back_off(digits_cnn: nn.Module, digits_test: A
     from attacks.section import RobustnessSection
 
     flaky = RunsOutOfMemory(digits_cnn, limit=20)
-    ctx = make_context(adapter(flaky, batch_size=40), digits_test, limit=40, batch_size=40)
+    ctx = make_context(TorchModelAdapter.from_module(flaky, **DIGITS, batch_size=40), digits_test, limit=40,
+                       batch_size=40)
     ctx.model.backoff = BackoffLog()
     result = RobustnessSection(eps=[0.1], attacks=["fgsm"], minimal_samples=0, red_flags=False, gallery_size=0)(ctx)
     assert result.status == "ok", result.error
@@ -147,7 +143,7 @@ def test_the_trap_sees_host_copies(no_host_copies: list[str]) -> None:
 def test_attack_loops_stay_on_the_device(name: str, device: str, digits_cnn: nn.Module, digits_attack_data: Any,
                                          no_host_copies: list[str]) -> None:
     x, y, domain = digits_attack_data
-    model = adapter(copy.deepcopy(digits_cnn), device)
+    model = TorchModelAdapter.from_module(copy.deepcopy(digits_cnn), **DIGITS, device=device)
     attack: Attack = make_attack(name, norm="linf", steps=5, queries=30)
     xb, yb = torch.as_tensor(x[:16], device=device), torch.as_tensor(y[:16], device=device)
     forward = attack._forward(model)
@@ -162,7 +158,7 @@ def test_gradient_explainers_stay_on_the_device(method: str, device: str, digits
                                                 no_host_copies: list[str]) -> None:
     from explain.section import explainer_classes
 
-    model = adapter(copy.deepcopy(digits_cnn), device)
+    model = TorchModelAdapter.from_module(copy.deepcopy(digits_cnn), **DIGITS, device=device)
     explainer = explainer_classes()[method](model, seed=0, background=digits_test.x[:8], modality="image")
     x = torch.as_tensor(digits_test.x[:4], device=device).requires_grad_(True)
     explainer.batch_ids = np.arange(4)
@@ -191,7 +187,7 @@ def _config(**extra: Any) -> Any:
 def test_bf16_autocast_is_used_and_kept_when_robust_accuracy_holds(digits_cnn: nn.Module, digits_test: Any) -> None:
     from audit.precision import prepare_execution
 
-    model = adapter(digits_cnn)
+    model = TorchModelAdapter.from_module(digits_cnn, **DIGITS)
     x = torch.from_numpy(digits_test.x[:64])
     fp32 = model.forward(x)
     prepare_execution(model, _config(precision="bf16", seed=1), digits_test)
@@ -214,7 +210,7 @@ def test_bf16_autocast_is_used_and_kept_when_robust_accuracy_holds(digits_cnn: n
 def test_bf16_refused_when_it_moves_robust_accuracy(digits_cnn: nn.Module, digits_test: Any) -> None:
     from audit.precision import prepare_execution
 
-    model = adapter(nn.Sequential(digits_cnn, LargeOffset()))
+    model = TorchModelAdapter.from_module(nn.Sequential(digits_cnn, LargeOffset()), **DIGITS)
     prepare_execution(model, _config(precision="bf16"), digits_test)
     check = model.precision_check
     assert check is not None and not check["accepted"] and check["difference_points"] >= 0.5
@@ -265,12 +261,12 @@ def test_compile_matches_eager_or_says_how_to_turn_it_off(monkeypatch: pytest.Mo
     with monkeypatch.context() as patch:
         patch.setattr(torch, "compile", broken)
         with pytest.raises(ConfigError, match="Set compile: false") as info:
-            adapter(tiny, k=3).compile(x)
+            TorchModelAdapter.from_module(tiny, num_classes=3, bounds=(0.0, 1.0)).compile(x)
         assert info.value.key == "compile"
     if os.environ.get("NNAUDIT_TEST_COMPILE", "0") != "1":
         pytest.skip("a real torch.compile takes minutes on a shared 2-core CPU; NNAUDIT_TEST_COMPILE=1 runs it "
                     "(benchmarks/gpu_check.py sets it)")
-    model = adapter(tiny, k=3)
+    model = TorchModelAdapter.from_module(tiny, num_classes=3, bounds=(0.0, 1.0))
     eager = model.forward(x.clone().requires_grad_(True))
     model.compile(x)
     assert model.compiled and model.describe()["compiled"] is True
@@ -293,7 +289,8 @@ def test_cuda_robustness_section_matches_cpu_clean_accuracy(digits_cnn: nn.Modul
     params = {"eps": [0.1], "attacks": ["apgd_ce", "square"], "steps": 10, "square_queries": 50,
               "minimal_samples": 8, "check_samples": 8, "gallery_size": 0}
     cpu = RobustnessSection(**params)(make_context(digits_cnn, digits_test, limit=100))
-    cuda_ctx = make_context(adapter(copy.deepcopy(digits_cnn), "cuda"), digits_test, limit=100)
+    cuda_ctx = make_context(TorchModelAdapter.from_module(copy.deepcopy(digits_cnn), **DIGITS, device="cuda"),
+                            digits_test, limit=100)
     gpu = RobustnessSection(**params)(cuda_ctx)
     assert gpu.status == "ok", gpu.error
     assert gpu.metrics["robustness.clean_accuracy"] == cpu.metrics["robustness.clean_accuracy"]
@@ -309,7 +306,7 @@ def test_cuda_robustness_section_matches_cpu_clean_accuracy(digits_cnn: nn.Modul
 def test_cuda_bf16_check_on_the_demo_cnn(digits_cnn: nn.Module, digits_test: Any) -> None:
     from audit.precision import prepare_execution
 
-    model = adapter(copy.deepcopy(digits_cnn), "cuda")
+    model = TorchModelAdapter.from_module(copy.deepcopy(digits_cnn), **DIGITS, device="cuda")
     prepare_execution(model, _config(precision="bf16"), digits_test)
     assert model.precision_check is not None
     assert model.precision_check["accepted"] == (model.precision_check["difference_points"] < 0.5)
@@ -320,13 +317,15 @@ def test_explainer_halves_its_batch_on_out_of_memory(digits_cnn: nn.Module, digi
     from explain.captum_methods import GradientShapExplainer
 
     x, y = digits_test.x[:12], digits_test.y[:12]
-    flaky = adapter(RunsOutOfMemory(digits_cnn, limit=4 * 8))  # GradientShap evaluates 8 noisy copies per row
+    # GradientShap evaluates 8 noisy copies per row
+    flaky = TorchModelAdapter.from_module(RunsOutOfMemory(digits_cnn, limit=4 * 8), **DIGITS)
     common: dict[str, Any] = {"seed": 3, "background": digits_test.x[20:40], "modality": "image", "n_samples": 8}
     explainer = GradientShapExplainer(flaky, batch_size=12, **common)
     values = explainer.explain(x, y, np.arange(12))
     assert explainer.batch_size == 3 and flaky.backoff.chain("explainer gradient_shap") == "12 -> 6 -> 3"
     assert explainer.notes and "out of memory" in explainer.notes[0]
-    reference = GradientShapExplainer(adapter(digits_cnn), batch_size=3, **common).explain(x, y, np.arange(12))
+    reference = GradientShapExplainer(TorchModelAdapter.from_module(digits_cnn, **DIGITS), batch_size=3,
+                                      **common).explain(x, y, np.arange(12))
     np.testing.assert_array_equal(values, reference)
 
 
