@@ -32,15 +32,26 @@ class ModelAdapter(ABC):
     kind: str = "abstract"
 
     def __init__(self, *, num_classes: int, output_kind: str, bounds: Bounds | None, device: torch.device,
-                 batch_size: int, source: str, sha256: str) -> None:
+                 batch_size: int, source: str, sha256: str | None) -> None:
         self.num_classes = num_classes
         self.output_kind = output_kind
         self.bounds = bounds
         self.device = device
         self.batch_size = batch_size
         self.source = source
-        self.sha256 = sha256
+        self._sha256 = sha256
         self.backoff = BackoffLog()
+
+    @property
+    def sha256(self) -> str:
+        """The model's identity in the manifest: the hash of its file, or of its weights (computed when first
+        asked for, when the adapter was built without one)."""
+        if self._sha256 is None:
+            self._sha256 = self._weights_sha256()
+        return self._sha256
+
+    def _weights_sha256(self) -> str:
+        raise NotImplementedError(f"{type(self).__name__} was built without a sha256 and cannot compute one")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise ModelError(f"this model ({self.kind}) has no gradients; use attacks and explainers that only "

@@ -85,7 +85,8 @@ class TorchModelAdapter(ModelAdapter):
         input before the network (e.g. ``Normalize(mean, std, ndim)``), so attacks work in raw input space.
         ``device``: a torch device or its name (``"auto"``: CUDA when available). The network is moved to the
         device, put in eval mode and its parameters frozen, as ``load_model`` does. ``sha256`` defaults to a
-        hash of the module's state_dict, ``source`` to its class name.
+        hash of the module's state_dict (computed when first read: wrapping copies nothing to the host), ``source`` to
+        its class name.
         """
         if output_kind not in OUTPUT_KINDS:
             raise ValueError(f"output_kind must be one of {OUTPUT_KINDS}, got {output_kind!r}")
@@ -96,7 +97,7 @@ class TorchModelAdapter(ModelAdapter):
                    bounds=Bounds(*bounds) if bounds is not None else None,
                    device=device if isinstance(device, torch.device) else resolve_device(device),
                    batch_size=batch_size, source=source if source is not None else type(module).__name__,
-                   sha256=sha256 if sha256 is not None else state_sha256(module))
+                   sha256=sha256)
 
     def set_precision(self, precision: str) -> None:
         """fp32, bf16 or fp16 for ``forward``."""
@@ -131,6 +132,9 @@ class TorchModelAdapter(ModelAdapter):
         with torch.autocast(device_type=self.device.type, dtype=AUTOCAST_DTYPES[self.precision]):
             out = self._call(x)
         return out.float()
+
+    def _weights_sha256(self) -> str:
+        return state_sha256(self.module)
 
     @property
     def module(self) -> nn.Module:
