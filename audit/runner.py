@@ -370,9 +370,9 @@ def _run(config: AuditConfig, out: Path, plugins: list[SectionPlugin], *, config
                        batch_size=config.batch_size)
     preflight(ctx, plugins)  # data vs model, then each plugin's validate hook: before any work or file
     if config.compile or config.precision != "fp32":
-        from audit.precision import prepare_execution
+        from audit.engine.execution import prepare_execution
 
-        prepare_execution(adapter, config, data, plugins)  # compile; keep bf16/fp16 only if robust accuracy holds
+        prepare_execution(ctx, config, plugins)  # compile; keep bf16/fp16 only if robust accuracy holds
         run.manifest["model"] = adapter.describe()
     fingerprints = _fingerprints(config, plugins, run.manifest["model"]["sha256"], run.manifest["data"]["sha256"],
                                  str(device))

@@ -184,13 +184,14 @@ def _config(**extra: Any) -> Any:
     return parse_config({"model": {"factory": "audit.zoo:digits_cnn"}, "data": {"source": "digits"}, **extra})
 
 
-def test_bf16_autocast_is_used_and_kept_when_robust_accuracy_holds(digits_cnn: nn.Module, digits_test: Any) -> None:
-    from audit.precision import prepare_execution
+def test_bf16_autocast_is_used_and_kept_when_robust_accuracy_holds(digits_cnn: nn.Module, digits_test: Any,
+                                                                    make_context: Any) -> None:
+    from audit.engine.execution import prepare_execution
 
     model = TorchModelAdapter.from_module(digits_cnn, **DIGITS)
     x = torch.from_numpy(digits_test.x[:64])
     fp32 = model.forward(x)
-    prepare_execution(model, _config(precision="bf16", seed=1), digits_test)
+    prepare_execution(make_context(model, digits_test, seed=1), _config(precision="bf16", seed=1))
     check = model.precision_check
     assert check is not None and check["requested"] == "bf16" and check["samples"] == min(400, len(digits_test.y))
     assert check["accepted"] == (check["difference_points"] < 0.5)
@@ -207,27 +208,27 @@ def test_bf16_autocast_is_used_and_kept_when_robust_accuracy_holds(digits_cnn: n
     assert model.describe()["precision"] == "bf16" and "precision_check" in model.describe()
 
 
-def test_bf16_refused_when_it_moves_robust_accuracy(digits_cnn: nn.Module, digits_test: Any) -> None:
-    from audit.precision import prepare_execution
+def test_bf16_refused_when_it_moves_robust_accuracy(digits_cnn: nn.Module, digits_test: Any, make_context: Any) -> None:
+    from audit.engine.execution import prepare_execution
 
     model = TorchModelAdapter.from_module(nn.Sequential(digits_cnn, LargeOffset()), **DIGITS)
-    prepare_execution(model, _config(precision="bf16"), digits_test)
+    prepare_execution(make_context(model, digits_test), _config(precision="bf16"))
     check = model.precision_check
     assert check is not None and not check["accepted"] and check["difference_points"] >= 0.5
     assert model.precision == "fp32"
     assert "refused, the run uses fp32" in check["note"]
 
 
-def test_precision_and_compile_are_refused_for_black_boxes(digits_test: Any) -> None:
+def test_precision_and_compile_are_refused_for_black_boxes(digits_test: Any, make_context: Any) -> None:
+    from audit.engine.execution import prepare_execution
     from audit.model import PredictFunctionAdapter
-    from audit.precision import prepare_execution
 
     box = PredictFunctionAdapter(lambda a: np.zeros((len(a), 10)), SelectOutput(None, "logits", False),
                                  num_classes=10, output_kind="logits", bounds=None, device=torch.device("cpu"),
                                  batch_size=8, source="x", sha256="0" * 64)
     for extra, key in (({"precision": "fp16"}, "precision"), ({"compile": True}, "compile")):
         with pytest.raises(ConfigError, match="applies to torch models") as info:
-            prepare_execution(box, _config(**extra), digits_test)
+            prepare_execution(make_context(box, digits_test), _config(**extra))
         assert info.value.key == key
 
 
@@ -245,6 +246,49 @@ def test_run_records_the_precision_check(tmp_path: Path, digits_cnn: nn.Module) 
     assert model["precision_check"]["attack"] == "fgsm" and model["precision_check"]["eps"] == 0.05
     assert model["precision_check"]["steps"] == 1 and "fgsm linf eps=0.05, 1 steps" in model["precision_check"]["note"]
     assert model["precision"] == ("bf16" if model["precision_check"]["accepted"] else "fp32")
+
+
+
+def test_precision_check_is_a_section_capability(digits_cnn: nn.Module, digits_test: Any, make_context: Any,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine asks the enabled sections (``SectionPlugin.check_precision``) in order, the first record wins;
+    without one it borrows the registered robustness plugin, which checks at its default threat (L-inf PGD at
+    1/32 of the input range), not at the defaults of a robustness section (APGD-CE at eps 0.1)."""
+    import attacks.precision
+    from attacks.section import RobustnessSection
+    from audit.engine.execution import prepare_execution
+    from audit.plugin import SectionPlugin
+
+    asked: list[dict[str, Any]] = []
+
+    def measured(adapter: Any, data: Any, **kwargs: Any) -> dict[str, Any]:  # what the attacks would measure
+        asked.append(kwargs)
+        return {"requested": kwargs["precision"], "accepted": True, "note": f"checked with {kwargs['attack']}"}
+
+    monkeypatch.setattr(attacks.precision, "check_precision", measured)
+
+    class OwnCheck(SectionPlugin):
+        name = "own_check"
+
+        def run(self, ctx: Any, result: Any) -> None:
+            raise AssertionError("not run")
+
+        def check_precision(self, ctx: Any, precision: str, *, configured: bool = True) -> dict[str, Any] | None:
+            return {"requested": precision, "accepted": False, "note": "refused by own_check"}
+
+    model = TorchModelAdapter.from_module(digits_cnn, **DIGITS)
+    ctx = make_context(model, digits_test, seed=4, batch_size=64)
+    prepare_execution(ctx, _config(precision="bf16"), [OwnCheck(), RobustnessSection(eps=[0.05, 0.2])])
+    assert model.precision_check == {"requested": "bf16", "accepted": False, "note": "refused by own_check"}
+    assert model.precision == "fp32" and asked == []
+    prepare_execution(ctx, _config(precision="bf16"), [RobustnessSection(eps=[0.3, 0.05, 0.2], attacks=["square",
+                                                                                                      "fgsm"])])
+    assert asked[-1] == {"precision": "bf16", "norm": "linf", "eps": 0.2, "attack": "fgsm", "seed": 4,
+                         "batch_size": 64}
+    prepare_execution(ctx, _config(precision="fp16"))  # no section checks it: the registry's robustness plugin
+    assert asked[-1] == {"precision": "fp16", "norm": "linf", "eps": 1 / 32, "attack": "pgd", "seed": 4,
+                         "batch_size": 64}
+    assert model.precision == "fp16" and model.precision_check["note"] == "checked with pgd"
 
 
 # --- torch.compile -------------------------------------------------------------------------------
@@ -303,11 +347,11 @@ def test_cuda_robustness_section_matches_cpu_clean_accuracy(digits_cnn: nn.Modul
 
 
 @needs_cuda
-def test_cuda_bf16_check_on_the_demo_cnn(digits_cnn: nn.Module, digits_test: Any) -> None:
-    from audit.precision import prepare_execution
+def test_cuda_bf16_check_on_the_demo_cnn(digits_cnn: nn.Module, digits_test: Any, make_context: Any) -> None:
+    from audit.engine.execution import prepare_execution
 
     model = TorchModelAdapter.from_module(copy.deepcopy(digits_cnn), **DIGITS, device="cuda")
-    prepare_execution(model, _config(precision="bf16"), digits_test)
+    prepare_execution(make_context(model, digits_test), _config(precision="bf16"))
     assert model.precision_check is not None
     assert model.precision_check["accepted"] == (model.precision_check["difference_points"] < 0.5)
 

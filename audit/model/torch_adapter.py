@@ -67,7 +67,7 @@ class TorchModelAdapter(ModelAdapter):
         for param in self.network.parameters():
             param.requires_grad_(False)
         self.precision = "fp32"
-        self.precision_check: dict[str, Any] | None = None  # what the precision check measured, when asked
+        self.precision_check: dict[str, Any] | None = None  # what the precision check measured (audit.engine.execution)
         self._call: Callable[[torch.Tensor], torch.Tensor] = self.network
         self.compiled = False
 
