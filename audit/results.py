@@ -38,8 +38,6 @@ Direction = Literal["higher", "lower"] | None  # which way a metric is better; N
 DIRECTIONS: tuple[str, ...] = ("higher", "lower")
 Cell = str | float | int | bool | None
 Encoded = float | str | None  # a number as results.json stores it
-RunStatus = Literal["running", "complete", "failed", "interrupted"]
-RUN_STATUSES: tuple[str, ...] = ("running", "complete", "failed", "interrupted")
 POSITIVE_INFINITY, NEGATIVE_INFINITY = "Infinity", "-Infinity"
 _INFINITIES = {POSITIVE_INFINITY: math.inf, NEGATIVE_INFINITY: -math.inf}
 

@@ -242,6 +242,24 @@ def test_resume_from_the_run_directory_alone(tmp_path: Path, weights: Path,
     assert "nnaudit: [1/2] performance kept from the previous run" in capsys.readouterr().err.splitlines()
 
 
+def test_resume_reruns_a_section_whose_checkpoint_holds_the_removed_shared_store(
+        tmp_path: Path, weights: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A checkpoint from a version that had ``ctx.shared`` (a 'shared' store) cannot be put back: the section
+    runs again, the log says why, and the sections that do not read it are kept."""
+    out = tmp_path / "r"
+    first = run_audit(parse_config(_config(weights)), out)
+    checkpoint.save(out / "artifacts" / "performance" / "context.npz", {"shared": {"threshold": 0.5}})
+    results = json.loads((out / RESULTS_FILE).read_text(encoding="utf-8"))
+    results["sections"]["performance"]["context"] = "artifacts/performance/context.npz"
+    (out / RESULTS_FILE).write_text(json.dumps(results), encoding="utf-8")
+    with caplog.at_level("INFO", logger="nnaudit"):
+        again = run_audit(parse_config(_config(weights)), out, existing="resume")
+    assert again["manifest"]["resumes"][-1]["kept"] == ["imbalance"]
+    assert "resume: 'performance' runs again: its saved outputs cannot be read (the checkpoint holds the store " \
+           "'shared' of ctx.shared, which nnaudit no longer has (nothing read it))" in caplog.messages
+    assert again["sections"]["performance"]["metrics"] == first["sections"]["performance"]["metrics"]
+    assert "context" not in again["sections"]["performance"]  # performance leaves nothing for later sections
+
 def test_context_checkpoint_round_trip(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     outcome = AdversarialOutcome(norm="linf", eps=0.1, attack="worst of pgd", x_adv=rng.random((5, 1, 8, 8)),
