@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from audit.results import atomic_write_bytes
+from audit.jsonio import atomic_write_bytes
 
 FORMAT = "nnaudit.context/1"
 _SCALARS = (str, int, float, bool, type(None))
