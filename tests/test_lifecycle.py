@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,55 @@ def test_a_lock_from_another_host_counts_by_its_heartbeat(tmp_path: Path) -> Non
     os.utime(path, (old, old))
     assert inspect_lock(out).state == "stale"
 
+
+
+HOLDER = """
+import sys
+from audit.engine import lock
+lock._hostname = lambda: "elsewhere.example"  # a holder on another machine: readers go by its heartbeat
+held = lock.RunLock(sys.argv[1], heartbeat_s=0.05)
+held.acquire()
+print("held", flush=True)
+sys.stdin.read()  # hold until killed
+"""
+
+
+def test_the_heartbeat_thread_keeps_a_lock_held_until_its_holder_dies(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run on another host holds the directory: nobody but its heartbeat thread touches the lock, yet a lock
+    that looked long dead turns fresh again and readers see it held; once the holder is killed (no release),
+    the file ages and readers see it stale."""
+    from audit.engine import lock
+
+    out = tmp_path / "r"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
+                                                                   os.environ.get("PYTHONPATH")) if p)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held", holder.stderr
+        path = out / LOCK_FILE
+        long_ago = time.time() - 1000
+        os.utime(path, (long_ago, long_ago))  # as if its last heartbeat were 1000 s ago
+        deadline = time.monotonic() + 120
+        while path.stat().st_mtime < long_ago + 500:  # wait for the holder's thread to touch it again
+            assert holder.poll() is None, holder.communicate()
+            assert time.monotonic() < deadline, "the heartbeat never touched the lock"
+            time.sleep(0.02)
+        info = inspect_lock(out)
+        assert (info.state, info.host) == ("held", "elsewhere.example")
+        assert info.heartbeat_age_s is not None and info.heartbeat_age_s < lock.STALE_AFTER_S
+    finally:
+        holder.kill()
+        holder.communicate(timeout=60)
+    assert path.exists()  # killed: never released
+    last = path.stat().st_mtime_ns
+    monkeypatch.setattr(lock, "STALE_AFTER_S", 1.0)
+    deadline = time.monotonic() + 120
+    while inspect_lock(out).state != "stale":
+        assert time.monotonic() < deadline, "a dead holder's lock never went stale"
+        time.sleep(0.05)
+    assert path.stat().st_mtime_ns == last  # nothing touched it after the holder died
 
 # -- resume decisions -------------------------------------------------------------------------
 
