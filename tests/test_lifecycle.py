@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 from plugin_helpers import registered_plugins
+from resume_helpers import comparable
 
 from audit.cli import EXIT_SECTION_ERROR, main
 from audit.config import parse_config
@@ -266,6 +267,10 @@ def test_resume_keeps_unchanged_sections_only(tmp_path: Path, weights: Path) -> 
     assert changed["manifest"]["resumes"][-1]["kept"] == ["performance"]
     assert changed["sections"]["performance"] == first["sections"]["performance"]
     assert changed["sections"]["imbalance"]["params"]["n_bins"] == 7
+    # what runs again equals a fresh run of the same config, tables and notes included
+    fresh = run_audit(parse_config(_config(weights, {"performance": {}, "imbalance": {"n_bins": 7}})),
+                      tmp_path / "fresh")
+    assert comparable(changed) == comparable(fresh)
     # another seed (or model, or data): nothing kept
     reseeded = run_audit(parse_config(_config(weights, seed=5)), out, existing="resume")
     assert reseeded["manifest"]["resumes"][-1]["kept"] == []
