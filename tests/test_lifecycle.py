@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -307,8 +308,13 @@ def test_resume_reruns_a_section_whose_checkpoint_holds_the_removed_shared_store
     results = json.loads((out / RESULTS_FILE).read_text(encoding="utf-8"))
     results["sections"]["performance"]["context"] = "artifacts/performance/context.npz"
     (out / RESULTS_FILE).write_text(json.dumps(results), encoding="utf-8")
-    with caplog.at_level("INFO", logger="nnaudit"):
-        again = run_audit(parse_config(_config(weights)), out, existing="resume")
+    nnaudit_log = logging.getLogger("nnaudit")  # the CLI tests leave it not propagating: listen on it directly
+    nnaudit_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("INFO", logger="nnaudit"):
+            again = run_audit(parse_config(_config(weights)), out, existing="resume")
+    finally:
+        nnaudit_log.removeHandler(caplog.handler)
     assert again["manifest"]["resumes"][-1]["kept"] == ["imbalance"]
     assert "resume: 'performance' runs again: its saved outputs cannot be read (the checkpoint holds the store " \
            "'shared' of ctx.shared, which nnaudit no longer has (nothing read it))" in caplog.messages
