@@ -143,6 +143,10 @@ def test_reference_run_is_complete(setup: dict[str, Any]) -> None:
     # the sections after robustness really used its adversarial outcome
     assert 0 < reference["sections"]["gatekeeper"]["metrics"]["gatekeeper.robust_share"] < 1
     assert "explanations.stability.saliency.topk_overlap" in reference["sections"]["explanations"]["metrics"]
+    # the resume comparisons below are not vacuous: the sections that run again have tables and notes to compare
+    shown = comparable(reference)
+    assert all(shown[name]["tables"] for name in ("performance", "robustness", "explanations"))
+    assert shown["explanations"]["notes"] and shown["robustness"]["figures"]
 
 
 def test_kill_9_then_resume(setup: dict[str, Any]) -> None:
