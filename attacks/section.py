@@ -26,6 +26,7 @@ from attacks.evaluate import (
     registered_attacks,
 )
 from attacks.gallery import feature_summary, gallery_figure
+from attacks.precision import precision_check
 from attacks.redflags import (
     CheckData,
     GradientStats,
@@ -227,6 +228,11 @@ class RobustnessSection(SectionPlugin):
                                       "model.input_bounds or the data's bounds): it allows every input of the box. "
                                       f"Use {norm} eps <= {limits[norm]:.4g}, or check data.scale and "
                                       "model.input_bounds")
+
+    def check_precision(self, ctx: AuditContext, precision: str, *, configured: bool = True) -> dict[str, Any] | None:
+        """The mixed-precision check (``attacks.precision``) at this section's first norm, middle eps and first
+        gradient attack; not configured: L-inf PGD at 1/32 of the input range."""
+        return precision_check(ctx, precision, self.params if configured else None)
 
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
         from audit.data import stratified_subset

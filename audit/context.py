@@ -227,7 +227,6 @@ class AuditContext:
     seed: int = 0
     batch_size: int = 256
     results: dict[str, SectionResult] = field(default_factory=dict)  # sections finished so far
-    shared: dict[str, Any] = field(default_factory=dict)  # outputs a section leaves for later ones
     adversarial: dict[str, AdversarialOutcome] = field(default_factory=dict)  # key: f"{norm}:{eps}"
     attributions: dict[str, AttributionSet] = field(default_factory=dict)  # key: method
     # section -> fingerprint (the runner sets them): a chunked section keeps the chunks saved under the same one
@@ -277,9 +276,12 @@ class AuditContext:
 
     def restore_outputs(self, stores: Mapping[str, Mapping[str, Any]]) -> None:
         """Put back what a section saved (a resumed run, for a section it keeps)."""
-        for store, entries in stores.items():
+        for store in stores:
+            if store in REMOVED_STORES:
+                raise ValueError(f"the checkpoint holds the store '{store}' of {REMOVED_STORES[store]}")
             if store not in OUTPUT_STORES:
                 raise ValueError(f"unknown output store {store!r}")
+        for store, entries in stores.items():
             getattr(self, store).update(entries)
 
     # -- computed once, shared by every plugin ------------------------------------------------
@@ -303,5 +305,6 @@ class AuditContext:
         return pred
 
 
-OUTPUT_STORES: tuple[str, ...] = ("adversarial", "attributions", "shared")
+OUTPUT_STORES: tuple[str, ...] = ("adversarial", "attributions")
+REMOVED_STORES = {"shared": "ctx.shared, which nnaudit no longer has (nothing read it)"}
 OUTPUT_TYPES: dict[str, type] = {"AdversarialOutcome": AdversarialOutcome, "AttributionSet": AttributionSet}

@@ -1,4 +1,5 @@
-"""Device helpers: out-of-memory back-off (halve the batch and retry) and its record.
+"""Device helpers: which device a config's ``device`` names, out-of-memory back-off (halve the batch and retry)
+and its record.
 
 A batch that runs out of accelerator memory is split in halves and retried, down to one sample; the
 smaller size is kept for the rest of the loop and every halving is recorded, so the settings table
@@ -14,8 +15,25 @@ from typing import Any, TypeVar
 
 import torch
 
+from audit.errors import ConfigError
+
 T = TypeVar("T")
 log = logging.getLogger("nnaudit")
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device ``device:`` names (auto: CUDA when available, else CPU); a ConfigError when it is not here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("device", f"'{name}' asked for but CUDA is not available here; use --device cpu")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError("device", f"'{name}' asked for but only {torch.cuda.device_count()} GPU(s) are visible")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device", "'mps' asked for but it is not available here; use --device cpu")
+    return torch.device(name)
 
 
 def is_out_of_memory(err: BaseException) -> bool:

@@ -91,6 +91,16 @@ class SectionPlugin(ABC):
         for every enabled plugin). Raise ``ConfigError`` naming the key to change; the default checks nothing."""
         return None
 
+    def check_precision(self, ctx: AuditContext, precision: str, *, configured: bool = True) -> dict[str, Any] | None:
+        """Capability hook: whether running the model's differentiable path in ``precision`` (bf16, fp16) would
+        move this section's numbers. Return the record the manifest keeps (``manifest.model.precision_check``; at
+        least ``accepted``, a bool, and ``note``), or None when this plugin has no such check (the default).
+
+        The runner asks the enabled sections in order, before any runs (``audit.engine.execution``). With
+        ``configured`` False, no enabled section checked it and the runner borrowed this plugin, with default
+        parameters, for the check: use the check's own default threat, not the defaults of a section."""
+        return None
+
     def check_capabilities(self, ctx: AuditContext) -> None:
         if self.requires_gradients and not ctx.model.has_gradients:
             raise PluginError(f"plugin '{self.name}' needs input gradients but the model ({ctx.model.kind}) has "

@@ -9,15 +9,14 @@ written as the string ``"Infinity"`` / ``"-Infinity"`` (e.g. the median minimal 
 of a model no attack fooled); NaN ("could not compute") is written as ``null``. Every reader
 decodes through ``decode_number`` (or ``all_metrics``, which uses it), so the gate, the reports
 and the dashboard read the same values. Figure data drops non-finite points (``null``): a
-figure cannot draw them.
+figure cannot draw them. The encoding and the atomic writes live in ``audit.jsonio`` and are
+re-exported here.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -26,6 +25,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from audit.errors import ResultsError
+from audit.jsonio import BAD_NUMBER as BAD_NUMBER
+from audit.jsonio import NEGATIVE_INFINITY as NEGATIVE_INFINITY
+from audit.jsonio import POSITIVE_INFINITY as POSITIVE_INFINITY
+from audit.jsonio import Cell as Cell
+from audit.jsonio import Encoded as Encoded
+from audit.jsonio import _clean_cell, _jsonable
+from audit.jsonio import atomic_write_bytes as atomic_write_bytes
+from audit.jsonio import atomic_write_text as atomic_write_text
+from audit.jsonio import decode_cell as decode_cell
+from audit.jsonio import decode_number as decode_number
+from audit.jsonio import dumps as dumps
+from audit.jsonio import encode_number as encode_number
 
 SCHEMA_VERSION = "2.1"  # 2.1: verdict, directions, figure kinds image_grid/tree/small_multiples; 2.0: "Infinity"
 RESULTS_FILE = "results.json"
@@ -36,72 +47,11 @@ Severity = Literal["info", "low", "medium", "high", "critical"]
 Status = Literal["ok", "error", "skipped"]
 Direction = Literal["higher", "lower"] | None  # which way a metric is better; None: neither (a count, a setting)
 DIRECTIONS: tuple[str, ...] = ("higher", "lower")
-Cell = str | float | int | bool | None
-Encoded = float | str | None  # a number as results.json stores it
-RunStatus = Literal["running", "complete", "failed", "interrupted"]
-RUN_STATUSES: tuple[str, ...] = ("running", "complete", "failed", "interrupted")
-POSITIVE_INFINITY, NEGATIVE_INFINITY = "Infinity", "-Infinity"
-_INFINITIES = {POSITIVE_INFINITY: math.inf, NEGATIVE_INFINITY: -math.inf}
 
 NEWER_SCHEMA = ("{file} was written by nnaudit {writer} with results schema {version}; this nnaudit ({ours}) reads "
                 "results schema up to {supported}. Upgrade nnaudit (pip install -U nnaudit) to read it")
 BAD_SCHEMA_VERSION = ("{file} has schema_version {version!r}, not a version such as {supported!r}; "
                       "it is not an nnaudit results file, or it was edited by hand")
-BAD_NUMBER = "{value!r} is not a results number: use a number, null, \"Infinity\" or \"-Infinity\""
-
-
-def encode_number(value: Any) -> Encoded:
-    """A number as results.json stores it: finite numbers as they are, +/-inf as "Infinity"/"-Infinity",
-    NaN and None as null."""
-    if value is None:
-        return None
-    number = float(value)
-    if math.isnan(number):
-        return None
-    if math.isinf(number):
-        return POSITIVE_INFINITY if number > 0 else NEGATIVE_INFINITY
-    return number
-
-
-def decode_number(value: Any) -> float | None:
-    """The one reader of stored numbers: "Infinity"/"-Infinity" -> +/-inf, null and NaN -> None.
-
-    ``None`` means "could not compute". Accepts in-memory floats too (NaN -> None), so a results
-    dict that never went through JSON reads the same. Raises ``ResultsError`` for anything else.
-    """
-    if value is None:
-        return None
-    if isinstance(value, str):
-        if value in _INFINITIES:
-            return _INFINITIES[value]
-        raise ResultsError(BAD_NUMBER.format(value=value))
-    if isinstance(value, bool):
-        raise ResultsError(BAD_NUMBER.format(value=value))
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as err:
-        raise ResultsError(BAD_NUMBER.format(value=value)) from err
-    return None if math.isnan(number) else number
-
-
-def decode_cell(value: Any) -> Cell:
-    """A table cell for display: infinities decoded, every other cell as stored."""
-    if isinstance(value, str) and value in _INFINITIES:
-        return _INFINITIES[value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-def _clean_cell(value: Any) -> Encoded | int | bool:
-    if value is None or isinstance(value, (str, bool)):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    try:
-        return encode_number(value)
-    except (TypeError, ValueError):
-        return str(value)
 
 
 @dataclass
@@ -238,53 +188,6 @@ class SectionResult:
             fingerprint=data.get("fingerprint"), context=data.get("context"),
             directions=dict(data.get("directions", {})),
         )
-
-
-def _jsonable(value: Any) -> Any:
-    """Convert numpy scalars/arrays, tuples and paths to plain JSON values (NaN -> null)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    tolist = getattr(value, "tolist", None)
-    if callable(tolist):
-        return _jsonable(tolist())
-    return str(value)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o644)  # mkstemp makes it private; results and reports are meant to be read
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` so that readers see the old file or the new one, never half."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def dumps(data: dict[str, Any]) -> str:
-    return json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
 def load_schema() -> dict[str, Any]:

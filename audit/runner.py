@@ -349,7 +349,7 @@ def _run(config: AuditConfig, out: Path, plugins: list[SectionPlugin], *, config
     from audit.context import AuditContext
     from audit.data import load_data
     from audit.model import Bounds, load_model, resolve_device
-    from audit.validate import validate_run
+    from audit.preflight import preflight
 
     start = time.perf_counter()
     previous = check_out_dir(out, existing, holding_lock=True)  # again: it may have changed meanwhile
@@ -368,11 +368,11 @@ def _run(config: AuditConfig, out: Path, plugins: list[SectionPlugin], *, config
     run.timings["load"] = round(time.perf_counter() - start, 4)
     ctx = AuditContext(model=adapter, data=data, run_dir=run.out_dir, seed=config.seed,
                        batch_size=config.batch_size)
-    validate_run(ctx, plugins)  # data vs model, then each plugin's validate hook: before any work or file
+    preflight(ctx, plugins)  # data vs model, then each plugin's validate hook: before any work or file
     if config.compile or config.precision != "fp32":
-        from audit.precision import prepare_execution
+        from audit.engine.execution import prepare_execution
 
-        prepare_execution(adapter, config, data, plugins)  # compile; keep bf16/fp16 only if robust accuracy holds
+        prepare_execution(ctx, config, plugins)  # compile; keep bf16/fp16 only if robust accuracy holds
         run.manifest["model"] = adapter.describe()
     fingerprints = _fingerprints(config, plugins, run.manifest["model"]["sha256"], run.manifest["data"]["sha256"],
                                  str(device))

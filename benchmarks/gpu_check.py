@@ -14,7 +14,7 @@ Steps:
    FMN on 100 samples, red-flag checks) on the demo digits CNN, trained here with the demo recipe,
    once on the CPU (the baseline, all its cores) and once on ``--device``: seconds and the ratio.
 3. The same section on ``--device`` under bf16 autocast: robust accuracy per eps against float32, the
-   largest difference in points, and what the precision check (audit.precision) decides.
+   largest difference in points, and what the precision check (attacks.precision) decides.
 
 The digits CNN is tiny, so a GPU gains little on it (kernel launches dominate); ``--width`` widens it
 (timing only matters there; accuracy is still measured on the trained model).
@@ -149,16 +149,19 @@ def main() -> None:
                  "points (limit 0.5)"))
 
     from audit.config import parse_config
+    from audit.context import AuditContext
     from audit.data import load_digits_data
-    from audit.precision import prepare_execution
+    from audit.engine.execution import prepare_execution
     from audit.runner import build_plugins
 
     config = parse_config({"model": {"factory": "audit.zoo:digits_cnn"}, "data": {"source": "digits"},
                            "precision": args.precision, "seed": args.seed, "sections": {"robustness": {}}})
     _, _, adapter = robustness_section(model, args.device, "fp32", 8, 2, args.seed)
-    prepare_execution(adapter, config, load_digits_data("test"), build_plugins(config))
+    ctx = AuditContext(model=adapter, data=load_digits_data("test"), run_dir=Path("/tmp/nnaudit-gpu-check"),
+                       seed=config.seed, batch_size=config.batch_size)
+    prepare_execution(ctx, config, build_plugins(config))
     check = adapter.precision_check or {}
-    rows.append(("precision check (audit.precision)", str(check.get("note"))))
+    rows.append(("precision check (attacks.precision)", str(check.get("note"))))
 
     width = max(len(name) for name, _ in rows)
     print()

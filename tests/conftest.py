@@ -68,10 +68,8 @@ def cancer_mlp() -> Any:
 @pytest.fixture
 def make_context(tmp_path: Path) -> Callable[..., Any]:
     """make_context(module_or_adapter, data, **kwargs) -> AuditContext on CPU, run dir under tmp_path."""
-    import torch
-
     from audit.context import AuditContext
-    from audit.model import AdaptedNetwork, Bounds, ModelAdapter, SelectOutput, TorchModelAdapter
+    from audit.model import ModelAdapter, TorchModelAdapter
 
     def factory(model: Any, data: Any, *, seed: int = 0, batch_size: int = 256, output_kind: str = "logits",
                 bounds: tuple[float, float] | None = None, limit: int | None = None) -> AuditContext:
@@ -84,10 +82,8 @@ def make_context(tmp_path: Path) -> Callable[..., Any]:
         else:
             if bounds is None and data.modality == "image":
                 bounds = (0.0, 1.0)
-            network = AdaptedNetwork(model, None, SelectOutput(None, output_kind, False))
-            adapter = TorchModelAdapter(network, num_classes=data.num_classes, output_kind=output_kind,
-                                        bounds=Bounds(*bounds) if bounds else None, device=torch.device("cpu"),
-                                        batch_size=batch_size, source="test", sha256="0" * 64)
+            adapter = TorchModelAdapter.from_module(model, num_classes=data.num_classes, output_kind=output_kind,
+                                                    bounds=bounds, batch_size=batch_size)
         return AuditContext(model=adapter, data=data, run_dir=tmp_path / "run", seed=seed, batch_size=batch_size)
 
     return factory

@@ -12,13 +12,7 @@ from torch import nn
 
 from audit.context import AuditContext
 from audit.data import AuditData
-from audit.model import AdaptedNetwork, SelectOutput, TorchModelAdapter
-
-
-def adapter(module: nn.Module, num_classes: int, cls: type[TorchModelAdapter] = TorchModelAdapter) -> Any:
-    network = AdaptedNetwork(module, None, SelectOutput(None, "logits", False))
-    return cls(network, num_classes=num_classes, output_kind="logits", bounds=None, device=torch.device("cpu"),
-               batch_size=512, source="test", sha256="0" * 64)
+from audit.model import TorchModelAdapter
 
 
 class SignalModel(nn.Module):
@@ -57,8 +51,9 @@ def planted(y: np.ndarray, pred: np.ndarray, sensitive: dict[str, np.ndarray], *
 
 
 def context(module: nn.Module, data: AuditData, tmp_path: Path, **kwargs: Any) -> AuditContext:
-    return AuditContext(model=kwargs.pop("adapter", None) or adapter(module, data.num_classes), data=data,
-                        run_dir=tmp_path / "run", seed=0, **kwargs)
+    model = kwargs.pop("adapter", None) or TorchModelAdapter.from_module(module, num_classes=data.num_classes,
+                                                                          batch_size=512)
+    return AuditContext(model=model, data=data, run_dir=tmp_path / "run", seed=0, **kwargs)
 
 
 def fairlearn_frame(y: np.ndarray, pred: np.ndarray, sensitive: Any, pos_label: int) -> Any:

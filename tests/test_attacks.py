@@ -15,22 +15,16 @@ from torch import nn
 from attacks import APGD, FGSM, FMN, PGD, AttackError, AttackNotApplicable, Domain, Square, make_attack
 from attacks.apgd import checkpoints
 from attacks.base import dlr_loss, margin_loss
-from audit.model import AdaptedNetwork, Bounds, PredictFunctionAdapter, SelectOutput, TorchModelAdapter
+from audit.model import Bounds, PredictFunctionAdapter, SelectOutput, TorchModelAdapter
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 CPU = torch.device("cpu")
 
 
-def adapter(module: nn.Module, k: int, bounds: tuple[float, float] | None = (0.0, 1.0)) -> TorchModelAdapter:
-    return TorchModelAdapter(AdaptedNetwork(module, None, SelectOutput(None, "logits", False)), num_classes=k,
-                             output_kind="logits", bounds=Bounds(*bounds) if bounds else None, device=CPU,
-                             batch_size=128, source="test", sha256="0" * 64)
-
-
 @pytest.fixture(scope="module")
 def digits_setup(digits_cnn: Any, digits_test: Any) -> tuple[TorchModelAdapter, np.ndarray, np.ndarray, Domain]:
-    model = adapter(digits_cnn, 10)
+    model = TorchModelAdapter.from_module(digits_cnn, num_classes=10, bounds=(0.0, 1.0), batch_size=128)
     ok = model.predict(digits_test.x) == digits_test.y
     x, y = digits_test.x[ok][:120], digits_test.y[ok][:120]
     return model, x, y, Domain.build(input_shape=x.shape[1:], lower=0.0, upper=1.0)
@@ -41,7 +35,7 @@ def linear_model(w: np.ndarray, b: np.ndarray) -> TorchModelAdapter:
     with torch.no_grad():
         lin.weight.copy_(torch.as_tensor(w))
         lin.bias.copy_(torch.as_tensor(b))
-    return adapter(lin, w.shape[0], bounds=None)
+    return TorchModelAdapter.from_module(lin, num_classes=w.shape[0], batch_size=128)
 
 
 def test_fgsm_on_linear_model_is_x_plus_eps_sign_w() -> None:
@@ -182,7 +176,7 @@ def test_pgd_within_one_point_of_foolbox_and_never_weaker(digits_cnn: Any, digit
         def get_random_start(self, x0: Any, epsilon: float) -> Any:
             return ep.astensor(self.start)
 
-    model = adapter(digits_cnn, 10)
+    model = TorchModelAdapter.from_module(digits_cnn, num_classes=10, bounds=(0.0, 1.0), batch_size=128)
     ok = model.predict(digits_test.x) == digits_test.y
     x, y = digits_test.x[ok], digits_test.y[ok]  # every clean-correct test image (~440)
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)

@@ -24,6 +24,7 @@ import pytest
 import torch
 import yaml
 from plugin_helpers import write_plugin_dist
+from resume_helpers import comparable, comparable_section, resume_notes
 
 from audit.engine.chunks import CHUNKS_DIR, ChunkStore, chunk_seed, plan
 from audit.results import RESULTS_FILE, load_results
@@ -98,12 +99,6 @@ def _nnaudit(args: list[str], env: dict[str, str]) -> subprocess.CompletedProces
                           timeout=WAIT_S, check=False)
 
 
-def _comparable(results: dict[str, Any]) -> dict[str, Any]:
-    return {name: {"status": s["status"], "metrics": s["metrics"], "findings": s["findings"],
-                   "artifacts": s["artifacts"], "fingerprint": s.get("fingerprint")}
-            for name, s in results["sections"].items()}
-
-
 def test_kill_9_inside_robustness_then_resume(setup: dict[str, Any]) -> None:
     out = setup["root"] / "killed"
     chunks = out / "artifacts" / "robustness" / CHUNKS_DIR
@@ -133,8 +128,9 @@ def test_kill_9_inside_robustness_then_resume(setup: dict[str, Any]) -> None:
     again = (chunks / "0.npz").stat()
     assert (again.st_ino, again.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)  # chunk 0 was not redone
     assert sorted(p.name for p in chunks.glob("*.npz")) == ["0.npz", "1.npz", "2.npz", "3.npz"]
-    assert "1 of 4 chunks kept from the interrupted run" in " ".join(final["sections"]["robustness"]["notes"])
-    assert _comparable(final) == _comparable(setup["reference"])
+    assert resume_notes(final["sections"]["robustness"]) == [
+        "1 of 4 chunks kept from the interrupted run (artifacts/robustness/chunks/)"]
+    assert comparable(final) == comparable(setup["reference"])
     # the adversarial examples themselves, not only the metrics
     for name in ("x_adv_linf_eps=0.15.npy",):
         a = np.load(out / "artifacts" / "robustness" / name)
@@ -222,7 +218,7 @@ def test_explanations_in_chunks_resume_and_match_one_pass(make_context: Any, dig
     chunked = {m: a.values.copy() for m, a in ctx.attributions.items()}
     again = ExplanationsSection(chunk_size=4, **params)(ctx)
     assert (chunks / "0.npz").stat().st_mtime_ns == kept and (chunks / "2.npz").exists()
-    assert again.metrics == first.metrics
+    assert comparable_section(again) == comparable_section(first)
 
     whole = make_context(digits_cnn, digits_test, limit=60)
     one = ExplanationsSection(chunk_size=1000, **params)(whole)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from audit.errors import ConfigError
-from audit.model import AdaptedNetwork, Bounds, SelectOutput, TorchModelAdapter
+from audit.model import TorchModelAdapter
 from explain.base import ExplainerError
 from explain.captum_methods import OcclusionExplainer, SaliencyExplainer
 from explain.section import ExplanationsSection
@@ -94,9 +94,7 @@ def test_model_with_its_own_normalization_runs_lrp_without_a_note(make_context: 
 
 
 def test_explainer_bad_arguments_are_explainer_errors(digits_cnn: Any, digits_test: Any) -> None:
-    network = AdaptedNetwork(digits_cnn, None, SelectOutput(None, "logits", False))
-    ad = TorchModelAdapter(network, num_classes=10, output_kind="logits", bounds=Bounds(0.0, 1.0),
-                           device=torch.device("cpu"), batch_size=256, source="test", sha256="0" * 64)
+    ad = TorchModelAdapter.from_module(digits_cnn, num_classes=10, bounds=(0.0, 1.0))
     x = digits_test.x[:3]
     with pytest.raises(ExplainerError, match=r"memory_mb must be positive .*sections\.explanations\.memory_mb"):
         OcclusionExplainer(ad, memory_mb=0)

@@ -16,7 +16,7 @@ from audit.context import AdversarialOutcome, AttributionSet
 from audit.data import AuditData, load_data
 from audit.errors import ConfigError, DataError
 from audit.fairness import NO_SENSITIVE, FairnessSection
-from audit.fairness.section import LABEL_TYPE
+from audit.fairness.params import LABEL_TYPE
 from audit.results import SectionResult
 
 

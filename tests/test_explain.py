@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from audit.model import AdaptedNetwork, Bounds, PredictFunctionAdapter, SelectOutput, TorchModelAdapter
+from audit.model import Bounds, PredictFunctionAdapter, SelectOutput, TorchModelAdapter
 from explain.base import Explainer, ExplainerError
 from explain.captum_methods import (
     DeepLiftExplainer,
@@ -27,14 +27,9 @@ from explain.section import ExplanationsSection
 from explain.shap_methods import ShapDeepExplainer, ShapGradientExplainer, ShapKernelExplainer
 
 UNIT = Bounds(0.0, 1.0)
+DIGITS: dict[str, Any] = {"num_classes": 10, "bounds": UNIT}  # TorchModelAdapter.from_module
 FAST = {"n_samples": 6, "background_size": 16, "lime_samples": 40, "shap_samples": 8, "ig_steps": 16,
         "infidelity_samples": 4, "sensitivity_samples": 2, "stability_samples": 6}
-
-
-def adapter(module: nn.Module, num_classes: int, bounds: Bounds | None = UNIT) -> TorchModelAdapter:
-    network = AdaptedNetwork(module, None, SelectOutput(None, "logits", False))
-    return TorchModelAdapter(network, num_classes=num_classes, output_kind="logits", bounds=bounds,
-                             device=torch.device("cpu"), batch_size=256, source="test", sha256="0" * 64)
 
 
 def outputs(model: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -59,7 +54,7 @@ class FunctionalNet(nn.Module):
 
 
 def test_integrated_gradients_completeness(digits_cnn: Any, digits_test: Any) -> None:
-    ad = adapter(digits_cnn, 10)
+    ad = TorchModelAdapter.from_module(digits_cnn, **DIGITS)
     x = digits_test.x[:16]
     target = ad.predict(x)
     attr = IntegratedGradientsExplainer(ad, n_steps=64).explain(x, target)
@@ -70,7 +65,7 @@ def test_integrated_gradients_completeness(digits_cnn: Any, digits_test: Any) ->
 
 
 def test_deep_explainer_sums_to_output_minus_expected_value(digits_cnn: Any, digits_test: Any) -> None:
-    ad = adapter(digits_cnn, 10)
+    ad = TorchModelAdapter.from_module(digits_cnn, **DIGITS)
     x, background = digits_test.x[:10], digits_test.x[100:140]
     target = ad.predict(x)
     explainer = ShapDeepExplainer(ad, background=background)
@@ -88,7 +83,7 @@ def test_linear_model_attributions_are_weights_times_inputs(rng: np.random.Gener
     linear = nn.Linear(5, 3, bias=False)
     with torch.no_grad():
         linear.weight.copy_(torch.as_tensor(rng.normal(size=(3, 5)), dtype=torch.float32))
-    ad = adapter(linear, 3, bounds=None)
+    ad = TorchModelAdapter.from_module(linear, num_classes=3)
     x = rng.normal(size=(8, 5)).astype(np.float32)
     target = np.array([0, 1, 2, 0, 1, 2, 0, 1])
     w = linear.weight.detach().numpy()[target]
@@ -108,7 +103,7 @@ def test_linear_model_attributions_are_weights_times_inputs(rng: np.random.Gener
 
 def test_lrp_runs_on_cnn_with_flatten_and_leaves_model_usable(digits_cnn: Any, digits_test: Any) -> None:
     assert any(isinstance(m, nn.Flatten) for m in digits_cnn.modules())
-    ad = adapter(digits_cnn, 10)
+    ad = TorchModelAdapter.from_module(digits_cnn, **DIGITS)
     x = digits_test.x[:12]
     before = outputs(digits_cnn, x)
     state = {k: v.clone() for k, v in digits_cnn.state_dict().items()}
@@ -132,7 +127,7 @@ def test_gradient_methods_agree_with_captum_called_per_row(digits_cnn: Any, digi
 
     from explain.lrp import assign_rules
 
-    ad = adapter(digits_cnn, 10)
+    ad = TorchModelAdapter.from_module(digits_cnn, **DIGITS)
     x, background = digits_test.x[:13], digits_test.x[-8:]
     target = ad.predict(x)
     xt, tt = torch.as_tensor(x).requires_grad_(True), torch.as_tensor(target)
@@ -168,7 +163,7 @@ def test_lrp_batch_whose_scores_sum_to_zero_takes_the_per_row_route(digits_test:
     x = digits_test.x[:1]
     x = np.concatenate([x, x])  # scores s and -s: the sum is exactly 0
     target = np.array([0, 1])
-    attr = LRPExplainer(adapter(model, 2)).explain(x, target)
+    attr = LRPExplainer(TorchModelAdapter.from_module(model, num_classes=2, bounds=UNIT)).explain(x, target)
     flat = x.reshape(2, -1).astype(np.float64)
     np.testing.assert_allclose(attr.reshape(2, -1), np.stack([flat[0], -flat[1]]), rtol=1e-4, atol=1e-6)
 
@@ -178,20 +173,23 @@ def test_lrp_names_the_layer_without_a_rule_and_keeps_the_model(digits_test: Any
     x = digits_test.x[:4]
     before = outputs(model, x)
     with pytest.raises(LRPRuleError, match=r"layer '2' \(LayerNorm\) of your model") as failed:
-        LRPExplainer(adapter(model, 10), background=digits_test.x[:8])  # planned before any work
+        # planned before any work
+        LRPExplainer(TorchModelAdapter.from_module(model, **DIGITS), background=digits_test.x[:8])
     with pytest.raises(LRPRuleError, match=r"layer '2' \(LayerNorm\)"):
-        LRPExplainer(adapter(model, 10)).explain(x, np.zeros(4, np.int64))  # no background: at the first call
+        # no background: at the first call
+        LRPExplainer(TorchModelAdapter.from_module(model, **DIGITS)).explain(x, np.zeros(4, np.int64))
     np.testing.assert_array_equal(outputs(model, x), before)
     assert not any(hasattr(m, "rule") for m in model.modules())
     # the hint is valid Python on the user's own model; following it lets LRP run
     assert failed.value.hint.splitlines()[-1] == "model[2].rule = IdentityRule()"
     exec(failed.value.hint, {"model": model})
-    attr = LRPExplainer(adapter(model, 10), background=digits_test.x[:8]).explain(x, np.zeros(4, np.int64))
+    attr = LRPExplainer(TorchModelAdapter.from_module(model, **DIGITS), background=digits_test.x[:8]).explain(
+        x, np.zeros(4, np.int64))
     assert attr.shape == x.shape and np.isfinite(attr).all() and np.abs(attr).sum() > 0
     # GELU and Identity get rules
     ok = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.GELU(), nn.Identity(), nn.Dropout(0.2),
                        nn.Linear(16, 10)).eval()
-    attr = LRPExplainer(adapter(ok, 10)).explain(x, np.zeros(4, np.int64))
+    attr = LRPExplainer(TorchModelAdapter.from_module(ok, **DIGITS)).explain(x, np.zeros(4, np.int64))
     assert attr.shape == x.shape and np.isfinite(attr).all()
 
 
@@ -221,7 +219,7 @@ def test_gradient_methods_refuse_black_box_and_perturbation_methods_run(digits_c
 def test_lime_grid_segmentation_on_small_images(digits_cnn: Any, digits_test: Any) -> None:
     labels = grid_segments(8, 8, 2)
     assert len(np.unique(labels)) == 16
-    ad = adapter(digits_cnn, 10)
+    ad = TorchModelAdapter.from_module(digits_cnn, **DIGITS)
     explainer = LimeExplainer(ad, n_samples=60, background=digits_test.x[:8])
     x = digits_test.x[:2]
     attr = explainer.explain(x, ad.predict(x))
@@ -246,7 +244,7 @@ def test_deep_explainer_fallback_records_a_finding(make_context: Any, digits_tes
 
 
 def test_deletion_auc_ig_beats_random_on_digits(digits_cnn: Any, digits_test: Any, rng: np.random.Generator) -> None:
-    ad = adapter(digits_cnn, 10)
+    ad = TorchModelAdapter.from_module(digits_cnn, **DIGITS)
     x = digits_test.x[:30]
     target = ad.predict(x)
     attr = IntegratedGradientsExplainer(ad).explain(x, target)
@@ -269,7 +267,7 @@ class InputExplainer(Explainer):
 
 
 def test_randomization_check_tells_model_dependent_from_independent(digits_cnn: Any, digits_test: Any) -> None:
-    ad = adapter(digits_cnn, 10)
+    ad = TorchModelAdapter.from_module(digits_cnn, **DIGITS)
     random_ad = randomized_adapter(ad, seed=3)
     x = digits_test.x[:20]
     target = ad.predict(x)

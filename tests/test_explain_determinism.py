@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from audit.model import AdaptedNetwork, Bounds, SelectOutput, TorchModelAdapter
+from audit.model import Bounds, TorchModelAdapter
 from explain.base import Explainer
 from explain.captum_methods import (
     DeepLiftExplainer,
@@ -28,12 +28,6 @@ from explain.quality import sensitivity_max
 from explain.shap_methods import ShapDeepExplainer, ShapGradientExplainer, ShapKernelExplainer, import_shap
 
 SEED = 5
-
-
-def adapter(module: torch.nn.Module, num_classes: int, bounds: Bounds | None) -> TorchModelAdapter:
-    network = AdaptedNetwork(module, None, SelectOutput(None, "logits", False))
-    return TorchModelAdapter(network, num_classes=num_classes, output_kind="logits", bounds=bounds,
-                             device=torch.device("cpu"), batch_size=256, source="test", sha256="0" * 64)
 
 
 ImageFactory = Callable[[TorchModelAdapter, np.ndarray], Explainer]
@@ -59,7 +53,7 @@ def close(a: np.ndarray, b: np.ndarray) -> None:
 
 @pytest.fixture(scope="module")
 def digits_setup(digits_cnn: Any, digits_test: Any) -> tuple[TorchModelAdapter, np.ndarray, np.ndarray, np.ndarray]:
-    ad = adapter(digits_cnn, 10, Bounds(0.0, 1.0))
+    ad = TorchModelAdapter.from_module(digits_cnn, num_classes=10, bounds=Bounds(0.0, 1.0))
     x = digits_test.x[:7]
     return ad, x, ad.predict(x), digits_test.x[-16:]
 
@@ -91,7 +85,7 @@ def test_same_attributions_alone_in_any_batch_at_any_position(method: str, digit
 
 
 def test_lime_tabular_and_kernel_shap_tabular_keyed_per_sample(cancer_mlp: Any, cancer_test: Any) -> None:
-    ad = adapter(cancer_mlp, 2, None)
+    ad = TorchModelAdapter.from_module(cancer_mlp, num_classes=2)
     x, background = cancer_test.x[:6], cancer_test.x[-40:]
     target = ad.predict(x)
     ids = np.arange(6)
@@ -155,7 +149,7 @@ def test_lime_called_directly_per_row_with_the_rows_seed(digits_setup: Any, canc
         sizes = np.bincount(labels.reshape(-1))
         expected = np.array([weights.get(s, 0.0) / sizes[s] for s in range(len(sizes))])[labels]
         np.testing.assert_array_equal(ours[i, 0], expected)
-    tab = adapter(cancer_mlp, 2, None)
+    tab = TorchModelAdapter.from_module(cancer_mlp, num_classes=2)
     rows, reference = cancer_test.x[:3], cancer_test.x[-40:]
     tab_target = tab.predict(rows)
     ours_tab = LimeExplainer(tab, n_samples=60, background=reference, modality="tabular", seed=SEED).explain(
@@ -190,7 +184,7 @@ def test_sensitivity_max_near_zero_radius_is_near_zero(method: str, digits_setup
 
 
 def test_sensitivity_near_zero_on_tabular_lime_and_kernel_shap(cancer_mlp: Any, cancer_test: Any) -> None:
-    ad = adapter(cancer_mlp, 2, None)
+    ad = TorchModelAdapter.from_module(cancer_mlp, num_classes=2)
     x, background = cancer_test.x[:5], cancer_test.x[-40:]
     target, ids = ad.predict(x), np.arange(5)
     for explainer in (LimeExplainer(ad, n_samples=60, background=background, modality="tabular", seed=SEED),

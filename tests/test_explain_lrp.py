@@ -12,16 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from audit.model import AdaptedNetwork, Bounds, Normalize, SelectOutput, TorchModelAdapter
+from audit.model import Normalize, TorchModelAdapter
 from explain.lrp import LRPExplainer, LRPRuleError, plan_rules, python_path
 
 MEAN, STD = 0.3, 0.4
-
-
-def adapter(module: nn.Module, normalize: Normalize | None = None) -> TorchModelAdapter:
-    network = AdaptedNetwork(module, normalize, SelectOutput(None, "logits", False))
-    return TorchModelAdapter(network, num_classes=10, output_kind="logits", bounds=Bounds(0.0, 1.0),
-                             device=torch.device("cpu"), batch_size=256, source="test", sha256="0" * 64)
+DIGITS: dict[str, Any] = {"num_classes": 10, "bounds": (0.0, 1.0)}  # TorchModelAdapter.from_module
 
 
 class MeanStd(nn.Module):
@@ -68,8 +63,9 @@ PREPROCESSING: dict[str, Callable[[], nn.Module]] = {
 def test_lrp_equal_with_normalization_in_the_model_or_in_the_config(kind: str, digits_cnn: Any,
                                                                      digits_test: Any) -> None:
     x = digits_test.x[:24]
-    in_config = adapter(copy.deepcopy(digits_cnn), Normalize([MEAN], [STD], 4))
-    in_model = adapter(nn.Sequential(PREPROCESSING[kind](), *copy.deepcopy(digits_cnn)))
+    in_config = TorchModelAdapter.from_module(copy.deepcopy(digits_cnn), **DIGITS,
+                                              normalize=Normalize([MEAN], [STD], 4))
+    in_model = TorchModelAdapter.from_module(nn.Sequential(PREPROCESSING[kind](), *copy.deepcopy(digits_cnn)), **DIGITS)
     np.testing.assert_allclose(in_model.logits(x).numpy(), in_config.logits(x).numpy(), rtol=1e-5, atol=1e-5)
     target = in_config.predict(x)
     background = digits_test.x[-8:]
@@ -90,11 +86,11 @@ def test_epsilon_rule_on_the_normalization_would_change_the_relevance(digits_cnn
 
     x = digits_test.x[:24]
     model = nn.Sequential(MeanStd(), *copy.deepcopy(digits_cnn))
-    passed = LRPExplainer(adapter(model), background=x[:4])
+    passed = LRPExplainer(TorchModelAdapter.from_module(model, **DIGITS), background=x[:4])
     target = passed.adapter.predict(x)
     plain = passed.explain(x, target)
     model[0].rule = EpsilonRule()  # a user's own rule wins
-    epsilon = LRPExplainer(adapter(model), background=x[:4]).explain(x, target)
+    epsilon = LRPExplainer(TorchModelAdapter.from_module(model, **DIGITS), background=x[:4]).explain(x, target)
     change = np.abs(epsilon - plain).sum(axis=(1, 2, 3)) / np.abs(plain).sum(axis=(1, 2, 3))
     assert change.mean() > 0.3  # 0.88 on 100 digits
 
@@ -107,7 +103,7 @@ def test_only_the_input_chain_is_preprocessing(digits_test: Any) -> None:
     swish = Lambda(lambda x: x * torch.sigmoid(x))
     model = nn.Sequential(MeanStd(), nn.Conv2d(1, 4, 3, padding=1), scale, swish, nn.Flatten(),
                           nn.Linear(256, 10)).eval()
-    network = adapter(model).network
+    network = TorchModelAdapter.from_module(model, **DIGITS).network
     plan = plan_rules(copy.deepcopy(network), torch.as_tensor(digits_test.x[:1]))
     assert plan.preprocessing == ["normalize", "network.0"]
     assert plan.kinds["network.2"] == "epsilon" and plan.kinds["network.3"] == "identity"
@@ -148,17 +144,17 @@ def test_rule_hint_is_valid_python_on_the_users_module_path(shape_changing: bool
     torch.manual_seed(0)
     model = Net().eval()
     with pytest.raises(LRPRuleError) as failed:
-        LRPExplainer(adapter(model), background=digits_test.x[:4])
+        LRPExplainer(TorchModelAdapter.from_module(model, **DIGITS), background=digits_test.x[:4])
     hint = failed.value.hint
     assert hint.splitlines()[-1] == expected
     assert hint in str(failed.value).replace("\n    ", "\n") and "sections.explanations.methods" in str(failed.value)
     exec(hint, {"model": model})
     if shape_changing:  # the next layer without a rule is named the same way
         with pytest.raises(LRPRuleError, match=r"'encoder\.4\.norm' \(LayerNorm\)") as again:
-            LRPExplainer(adapter(model), background=digits_test.x[:4])
+            LRPExplainer(TorchModelAdapter.from_module(model, **DIGITS), background=digits_test.x[:4])
         exec(again.value.hint, {"model": model})
     x = digits_test.x[:4]
-    attr = LRPExplainer(adapter(model), background=x).explain(x, np.zeros(4, np.int64))
+    attr = LRPExplainer(TorchModelAdapter.from_module(model, **DIGITS), background=x).explain(x, np.zeros(4, np.int64))
     assert np.isfinite(attr).all() and np.abs(attr).sum() > 0
 
 

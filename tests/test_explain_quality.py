@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from audit.model import AdaptedNetwork, Bounds, SelectOutput, TorchModelAdapter
+from audit.model import Bounds, TorchModelAdapter
 from explain.captum_methods import IntegratedGradientsExplainer, OcclusionExplainer, SaliencyExplainer
 from explain.keys import sample_rng
 from explain.lime_methods import LimeExplainer
@@ -37,12 +37,6 @@ TINY_MB = 0.05
 UNIT = Bounds(0.0, 1.0)  # a budget that forces one-row and few-window chunks on 8x8 digits
 
 
-def adapter(module: torch.nn.Module, num_classes: int = 10, bounds: Bounds | None = UNIT) -> Any:
-    network = AdaptedNetwork(module, None, SelectOutput(None, "logits", False))
-    return TorchModelAdapter(network, num_classes=num_classes, output_kind="logits", bounds=bounds,
-                             device=torch.device("cpu"), batch_size=256, source="test", sha256="0" * 64)
-
-
 class Rows:
     """Counts the largest number of rows one forward pass of the network saw."""
 
@@ -61,7 +55,7 @@ def test_occlusion_in_chunks_equals_captum_with_every_window_at_once(digits_cnn:
     from captum.attr import Occlusion
 
     x = digits_test.x[:12]
-    ad = adapter(copy.deepcopy(digits_cnn))
+    ad = TorchModelAdapter.from_module(copy.deepcopy(digits_cnn), num_classes=10, bounds=UNIT)
     target = ad.predict(x)
     rows = Rows(ad.network)
     explainer = OcclusionExplainer(ad, memory_mb=TINY_MB, batch_size=12)
@@ -77,7 +71,7 @@ def test_occlusion_in_chunks_equals_captum_with_every_window_at_once(digits_cnn:
 
 def test_feature_ablation_kernel_shap_and_lime_unchanged_by_the_budget(cancer_mlp: Any, cancer_test: Any,
                                                                        digits_cnn: Any, digits_test: Any) -> None:
-    tab = adapter(cancer_mlp, 2, None)
+    tab = TorchModelAdapter.from_module(cancer_mlp, num_classes=2)
     x, background = cancer_test.x[:6], cancer_test.x[-30:]
     target = tab.predict(x)
     rows = Rows(tab.network)
@@ -89,7 +83,7 @@ def test_feature_ablation_kernel_shap_and_lime_unchanged_by_the_budget(cancer_ml
         small = cls(tab, memory_mb=TINY_MB / 10, **common)
         np.testing.assert_allclose(small.explain(x, target), whole, rtol=1e-5, atol=1e-5, err_msg=cls.method)
         assert rows.most <= small.eval_rows(torch.as_tensor(x[:1])) < 60, cls.method  # it did split them
-    img = adapter(digits_cnn)
+    img = TorchModelAdapter.from_module(digits_cnn, num_classes=10, bounds=UNIT)
     xi = digits_test.x[:3]
     ti = img.predict(xi)
     whole = LimeExplainer(img, n_samples=60).explain(xi, ti)
@@ -100,7 +94,7 @@ def test_feature_ablation_kernel_shap_and_lime_unchanged_by_the_budget(cancer_ml
 
 
 def test_ig_unchanged_by_the_budget(digits_cnn: Any, digits_test: Any) -> None:
-    ad = adapter(digits_cnn)
+    ad = TorchModelAdapter.from_module(digits_cnn, num_classes=10, bounds=UNIT)
     x = digits_test.x[:10]
     target = ad.predict(x)
     np.testing.assert_allclose(IntegratedGradientsExplainer(ad, memory_mb=TINY_MB).explain(x, target),
@@ -110,7 +104,7 @@ def test_ig_unchanged_by_the_budget(digits_cnn: Any, digits_test: Any) -> None:
 def test_infidelity_equals_captum_on_the_same_perturbations_in_any_chunks(digits_cnn: Any, digits_test: Any) -> None:
     from captum.metrics import infidelity as captum_infidelity
 
-    ad = adapter(digits_cnn)
+    ad = TorchModelAdapter.from_module(digits_cnn, num_classes=10, bounds=UNIT)
     x = digits_test.x[:9]
     target = ad.predict(x)
     attr = SaliencyExplainer(ad).explain(x, target)
@@ -142,7 +136,7 @@ def test_infidelity_equals_captum_on_the_same_perturbations_in_any_chunks(digits
 
 
 def test_sensitivity_and_deletion_unchanged_by_chunks(digits_cnn: Any, digits_test: Any) -> None:
-    ad = adapter(digits_cnn)
+    ad = TorchModelAdapter.from_module(digits_cnn, num_classes=10, bounds=UNIT)
     x = digits_test.x[:8]
     target, ids = ad.predict(x), np.arange(8)
     explainer = SaliencyExplainer(ad)
@@ -183,7 +177,7 @@ def test_mean_baseline_is_not_free_on_zero_pixels_and_random_order_starts_with_i
 
 
 def test_cascade_randomizes_from_the_top_with_layer_keyed_weights(digits_cnn: Any, digits_test: Any) -> None:
-    ad = adapter(digits_cnn)
+    ad = TorchModelAdapter.from_module(digits_cnn, num_classes=10, bounds=UNIT)
     layers = cascade_layers(ad, digits_test.x[:1])
     assert layers == ["8", "6", "2", "0"]  # Linear out, Linear hidden, Conv, Conv: output layer first
     assert cascade_steps(layers, 5) == [1, 2, 3, 4] and cascade_steps(layers, 2) == [1, 4]
@@ -204,7 +198,7 @@ def test_sign_randomized_control_fails_where_the_signed_check_would_pass(digits_
     """Adebayo et al.: similarity of |attribution|. The control keeps IG's magnitudes and draws random signs: it
     does not depend on the model at all. Its signed Spearman is near 0 (the old check passed it); on |attribution|
     it is 1 (fails). IG itself after full randomization is well below."""
-    ad = adapter(digits_cnn)
+    ad = TorchModelAdapter.from_module(digits_cnn, num_classes=10, bounds=UNIT)
     x = digits_test.x[:20]
     target, ids = ad.predict(x), np.arange(20)
     ig = IntegratedGradientsExplainer(ad).explain(x, target, ids)

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from fairness_helpers import SignalModel, context, fairlearn_frame, planted, signal_data
-from fairness_helpers import adapter as _adapter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from plugin_helpers import validate_section
@@ -441,7 +440,7 @@ def test_robustness_disparity_without_second_attack_pass(tmp_path: Path) -> None
     data = _margin_data(800, 0)
     model = SignalModel(flip=False)
     adversarial = _fgsm_outcomes(model, data, [0.05, 0.1, 0.2])
-    adapter = _adapter(model, 2, NoForwardAdapter)
+    adapter = NoForwardAdapter.from_module(model, num_classes=2, batch_size=512)
     NoForwardAdapter.rows_seen = 0
     ctx = context(model, data, tmp_path, adapter=adapter)
     ctx.adversarial = adversarial

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audit.errors import DataError
-from audit.fairness.datasets import (
+from audit.data.fairness import (
     ADULT_COLUMNS,
     GERMAN_COLUMNS,
     load_adult,
@@ -16,6 +15,7 @@ from audit.fairness.datasets import (
     load_fairness_dataset,
     load_german,
 )
+from audit.errors import DataError
 
 WORKCLASS = ("Private", "Self-emp-not-inc", "State-gov", "?")
 RACES = ("White", "Black", "Asian-Pac-Islander")

@@ -22,19 +22,14 @@ from attacks import Domain, make_attack
 from attacks.base import Attack
 from audit.device import BackoffLog, is_out_of_memory, run_halving
 from audit.errors import ConfigError
-from audit.model import AdaptedNetwork, Bounds, SelectOutput, TorchModelAdapter
+from audit.model import SelectOutput, TorchModelAdapter
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 HAS_CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device on this machine (torch.cuda.is_available() is "
                                 "False); run benchmarks/gpu_check.py on a GPU machine")
+DIGITS: dict[str, Any] = {"num_classes": 10, "bounds": (0.0, 1.0)}  # TorchModelAdapter.from_module
 DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=needs_cuda)]
-
-
-def adapter(module: nn.Module, device: str = "cpu", batch_size: int = 256, k: int = 10) -> TorchModelAdapter:
-    network = AdaptedNetwork(module, None, SelectOutput(None, "logits", False))
-    return TorchModelAdapter(network, num_classes=k, output_kind="logits", bounds=Bounds(0.0, 1.0),
-                             device=torch.device(device), batch_size=batch_size, source="test", sha256="0" * 64)
 
 
 class RunsOutOfMemory(nn.Module):
@@ -70,11 +65,11 @@ def test_attack_halves_the_batch_on_out_of_memory_and_records_it(digits_cnn: nn.
     flaky = RunsOutOfMemory(digits_cnn, limit=16)
     attack = make_attack("pgd", norm="linf", steps=5)
     attack.random_start = False  # type: ignore[attr-defined]  # deterministic: the same answer at any batching
-    out = attack(adapter(flaky), x, y, eps=0.1, domain=domain, batch_size=64)
+    out = attack(TorchModelAdapter.from_module(flaky, **DIGITS), x, y, eps=0.1, domain=domain, batch_size=64)
     # 48 rows > 16: halved to 24, still > 16: halved to 12, which fits; later batches stay at 12
     assert out.settings["out_of_memory_backoff"] == "64 -> 24 -> 12" and out.settings["batch_size"] == 12
     assert flaky.refused == 2
-    reference = attack(adapter(digits_cnn), x, y, eps=0.1, domain=domain, batch_size=12)
+    reference = attack(TorchModelAdapter.from_module(digits_cnn, **DIGITS), x, y, eps=0.1, domain=domain, batch_size=12)
     np.testing.assert_array_equal(out.x_adv, reference.x_adv)  # the same batches, so the same numbers
     np.testing.assert_array_equal(out.success, reference.success)
     assert "out_of_memory_backoff" not in reference.settings and reference.settings["batch_size"] == 12
@@ -82,7 +77,7 @@ def test_attack_halves_the_batch_on_out_of_memory_and_records_it(digits_cnn: nn.
 
 def test_logits_back_off_and_other_errors_pass_through(digits_cnn: nn.Module, digits_test: Any) -> None:
     flaky = RunsOutOfMemory(digits_cnn, limit=50)
-    model = adapter(flaky, batch_size=200)
+    model = TorchModelAdapter.from_module(flaky, **DIGITS, batch_size=200)
     logits = model.logits(digits_test.x)
     assert torch.allclose(logits, digits_cnn(torch.from_numpy(digits_test.x)), rtol=0,
                           atol=1e-5 * float(logits.abs().max()))
@@ -99,7 +94,8 @@ def test_settings_table_shows_the_back_off(digits_cnn: nn.Module, digits_test: A
     from attacks.section import RobustnessSection
 
     flaky = RunsOutOfMemory(digits_cnn, limit=20)
-    ctx = make_context(adapter(flaky, batch_size=40), digits_test, limit=40, batch_size=40)
+    ctx = make_context(TorchModelAdapter.from_module(flaky, **DIGITS, batch_size=40), digits_test, limit=40,
+                       batch_size=40)
     ctx.model.backoff = BackoffLog()
     result = RobustnessSection(eps=[0.1], attacks=["fgsm"], minimal_samples=0, red_flags=False, gallery_size=0)(ctx)
     assert result.status == "ok", result.error
@@ -147,7 +143,7 @@ def test_the_trap_sees_host_copies(no_host_copies: list[str]) -> None:
 def test_attack_loops_stay_on_the_device(name: str, device: str, digits_cnn: nn.Module, digits_attack_data: Any,
                                          no_host_copies: list[str]) -> None:
     x, y, domain = digits_attack_data
-    model = adapter(copy.deepcopy(digits_cnn), device)
+    model = TorchModelAdapter.from_module(copy.deepcopy(digits_cnn), **DIGITS, device=device)
     attack: Attack = make_attack(name, norm="linf", steps=5, queries=30)
     xb, yb = torch.as_tensor(x[:16], device=device), torch.as_tensor(y[:16], device=device)
     forward = attack._forward(model)
@@ -162,7 +158,7 @@ def test_gradient_explainers_stay_on_the_device(method: str, device: str, digits
                                                 no_host_copies: list[str]) -> None:
     from explain.section import explainer_classes
 
-    model = adapter(copy.deepcopy(digits_cnn), device)
+    model = TorchModelAdapter.from_module(copy.deepcopy(digits_cnn), **DIGITS, device=device)
     explainer = explainer_classes()[method](model, seed=0, background=digits_test.x[:8], modality="image")
     x = torch.as_tensor(digits_test.x[:4], device=device).requires_grad_(True)
     explainer.batch_ids = np.arange(4)
@@ -188,13 +184,14 @@ def _config(**extra: Any) -> Any:
     return parse_config({"model": {"factory": "audit.zoo:digits_cnn"}, "data": {"source": "digits"}, **extra})
 
 
-def test_bf16_autocast_is_used_and_kept_when_robust_accuracy_holds(digits_cnn: nn.Module, digits_test: Any) -> None:
-    from audit.precision import prepare_execution
+def test_bf16_autocast_is_used_and_kept_when_robust_accuracy_holds(digits_cnn: nn.Module, digits_test: Any,
+                                                                    make_context: Any) -> None:
+    from audit.engine.execution import prepare_execution
 
-    model = adapter(digits_cnn)
+    model = TorchModelAdapter.from_module(digits_cnn, **DIGITS)
     x = torch.from_numpy(digits_test.x[:64])
     fp32 = model.forward(x)
-    prepare_execution(model, _config(precision="bf16", seed=1), digits_test)
+    prepare_execution(make_context(model, digits_test, seed=1), _config(precision="bf16", seed=1))
     check = model.precision_check
     assert check is not None and check["requested"] == "bf16" and check["samples"] == min(400, len(digits_test.y))
     assert check["accepted"] == (check["difference_points"] < 0.5)
@@ -211,27 +208,27 @@ def test_bf16_autocast_is_used_and_kept_when_robust_accuracy_holds(digits_cnn: n
     assert model.describe()["precision"] == "bf16" and "precision_check" in model.describe()
 
 
-def test_bf16_refused_when_it_moves_robust_accuracy(digits_cnn: nn.Module, digits_test: Any) -> None:
-    from audit.precision import prepare_execution
+def test_bf16_refused_when_it_moves_robust_accuracy(digits_cnn: nn.Module, digits_test: Any, make_context: Any) -> None:
+    from audit.engine.execution import prepare_execution
 
-    model = adapter(nn.Sequential(digits_cnn, LargeOffset()))
-    prepare_execution(model, _config(precision="bf16"), digits_test)
+    model = TorchModelAdapter.from_module(nn.Sequential(digits_cnn, LargeOffset()), **DIGITS)
+    prepare_execution(make_context(model, digits_test), _config(precision="bf16"))
     check = model.precision_check
     assert check is not None and not check["accepted"] and check["difference_points"] >= 0.5
     assert model.precision == "fp32"
     assert "refused, the run uses fp32" in check["note"]
 
 
-def test_precision_and_compile_are_refused_for_black_boxes(digits_test: Any) -> None:
+def test_precision_and_compile_are_refused_for_black_boxes(digits_test: Any, make_context: Any) -> None:
+    from audit.engine.execution import prepare_execution
     from audit.model import PredictFunctionAdapter
-    from audit.precision import prepare_execution
 
     box = PredictFunctionAdapter(lambda a: np.zeros((len(a), 10)), SelectOutput(None, "logits", False),
                                  num_classes=10, output_kind="logits", bounds=None, device=torch.device("cpu"),
                                  batch_size=8, source="x", sha256="0" * 64)
     for extra, key in (({"precision": "fp16"}, "precision"), ({"compile": True}, "compile")):
         with pytest.raises(ConfigError, match="applies to torch models") as info:
-            prepare_execution(box, _config(**extra), digits_test)
+            prepare_execution(make_context(box, digits_test), _config(**extra))
         assert info.value.key == key
 
 
@@ -251,6 +248,49 @@ def test_run_records_the_precision_check(tmp_path: Path, digits_cnn: nn.Module) 
     assert model["precision"] == ("bf16" if model["precision_check"]["accepted"] else "fp32")
 
 
+
+def test_precision_check_is_a_section_capability(digits_cnn: nn.Module, digits_test: Any, make_context: Any,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine asks the enabled sections (``SectionPlugin.check_precision``) in order, the first record wins;
+    without one it borrows the registered robustness plugin, which checks at its default threat (L-inf PGD at
+    1/32 of the input range), not at the defaults of a robustness section (APGD-CE at eps 0.1)."""
+    import attacks.precision
+    from attacks.section import RobustnessSection
+    from audit.engine.execution import prepare_execution
+    from audit.plugin import SectionPlugin
+
+    asked: list[dict[str, Any]] = []
+
+    def measured(adapter: Any, data: Any, **kwargs: Any) -> dict[str, Any]:  # what the attacks would measure
+        asked.append(kwargs)
+        return {"requested": kwargs["precision"], "accepted": True, "note": f"checked with {kwargs['attack']}"}
+
+    monkeypatch.setattr(attacks.precision, "check_precision", measured)
+
+    class OwnCheck(SectionPlugin):
+        name = "own_check"
+
+        def run(self, ctx: Any, result: Any) -> None:
+            raise AssertionError("not run")
+
+        def check_precision(self, ctx: Any, precision: str, *, configured: bool = True) -> dict[str, Any] | None:
+            return {"requested": precision, "accepted": False, "note": "refused by own_check"}
+
+    model = TorchModelAdapter.from_module(digits_cnn, **DIGITS)
+    ctx = make_context(model, digits_test, seed=4, batch_size=64)
+    prepare_execution(ctx, _config(precision="bf16"), [OwnCheck(), RobustnessSection(eps=[0.05, 0.2])])
+    assert model.precision_check == {"requested": "bf16", "accepted": False, "note": "refused by own_check"}
+    assert model.precision == "fp32" and asked == []
+    prepare_execution(ctx, _config(precision="bf16"), [RobustnessSection(eps=[0.3, 0.05, 0.2], attacks=["square",
+                                                                                                      "fgsm"])])
+    assert asked[-1] == {"precision": "bf16", "norm": "linf", "eps": 0.2, "attack": "fgsm", "seed": 4,
+                         "batch_size": 64}
+    prepare_execution(ctx, _config(precision="fp16"))  # no section checks it: the registry's robustness plugin
+    assert asked[-1] == {"precision": "fp16", "norm": "linf", "eps": 1 / 32, "attack": "pgd", "seed": 4,
+                         "batch_size": 64}
+    assert model.precision == "fp16" and model.precision_check["note"] == "checked with pgd"
+
+
 # --- torch.compile -------------------------------------------------------------------------------
 
 
@@ -265,12 +305,12 @@ def test_compile_matches_eager_or_says_how_to_turn_it_off(monkeypatch: pytest.Mo
     with monkeypatch.context() as patch:
         patch.setattr(torch, "compile", broken)
         with pytest.raises(ConfigError, match="Set compile: false") as info:
-            adapter(tiny, k=3).compile(x)
+            TorchModelAdapter.from_module(tiny, num_classes=3, bounds=(0.0, 1.0)).compile(x)
         assert info.value.key == "compile"
     if os.environ.get("NNAUDIT_TEST_COMPILE", "0") != "1":
         pytest.skip("a real torch.compile takes minutes on a shared 2-core CPU; NNAUDIT_TEST_COMPILE=1 runs it "
                     "(benchmarks/gpu_check.py sets it)")
-    model = adapter(tiny, k=3)
+    model = TorchModelAdapter.from_module(tiny, num_classes=3, bounds=(0.0, 1.0))
     eager = model.forward(x.clone().requires_grad_(True))
     model.compile(x)
     assert model.compiled and model.describe()["compiled"] is True
@@ -293,7 +333,8 @@ def test_cuda_robustness_section_matches_cpu_clean_accuracy(digits_cnn: nn.Modul
     params = {"eps": [0.1], "attacks": ["apgd_ce", "square"], "steps": 10, "square_queries": 50,
               "minimal_samples": 8, "check_samples": 8, "gallery_size": 0}
     cpu = RobustnessSection(**params)(make_context(digits_cnn, digits_test, limit=100))
-    cuda_ctx = make_context(adapter(copy.deepcopy(digits_cnn), "cuda"), digits_test, limit=100)
+    cuda_ctx = make_context(TorchModelAdapter.from_module(copy.deepcopy(digits_cnn), **DIGITS, device="cuda"),
+                            digits_test, limit=100)
     gpu = RobustnessSection(**params)(cuda_ctx)
     assert gpu.status == "ok", gpu.error
     assert gpu.metrics["robustness.clean_accuracy"] == cpu.metrics["robustness.clean_accuracy"]
@@ -306,11 +347,11 @@ def test_cuda_robustness_section_matches_cpu_clean_accuracy(digits_cnn: nn.Modul
 
 
 @needs_cuda
-def test_cuda_bf16_check_on_the_demo_cnn(digits_cnn: nn.Module, digits_test: Any) -> None:
-    from audit.precision import prepare_execution
+def test_cuda_bf16_check_on_the_demo_cnn(digits_cnn: nn.Module, digits_test: Any, make_context: Any) -> None:
+    from audit.engine.execution import prepare_execution
 
-    model = adapter(copy.deepcopy(digits_cnn), "cuda")
-    prepare_execution(model, _config(precision="bf16"), digits_test)
+    model = TorchModelAdapter.from_module(copy.deepcopy(digits_cnn), **DIGITS, device="cuda")
+    prepare_execution(make_context(model, digits_test), _config(precision="bf16"))
     assert model.precision_check is not None
     assert model.precision_check["accepted"] == (model.precision_check["difference_points"] < 0.5)
 
@@ -320,13 +361,15 @@ def test_explainer_halves_its_batch_on_out_of_memory(digits_cnn: nn.Module, digi
     from explain.captum_methods import GradientShapExplainer
 
     x, y = digits_test.x[:12], digits_test.y[:12]
-    flaky = adapter(RunsOutOfMemory(digits_cnn, limit=4 * 8))  # GradientShap evaluates 8 noisy copies per row
+    # GradientShap evaluates 8 noisy copies per row
+    flaky = TorchModelAdapter.from_module(RunsOutOfMemory(digits_cnn, limit=4 * 8), **DIGITS)
     common: dict[str, Any] = {"seed": 3, "background": digits_test.x[20:40], "modality": "image", "n_samples": 8}
     explainer = GradientShapExplainer(flaky, batch_size=12, **common)
     values = explainer.explain(x, y, np.arange(12))
     assert explainer.batch_size == 3 and flaky.backoff.chain("explainer gradient_shap") == "12 -> 6 -> 3"
     assert explainer.notes and "out of memory" in explainer.notes[0]
-    reference = GradientShapExplainer(adapter(digits_cnn), batch_size=3, **common).explain(x, y, np.arange(12))
+    reference = GradientShapExplainer(TorchModelAdapter.from_module(digits_cnn, **DIGITS), batch_size=3,
+                                      **common).explain(x, y, np.arange(12))
     np.testing.assert_array_equal(values, reference)
 
 

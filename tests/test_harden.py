@@ -21,20 +21,14 @@ from audit.config import parse_config
 from audit.data import stratified_subset
 from audit.errors import ConfigError
 from audit.harden import harden, training_data_config
-from audit.model import AdaptedNetwork, Bounds, SelectOutput, TorchModelAdapter
+from audit.model import TorchModelAdapter
 
 DIGITS = Domain.build(input_shape=(1, 8, 8), lower=0.0, upper=1.0)
 
 
-def adapter(module: torch.nn.Module) -> TorchModelAdapter:
-    network = AdaptedNetwork(module.eval(), None, SelectOutput(None, "logits", False))
-    return TorchModelAdapter(network, num_classes=10, output_kind="logits", bounds=Bounds(0.0, 1.0),
-                             device=torch.device("cpu"), batch_size=256, source="test", sha256="0" * 64)
-
-
 def worst_case(module: torch.nn.Module, x: np.ndarray, y: np.ndarray, eps: float) -> tuple[float, float]:
     """(clean accuracy, robust accuracy under APGD-CE and APGD-DLR at L-inf eps, per-sample worst case)."""
-    model = adapter(module)
+    model = TorchModelAdapter.from_module(module, num_classes=10, bounds=(0.0, 1.0))
     clean = model.predict(x) == y
     robust = clean.copy()
     for loss in ("ce", "dlr"):
@@ -79,7 +73,7 @@ def test_distillation_is_exposed_by_margin_attacks_and_red_flags(digits_train: A
                   params=TrainingParams(method="distillation", epochs=20, temperature=100, lr=3e-3))
     index = stratified_subset(digits_test.y, 200, 0)
     x, y = digits_test.x[index], digits_test.y[index]
-    net = adapter(model)
+    net = TorchModelAdapter.from_module(model, num_classes=10, bounds=(0.0, 1.0))
     clean = net.predict(x) == y
     ce = float((clean & ~PGD(norm="linf", steps=20)(net, x, y, eps=0.1, domain=DIGITS).success).mean())
     dlr = float((clean & ~APGD(norm="linf", steps=20, loss="dlr")(net, x, y, eps=0.1, domain=DIGITS).success).mean())

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import pytest
 import torch
 import yaml
 from plugin_helpers import registered_plugins
+from resume_helpers import comparable
 
 from audit.cli import EXIT_SECTION_ERROR, main
 from audit.config import parse_config
@@ -199,6 +202,55 @@ def test_a_lock_from_another_host_counts_by_its_heartbeat(tmp_path: Path) -> Non
     assert inspect_lock(out).state == "stale"
 
 
+
+HOLDER = """
+import sys
+from audit.engine import lock
+lock._hostname = lambda: "elsewhere.example"  # a holder on another machine: readers go by its heartbeat
+held = lock.RunLock(sys.argv[1], heartbeat_s=0.05)
+held.acquire()
+print("held", flush=True)
+sys.stdin.read()  # hold until killed
+"""
+
+
+def test_the_heartbeat_thread_keeps_a_lock_held_until_its_holder_dies(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run on another host holds the directory: nobody but its heartbeat thread touches the lock, yet a lock
+    that looked long dead turns fresh again and readers see it held; once the holder is killed (no release),
+    the file ages and readers see it stale."""
+    from audit.engine import lock
+
+    out = tmp_path / "r"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
+                                                                   os.environ.get("PYTHONPATH")) if p)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held", holder.stderr
+        path = out / LOCK_FILE
+        long_ago = time.time() - 1000
+        os.utime(path, (long_ago, long_ago))  # as if its last heartbeat were 1000 s ago
+        deadline = time.monotonic() + 120
+        while path.stat().st_mtime < long_ago + 500:  # wait for the holder's thread to touch it again
+            assert holder.poll() is None, holder.communicate()
+            assert time.monotonic() < deadline, "the heartbeat never touched the lock"
+            time.sleep(0.02)
+        info = inspect_lock(out)
+        assert (info.state, info.host) == ("held", "elsewhere.example")
+        assert info.heartbeat_age_s is not None and info.heartbeat_age_s < lock.STALE_AFTER_S
+    finally:
+        holder.kill()
+        holder.communicate(timeout=60)
+    assert path.exists()  # killed: never released
+    last = path.stat().st_mtime_ns
+    monkeypatch.setattr(lock, "STALE_AFTER_S", 1.0)
+    deadline = time.monotonic() + 120
+    while inspect_lock(out).state != "stale":
+        assert time.monotonic() < deadline, "a dead holder's lock never went stale"
+        time.sleep(0.05)
+    assert path.stat().st_mtime_ns == last  # nothing touched it after the holder died
+
 # -- resume decisions -------------------------------------------------------------------------
 
 
@@ -216,6 +268,10 @@ def test_resume_keeps_unchanged_sections_only(tmp_path: Path, weights: Path) -> 
     assert changed["manifest"]["resumes"][-1]["kept"] == ["performance"]
     assert changed["sections"]["performance"] == first["sections"]["performance"]
     assert changed["sections"]["imbalance"]["params"]["n_bins"] == 7
+    # what runs again equals a fresh run of the same config, tables and notes included
+    fresh = run_audit(parse_config(_config(weights, {"performance": {}, "imbalance": {"n_bins": 7}})),
+                      tmp_path / "fresh")
+    assert comparable(changed) == comparable(fresh)
     # another seed (or model, or data): nothing kept
     reseeded = run_audit(parse_config(_config(weights, seed=5)), out, existing="resume")
     assert reseeded["manifest"]["resumes"][-1]["kept"] == []
@@ -241,6 +297,29 @@ def test_resume_from_the_run_directory_alone(tmp_path: Path, weights: Path,
     assert load_results(out)["manifest"]["resumes"][-1]["kept"] == ["performance", "imbalance"]
     assert "nnaudit: [1/2] performance kept from the previous run" in capsys.readouterr().err.splitlines()
 
+
+def test_resume_reruns_a_section_whose_checkpoint_holds_the_removed_shared_store(
+        tmp_path: Path, weights: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A checkpoint from a version that had ``ctx.shared`` (a 'shared' store) cannot be put back: the section
+    runs again, the log says why, and the sections that do not read it are kept."""
+    out = tmp_path / "r"
+    first = run_audit(parse_config(_config(weights)), out)
+    checkpoint.save(out / "artifacts" / "performance" / "context.npz", {"shared": {"threshold": 0.5}})
+    results = json.loads((out / RESULTS_FILE).read_text(encoding="utf-8"))
+    results["sections"]["performance"]["context"] = "artifacts/performance/context.npz"
+    (out / RESULTS_FILE).write_text(json.dumps(results), encoding="utf-8")
+    nnaudit_log = logging.getLogger("nnaudit")  # the CLI tests leave it not propagating: listen on it directly
+    nnaudit_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("INFO", logger="nnaudit"):
+            again = run_audit(parse_config(_config(weights)), out, existing="resume")
+    finally:
+        nnaudit_log.removeHandler(caplog.handler)
+    assert again["manifest"]["resumes"][-1]["kept"] == ["imbalance"]
+    assert "resume: 'performance' runs again: its saved outputs cannot be read (the checkpoint holds the store " \
+           "'shared' of ctx.shared, which nnaudit no longer has (nothing read it))" in caplog.messages
+    assert again["sections"]["performance"]["metrics"] == first["sections"]["performance"]["metrics"]
+    assert "context" not in again["sections"]["performance"]  # performance leaves nothing for later sections
 
 def test_context_checkpoint_round_trip(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
-from audit.metrics import ImbalanceSection, PerformanceSection, expected_calibration_error
+from audit.performance import ImbalanceSection, PerformanceSection, expected_calibration_error
 
 
 def _run(plugin: Any, ctx: Any) -> Any:

@@ -138,3 +138,48 @@ def test_black_box_predict_function() -> None:
 def test_model_that_fails_on_the_data_shape() -> None:
     with pytest.raises(ModelError, match=r"inputs of shape \[20, 4\]"):
         _load(factory="toy_models:linear", kwargs={"in_features": 7})
+
+
+def test_from_module_equals_the_adapter_a_config_builds() -> None:
+    """``TorchModelAdapter.from_module`` (a network in memory) gives what ``load_model`` builds from a config:
+    the same logits, gradients, hash, frozen eval-mode network and normalization inside."""
+    from toy_models import image_linear
+
+    from audit.model import Normalize, TorchModelAdapter
+
+    images = np.random.default_rng(1).random((6, 2, 3, 3)).astype(np.float32)
+    mean, std = [0.5, 0.25], [0.2, 0.4]
+    loaded = load_model(ModelConfig(factory="toy_models:image_linear", normalization={"mean": mean, "std": std}),
+                        num_classes=3, sample=images, device=torch.device("cpu"), batch_size=4,
+                        default_bounds=Bounds(0.0, 1.0))
+    module = image_linear().train()
+    wrapped = TorchModelAdapter.from_module(module, num_classes=3, bounds=(0.0, 1.0), batch_size=4,
+                                            normalize=Normalize(mean, std, images.ndim))
+    assert not module.training and all(not p.requires_grad for p in module.parameters())
+    assert wrapped.bounds == Bounds(0.0, 1.0) and wrapped.device == torch.device("cpu") and wrapped.batch_size == 4
+    assert wrapped.sha256 == loaded.sha256 and wrapped.source == "Sequential"
+    assert torch.equal(wrapped.logits(images), loaded.logits(images))
+    grads = []
+    for adapter in (wrapped, loaded):
+        x = torch.from_numpy(images).requires_grad_(True)
+        (grad,) = torch.autograd.grad(adapter.forward(x).sum(), x)
+        grads.append(grad)
+    assert torch.equal(grads[0], grads[1]) and grads[0].abs().sum() > 0
+
+
+def test_from_module_output_kinds_and_selection() -> None:
+    from toy_models import dict_model, softmax_model
+
+    from audit.model import TorchModelAdapter
+
+    probs = softmax_model()
+    adapter = TorchModelAdapter.from_module(probs, num_classes=3, output_kind="probabilities")
+    assert adapter.bounds is None and adapter.output_kind == "probabilities"
+    assert torch.allclose(adapter.probabilities(X), probs(torch.from_numpy(X)), atol=1e-6)
+    scores = TorchModelAdapter.from_module(dict_model(), num_classes=3, output_key="scores")
+    assert scores.logits(X).shape == (20, 3)
+    with pytest.raises(ValueError, match="output_kind must be one of"):
+        TorchModelAdapter.from_module(probs, num_classes=3, output_kind="probs")
+    with pytest.raises(ConfigError, match=r"CUDA is not available|GPU\(s\) are visible") as info:
+        TorchModelAdapter.from_module(probs, num_classes=3, device="cuda:99")  # device names resolve as in configs
+    assert info.value.key == "device"

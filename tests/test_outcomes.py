@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from attacks.section import RobustnessSection
-from audit.metrics import ImbalanceSection, PerformanceSection
 from audit.outcomes import OUTCOMES_FILE, OutcomesError, load_outcomes, outcomes_path, save_outcomes
+from audit.performance import ImbalanceSection, PerformanceSection
 from audit.results import SectionResult
 
 

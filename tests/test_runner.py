@@ -111,7 +111,7 @@ def test_duplicate_plugin_names_are_an_error(tmp_path: Path, monkeypatch: pytest
                             entry_points="[nnaudit.sections]\nperformance = dup:Other\n", source=""):
         with pytest.raises(PluginError, match="registered twice") as info:
             available()
-        assert "audit.metrics:PerformanceSection" in str(info.value) and "dup:Other" in str(info.value)
+        assert "audit.performance.section:PerformanceSection" in str(info.value) and "dup:Other" in str(info.value)
 
 
 def test_bad_section_config_stops_before_any_work(tmp_path: Path, weights: Path) -> None:

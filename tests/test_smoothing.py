@@ -24,14 +24,7 @@ from attacks.smoothing import (
     smoothed_empirical,
     smoothing_metrics,
 )
-from audit.model import AdaptedNetwork, Bounds, PredictFunctionAdapter, SelectOutput, TorchModelAdapter
-
-
-def adapter(module: nn.Module, classes: int, bounds: tuple[float, float] | None = (0.0, 1.0)) -> TorchModelAdapter:
-    network = AdaptedNetwork(module.eval(), None, SelectOutput(None, "logits", False))
-    return TorchModelAdapter(network, num_classes=classes, output_kind="logits",
-                             bounds=Bounds(*bounds) if bounds else None, device=torch.device("cpu"), batch_size=256,
-                             source="test", sha256="0" * 64)
+from audit.model import PredictFunctionAdapter, SelectOutput, TorchModelAdapter
 
 
 class Halfplane(nn.Module):
@@ -85,13 +78,14 @@ def test_certify_equals_reference_loop(digits_cnn: Any, digits_test: Any) -> Non
     x, y = digits_test.x[:12], digits_test.y[:12]
     ids = np.arange(100, 112)
     kwargs: dict[str, Any] = {"sigma": 0.25, "n0": 50, "n": 300, "alpha": 0.001, "seed": 5, "ids": ids}
-    got = certify(adapter(digits_cnn, 10), x, y, batch=1000, **kwargs)
+    model = TorchModelAdapter.from_module(digits_cnn, num_classes=10, bounds=(0.0, 1.0))
+    got = certify(model, x, y, batch=1000, **kwargs)
     preds, radii = reference_certify(digits_cnn, x, classes=10, **kwargs)
     np.testing.assert_array_equal(got.prediction, preds)
     np.testing.assert_array_equal(got.radius, radii)
     assert (got.prediction != ABSTAIN).sum() >= 6 and (got.radius > 0.1).any()  # not a vacuous comparison
     # a subset keyed by the same ids draws the same noise: the same certificates
-    part = certify(adapter(digits_cnn, 10), x[4:9], y[4:9], batch=1000, **{**kwargs, "ids": ids[4:9]})
+    part = certify(model, x[4:9], y[4:9], batch=1000, **{**kwargs, "ids": ids[4:9]})
     np.testing.assert_array_equal(part.counts, got.counts[4:9])
 
 
@@ -108,7 +102,7 @@ def test_clopper_pearson_bound_is_the_binomial_tail_at_alpha() -> None:
 def test_radius_on_a_halfplane_is_at_most_the_distance_and_close_to_it() -> None:
     """For a linear two-class model the smoothed classifier's exact radius is the distance to the line."""
     w, b, sigma, n, alpha = [0.6, -0.8], 0.1, 0.5, 4000, 0.001
-    model = adapter(Halfplane(w, b), 2, bounds=None)
+    model = TorchModelAdapter.from_module(Halfplane(w, b), num_classes=2)
     rng = np.random.default_rng(0)
     x = rng.uniform(-1.2, 1.2, size=(30, 2)).astype(np.float32)
     margin = x @ np.array(w) + b  # ||w|| = 1: the signed distance
@@ -128,7 +122,7 @@ def test_radius_on_a_halfplane_is_at_most_the_distance_and_close_to_it() -> None
 
 
 def test_abstains_on_the_boundary_and_with_too_few_draws() -> None:
-    model = adapter(Halfplane([1.0, 0.0], 0.0), 2, bounds=None)
+    model = TorchModelAdapter.from_module(Halfplane([1.0, 0.0], 0.0), num_classes=2)
     on_line = np.array([[0.0, 0.3], [0.0, -2.0]], np.float32)
     got = certify(model, on_line, np.array([1, 1]), sigma=0.5, n0=100, n=2000, alpha=0.001, seed=0)
     assert (got.prediction == ABSTAIN).all() and (got.radius == 0).all()
@@ -144,7 +138,7 @@ def test_abstains_on_the_boundary_and_with_too_few_draws() -> None:
 
 def test_empirical_never_below_certified_on_digits(digits_cnn: Any, digits_test: Any) -> None:
     x, y = digits_test.x[:40], digits_test.y[:40]
-    model = adapter(digits_cnn, 10)
+    model = TorchModelAdapter.from_module(digits_cnn, num_classes=10, bounds=(0.0, 1.0))
     radii = [0.0, 0.1, 0.2, 0.3, 0.5, 0.75]
     sigma = 0.12
     cert = certify(model, x, y, sigma=sigma, n0=64, n=512, alpha=0.001, batch=512, seed=0)

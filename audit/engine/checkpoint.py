@@ -3,7 +3,7 @@
 Generic: any value that is a numpy array, a JSON scalar, or a dataclass whose fields are those
 (``AdversarialOutcome``, ``AttributionSet``) is saved; the runner calls this after every
 section, so no section writes its own checkpoint. One NPZ per section (no pickles): the arrays,
-plus a JSON index saying which store (``adversarial``, ``attributions``, ``shared``), key,
+plus a JSON index saying which store (``adversarial``, ``attributions``), key,
 dataclass and field each array belongs to. An array memory-mapped from a whole ``.npy`` file of the
 run's artifacts (the robustness section's adversarial examples) is saved as a reference to that
 file, not copied, and comes back memory-mapped.
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from audit.results import atomic_write_bytes
+from audit.jsonio import atomic_write_bytes
 
 FORMAT = "nnaudit.context/1"
 _SCALARS = (str, int, float, bool, type(None))

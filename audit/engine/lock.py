@@ -121,12 +121,14 @@ class RunLock:
     """Exclusive hold on a run directory while a run writes it (a context manager).
 
     ``acquire`` raises ``RunDirError`` naming the holder when a live process has it; a stale
-    lock (its process is gone) is taken over.
+    lock (its process is gone) is taken over. While held, a thread touches the file every
+    ``heartbeat_s`` seconds (default ``HEARTBEAT_S``).
     """
 
-    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, run_dir: str | os.PathLike[str], *, heartbeat_s: float = HEARTBEAT_S) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_FILE
+        self.heartbeat_s = heartbeat_s
         self._fd: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -196,7 +198,7 @@ class RunLock:
         self._stop.clear()
 
         def beat() -> None:
-            while not self._stop.wait(HEARTBEAT_S):
+            while not self._stop.wait(self.heartbeat_s):
                 try:
                     os.utime(self.path)
                 except OSError:
@@ -211,7 +213,7 @@ class RunLock:
             return
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=2 * HEARTBEAT_S)
+            self._thread.join(timeout=2 * self.heartbeat_s)
             self._thread = None
         try:
             self.path.unlink(missing_ok=True)

@@ -1,5 +1,5 @@
-"""Fairness: group metrics (fairlearn), bootstrap intervals, robustness and explanation disparity,
-and loaders for the classic fairness datasets. One job per module:
+"""Fairness: group metrics (fairlearn), bootstrap intervals, robustness and explanation disparity.
+One job per module (the classic fairness datasets load in ``audit.data.fairness``):
 
 - ``groups``: group coding, unique metric keys, vectorized group metrics and disparities,
   fairlearn's ``MetricFrame`` as the reference;
@@ -8,7 +8,6 @@ and loaders for the classic fairness datasets. One job per module:
 - ``parity``: group metrics and disparities of one grouping as the section records them;
 - ``robustness``: robustness disparity from the robustness section's outcomes;
 - ``explanations``: explanation disparity from the explanations section's attributions;
-- ``datasets``: UCI Adult, ProPublica COMPAS, Statlog German credit;
 - ``section``: the ``fairness`` section plugin.
 """
 

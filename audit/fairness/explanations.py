@@ -16,7 +16,7 @@ from audit.results import SectionResult
 
 if TYPE_CHECKING:
     from audit.context import AuditContext
-    from audit.fairness.section import FairnessParams
+    from audit.fairness.params import FairnessParams
 
 
 PANEL_FEATURES = 6  # features per method panel in the figure; the tables hold explanation_top_k

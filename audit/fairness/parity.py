@@ -35,7 +35,7 @@ from audit.results import SectionResult
 
 if TYPE_CHECKING:
     from audit.context import AuditContext
-    from audit.fairness.section import FairnessParams
+    from audit.fairness.params import FairnessParams
 
 # the disparities findings are raised for, and the rates each compares between groups
 HEADLINE: dict[str, tuple[str, ...]] = {

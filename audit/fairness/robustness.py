@@ -24,7 +24,7 @@ from audit.results import SectionResult, Severity
 
 if TYPE_CHECKING:
     from audit.context import AdversarialOutcome, AuditContext
-    from audit.fairness.section import FairnessParams
+    from audit.fairness.params import FairnessParams
 
 ROBUST_METRICS = ("clean_accuracy", "robust_accuracy", "attack_success_rate", "mean_min_eps")
 BASIS = {"clean_accuracy": "attacked rows", "robust_accuracy": "attacked rows",

@@ -16,14 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field, field_validator
-
 from audit.errors import ConfigError, DataError
 from audit.fairness.explanations import record_explanations
 from audit.fairness.groups import GroupSet, build_group_sets
+from audit.fairness.params import FairnessParams
 from audit.fairness.parity import record_parity
 from audit.fairness.robustness import record_robustness
-from audit.plugin import Params, SectionPlugin
+from audit.plugin import SectionPlugin
 from audit.results import Direction, SectionResult
 
 if TYPE_CHECKING:
@@ -36,40 +35,6 @@ NO_ADVERSARIAL = ("robustness disparity skipped: no adversarial outcomes in this
                   "add a robustness section before fairness in the config's sections")
 NO_ATTRIBUTIONS = ("explanation disparity skipped: no attributions in this audit (ctx.attributions is empty); "
                    "add an explanations section before fairness in the config's sections")
-LABEL_TYPE = "give the favourable class's name (quoted in YAML, e.g. 'yes') or its index 0..K-1, not {kind}"
-
-
-class FairnessParams(Params):
-    features: list[str] | None = Field(None, description="sensitive columns to audit (default: all of data.sensitive)")
-    intersections: bool = Field(False, description="also audit the intersection of all the sensitive columns")
-    positive_label: str | int | None = Field(
-        None, description="the favourable outcome: a class name or index. Selection rate, the four-fifths rule and "
-                          "the true- and false-positive rates refer to it (default: the dataset's, e.g. COMPAS "
-                          "'no recidivism'; else class 1)")
-    n_resamples: int = Field(1000, ge=0, le=100_000, description="bootstrap resamples for the intervals (0: none)")
-    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="confidence level of the bootstrap intervals")
-    min_rate_count: int = Field(30, ge=1, description="a rate computed from fewer rows (group size for accuracy and "
-                                "selection rate, positives for the true-positive rate, negatives for the "
-                                "false-positive rate) is marked; a gap resting on it is rated over the groups "
-                                "with enough rows")
-    dp_ratio_min: float = Field(0.8, gt=0, le=1, description="selection-rate ratio below this is flagged "
-                                "(four-fifths rule)")
-    dp_difference_max: float = Field(0.1, gt=0, le=1, description="demographic parity difference above this is flagged")
-    eo_difference_max: float = Field(0.1, gt=0, le=1, description="equalized odds difference above this is flagged")
-    accuracy_difference_max: float = Field(0.05, gt=0, le=1, description="accuracy gap between groups to flag")
-    robust_accuracy_difference_max: float = Field(0.1, gt=0, le=1, description="robust accuracy gap to flag")
-    attack_success_difference_max: float = Field(0.1, gt=0, le=1, description="attack success rate gap to flag")
-    explanation_gap_max: float = Field(0.1, gt=0, le=1, description="gap in a feature's share of total |attribution| "
-                                       "between groups to flag")
-    explanation_top_k: int = Field(10, ge=1, le=100, description="features shown in the explanation disparity table")
-
-    @field_validator("positive_label", mode="before")
-    @classmethod
-    def _name_or_index(cls, value: Any) -> Any:
-        # YAML reads yes/no/true/false unquoted as booleans
-        if isinstance(value, bool) or not (value is None or isinstance(value, (str, int))):
-            raise ValueError(LABEL_TYPE.format(kind=f"a {type(value).__name__} ({value!r})"))
-        return value
 
 
 @dataclass(frozen=True)

@@ -1,68 +1,68 @@
-"""Opt-in execution settings of a torch model: ``compile: true`` and ``precision: bf16|fp16``.
+"""The mixed-precision check: does ``precision: bf16|fp16`` move the audit's headline number?
 
-Mixed precision is kept only when it does not move the audit's headline number: before any section
-runs, the robustness section's first attack runs twice on a separate seeded, stratified check subset,
-in float32 and under autocast, with the same random draws. If robust accuracy differs by 0.5 points
-or more, the run falls back to float32 and says so (``manifest.model.precision_check``).
+Before any section runs, an eps-bounded attack runs twice on a separate seeded, stratified check subset, in
+float32 and under autocast, with the same random draws. If robust accuracy differs by 0.5 points or more, the
+run falls back to float32 and says so (``manifest.model.precision_check``). The threat is the robustness
+section's first norm, its middle eps and its first gradient attack; without a robustness section, L-inf PGD at
+1/32 of the input range.
+
+The engine reaches this through the section plugins' ``check_precision`` hook (``RobustnessSection`` implements
+it here), never by importing it (``audit.engine.execution``).
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 
-from audit.errors import ConfigError
+from attacks.base import Domain
+from attacks.evaluate import make_attack
+from audit.data import stratified_subset
+from audit.model import ModelAdapter, TorchModelAdapter
 
 if TYPE_CHECKING:
-    from audit.config import AuditConfig
+    from audit.context import AuditContext
     from audit.data import AuditData
-    from audit.model import ModelAdapter, TorchModelAdapter
-    from audit.plugin import SectionPlugin
 
-log = logging.getLogger("nnaudit")
 MAX_POINTS = 0.5  # largest accepted change of robust accuracy, in percentage points
 CHECK_SAMPLES = 400  # at 400 samples one net flip is 0.25 points
 CHECK_STEPS = 20
 CHECK_SEED_OFFSET = 7919  # the check subset is drawn with its own seed, apart from the sections' draws
+GRADIENT_ATTACKS = ("fgsm", "pgd", "apgd_ce", "apgd_dlr")
 
 
-def prepare_execution(adapter: ModelAdapter, config: AuditConfig, data: AuditData,
-                      plugins: list[SectionPlugin] | tuple[()] = ()) -> None:
-    """Apply ``config.compile`` and ``config.precision`` to the adapter (the runner calls it once)."""
-    from audit.model import TorchModelAdapter
+class Threats(Protocol):
+    """What the check reads of the robustness section's parameters."""
 
-    for key, asked in (("compile", config.compile), ("precision", config.precision != "fp32")):
-        if asked and not isinstance(adapter, TorchModelAdapter):
-            raise ConfigError(key, f"applies to torch models; this model ({adapter.kind}) runs outside torch. "
-                              f"Remove {key} from the config")
-    if not isinstance(adapter, TorchModelAdapter):
-        return
-    if config.compile:
-        adapter.compile(torch.as_tensor(data.x[: min(8, data.n_samples)], dtype=torch.float32))
-    if config.precision != "fp32":
-        norm, eps, attack = threat_for_check(plugins, data, adapter)
-        check = check_precision(adapter, data, precision=config.precision, norm=norm, eps=eps, attack=attack,
-                                seed=config.seed, batch_size=config.batch_size)
-        adapter.precision_check = check
-        adapter.set_precision(config.precision if check["accepted"] else "fp32")
-        log.log(logging.INFO if check["accepted"] else logging.WARNING, "%s", check["note"])
+    attacks: list[str]
+
+    def norms(self) -> list[Any]: ...
+
+    def eps_for(self, norm: Any) -> list[float] | None: ...
 
 
-def threat_for_check(plugins: Any, data: AuditData, adapter: ModelAdapter) -> tuple[str, float, str]:
+def precision_check(ctx: AuditContext, precision: str, params: Threats | None) -> dict[str, Any] | None:
+    """The check of ``precision`` on ``ctx.model``, at the threat ``params`` names (None: the default threat);
+    None for a model outside torch (the engine refuses ``precision`` for those before asking)."""
+    if not isinstance(ctx.model, TorchModelAdapter):
+        return None
+    norm, eps, attack = threat_for_check(params, ctx.data, ctx.model)
+    return check_precision(ctx.model, ctx.data, precision=precision, norm=norm, eps=eps, attack=attack,
+                           seed=ctx.seed, batch_size=ctx.batch_size)
+
+
+def threat_for_check(params: Threats | None, data: AuditData, adapter: ModelAdapter) -> tuple[str, float, str]:
     """(norm, eps, attack) of the check: the robustness section's first norm, its middle eps and first
-    gradient attack; without a robustness section, L-inf PGD at 1/32 of the input range."""
-    for plugin in plugins:
-        params: Any = getattr(plugin, "params", None)
-        if getattr(plugin, "name", None) == "robustness" and hasattr(params, "eps_for"):
-            norm = params.norms()[0]
-            eps_list = params.eps_for(norm) or []
-            if eps_list:
-                attacks = [a for a in params.attacks if a in ("fgsm", "pgd", "apgd_ce", "apgd_dlr")] or ["pgd"]
-                return norm, float(eps_list[len(eps_list) // 2]), attacks[0]
+    gradient attack; without one (or without an eps for that norm), L-inf PGD at 1/32 of the input range."""
+    if params is not None:
+        norm = params.norms()[0]
+        eps_list = params.eps_for(norm) or []
+        if eps_list:
+            attacks = [a for a in params.attacks if a in GRADIENT_ATTACKS] or ["pgd"]
+            return norm, float(eps_list[len(eps_list) // 2]), attacks[0]
     lower = adapter.bounds.lower if adapter.bounds is not None else float(data.x.min())
     upper = adapter.bounds.upper if adapter.bounds is not None else float(data.x.max())
     return "linf", (upper - lower) / 32.0, "pgd"
@@ -72,10 +72,6 @@ def check_precision(adapter: TorchModelAdapter, data: AuditData, *, precision: s
                     attack: str, seed: int, batch_size: int, samples: int = CHECK_SAMPLES,
                     steps: int = CHECK_STEPS) -> dict[str, Any]:
     """Robust accuracy under ``attack`` at ``eps`` in float32 and in ``precision``, same samples and draws."""
-    from attacks.base import Domain
-    from attacks.evaluate import make_attack
-    from audit.data import stratified_subset
-
     index = stratified_subset(data.y, min(samples, data.n_samples), seed + CHECK_SEED_OFFSET)
     x, y = data.x[index], data.y[index]
     domain = Domain.from_model_data(adapter, data)

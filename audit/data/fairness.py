@@ -1,4 +1,5 @@
-"""Loaders for the classic fairness datasets, from the original files a user downloads.
+"""The classic fairness datasets, read from the original files a user downloads (``data.source: adult |
+compas | german``).
 
 - UCI Adult: ``adult.data`` and ``adult.test`` (CSV without header; the test file starts with a
   ``|1x3 Cross validator`` line and its labels end with a dot). Sensitive: sex, race.
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from audit.data import AuditData, select_sensitive, split_indices
+from audit.data.base import AuditData, select_sensitive, split_indices, standardize
 from audit.errors import DataError
 
 ADULT_COLUMNS = ("age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
@@ -65,10 +66,8 @@ def _encode(frame: Any, numeric: list[str], categorical: list[str], train: np.nd
     """One-hot categoricals, standardize numerics on the training rows. Returns (x, names, perturbable)."""
     import pandas as pd
 
-    values = frame[numeric].to_numpy(dtype=np.float64)
-    mean, std = values[train].mean(axis=0), values[train].std(axis=0)
-    std[std == 0] = 1.0
-    parts, names = [(values - mean) / std], list(numeric)
+    values, _, _ = standardize(frame[numeric].to_numpy(dtype=np.float64), train)
+    parts, names = [values], list(numeric)
     if categorical:
         dummies = pd.get_dummies(frame[categorical].astype(str), prefix_sep="=", dtype=np.float64)
         parts.append(dummies.to_numpy())
@@ -232,7 +231,7 @@ LOADERS = {"adult": load_adult, "compas": load_compas, "german": load_german}
 
 def load_fairness_dataset(source: str, path: str | Path, split: str = "test", *, sensitive_as_features: bool = False,
                           sensitive: Sequence[str] | None = None) -> AuditData:
-    """Dispatch for audit/data.py's ``load_data`` (data.source: adult | compas | german)."""
+    """Dispatch for ``load_data`` (data.source: adult | compas | german)."""
     if source not in LOADERS:
         raise DataError(f"unknown fairness dataset '{source}'; choose one of {sorted(LOADERS)}")
     return LOADERS[source](path, split, sensitive_as_features=sensitive_as_features, sensitive=sensitive)

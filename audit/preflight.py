@@ -1,6 +1,8 @@
-"""Checks of the loaded data against the loaded model, run before any section (``validate_run``).
+"""Preflight: checks of the loaded data against the loaded model, run before any section (``preflight``).
 
-The runner calls ``validate_run`` once the model and data are loaded: the data-vs-model checks here,
+(Not ``nnaudit validate``, which checks a results file against the results schema.)
+
+The runner calls ``preflight`` once the model and data are loaded: the data-vs-model checks here,
 then every enabled plugin's own ``validate`` hook (e.g. robustness: eps within the input range). A
 mismatch is a ``ConfigError`` naming the key to change, never a run that completes with numbers that
 mean nothing.
@@ -43,7 +45,7 @@ def check_data_in_bounds(data: AuditData, model: ModelAdapter) -> None:
                       f"with data.scale{hint}, or set model.input_bounds to the range the model takes")
 
 
-def validate_run(ctx: AuditContext, plugins: Iterable[SectionPlugin]) -> None:
+def preflight(ctx: AuditContext, plugins: Iterable[SectionPlugin]) -> None:
     """Every check that needs the loaded model and data, before any section runs."""
     check_data_in_bounds(ctx.data, ctx.model)
     for plugin in plugins:
@@ -56,4 +58,4 @@ def validate_run(ctx: AuditContext, plugins: Iterable[SectionPlugin]) -> None:
                               f"parameters: {type(err).__name__}: {err}") from err
 
 
-__all__ = ["check_data_in_bounds", "validate_run"]
+__all__ = ["check_data_in_bounds", "preflight"]

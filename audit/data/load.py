@@ -1,0 +1,55 @@
+"""``load_data``: the ``AuditData`` a config's ``data:`` block describes, reshaped and subset."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from audit.config import DataConfig
+from audit.data.arrays import load_arrays
+from audit.data.base import AuditData, image_or_tabular, select_sensitive, stratified_subset
+from audit.data.builtin import load_breast_cancer_data, load_digits_data, load_resume_names_data
+from audit.data.fairness import load_fairness_dataset
+from audit.data.imagefolder import load_image_folder
+from audit.data.tabular import load_table
+from audit.errors import ConfigError
+
+PRESET_SOURCES = ("digits", "breast_cancer", "resume_names", "adult", "compas", "german")
+
+
+def load_data(config: DataConfig, *, seed: int = 0, limit: int | None = None) -> AuditData:
+    """Load the data a config describes, then reshape and subset it."""
+    if config.source == "digits":
+        data = load_digits_data(config.split)
+    elif config.source == "breast_cancer":
+        data = load_breast_cancer_data(config.split)
+    elif config.source == "resume_names":
+        data = load_resume_names_data(config.split, sensitive_as_features=config.sensitive_as_features,
+                                      sensitive=config.sensitive)
+    elif config.source in ("adult", "compas", "german"):
+        assert config.path is not None  # DataConfig requires it
+        data = load_fairness_dataset(config.source, config.path, config.split,
+                                     sensitive_as_features=config.sensitive_as_features, sensitive=config.sensitive)
+    elif config.source in ("csv", "parquet"):
+        data = load_table(config)
+    elif config.source == "imagefolder":
+        data = load_image_folder(config, seed=seed, limit=limit if limit is not None else config.limit)
+    else:
+        data = load_arrays(config)
+    if config.class_names is not None and config.source in PRESET_SOURCES:
+        if len(config.class_names) != data.num_classes:
+            raise ConfigError("data.class_names", f"{data.name} has {data.num_classes} classes, "
+                              f"got {len(config.class_names)} names")
+        data.class_names = list(config.class_names)
+    if config.input_shape is not None:
+        size = int(np.prod(config.input_shape))
+        if size != int(np.prod(data.input_shape)):
+            raise ConfigError("data.input_shape", f"{config.input_shape} holds {size} values but each sample "
+                              f"has {int(np.prod(data.input_shape))} (shape {list(data.input_shape)})")
+        data.x = data.x.reshape(data.n_samples, *config.input_shape)
+        data.modality = image_or_tabular(data.x)
+    if config.source in PRESET_SOURCES:  # digits and breast_cancer provide none
+        data.sensitive = select_sensitive(config.source, data.sensitive, config.sensitive)
+    effective = limit if limit is not None else config.limit
+    if effective is not None and effective < data.n_samples:
+        data = data.subset(stratified_subset(data.y, effective, seed))
+    return data
