@@ -59,8 +59,8 @@ def family(name: str) -> str:
 
 
 def shift_base(name: str) -> str:
-    """``feature_shift[age]`` -> ``feature_shift``; other names unchanged."""
-    return name.split("[", 1)[0]
+    """``feature_shift=age`` -> ``feature_shift``; other names unchanged."""
+    return name.split("=", 1)[0]
 
 
 def in_mce(name: str) -> bool:

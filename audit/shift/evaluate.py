@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 class ShiftPlan:
     """One corruption as the section runs it: its metric name, its severities, a feature for feature_shift."""
 
-    name: str  # 'motion_blur', 'feature_noise', 'feature_shift[age]'
+    name: str  # 'motion_blur', 'feature_noise', 'feature_shift=age'
     severities: tuple[int, ...]
     feature: int | None = None  # feature_shift: the (flat) feature index
 

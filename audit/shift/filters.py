@@ -142,13 +142,15 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles: Sequence[flo
     n, c, h, w = x.shape
     per_sample = [motion_taps(radius, sigma, float(a), h, w) for a in angles]
     count = max((len(t) for t in per_sample), default=0)
-    weights = torch.zeros((n, count), dtype=x.dtype)
-    shifts = torch.zeros((n, count, 2), dtype=torch.int64)
+    weight_table = np.zeros((n, count))
+    shift_table = np.zeros((n, count, 2), dtype=np.int64)
     for i, taps in enumerate(per_sample):
-        for t, (weight, dy, dx) in enumerate(taps):
-            weights[i, t] = weight
-            shifts[i, t, 0], shifts[i, t, 1] = dy, dx
-    weights, shifts = weights.to(x.device), shifts.to(x.device)
+        if taps:
+            table = np.asarray(taps)
+            weight_table[i, : len(taps)] = table[:, 0]
+            shift_table[i, : len(taps)] = table[:, 1:].astype(np.int64)
+    weights = torch.as_tensor(weight_table, dtype=x.dtype, device=x.device)
+    shifts = torch.as_tensor(shift_table, device=x.device)
     rows = torch.arange(h, device=x.device)
     cols = torch.arange(w, device=x.device)
     batch = torch.arange(n, device=x.device)[:, None, None, None]

@@ -65,12 +65,14 @@ def canny(img: torch.Tensor) -> torch.Tensor:
     maximum = torch.where(horizontal, keep_h, torch.where(vertical, keep_v, keep_d))
     candidate = maximum & (mag > CANNY_LOW)
     edges = candidate & (mag > CANNY_HIGH)
-    while True:
-        grown = candidate & (F.max_pool2d(edges.double(), 3, stride=1, padding=1) > 0)
-        grown = grown | edges
-        if torch.equal(grown, edges):
-            return edges
-        edges = grown
+    allowed = candidate.float()
+    grown = edges.float()
+    while True:  # grow the strong edges through 8-connected candidates, 8 steps between checks
+        before = grown
+        for _ in range(8):
+            grown = torch.maximum(grown, F.max_pool2d(grown, 3, stride=1, padding=1) * allowed)
+        if torch.equal(grown, before):
+            return grown > 0
 
 
 def distance_to(zero: torch.Tensor) -> torch.Tensor:

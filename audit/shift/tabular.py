@@ -8,7 +8,7 @@ are not clipped to the observed range: a drift past it is the point.
 - ``missing_values``: each perturbable value goes missing with probability ``rate``; missing values reach the
   model as NaN when it imputes them itself (``imputation: model``), else they are filled with the feature's
   mean, median or zero over the audited rows;
-- ``feature_shift[<feature>]``: that feature moved by ``k`` spreads (``mode: shift``) or its deviations from
+- ``feature_shift=<feature>``: that feature moved by ``k`` spreads (``mode: shift``) or its deviations from
   its mean multiplied by ``f`` (``mode: scale``): deterministic.
 
 Random draws come from the per-sample generators of ``audit.shift.sampling``.
@@ -34,8 +34,9 @@ Imputation = Literal["model", "mean", "median", "zero"]
 
 
 def shift_name(feature: str) -> str:
-    """``feature_shift[<feature>]`` with the feature's name made metric-safe (runs of other characters -> _)."""
-    return f"feature_shift[{re.sub(r'[^A-Za-z0-9_.-]+', '_', feature).strip('_') or 'feature'}]"
+    """``feature_shift=<feature>``, the feature's name made metric-safe (runs of other characters, dots included,
+    become one _), like ``group=<key>`` in the fairness metrics."""
+    return f"feature_shift={re.sub(r'[^A-Za-z0-9_-]+', '_', feature).strip('_') or 'feature'}"
 
 
 @dataclass(frozen=True)
