@@ -341,3 +341,29 @@ def test_comparison_with_the_robustness_section(digits_result: tuple[Any, Any], 
             assert "eps=0.1" in flagged[0].message
         else:
             assert any("vs worst-case robust accuracy 0.050" in n for n in result.notes)
+
+
+def test_onnx_model(digits_result: tuple[Any, Any], digits_cnn: Any, tmp_path: Path) -> None:
+    """An ONNX file run by onnxruntime: the section needs predictions only. Its float32 kernels differ from
+    torch's by ulps, which may flip a near-tie: the accuracies agree within one sample in a hundred."""
+    pytest.importorskip("onnxruntime")
+    import warnings
+
+    from audit.config import ModelConfig
+    from audit.context import AuditContext
+    from audit.model import Bounds, load_model
+
+    ctx, white = digits_result
+    path = tmp_path / "digits.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter warns about its own deprecation
+        torch.onnx.export(digits_cnn.eval(), (torch.zeros(2, 1, 8, 8),), str(path), dynamo=False,
+                          input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}})
+    adapter = load_model(ModelConfig(onnx=path), num_classes=10, sample=ctx.data.x, device=torch.device("cpu"),
+                         batch_size=64, default_bounds=Bounds(0.0, 1.0))
+    assert adapter.kind == "onnx" and not adapter.has_gradients
+    box = AuditContext(model=adapter, data=ctx.data, run_dir=tmp_path / "run", seed=ctx.seed, batch_size=64)
+    result = run(box, chunk_size=40, corruptions=["gaussian_noise", "zoom_blur", "spatter"])
+    for key, value in result.metrics.items():
+        if ".severity=" in key:
+            assert abs(value - white.metrics[key]) <= 1 / LIMIT + 1e-12, key

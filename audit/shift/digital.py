@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from functools import cache
 
-import numpy as np
 import torch
 
 from audit.shift.filters import gaussian, hsv_to_rgb, rgb_to_hsv
@@ -67,23 +66,31 @@ def elastic_transform(x: torch.Tensor, severity: int, rng: SampleRng, scale: flo
 
 
 @cache
-def box_weights(in_size: int, out_size: int) -> np.ndarray:
-    """PIL's BOX resampling weights (out_size, in_size): each output pixel averages the input pixels whose centres
-    fall in its box (half-open as PIL's box filter)."""
+def box_ranges(in_size: int, out_size: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """PIL's BOX resampling: each output pixel is the mean of the input pixels whose centres fall in its box, a
+    half-open interval as PIL's box filter; returns the first and one-past-last input index of each."""
     scale = in_size / out_size
     support = 0.5 * max(scale, 1.0)
-    weights = np.zeros((out_size, in_size))
+    starts, stops = [], []
     for xx in range(out_size):
         center = (xx + 0.5) * scale
         xmin = max(int(center - support + 0.5), 0)
         xmax = min(int(center + support + 0.5), in_size)
-        for x in range(xmin, xmax):
-            t = (x - center + 0.5) / max(scale, 1.0)
-            weights[xx, x] = 1.0 if -0.5 < t <= 0.5 else 0.0
-        total = weights[xx].sum()
-        if total:
-            weights[xx] /= total
-    return weights
+        inside = [x for x in range(xmin, xmax) if -0.5 < (x - center + 0.5) / max(scale, 1.0) <= 0.5]
+        starts.append(inside[0])
+        stops.append(inside[-1] + 1)
+    return tuple(starts), tuple(stops)
+
+
+def _box_mean(x: torch.Tensor, in_size: int, out_size: int, dim: int) -> torch.Tensor:
+    """Means over PIL's BOX ranges along ``dim``, from a running sum."""
+    starts, stops = (torch.as_tensor(v, device=x.device) for v in box_ranges(in_size, out_size))
+    total = torch.cumsum(x, dim=dim)
+    total = torch.cat([torch.zeros_like(total.narrow(dim, 0, 1)), total], dim=dim)
+    width = (stops - starts).to(x.dtype)
+    shape = [1] * x.ndim
+    shape[dim] = out_size
+    return (total.index_select(dim, stops) - total.index_select(dim, starts)) / width.reshape(shape)
 
 
 @cache
@@ -102,10 +109,8 @@ def pixelate(x: torch.Tensor, severity: int, rng: SampleRng | None = None, scale
     c = PIXELATE[severity - 1]
     h, w = x.shape[-2:]
     sh, sw = max(1, int(h * c)), max(1, int(w * c))
-    wr = torch.as_tensor(box_weights(h, sh), dtype=x.dtype, device=x.device)
-    wc = torch.as_tensor(box_weights(w, sw), dtype=x.dtype, device=x.device)
-    small = torch.einsum("nchw,vw->nchv", x, wc)  # PIL: the horizontal pass first
-    small = torch.einsum("nchv,uh->ncuv", small, wr)
+    small = _box_mean(x, w, sw, 3)  # PIL: the horizontal pass first
+    small = _box_mean(small, h, sh, 2)
     rows = torch.as_tensor(nearest_index(sh, h), device=x.device)
     cols = torch.as_tensor(nearest_index(sw, w), device=x.device)
     return small[:, :, rows][:, :, :, cols].clamp(0, 1)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 PadMode = Literal["edge", "reflect101", "symmetric"]
 LUMA = (0.299, 0.587, 0.114)  # OpenCV RGB2GRAY, JPEG's Y
 LUMA_REFERENCE = (0.2989, 0.5870, 0.1140)  # the reference's rgb2gray (frost, spatter)
+FFT_FROM = 11  # kernels this wide or wider go through the FFT (OpenCV's filter2D switches to its DFT there too)
 
 
 def pad_index(n: int, before: int, after: int, mode: PadMode, device: torch.device) -> torch.Tensor:
@@ -69,6 +70,12 @@ def correlate1d(x: torch.Tensor, weights: np.ndarray, axis: Literal[-2, -1], mod
     r = k // 2
     n, c, h, w = x.shape
     kernel = torch.as_tensor(weights, dtype=x.dtype, device=x.device)
+    if k >= FFT_FROM:  # long kernels: a circular convolution through the FFT, the wrapped samples dropped
+        moved = x.movedim(axis, -1)
+        padded = pad(moved, 0, 0, r, r, mode)
+        size = padded.shape[-1]
+        spectrum = torch.fft.rfft(padded, n=size) * torch.fft.rfft(kernel.flip(0), n=size)
+        return torch.fft.irfft(spectrum, n=size)[..., k - 1 :].movedim(-1, axis).contiguous()
     if axis == -1:
         padded = pad(x, 0, 0, r, r, mode).reshape(n * c, 1, h, w + 2 * r)
         out = F.conv2d(padded, kernel.reshape(1, 1, 1, k))
@@ -92,7 +99,18 @@ def filter2d(x: torch.Tensor, kernel: np.ndarray | torch.Tensor, mode: PadMode =
     kh, kw = k.shape
     n, c, h, w = x.shape
     padded = pad(x, kh // 2, kh // 2, kw // 2, kw // 2, mode).reshape(n * c, 1, h + kh - 1, w + kw - 1)
+    if min(kh, kw) >= FFT_FROM:
+        return _fft_correlate(padded, k).reshape(n, c, h, w)
     return F.conv2d(padded, k.reshape(1, 1, kh, kw)).reshape(n, c, h, w)
+
+
+def _fft_correlate(padded: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The valid part of the correlation of (B, 1, Hp, Wp) with k: a circular convolution with the flipped kernel,
+    whose first kh - 1 rows and kw - 1 columns (the wrapped ones) are dropped."""
+    hp, wp = padded.shape[-2:]
+    kh, kw = k.shape
+    spectrum = torch.fft.rfft2(padded, s=(hp, wp)) * torch.fft.rfft2(k.flip(0, 1), s=(hp, wp))
+    return torch.fft.irfft2(spectrum, s=(hp, wp))[..., kh - 1 :, kw - 1 :]
 
 
 def box3(x: torch.Tensor) -> torch.Tensor:
@@ -137,30 +155,29 @@ def motion_taps(radius: int, sigma: float, angle_deg: float, height: int, width:
 
 
 def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles: Sequence[float]) -> torch.Tensor:
-    """Blur each sample of (N, C, H, W) along its own angle (degrees); edges replicated. One gather per tap for
-    the whole batch (taps a sample does not have weigh 0)."""
+    """Blur each sample of (N, C, H, W) along its own angle (degrees); edges replicated. The image is padded by
+    its edge pixels once; each tap is one gather of every sample's shifted window (taps a sample lacks weigh 0)."""
     n, c, h, w = x.shape
     per_sample = [motion_taps(radius, sigma, float(a), h, w) for a in angles]
     count = max((len(t) for t in per_sample), default=0)
+    margin = 2 * radius + 1  # a tap shifts by at most 2 * radius pixels
+    padded = pad(x, margin, margin, margin, margin, "edge")
+    width = w + 2 * margin
     weight_table = np.zeros((n, count))
-    shift_table = np.zeros((n, count, 2), dtype=np.int64)
+    offset_table = np.zeros((n, count), dtype=np.int64)
     for i, taps in enumerate(per_sample):
-        if taps:
-            table = np.asarray(taps)
-            weight_table[i, : len(taps)] = table[:, 0]
-            shift_table[i, : len(taps)] = table[:, 1:].astype(np.int64)
+        for t, (weight, dy, dx) in enumerate(taps):
+            weight_table[i, t] = weight
+            offset_table[i, t] = (margin - dy) * width + (margin - dx)
     weights = torch.as_tensor(weight_table, dtype=x.dtype, device=x.device)
-    shifts = torch.as_tensor(shift_table, device=x.device)
-    rows = torch.arange(h, device=x.device)
-    cols = torch.arange(w, device=x.device)
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    chans = torch.arange(c, device=x.device)[None, :, None, None]
-    out = torch.zeros_like(x)
+    offsets = torch.as_tensor(offset_table, device=x.device)
+    base = (torch.arange(h, device=x.device)[:, None] * width + torch.arange(w, device=x.device)[None, :]).reshape(-1)
+    flat = padded.reshape(n, c, -1)
+    out = torch.zeros((n, c, h * w), dtype=x.dtype, device=x.device)
     for t in range(count):
-        r = (rows[None, :] - shifts[:, t, 0:1]).clamp(0, h - 1)[:, None, :, None]
-        q = (cols[None, :] - shifts[:, t, 1:2]).clamp(0, w - 1)[:, None, None, :]
-        out = out + weights[:, t, None, None, None] * x[batch, chans, r, q]
-    return out
+        index = (base[None, :] + offsets[:, t : t + 1])[:, None, :].expand(n, c, h * w)
+        out = out + weights[:, t, None, None] * flat.gather(2, index)
+    return out.reshape(n, c, h, w)
 
 
 def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:

@@ -88,7 +88,10 @@ def distance_to(zero: torch.Tensor) -> torch.Tensor:
         best = d
         for dy, dx, weight in moves:
             best = torch.minimum(best, _shift(d, dy, dx, big) + weight)
-        d = best.clamp(max=big)
+        best = best.clamp(max=big)
+        if torch.equal(best, d):  # settled: every shortest path is found
+            break
+        d = best
     return (d.double() / (1 << DIST_SHIFT)).clamp(max=float(DIST_CAP))
 
 
