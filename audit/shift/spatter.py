@@ -64,30 +64,37 @@ def canny(img: torch.Tensor) -> torch.Tensor:
     keep_d = torch.where(s < 0, (mag > at(-1, 1)) & (mag > at(1, -1)), (mag > at(-1, -1)) & (mag > at(1, 1)))
     maximum = torch.where(horizontal, keep_h, torch.where(vertical, keep_v, keep_d))
     candidate = maximum & (mag > CANNY_LOW)
-    edges = candidate & (mag > CANNY_HIGH)
-    allowed = candidate.float()
-    grown = edges.float()
-    while True:  # grow the strong edges through 8-connected candidates, 8 steps between checks
-        before = grown
-        for _ in range(8):
-            grown = torch.maximum(grown, F.max_pool2d(grown, 3, stride=1, padding=1) * allowed)
-        if torch.equal(grown, before):
-            return grown > 0
+    return hysteresis(candidate, candidate & (mag > CANNY_HIGH))
+
+
+def hysteresis(candidate: torch.Tensor, strong: torch.Tensor) -> torch.Tensor:
+    """The candidates 8-connected (within one image) to a strong pixel: SciPy's component labelling on the CPU."""
+    from scipy import ndimage
+
+    mask = candidate.reshape(-1, *candidate.shape[-2:]).cpu().numpy()
+    structure = np.zeros((3, 3, 3), bool)
+    structure[1] = True  # 8-connected in the image plane, never across images
+    labels, _ = ndimage.label(mask, structure=structure)
+    keep = np.unique(labels[strong.reshape(mask.shape).cpu().numpy()])
+    edges = np.isin(labels, keep[keep > 0])
+    return torch.as_tensor(edges, device=candidate.device).reshape(candidate.shape)
 
 
 def distance_to(zero: torch.Tensor) -> torch.Tensor:
     """OpenCV's ``distanceTransform(..., DIST_L2, 5)`` (chamfer weights 1, 1.4, 2.1969 in 16-bit fixed point) to the
     ``zero`` pixels of (N, 1, H, W), truncated at 20 pixels (all the reference keeps); float64."""
     big = (DIST_CAP + 1) << DIST_SHIFT
-    d = torch.where(zero, 0, big).to(torch.int64)
+    h, w = zero.shape[-2:]
+    d = torch.where(zero, 0, big).to(torch.int32)
     a, b, c = DIST_WEIGHTS
     moves = [(dy, dx, a) for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0))]
     moves += [(dy, dx, b) for dy in (-1, 1) for dx in (-1, 1)]
     moves += [(dy, dx, c) for dy, dx in ((1, 2), (2, 1), (-1, 2), (-2, 1), (1, -2), (2, -1), (-1, -2), (-2, -1))]
     for _ in range(DIST_CAP + 1):  # a path shorter than the cap has at most that many moves
+        framed = F.pad(d, (2, 2, 2, 2), value=big)  # outside the image: never a shorter way
         best = d
         for dy, dx, weight in moves:
-            best = torch.minimum(best, _shift(d, dy, dx, big) + weight)
+            best = torch.minimum(best, framed[..., 2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w] + weight)
         best = best.clamp(max=big)
         if torch.equal(best, d):  # settled: every shortest path is found
             break
