@@ -111,9 +111,10 @@ def main() -> None:
                   f"{per['reference'][0]:8.3f} /{per['reference'][1]:7.3f} "
                   f"{row['nnaudit'][0] / row['reference'][0]:8.3f}x {row['nnaudit'][1] / row['reference'][1]:8.3f}x")
     n = len(data)
-    print(f"{'overall':18s} {1000 * totals['nnaudit'][0] / n:8.3f} /{1000 * totals['nnaudit'][1] / n:7.3f} "
-          f"{1000 * totals['reference'][0] / n:8.3f} /{1000 * totals['reference'][1] / n:7.3f} "
-          f"{totals['nnaudit'][0] / totals['reference'][0]:8.3f}x {totals['nnaudit'][1] / totals['reference'][1]:8.3f}x")
+    ours_t, ref_t = totals["nnaudit"], totals["reference"]
+    print(f"{'overall':18s} {1000 * ours_t[0] / n:8.3f} /{1000 * ours_t[1] / n:7.3f} "
+          f"{1000 * ref_t[0] / n:8.3f} /{1000 * ref_t[1] / n:7.3f} "
+          f"{ours_t[0] / ref_t[0]:8.3f}x {ours_t[1] / ref_t[1]:8.3f}x")
 
 
 if __name__ == "__main__":
