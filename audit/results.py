@@ -30,6 +30,7 @@ from audit.errors import ResultsError
 SCHEMA_VERSION = "2.1"  # 2.1: verdict, directions, figure kinds image_grid/tree/small_multiples; 2.0: "Infinity"
 RESULTS_FILE = "results.json"
 ARTIFACTS_DIR = "artifacts"
+VERDICT_KEY = "verdict"  # the top-level run verdict (audit.decide.verdict builds it, the runner stores it)
 SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
@@ -364,6 +365,17 @@ def all_metrics(data: dict[str, Any]) -> dict[str, float | None]:
     for section in data.get("sections", {}).values():
         out.update({name: decode_number(value) for name, value in section.get("metrics", {}).items()})
     return out
+
+
+def run_title(results: Mapping[str, Any]) -> str:
+    """The run's title, else "<model kind> on <data name>"."""
+    manifest = results.get("manifest", {})
+    title = manifest.get("title")
+    if title:
+        return str(title)
+    model = manifest.get("model", {}).get("kind", "model")
+    data = manifest.get("data", {}).get("name", "data")
+    return f"{model} on {data}"
 
 
 def resolve_directions(patterns: Mapping[str, Direction], section: str,

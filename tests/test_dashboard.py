@@ -18,7 +18,7 @@ import pytest
 from results_factory import make_results, write_run
 from test_app import APP, TIMEOUT, plain
 
-from reports.dashboard.text import literal
+from reports.text import escape_markdown
 from reports.views import format_value
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,8 +28,8 @@ INJECTIONS = (IMG_MD, IMG_HTML, "$x$ :red[red] **bold** [link](http://host/)")
 
 
 @pytest.mark.parametrize("text", [*INJECTIONS, "plain text", "a\\b `c` 1.5 - 2", ""])
-def test_literal_renders_as_its_own_text(text: str) -> None:
-    escaped = literal(text)
+def test_escaped_markdown_renders_as_its_own_text(text: str) -> None:
+    escaped = escape_markdown(text)
     assert plain(escaped) == " ".join(text.split())
     assert not re.search(r"[!-/:-@\[-`{-~]", re.sub(r"\\[!-/:-@\[-`{-~]", "", escaped))  # all escaped
 
