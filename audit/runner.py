@@ -9,7 +9,7 @@ Lifecycle of a run directory (``manifest.status``): ``running`` while a run writ
 ``.nnaudit.lock``), then ``complete`` (every section ran without error), ``failed`` (every
 section ran, at least one errored) or ``interrupted`` (SIGINT/SIGTERM; written before the
 process exits). A run killed outright stays ``running`` on disk; readers see from the lock that
-its process is gone and show it as incomplete (``audit.results.run_state``).
+its process is gone and show it as incomplete (``audit.runs.run_state``).
 
 A directory that already holds a run is refused unless the caller says what to do with it
 (``audit.engine.rundir``): ``overwrite`` (delete its results, report and artifacts first) or ``resume``

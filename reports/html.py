@@ -17,7 +17,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from audit.results import RunState, atomic_write_text, decode_number, load_results, resolve_results_path, run_state
+from audit.results import atomic_write_text, decode_number, load_results, resolve_results_path
+from audit.runs import RunState, run_state
 from reports.figures import FigureSpecError, artifact_data_uri, figure_data_uri, image_grid_view, tree_view
 from reports.headline import headline_view, verdict_view
 from reports.views import (

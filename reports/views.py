@@ -14,7 +14,8 @@ from typing import Any
 
 from audit.findings import run_findings, severity_rank
 from audit.numbers import MISSING_TEXT, format_number
-from audit.results import SEVERITIES, RunState, all_metrics, decode_cell, decode_number, run_state, run_title
+from audit.results import SEVERITIES, all_metrics, decode_cell, decode_number
+from audit.runs import RunState, run_state, run_title
 
 SEVERITIES_WORST_FIRST: tuple[str, ...] = tuple(reversed(SEVERITIES))
 STATUS_ORDER: tuple[str, ...] = ("ok", "error", "skipped")
@@ -173,7 +174,7 @@ def section_anchors(results: Mapping[str, Any]) -> dict[str, str]:
 def run_summary(results: Mapping[str, Any], state: RunState | None = None) -> dict[str, Any]:
     """The header of a report: what was audited, where, and how it went.
 
-    ``state`` (``audit.results.run_state`` with the run directory) tells a live run from a dead
+    ``state`` (``audit.runs.run_state`` with the run directory) tells a live run from a dead
     one; without it the stored status is shown.
     """
     state = state if state is not None else run_state(dict(results))

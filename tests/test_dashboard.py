@@ -380,7 +380,7 @@ def _run_app(monkeypatch: pytest.MonkeyPatch, root: Path, view: str | None = Non
 ])
 def test_verdict_from_the_runs_own_policy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rule: str,
                                          expected: str) -> None:
-    """A ``gate:`` block in the run's config is judged by audit.gate, the verdict first on the page."""
+    """A ``gate:`` block in the run's config is judged by audit.decide, the verdict first on the page."""
     data = make_results(with_error=False)
     data["manifest"]["config"]["gate"] = {"rules": [rule]}
     write_run(tmp_path / "runs", "run", data)

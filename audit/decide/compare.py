@@ -47,7 +47,8 @@ from audit.decide.stats import (
 )
 from audit.numbers import format_number
 from audit.policy import DEFAULT_ALPHA, OPERATORS, ComparePolicy, Rule
-from audit.results import Direction, all_directions, all_metrics, load_results, run_state
+from audit.results import Direction, all_directions, all_metrics, load_results
+from audit.runs import run_state
 
 if TYPE_CHECKING:
     from audit.outcomes import SampleOutcomes
@@ -305,7 +306,7 @@ def compare_results(base: Mapping[str, Any], candidate: Mapping[str, Any], *,
                     confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
                     outcomes_error: str | None = None) -> Comparison:
     """Compare two loaded results dicts (and their per-sample outcomes, by section). Pure: reads and writes
-    nothing. ``*_dir`` tell a live run from a dead one (see ``audit.results.run_state``)."""
+    nothing. ``*_dir`` tell a live run from a dead one (see ``audit.runs.run_state``)."""
     policy = policy or ComparePolicy()
     base_info, cand_info = run_info(base, base_dir), run_info(candidate, candidate_dir)
     base_metrics, cand_metrics = all_metrics(dict(base)), all_metrics(dict(candidate))

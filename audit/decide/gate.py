@@ -23,7 +23,8 @@ from audit.errors import ConfigError
 from audit.findings import run_findings, severity_rank
 from audit.numbers import format_number
 from audit.policy import Policy, Rule, load_policy, parse_policy, run_policy
-from audit.results import RunState, all_metrics, decode_number, run_state, run_title
+from audit.results import all_metrics, decode_number
+from audit.runs import RunState, run_state, run_title
 
 # -- check messages; tests match these ----------------------------------------------------------------
 MISSING_METRIC = "metric {metric!r} is not in the results{hint}"

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audit.results import run_state, run_title
+from audit.runs import run_state, run_title
 
 if TYPE_CHECKING:
     from audit.outcomes import SampleOutcomes

@@ -21,7 +21,8 @@ from typing import Any
 import streamlit as st
 
 from audit.errors import ResultsError
-from audit.results import RESULTS_FILE, find_runs, load_results, run_state
+from audit.results import RESULTS_FILE, load_results
+from audit.runs import find_runs, run_state
 from reports.dashboard import RUNS_ENV
 from reports.dashboard.charts import CHARTABLE, chart
 from reports.figures import figure_png
