@@ -1,4 +1,10 @@
-"""The ``nnaudit`` command. Start-up is light: heavy libraries load inside the subcommands.
+"""The ``nnaudit`` command: the one place that wires computing to rendering. Start-up is light: heavy
+libraries load inside the subcommands.
+
+``run`` (and ``harden``) run audits through the runner, which stores the run verdict it is handed
+(``audit.decide.evaluate_verdict``), then ask ``reports.html`` for report.html; ``gate`` and ``compare``
+compute a ``Decision`` / ``Comparison`` (``audit.decide``) and ask ``reports.ci`` / ``reports.compare``
+to print it and write JUnit XML and Markdown.
 
 Exit codes of ``nnaudit run`` (and ``demo``): 0 every section ran without error; 2 nothing ran
 (bad config or command line, output directory locked or holding a run); 3 the run finished but a
@@ -10,10 +16,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from audit import __version__
 from audit.errors import NNAuditError, RunDirError
@@ -65,7 +72,7 @@ def _config_for(args: argparse.Namespace, resume: Path | None) -> tuple[Any, Pat
         return load_config(args.config), Path(args.config)
     if resume is None:
         raise NNAuditError("give the config file: nnaudit run audit.yaml (or resume a run: nnaudit run --resume DIR)")
-    from audit.runner import NOTHING_TO_RESUME
+    from audit.engine.rundir import NOTHING_TO_RESUME
 
     if not (resume / "results.json").exists():
         raise RunDirError(NOTHING_TO_RESUME.format(out=resume))
@@ -75,7 +82,9 @@ def _config_for(args: argparse.Namespace, resume: Path | None) -> tuple[Any, Pat
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from audit.runner import Existing, default_out_dir, run_audit
+    from audit.decide.verdict import evaluate_verdict
+    from audit.engine.rundir import Existing
+    from audit.runner import default_out_dir, run_audit
 
     if args.overwrite and args.resume is not None:
         raise NNAuditError("--overwrite and --resume exclude each other: replace the run, or finish it")
@@ -92,14 +101,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.no_report:
         config.report = False
     if args.policy:
-        from audit.verdict import read_policy_file
+        from audit.policy import read_policy_file
 
         config.gate = read_policy_file(args.policy)
     out = resume or (Path(args.out) if args.out else default_out_dir())
     existing: Existing = "resume" if resume is not None else "overwrite" if args.overwrite else "refuse"
     backend = _backend(args)
     try:
-        results = run_audit(config, out, config_path=config_path, existing=existing, backend=backend)
+        results = run_audit(config, out, config_path=config_path, existing=existing, backend=backend,
+                            verdict_of=evaluate_verdict)
     except KeyboardInterrupt as err:
         signum = int(getattr(err, "signum", signal.SIGINT))
         written = (out / "results.json").exists()
@@ -107,6 +117,8 @@ def cmd_run(args: argparse.Namespace) -> int:
               + (f"sections finished so far are in {out / 'results.json'} (status 'interrupted'); finish the run "
                  f"with `nnaudit run --resume {out}`" if written else "no section had started"), file=sys.stderr)
         return EXIT_SIGNAL_BASE + signum
+    if config.report:
+        write_report_of(out)
     failed = [name for name, s in results["sections"].items() if s["status"] == "error"]
     print(f"nnaudit: audit written to {out}")
     print("nnaudit:", end=" ")
@@ -119,6 +131,13 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_OK if args.allow_errors else EXIT_SECTION_ERROR
     return EXIT_OK
+
+
+def write_report_of(run_dir: Path) -> Path:
+    """report.html of a finished run (its results are final): the runner writes results only."""
+    from reports.html import write_report
+
+    return write_report(run_dir)
 
 
 def _backend(args: argparse.Namespace) -> Any:
@@ -158,25 +177,31 @@ def _stored_status(run_dir: Path) -> str:
 
 
 def cmd_harden(args: argparse.Namespace) -> int:
-    from audit.harden import COMPARISON_MD, markdown_table
-    from audit.harden import harden as run_harden
+    from attacks.defenses.hardening import harden
+    from audit.decide.verdict import evaluate_verdict
+    from reports.hardening import markdown_table, write_comparison_markdown
 
-    outcome = run_harden(args.config, out=args.out, method=args.method, epochs=args.epochs, eps=args.eps,
-                         norm=args.norm, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
-                         temperature=args.temperature, beta=args.beta, seed=args.seed, device=args.device,
-                         overwrite=args.overwrite, all_sections=args.all_sections)
-    print(markdown_table(outcome.rows))
-    for note in outcome.notes:
+    hardening = harden(args.config, out=args.out, method=args.method, epochs=args.epochs, eps=args.eps,
+                       norm=args.norm, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
+                       temperature=args.temperature, beta=args.beta, seed=args.seed, device=args.device,
+                       overwrite=args.overwrite, all_sections=args.all_sections, verdict_of=evaluate_verdict)
+    for label, results in (("before", hardening.before), ("after", hardening.after)):
+        if results["manifest"]["config"].get("report", True):
+            write_report_of(hardening.out / label)
+    comparison = write_comparison_markdown(hardening)
+    print(markdown_table(hardening.rows))
+    for note in hardening.notes:
         print(f"nnaudit: warning: {note}", file=sys.stderr)
-    print(f"nnaudit: hardened weights: {outcome.weights}")
-    print(f"  config:     {outcome.config} (nnaudit run {outcome.config})")
-    print(f"  comparison: {outcome.out / COMPARISON_MD}")
-    _open_hints([outcome.out / "before", outcome.out / "after"], outcome.out)
+    print(f"nnaudit: hardened weights: {hardening.weights}")
+    print(f"  config:     {hardening.config} (nnaudit run {hardening.config})")
+    print(f"  comparison: {comparison}")
+    _open_hints([hardening.out / "before", hardening.out / "after"], hardening.out)
     return EXIT_OK
 
 
 def _print_verdict(results: dict[str, Any], out: Path) -> None:
-    from audit.verdict import failing_checks
+    """The run verdict stored in results.json, on one line."""
+    from audit.decide.verdict import failing_checks
 
     record = results.get("verdict")
     if record is None:
@@ -198,17 +223,62 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_gate(args: argparse.Namespace) -> int:
-    from audit.gate import run_gate
+def run_gate(run_dir: str | os.PathLike[str], policy_path: str | os.PathLike[str] | None, *,
+             junit: str | os.PathLike[str] | None = None, summary: str | os.PathLike[str] | None = None,
+             stream: TextIO | None = None) -> int:
+    """``nnaudit gate``: decide, print the table to ``stream`` (stdout), write JUnit XML / Markdown if asked;
+    the exit code. ``policy_path`` None: the policy the run carries (config ``gate:`` or ``nnaudit run --policy``).
 
+    Raises ``ConfigError`` for a bad or absent policy and ``ResultsError`` for missing or invalid results
+    (``main`` turns both into exit code 2).
+    """
+    from audit.decide.gate import evaluate_policy, gate_policy
+    from audit.results import load_results
+    from reports.ci import format_gate, write_junit, write_markdown
+
+    results = load_results(run_dir, validate=True)
+    decision = evaluate_policy(results, gate_policy(results, policy_path), run_dir=run_dir)
+    (stream if stream is not None else sys.stdout).write(format_gate(decision))
+    if junit is not None:
+        write_junit(decision, Path(junit))
+    if summary is not None:
+        write_markdown(decision, Path(summary))
+    return decision.exit_code
+
+
+def run_compare(base_dir: str | os.PathLike[str], candidate_dir: str | os.PathLike[str], *,
+                policy_path: str | os.PathLike[str] | None = None, junit: str | os.PathLike[str] | None = None,
+                summary: str | os.PathLike[str] | None = None, limit: int | None = 20, resamples: int = 5000,
+                json_path: str | os.PathLike[str] | None = None, stream: TextIO | None = None) -> int:
+    """``nnaudit compare``: compare, print the text to ``stream`` (stdout), write JSON / JUnit / Markdown if
+    asked; the exit code. Raises ``ConfigError`` (bad policy) and ``ResultsError`` (missing or invalid results)."""
+    from audit.decide.compare import compare_run_dirs
+    from audit.policy import load_compare_policy
+    from reports.compare import format_comparison, write_compare_junit, write_compare_markdown
+
+    policy = load_compare_policy(policy_path) if policy_path is not None else None
+    comparison = compare_run_dirs(base_dir, candidate_dir, policy=policy, resamples=resamples)
+    (stream if stream is not None else sys.stdout).write(format_comparison(comparison, limit=limit))
+    if json_path is not None:
+        import json
+
+        from audit.results import atomic_write_text
+
+        atomic_write_text(Path(json_path), json.dumps(comparison.to_dict(), indent=2, allow_nan=False) + "\n")
+    if junit is not None:
+        write_compare_junit(comparison, Path(junit))
+    if summary is not None:
+        write_compare_markdown(comparison, Path(summary))
+    return comparison.exit_code
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
     return run_gate(Path(args.run_dir), Path(args.policy) if args.policy else None,
                     junit=Path(args.junit) if args.junit else None,
                     summary=Path(args.summary) if args.summary else None)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from audit.compare import run_compare
-
     if args.resamples < 100:
         raise NNAuditError("--resamples must be at least 100 bootstrap resamples")
     return run_compare(Path(args.base), Path(args.candidate), policy_path=Path(args.policy) if args.policy else None,

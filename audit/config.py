@@ -197,7 +197,7 @@ def parse_config(data: Any, *, base_dir: Path | None = None) -> AuditConfig:
     except ValidationError as err:
         raise _format_validation_error(err) from err
     if config.gate is not None:
-        from audit.verdict import check_policy_data
+        from audit.policy import check_policy_data
 
         check_policy_data(config.gate, key="gate")
     if base_dir is not None:

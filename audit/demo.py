@@ -161,9 +161,12 @@ def policy_path(out: Path, run_name: str) -> Path:
 
 
 def run_demo(out: Path, *, seed: int = 0, device: str = "auto") -> list[Path]:
-    """Train, write configs and gate policies, audit both models. Returns the run directories."""
+    """Train, write configs and gate policies, audit both models (results, stored verdict, report). Returns the
+    run directories."""
     from audit.config import load_config
+    from audit.decide.verdict import evaluate_verdict
     from audit.runner import run_audit
+    from reports.html import write_report
 
     out = Path(out)
     runs = []
@@ -175,7 +178,10 @@ def run_demo(out: Path, *, seed: int = 0, device: str = "auto") -> list[Path]:
         config = load_config(config_path)
         config.device = device
         run_dir = out / name
-        run_audit(config, run_dir, config_path=config_path, existing="overwrite")  # a new demo replaces the old
+        # a new demo replaces the old
+        run_audit(config, run_dir, config_path=config_path, existing="overwrite", verdict_of=evaluate_verdict)
+        if config.report:
+            write_report(run_dir)
         log.info("%s audited in %.1f s -> %s", name, time.perf_counter() - start, run_dir)
         runs.append(run_dir)
     return runs

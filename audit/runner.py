@@ -1,4 +1,5 @@
-"""The runner: config -> model + data -> sections -> results.json (+ report.html).
+"""The runner: config -> model + data -> sections -> results.json. It writes results only: the caller asks
+``reports/`` for report.html (``audit.cli``).
 
 Everything that can be wrong with the config is checked before any section runs. results.json
 is rewritten atomically when a section starts and after it ends: a crash loses at most the
@@ -8,12 +9,16 @@ Lifecycle of a run directory (``manifest.status``): ``running`` while a run writ
 ``.nnaudit.lock``), then ``complete`` (every section ran without error), ``failed`` (every
 section ran, at least one errored) or ``interrupted`` (SIGINT/SIGTERM; written before the
 process exits). A run killed outright stays ``running`` on disk; readers see from the lock that
-its process is gone and show it as incomplete (``audit.results.run_state``).
+its process is gone and show it as incomplete (``audit.runs.run_state``).
 
-A directory that already holds a run is refused unless the caller says what to do with it:
-``overwrite`` (delete its results, report and artifacts first) or ``resume`` (keep every
-finished section whose fingerprint is unchanged, reload what it left for later sections, run
-the rest).
+A directory that already holds a run is refused unless the caller says what to do with it
+(``audit.engine.rundir``): ``overwrite`` (delete its results, report and artifacts first) or ``resume``
+(keep every finished section whose fingerprint is unchanged, reload what it left for later sections,
+run the rest).
+
+When the run ends, whatever its status, it stores the run verdict (its own gate policy, decided) that
+the ``verdict_of`` function it was given builds from the final results: the application passes
+``audit.decide.evaluate_verdict``, since the engine does not import the decision layer above it.
 """
 
 from __future__ import annotations
@@ -24,12 +29,11 @@ import hashlib
 import json
 import logging
 import platform
-import shutil
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
@@ -37,19 +41,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from audit import __version__
 from audit.config import AuditConfig
-from audit.errors import ConfigError, ResultsError, RunDirError
+from audit.engine.rundir import REPORT_FILE, Existing, check_out_dir, clear_run_dir, clear_section_artifacts
+from audit.errors import ConfigError
 from audit.plugin import SectionPlugin, section_plugin
 from audit.results import (
     ARTIFACTS_DIR,
     RESULTS_FILE,
     SCHEMA_VERSION,
+    VERDICT_KEY,
     SectionResult,
     _jsonable,
     atomic_write_text,
     dumps,
-    load_results,
 )
-from audit.verdict import VERDICT_KEY, evaluate_verdict
 
 if TYPE_CHECKING:
     from audit.context import AuditContext
@@ -57,19 +61,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("nnaudit")
 
 LIBRARIES = ("torch", "numpy", "scikit-learn", "captum", "shap", "lime", "foolbox", "fairlearn", "streamlit")
-REPORT_FILE = "report.html"
 CONTEXT_FILE = "context.npz"
-Existing = Literal["refuse", "overwrite", "resume"]
-
-# -- run directory errors (RunDirError); tests match these ------------------------------------
-ALREADY_A_RUN = ("{out} already holds an audit ({what}); pass --overwrite to replace it (deletes its results.json, "
-                 "report.html and artifacts/), --resume to keep its finished sections and run the rest, or choose "
-                 "another --out")
-LEFTOVERS = ("{out} holds {found} but no results.json; pass --overwrite to clear them, or choose another --out")
-NOT_A_DIRECTORY = "--out {out} is a file, not a directory; choose a directory for the run"
-NOTHING_TO_RESUME = ("nothing to resume in {out}: it has no results.json; start the run with "
-                     "`nnaudit run CONFIG --out {out}`")
-CANNOT_RESUME = "cannot resume {out}: {error}; start it again with --overwrite"
+# the results dict -> the run verdict record, or None when the run carries no policy
+VerdictOf = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
 class Interrupted(KeyboardInterrupt):
@@ -110,62 +104,6 @@ def build_plugins(config: AuditConfig) -> list[SectionPlugin]:
             raise ConfigError(f"sections.{later[0].section}", f"move '{later[0].section}' above '{plugin.section}': "
                               f"'{plugin.section}' reuses its results, so it must run first")
     return plugins
-
-
-# -- the output directory -------------------------------------------------------------------
-
-
-def check_out_dir(out_dir: Path, existing: Existing, *, holding_lock: bool = False) -> dict[str, Any] | None:
-    """Whether a run may write ``out_dir``; reads only. Returns the previous results when resuming.
-
-    Raises ``RunDirError`` when a live run holds the directory, when it holds a run and neither
-    overwrite nor resume was asked for, or when there is nothing to resume.
-    """
-    from audit.engine.lock import inspect_lock
-
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise RunDirError(NOT_A_DIRECTORY.format(out=out))
-    lock = inspect_lock(out)
-    if lock.state == "held" and not holding_lock:
-        from audit.engine.lock import LOCKED
-
-        raise RunDirError(LOCKED.format(run_dir=out, pid=lock.pid if lock.pid is not None else "?",
-                                        host=lock.host or "?", started=lock.started_at or "at an unknown time"))
-    results = out / RESULTS_FILE
-    if existing == "resume":
-        if not results.exists():
-            raise RunDirError(NOTHING_TO_RESUME.format(out=out))
-        try:
-            return load_results(results, validate=True)
-        except ResultsError as err:
-            raise RunDirError(CANNOT_RESUME.format(out=out, error=err)) from err
-    if existing == "overwrite":
-        return None
-    if results.exists():
-        raise RunDirError(ALREADY_A_RUN.format(out=out, what=_describe_run(results)))
-    found = [name for name in (ARTIFACTS_DIR + "/", REPORT_FILE) if (out / name.rstrip("/")).exists()]
-    if found:
-        raise RunDirError(LEFTOVERS.format(out=out, found=" and ".join(found)))
-    return None
-
-
-def _describe_run(results: Path) -> str:
-    try:
-        data = json.loads(results.read_text(encoding="utf-8"))
-        manifest = data["manifest"]
-        return f"status {manifest['status']}, started {manifest['created_at']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "its results.json cannot be read"
-
-
-def clear_run_dir(out_dir: Path) -> None:
-    """Delete what a run writes (results.json, report.html, artifacts/); leave every other file alone."""
-    out = Path(out_dir)
-    (out / RESULTS_FILE).unlink(missing_ok=True)
-    (out / REPORT_FILE).unlink(missing_ok=True)
-    if (out / ARTIFACTS_DIR).is_dir():
-        shutil.rmtree(out / ARTIFACTS_DIR)
 
 
 @contextlib.contextmanager
@@ -264,8 +202,10 @@ def plan_resume(previous: dict[str, Any], plugins: list[SectionPlugin], fingerpr
 class Run:
     """One audit run: holds the results as they grow and writes them at every section boundary."""
 
-    def __init__(self, config: AuditConfig, out_dir: Path, *, config_path: Path | None = None) -> None:
+    def __init__(self, config: AuditConfig, out_dir: Path, *, config_path: Path | None = None,
+                 verdict_of: VerdictOf | None = None) -> None:
         self.config = config
+        self.verdict_of = verdict_of
         self.out_dir = Path(out_dir)
         self.sections: dict[str, SectionResult] = {}
         self.timings: dict[str, float] = {}
@@ -309,20 +249,24 @@ class Run:
                 self.manifest["current_section"] = None
             self.timings["total"] = round(time.perf_counter() - start, 4)
             try:
-                self.verdict = evaluate_verdict(self.to_dict())  # the run's own gate policy, if it carries one
+                if self.verdict_of is not None:  # the run's own gate policy, if it carries one
+                    self.verdict = self.verdict_of(self.to_dict())
             except ConfigError as err:  # validated with the config, so only a bug gets here: keep the results
                 log.warning("the run's gate policy could not be evaluated (%s); no verdict stored", err)
             self.write()
 
 
 def run_audit(config: AuditConfig, out_dir: Path, *, config_dir: Path | None = None,
-              config_path: Path | None = None, existing: Existing = "refuse", backend: Any = None) -> dict[str, Any]:
+              config_path: Path | None = None, existing: Existing = "refuse", backend: Any = None,
+              verdict_of: VerdictOf | None = None) -> dict[str, Any]:
     """Run every enabled section and return the results dict (also written to ``out_dir``).
 
     ``existing`` says what to do when ``out_dir`` already holds a run: refuse (``RunDirError``),
     ``overwrite`` it, or ``resume`` it. SIGINT/SIGTERM raise ``Interrupted`` after results.json
     says ``interrupted``. ``backend`` runs the chunks of chunked sections (``audit.engine.backends``;
-    default: in this process).
+    default: in this process). ``verdict_of`` builds the run verdict stored when the run ends
+    (``audit.decide.evaluate_verdict``); without it a run carrying a gate policy stores none (readers
+    still decide it from the policy in its config). Writes no report: see ``reports.html.write_report``.
     """
     from audit.engine.lock import RunLock
 
@@ -337,7 +281,7 @@ def run_audit(config: AuditConfig, out_dir: Path, *, config_dir: Path | None = N
         try:
             lock.acquire()
             return _run(config, out, plugins, config_dir=config_dir, config_path=config_path, existing=existing,
-                        backend=backend)
+                        backend=backend, verdict_of=verdict_of)
         finally:
             lock.release()
             if created and out.is_dir() and not any(out.iterdir()):
@@ -345,7 +289,8 @@ def run_audit(config: AuditConfig, out_dir: Path, *, config_dir: Path | None = N
 
 
 def _run(config: AuditConfig, out: Path, plugins: list[SectionPlugin], *, config_dir: Path | None,
-         config_path: Path | None, existing: Existing, backend: Any = None) -> dict[str, Any]:
+         config_path: Path | None, existing: Existing, backend: Any = None,
+         verdict_of: VerdictOf | None = None) -> dict[str, Any]:
     from audit.context import AuditContext
     from audit.data import load_data
     from audit.model import Bounds, load_model, resolve_device
@@ -361,7 +306,7 @@ def _run(config: AuditConfig, out: Path, plugins: list[SectionPlugin], *, config
     extra = [p for p in (config_dir, Path.cwd()) if p is not None]
     adapter = load_model(config.model, num_classes=data.num_classes, sample=data.x, device=device,
                          batch_size=config.batch_size, default_bounds=default_bounds, extra_paths=extra)
-    run = Run(config, out, config_path=config_path)
+    run = Run(config, out, config_path=config_path, verdict_of=verdict_of)
     run.manifest["model"] = adapter.describe()
     run.manifest["data"] = data.describe()
     run.manifest["device"] = str(device)
@@ -403,10 +348,6 @@ def _run(config: AuditConfig, out: Path, plugins: list[SectionPlugin], *, config
     errored = [name for name, s in run.sections.items() if s.status == "error"]
     run.manifest["model"] = adapter.describe()  # now with any out-of-memory back-off of the sections
     run.finish("failed" if errored else "complete", start)
-    if config.report:
-        from reports.html import write_report
-
-        write_report(run.out_dir)
     return run.to_dict()
 
 
@@ -426,24 +367,6 @@ def _carry_over(run: Run, previous: dict[str, Any], kept: dict[str, SectionResul
             # it runs again (its finished chunks stay; audit.engine.chunks keeps them only under the same
             # fingerprint) or is no longer in the config
             clear_section_artifacts(folder, keep_chunks=name in configured)
-
-
-def clear_section_artifacts(folder: Path, *, keep_chunks: bool) -> None:
-    """Delete a section's artifacts; with ``keep_chunks`` its finished chunks stay for the run that redoes it."""
-    from audit.engine.chunks import CHUNKS_DIR
-
-    if not folder.is_dir():
-        return
-    if not keep_chunks:
-        shutil.rmtree(folder)
-        return
-    for item in folder.iterdir():
-        if item.name == CHUNKS_DIR and item.is_dir():
-            continue
-        if item.is_dir() and not item.is_symlink():
-            shutil.rmtree(item)
-        else:
-            item.unlink()
 
 
 def _run_section(run: Run, ctx: AuditContext, plugin: SectionPlugin, fingerprint: str, counter: str) -> None:
@@ -466,7 +389,7 @@ def _run_section(run: Run, ctx: AuditContext, plugin: SectionPlugin, fingerprint
     run.timings[name] = round(result.duration_s, 4)
     run.manifest["current_section"] = None
     run.write()
-    log.info("%s %s %s (%.1f s)", counter, name, _outcome(result), result.duration_s)
+    log.info("%s %s %s (%.1f s)", counter, name, _progress_word(result), result.duration_s)
 
 
 def _save_outputs(ctx: AuditContext, result: SectionResult, outputs: dict[str, dict[str, Any]]) -> None:
@@ -486,7 +409,7 @@ def _save_outputs(ctx: AuditContext, result: SectionResult, outputs: dict[str, d
     result.context = rel
 
 
-def _outcome(result: SectionResult) -> str:
+def _progress_word(result: SectionResult) -> str:
     """The progress line's word for a finished section."""
     if result.status == "ok":
         return "ok"

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from cdp import Browser, Dashboard, find_chromium
 
-from audit.results import find_runs
+from audit.runs import find_runs
 
 FIRST = "document.body.innerText.includes('Verdict:')"
 SETTLED = ("document.body.innerText.includes('Clean prediction') && "

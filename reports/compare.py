@@ -1,118 +1,137 @@
-"""A run comparison (``audit.compare.Comparison``) as JUnit XML and as a Markdown summary for a pull request.
+"""A run comparison (``audit.decide.Comparison``) rendered: terminal text, JUnit XML, a Markdown summary for a
+pull request, and the rows of the dashboard's compare view.
 
-Every string that comes from the results (run titles, metric names, messages) is text, never markup:
-in Markdown each character that could start markup, a link, an autolink or a table cell becomes a
-numeric character reference (shown as itself), and metric names go in code spans.
+The checks go through the same table, JUnit writer and Markdown rows as the gate's (``reports.ci``); this
+module adds what only a comparison has: the runs, the pairing and the delta tables. Every string that
+comes from the results (run titles, metric names, messages) is text, never markup: escaped with
+``reports.text.escape_markdown``, metric names in code spans. Never imports torch.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from audit.results import atomic_write_text
+from audit.numbers import format_number
+from audit.results import atomic_write_text, decode_number
+from reports.ci import (
+    STATUS_TEXT,
+    VERDICT_ICONS,
+    check_table,
+    check_value,
+    counts_text,
+    decision_line,
+    junit_xml,
+    markdown_row,
+    write_junit,
+)
+from reports.text import code_span, escape_markdown
 
 if TYPE_CHECKING:
-    from audit.compare import Check, Comparison, MetricDelta
+    from audit.decide.checks import Check
+    from audit.decide.compare import Comparison, MetricDelta
 
-SUITE_NAME = "nnaudit.compare"
-_ERROR_TYPES = {"missing": "missing_metric", "error": "error"}
-_FAILURE_TYPES = {"delta": "delta_rule", "rule": "threshold", "findings": "findings", "significance": "regression",
-                  "run": "run", "section": "section"}
-
-# -- JUnit --------------------------------------------------------------------------------------------
-
-
-def _testcase(check: Check) -> ET.Element:
-    case = ET.Element("testcase", {"classname": f"{SUITE_NAME}.{check.kind}", "name": check.name, "time": "0"})
-    if check.status == "fail":
-        child = ET.SubElement(case, "failure", {"message": check.message, "type": _FAILURE_TYPES[check.kind]})
-        child.text = check.message
-    elif check.status in _ERROR_TYPES:
-        child = ET.SubElement(case, "error", {"message": check.message, "type": _ERROR_TYPES[check.status]})
-        child.text = check.message
-    elif check.status == "skipped":
-        ET.SubElement(case, "skipped", {"message": check.message})
-    else:
-        ET.SubElement(case, "system-out").text = check.message
-    return case
-
-
-def compare_to_junit(comparison: Comparison) -> str:
-    """One ``<testsuite name="nnaudit.compare">``, one testcase per check (runs, rules, significance tests)."""
-    c = comparison
-    counts = {"tests": str(len(c.checks)), "failures": str(c.count("fail")),
-              "errors": str(c.count("missing") + c.count("error")), "skipped": str(c.count("skipped"))}
-    root = ET.Element("testsuites", {"name": "nnaudit", **counts})
-    suite = ET.SubElement(root, "testsuite", {"name": SUITE_NAME, **counts, "time": "0"})
-    properties = ET.SubElement(suite, "properties")
-    for name, value in (("base", c.base.title), ("candidate", c.candidate.title), ("exit_code", str(c.exit_code)),
-                        ("pairing", c.pairing.reason)):
-        ET.SubElement(properties, "property", {"name": name, "value": value})
-    suite.extend(_testcase(check) for check in c.checks)
-    ET.indent(root)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
-
-
-def write_compare_junit(comparison: Comparison, path: str | os.PathLike[str]) -> Path:
-    target = Path(path)
-    atomic_write_text(target, compare_to_junit(comparison))
-    return target
-
-
-# -- Markdown -----------------------------------------------------------------------------------------
-
-# every ASCII character that can start Markdown or HTML, end a table cell, or make an autolink
-_MARKUP = set("\\`*_{}[]()#+-.!|~<>&:@=\"'")
-_VERDICT = {0: "✅ nnaudit compare: no regression", 1: "❌ nnaudit compare: regression",
-            2: "⚠️ nnaudit compare: cannot judge"}
+_VERDICT = {0: "no regression", 1: "regression", 2: "cannot judge"}
 _PLAIN_NUMBER = re.compile(r"^(?:[+-]?(?:\d+(?:\.\d+)?(?:e[+-]\d+)?|Infinity)|n/a)$")
-_STATUS = {"pass": "✅ pass", "fail": "❌ fail", "missing": "⚠️ missing", "error": "⚠️ error", "skipped": "⏭️ skipped"}
 _CHANGE = {"better": "better", "worse": "worse", "unchanged": "unchanged", "changed": "changed (no direction)",
            "not comparable": "not comparable", "only in base": "only in base", "only in candidate": "only in candidate"}
 
 
-def md_text(text: object) -> str:
-    """Any text as Markdown that renders as exactly that text: markup characters become character references,
-    whitespace (newlines included) collapses to single spaces."""
-    escaped = "".join(f"&#{ord(ch)};" if ch in _MARKUP else ch for ch in str(text))
-    return " ".join(escaped.split())
+def _plain(value: float | None, *, signed: bool = False) -> str:
+    return format_number(value, style="plain", signed=signed)
 
 
-def md_code(text: object) -> str:
-    """Text as an inline code span (rendered literally), safe inside a table cell."""
-    body = " ".join(str(text).replace("|", "¦").split())
-    run = longest = 0
-    for ch in body:
-        run = run + 1 if ch == "`" else 0
-        longest = max(longest, run)
-    fence = "`" * (longest + 1)
-    pad = " " if body.startswith("`") or body.endswith("`") else ""
-    return f"{fence}{pad}{body}{pad}{fence}"
+def notable_deltas(comparison: Comparison, *, limit: int | None = 20) -> list[MetricDelta]:
+    """The deltas worth showing: significant ones and those rules name first, then the largest changes of
+    metrics with a direction (``limit`` of those; None: every metric)."""
+    if limit is None:
+        return list(comparison.deltas)
+    first = [d for d in comparison.deltas if d.significant or d.metric in comparison.rule_metrics]
+    rest = [d for d in comparison.deltas if d not in first and d.direction is not None and d.change in
+            ("better", "worse")]
+    rest.sort(key=lambda d: -abs(d.delta) if d.delta is not None and math.isfinite(d.delta) else -math.inf)
+    return first + rest[:limit]
+
+
+# -- terminal ---------------------------------------------------------------------------------------------
+
+
+def format_comparison(comparison: Comparison, *, limit: int | None = 20) -> str:
+    """The comparison as plain text for the terminal and CI logs: runs, pairing, checks, notable deltas."""
+    c = comparison
+    lines = [f"nnaudit compare: base {c.base.title!r} ({c.base.path}) -> candidate {c.candidate.title!r} "
+             f"({c.candidate.path})"]
+    lines.append("differs: " + ("; ".join(c.differences) if c.differences else "nothing in the setup (model, data, "
+                                "seed, section parameters)"))
+    if c.pairing.available:
+        lines.append(f"significance: {c.pairing.reason}; paired bootstrap, {c.resamples} resamples, Holm-adjusted "
+                     f"over {c.n_hypotheses} distinct tests ({len(c.tested)} metrics) at alpha {_plain(c.alpha)}")
+    else:
+        lines.append(f"significance unavailable: {c.pairing.reason}")
+    lines += check_table(c.decision)
+    shown = notable_deltas(c, limit=limit)
+    if shown:
+        lines.append("")
+        lines.append("metric deltas (candidate - base)" + ("" if limit is None else
+                     f": significant, named by a rule, then the {limit} largest changes with a direction"))
+        table: list[tuple[str, ...]] = [("METRIC", "BASE", "CANDIDATE", "DELTA", "BETTER", "CHANGE", "SIGNIFICANCE")]
+        for d in shown:
+            s = d.significance
+            sig = ("untested" if d.direction is not None else "") if s is None else \
+                (f"p(Holm) {_plain(s.p_adjusted)}" + (" significant" if s.significant else ""))
+            table.append((d.metric, _plain(d.base), _plain(d.candidate), _plain(d.delta, signed=True),
+                          d.direction or "-", d.change + (f" ({d.note})" if d.note else ""), sig))
+        table_widths = [max(len(r[i]) for r in table) for i in range(6)]
+        for cells in table:
+            lines.append("  ".join(cell.ljust(w) for cell, w in zip(cells[:6], table_widths, strict=True)) + "  "
+                         + cells[6])
+    lines.append(f"{decision_line(c.decision)}; {len(c.regressions)} significant regressions, "
+                 f"{len(c.improvements)} significant improvements")
+    return "\n".join(lines) + "\n"
+
+
+# -- JUnit ------------------------------------------------------------------------------------------------
+
+
+def junit_properties(comparison: Comparison) -> list[tuple[str, str]]:
+    c = comparison
+    return [("base", c.base.title), ("candidate", c.candidate.title), ("exit_code", str(c.exit_code)),
+            ("pairing", c.pairing.reason)]
+
+
+def compare_to_junit(comparison: Comparison) -> str:
+    """One ``<testsuite name="nnaudit.compare">``, one testcase per check (runs, rules, significance tests)."""
+    return junit_xml(comparison.decision, properties=junit_properties(comparison))
+
+
+def write_compare_junit(comparison: Comparison, path: str | os.PathLike[str]) -> Path:
+    return write_junit(comparison.decision, path, properties=junit_properties(comparison))
+
+
+# -- Markdown ---------------------------------------------------------------------------------------------
 
 
 def _num(value: float | None, *, signed: bool = False) -> str:
-    from audit.compare import fmt
-
-    text = fmt(value, signed=signed)
-    return text if _PLAIN_NUMBER.match(text) else md_text(text)
+    text = _plain(value, signed=signed)
+    return text if _PLAIN_NUMBER.match(text) else escape_markdown(text)
 
 
-def _check_row(check: Check) -> str:
-    value = "" if check.value is None else _num(check.value, signed=check.kind in ("delta", "significance"))
-    name = md_code(check.metric) + " " + md_text(check.name.removeprefix(check.metric or "").strip()) \
-        if check.metric else md_text(check.name)
-    return f"| {name} | {value} | {_STATUS[check.status]} | {md_text(check.message)} |"
+def _check_row(comparison: Comparison, check: Check) -> str:
+    value = check_value(comparison.decision, check)
+    name = code_span(check.metric) + " " + escape_markdown(check.name.removeprefix(check.metric or "").strip()) \
+        if check.metric else escape_markdown(check.name)
+    return markdown_row([name, value if _PLAIN_NUMBER.match(value or "0") else escape_markdown(value),
+                         STATUS_TEXT[check.status], escape_markdown(check.message)])
 
 
 def _delta_row(d: MetricDelta, *, with_significance: bool) -> str:
     direction = {"higher": "↑ higher", "lower": "↓ lower"}.get(d.direction or "", "—")
-    cells = [md_code(d.metric), _num(d.base), _num(d.candidate), _num(d.delta, signed=True), direction,
-             md_text(_CHANGE[d.change] + (f" ({d.note})" if d.note else ""))]
+    cells = [code_span(d.metric), _num(d.base), _num(d.candidate), _num(d.delta, signed=True), direction,
+             escape_markdown(_CHANGE[d.change] + (f" ({d.note})" if d.note else ""))]
     if with_significance:
         s = d.significance
         if s is None:
@@ -120,45 +139,49 @@ def _delta_row(d: MetricDelta, *, with_significance: bool) -> str:
         else:
             cells += [f"[{_num(s.ci_low, signed=True)}, {_num(s.ci_high, signed=True)}]", _num(s.p_adjusted),
                       "**yes**" if s.significant else "no"]
-    return "| " + " | ".join(cells) + " |"
+    return markdown_row(cells)
+
+
+def _significance_rows(c: Comparison) -> list[str]:
+    """The per-metric significance checks folded into one row (the table below lists each metric)."""
+    tests = [check for check in c.checks if check.kind == "significance" and check.metric]
+    failed = [check for check in tests if check.status == "fail"]
+    if failed:
+        names = ", ".join(code_span(check.metric) for check in failed)
+        return [f"| {escape_markdown(f'{len(failed)} of {len(tests)} metrics tested')} | | {STATUS_TEXT['fail']} | "
+                f"significantly worse on the same samples: {names} |"]
+    if tests:
+        worse = c.regressions
+        detail = "significantly worse (reported only: significant_regressions is report): " + ", ".join(
+            code_span(d.metric) for d in worse) if worse else escape_markdown("no metric significantly worse")
+        return [f"| {escape_markdown(f'{len(tests)} metrics tested')} | | {STATUS_TEXT['pass']} | {detail} |"]
+    return []
 
 
 def compare_to_markdown(comparison: Comparison, *, limit: int = 20) -> str:
     """A pull-request comment: the verdict, the two runs, every check, the significance tests, then the
     largest changes (the full list collapsed)."""
-    from audit.compare import notable_deltas
-
     c = comparison
-    counts = ", ".join(f"{c.count(s)} {s}" for s in ("pass", "fail", "missing", "error", "skipped") if c.count(s))
     lines = [
-        f"## {_VERDICT[c.exit_code]}",
+        f"## {VERDICT_ICONS[c.exit_code]} nnaudit compare: {_VERDICT[c.exit_code]}",
         "",
-        f"Base: **{md_text(c.base.title)}** ({md_text(c.base.status)}) · candidate: **{md_text(c.candidate.title)}** "
-        f"({md_text(c.candidate.status)}) · exit code {c.exit_code} · {md_text(counts or 'no checks')} · "
-        f"{len(c.regressions)} significant regressions, {len(c.improvements)} significant improvements",
+        f"Base: **{escape_markdown(c.base.title)}** ({escape_markdown(c.base.status)}) · candidate: "
+        f"**{escape_markdown(c.candidate.title)}** ({escape_markdown(c.candidate.status)}) · exit code {c.exit_code} "
+        f"· {escape_markdown(counts_text(c.decision))} · {len(c.regressions)} significant regressions, "
+        f"{len(c.improvements)} significant improvements",
         "",
     ]
     if c.differences:
-        lines += ["What differs between the runs:", "", *(f"- {md_text(line)}" for line in c.differences), ""]
+        lines += ["What differs between the runs:", "", *(f"- {escape_markdown(line)}" for line in c.differences), ""]
     if c.pairing.available:
-        lines.append(f"Significance: {md_text(c.pairing.reason)}; paired bootstrap ({c.resamples} resamples), "
-                     f"p-values Holm-adjusted over {c.n_hypotheses} distinct tests ({len(c.tested)} metrics), "
-                     f"alpha {_num(c.alpha)}.")
+        lines.append(f"Significance: {escape_markdown(c.pairing.reason)}; paired bootstrap ({c.resamples} "
+                     f"resamples), p-values Holm-adjusted over {c.n_hypotheses} distinct tests ({len(c.tested)} "
+                     f"metrics), alpha {_num(c.alpha)}.")
     else:
-        lines.append(f"Significance unavailable: {md_text(c.pairing.reason)}.")
+        lines.append(f"Significance unavailable: {escape_markdown(c.pairing.reason)}.")
     lines += ["", "| Check | Value | Outcome | Detail |", "| --- | ---: | --- | --- |"]
-    lines += [_check_row(check) for check in c.checks if check.kind != "significance" or not check.metric]
-    tests = [check for check in c.checks if check.kind == "significance" and check.metric]
-    failed = [check for check in tests if check.status == "fail"]
-    if failed:
-        names = ", ".join(md_code(check.metric) for check in failed)
-        lines.append(f"| {md_text(f'{len(failed)} of {len(tests)} metrics tested')} | | ❌ fail | "
-                     f"significantly worse on the same samples: {names} |")
-    elif tests:
-        worse = [d for d in c.regressions]
-        detail = "significantly worse (reported only: significant_regressions is report): " + ", ".join(
-            md_code(d.metric) for d in worse) if worse else md_text("no metric significantly worse")
-        lines.append(f"| {md_text(f'{len(tests)} metrics tested')} | | ✅ pass | {detail} |")
+    lines += [_check_row(c, check) for check in c.checks if check.kind != "significance" or not check.metric]
+    lines += _significance_rows(c)
     tested = c.tested
     if tested:
         lines += ["", f"### Per-sample significance ({round(100 * c.confidence)}% paired bootstrap intervals)", "",
@@ -174,7 +197,7 @@ def compare_to_markdown(comparison: Comparison, *, limit: int = 20) -> str:
                   "| Metric | Base | Candidate | Delta | Better | Change |", "| --- | ---: | ---: | ---: | --- | --- |"]
         lines += [_delta_row(d, with_significance=False) for d in others[:limit]]
         if len(others) > limit:
-            lines.append(f"| {md_text(f'... and {len(others) - limit} more')} | | | | | |")
+            lines.append(f"| {escape_markdown(f'... and {len(others) - limit} more')} | | | | | |")
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 
@@ -194,12 +217,8 @@ NO_DIRECTION = "no direction"
 
 
 def _view_number(value: Any, *, signed: bool = False) -> str:
-    from audit.results import decode_number
-    from reports.views import format_value
-
-    number = decode_number(value)
-    text = format_value(number)
-    return f"+{text}" if signed and number is not None and number > 0 else text
+    """A stored number (``Comparison.to_dict()``) as the dashboard shows numbers."""
+    return format_number(decode_number(value), style="short", signed=signed)
 
 
 def _significance_text(row: Mapping[str, Any], pairing: Mapping[str, Any], confidence: float) -> str:
@@ -230,8 +249,6 @@ def comparison_view(data: Mapping[str, Any]) -> dict[str, Any]:
     direction, improvements, better, unchanged; within each, the largest change first. Each row says
     the direction of better, the change and its significance, or why significance is unavailable.
     """
-    from audit.results import decode_number
-
     pairing: Mapping[str, Any] = data.get("pairing") or {}
     confidence = float(data.get("confidence") or 0.95)
     rows = []

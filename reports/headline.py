@@ -3,7 +3,7 @@
 The HTML report and the dashboard both call ``verdict_view`` and ``headline_view``, so the
 answer to "can this model ship, and why not?" reads the same in both.
 
-- Verdict: the run's own gate policy (``audit.verdict``), evaluated again from the results and
+- Verdict: the run's own gate policy (``audit.decide.verdict``), evaluated again from the results and
   the run directory (so a run whose process died reads as incomplete, not as it last wrote),
   else the stored ``verdict``; a run without a policy is ``not_gated``.
 - Headline: clean and balanced accuracy; worst-case robust accuracy per norm and eps with the
@@ -45,8 +45,8 @@ def verdict_view(results: Mapping[str, Any], run_dir: str | os.PathLike[str] | N
     ``failing`` holds the checks that did not pass, each with ``name``, ``status``, ``message``,
     ``value`` and ``threshold`` (decoded numbers) and ``value_text``.
     """
+    from audit.decide.verdict import VERDICT_KEY, evaluate_verdict
     from audit.errors import ConfigError
-    from audit.verdict import VERDICT_KEY, evaluate_verdict
 
     try:
         record = evaluate_verdict(results, run_dir)

@@ -12,16 +12,42 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from audit.results import atomic_write_text, decode_number, load_results, resolve_results_path, run_state
+from audit.results import atomic_write_text, decode_number, load_results, resolve_results_path
+from audit.runs import RunState, run_state
 from reports.figures import FigureSpecError, artifact_data_uri, figure_data_uri, image_grid_view, tree_view
-from reports.views import SEVERITIES_WORST_FIRST, format_value, report_view
+from reports.headline import headline_view, verdict_view
+from reports.views import (
+    SEVERITIES_WORST_FIRST,
+    all_findings,
+    format_value,
+    manifest_rows,
+    run_summary,
+    section_views,
+)
 
 REPORT_FILE = "report.html"
 TEMPLATE_NAME = "report.html.j2"
+
+
+def report_view(results: Mapping[str, Any], state: RunState | None = None, *,
+                run_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The whole report: verdict, headline, summary, manifest rows, top findings, sections."""
+    manifest = results.get("manifest", {})
+    return {
+        "verdict": verdict_view(results, run_dir),
+        "headline": headline_view(results),
+        "summary": run_summary(results, state),
+        "manifest_rows": manifest_rows(results),
+        "top_findings": all_findings(results, min_severity="medium"),
+        "sections": section_views(results),
+        "config": manifest.get("config", {}),
+        "libraries": dict(sorted(manifest.get("libraries", {}).items())),
+    }
 
 
 @cache

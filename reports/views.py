@@ -1,22 +1,22 @@
 """View models: pure functions from a results dict to plain dicts and lists.
 
-The HTML report (``reports.html``), the dashboard (``app.py``) and the gate summaries all read
-these, so a number is formatted and a finding is ordered the same way everywhere. Nothing here
-draws, writes files or imports torch.
+The HTML report (``reports.html``) and the dashboard (``app.py``) both read these, so a number is
+formatted (``audit.numbers``) and a finding is ordered (``audit.findings``) the same way everywhere.
+Nothing here draws, writes files or imports torch.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from audit.results import SEVERITIES, RunState, all_metrics, decode_cell, decode_number, run_state
+from audit.findings import run_findings, severity_rank
+from audit.numbers import MISSING_TEXT, format_number
+from audit.results import SEVERITIES, all_metrics, decode_cell, decode_number
+from audit.runs import RunState, run_state, run_title
 
-MISSING_TEXT = "—"
-SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
 SEVERITIES_WORST_FIRST: tuple[str, ...] = tuple(reversed(SEVERITIES))
 STATUS_ORDER: tuple[str, ...] = ("ok", "error", "skipped")
 # how each run state reads in a report or the dashboard: (badge text, one-line meaning)
@@ -38,42 +38,18 @@ _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 def format_value(value: Any) -> str:
     """A metric or table cell as text, one rule everywhere (report, dashboard, summaries).
 
-    Numbers: 3 significant digits in plain decimal notation for ordinary magnitudes
-    (1e-4 <= |x| < 1e6): ``0.963``, ``0.0500``, ``12.3``, ``0.000549``, and whole units from
-    1000 up (``123457``); whole numbers from 2 up as integers (``1797``); beyond that range 2
-    significant digits in scientific notation (``1.1e-16``, ``2.5e+07``), since such values are
-    not ordinary; ``—`` for null/NaN, ``∞``.
+    Numbers in the short style of ``audit.numbers.format_number``: 3 significant digits in plain
+    decimal notation for ordinary magnitudes (1e-4 <= |x| < 1e6): ``0.963``, ``0.0500``, ``12.3``,
+    ``0.000549``, and whole units from 1000 up (``123457``); whole numbers from 2 up as integers
+    (``1797``); beyond that range 2 significant digits in scientific notation (``1.1e-16``,
+    ``2.5e+07``), since such values are not ordinary; ``—`` for null/NaN, ``∞``. Booleans read
+    true/false; anything else as its text.
     """
-    if value is None:
-        return MISSING_TEXT
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return _format_float(value)
+    if value is None or isinstance(value, (int, float)):
+        return format_number(value, style="short")
     return str(value)
-
-
-SIGNIFICANT_DIGITS = 3
-
-
-def _format_float(value: float) -> str:
-    if not math.isfinite(value):
-        return MISSING_TEXT if math.isnan(value) else ("∞" if value > 0 else "-∞")
-    if value == 0:
-        return "0"
-    magnitude = abs(value)
-    if value.is_integer() and 2 <= magnitude < 1e15:  # counts, not ratios
-        return str(int(value))
-    if 1e-4 <= magnitude < 1e6:
-        if magnitude >= 10 ** SIGNIFICANT_DIGITS:
-            return f"{value:.0f}"  # 123457, not 123000: whole units are never hidden
-        rounded = float(f"{value:.{SIGNIFICANT_DIGITS}g}")  # 0.99951 -> 1.0: digits counted after rounding
-        exponent = math.floor(math.log10(abs(rounded))) if rounded else 0
-        decimals = max(0, SIGNIFICANT_DIGITS - 1 - exponent)
-        return f"{rounded:.{decimals}f}"
-    return f"{value:.1e}"
 
 
 def format_duration(seconds: float | None) -> str:
@@ -106,11 +82,6 @@ def short_hash(digest: str | None, length: int = 12) -> str:
 # -- findings -------------------------------------------------------------------------------
 
 
-def severity_rank(severity: str) -> int:
-    """0 for info up to 4 for critical; unknown severities rank lowest."""
-    return SEVERITY_RANK.get(severity, -1)
-
-
 def finding_view(finding: Mapping[str, Any], section: str | None = None, anchor: str | None = None) -> dict[str, Any]:
     value = decode_number(finding.get("value"))
     return {
@@ -131,16 +102,11 @@ def sort_findings(findings: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def all_findings(results: Mapping[str, Any], *, min_severity: str = "info") -> list[dict[str, Any]]:
-    """Every finding of every section at ``min_severity`` or worse, worst first, with its section."""
-    floor = severity_rank(min_severity)
+    """Every finding of every section at ``min_severity`` or worse, worst first, with its section
+    (``audit.findings.run_findings``, as views)."""
     anchors = section_anchors(results)
-    found = [
-        finding_view(f, name, anchors[name])
-        for name, section in _sections(results).items()
-        for f in section.get("findings", [])
-        if severity_rank(f.get("severity", "info")) >= floor
-    ]
-    return sort_findings(found)
+    return [finding_view(f, f["section"], anchors[f["section"]])
+            for f in run_findings(results, min_severity=min_severity)]
 
 
 def count_findings(findings: Iterable[Mapping[str, Any]]) -> dict[str, int]:
@@ -164,16 +130,6 @@ def worst_severity(findings: Iterable[Mapping[str, Any]]) -> str | None:
 def _sections(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     sections: dict[str, dict[str, Any]] = results.get("sections", {})
     return sections
-
-
-def run_title(results: Mapping[str, Any]) -> str:
-    manifest = results.get("manifest", {})
-    title = manifest.get("title")
-    if title:
-        return str(title)
-    model = manifest.get("model", {}).get("kind", "model")
-    data = manifest.get("data", {}).get("name", "data")
-    return f"{model} on {data}"
 
 
 def wall_time(results: Mapping[str, Any]) -> float | None:
@@ -218,7 +174,7 @@ def section_anchors(results: Mapping[str, Any]) -> dict[str, str]:
 def run_summary(results: Mapping[str, Any], state: RunState | None = None) -> dict[str, Any]:
     """The header of a report: what was audited, where, and how it went.
 
-    ``state`` (``audit.results.run_state`` with the run directory) tells a live run from a dead
+    ``state`` (``audit.runs.run_state`` with the run directory) tells a live run from a dead
     one; without it the stored status is shown.
     """
     state = state if state is not None else run_state(dict(results))
@@ -385,24 +341,6 @@ def section_view(name: str, section: Mapping[str, Any], *, anchor: str | None = 
 def section_views(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     anchors = section_anchors(results)
     return [section_view(name, s, anchor=anchors[name]) for name, s in _sections(results).items()]
-
-
-def report_view(results: Mapping[str, Any], state: RunState | None = None, *,
-                run_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The whole report: verdict, headline, summary, manifest rows, top findings, sections."""
-    from reports.headline import headline_view, verdict_view
-
-    manifest = results.get("manifest", {})
-    return {
-        "verdict": verdict_view(results, run_dir),
-        "headline": headline_view(results),
-        "summary": run_summary(results, state),
-        "manifest_rows": manifest_rows(results),
-        "top_findings": all_findings(results, min_severity="medium"),
-        "sections": section_views(results),
-        "config": manifest.get("config", {}),
-        "libraries": dict(sorted(manifest.get("libraries", {}).items())),
-    }
 
 
 # -- comparing runs -------------------------------------------------------------------------

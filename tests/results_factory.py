@@ -302,7 +302,7 @@ def review_results() -> dict[str, Any]:
     data["manifest"]["config"]["sections"] = {name: {"plugin": s["plugin"], "enabled": True, "params": {}}
                                               for name, s in ordered.items()}
     data["manifest"]["config"]["gate"] = copy.deepcopy(REVIEW_POLICY)
-    from audit.verdict import evaluate_verdict
+    from audit.decide.verdict import evaluate_verdict
 
     data["verdict"] = evaluate_verdict(data, now="2025-01-02T03:04:17+00:00")
     return data

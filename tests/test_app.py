@@ -46,7 +46,7 @@ def _app(monkeypatch: pytest.MonkeyPatch, runs_dir: Path | None, *, env: Path | 
 
 
 def plain(markdown: str) -> str:
-    """What Markdown source renders as, for text the page escaped with ``reports.dashboard.text.literal``."""
+    """What Markdown source renders as, for text the page escaped with ``reports.text.escape_markdown``."""
     return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown)
 
 
@@ -148,7 +148,7 @@ def test_compare_view(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import numpy as np
     from test_compare import ACC, ROBUST, flip, paired_run
 
-    from audit.compare import compare_run_dirs
+    from audit.decide.compare import compare_run_dirs
 
     rng = np.random.default_rng(0)
     correct = (rng.random(400) < 0.9).astype(float)

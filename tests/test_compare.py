@@ -1,11 +1,12 @@
 """`nnaudit compare`: deltas with directions, paired bootstrap significance, rules on deltas, exit codes,
-JUnit and Markdown output (audit/compare.py, reports/compare.py)."""
+JUnit and Markdown output (audit/decide/compare.py, audit/decide/stats.py, audit/policy.py, reports/compare.py)."""
 
 from __future__ import annotations
 
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,20 +18,15 @@ import pytest
 from results_factory import make_results, unfinished_results, write_run
 
 from audit.cli import main
-from audit.compare import (
-    DELTA_UNDEFINED,
-    ComparePolicy,
-    compare_results,
-    compare_run_dirs,
-    holm,
-    paired_bootstrap,
-    parse_compare_policy,
-    setup_differences,
-)
+from audit.decide.compare import DELTA_UNDEFINED, compare_results, compare_run_dirs
+from audit.decide.pairing import setup_differences
+from audit.decide.stats import holm, paired_bootstrap
 from audit.errors import ConfigError
 from audit.outcomes import load_all_outcomes, write_outcomes
+from audit.policy import ComparePolicy, parse_compare_policy
 from audit.results import SectionResult
-from reports.compare import compare_to_junit, compare_to_markdown, md_text
+from reports.compare import compare_to_junit, compare_to_markdown
+from reports.text import escape_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 ACC = "performance.accuracy"
@@ -334,9 +330,10 @@ def test_markdown_and_junit_show_result_strings_as_text(tmp_path: Path,
     cand = paired_run(tmp_path, "cand", correct, flip(robust, np.flatnonzero(robust == 1)[:40]), title=INJECTION)
     comparison = compare_run_dirs(base, cand)
     markdown = compare_to_markdown(comparison)
+    unescaped = re.sub(r"\\.", "", markdown)  # what is left once every backslash escape is taken out
     for raw in ("![", "<img", "http://", "**bold**", "[link]", "\\|", "`c`", "@someone", " #12", "www."):
-        assert raw not in markdown
-    assert md_text(INJECTION) in markdown
+        assert raw not in unescaped, raw  # each comes through only with its characters escaped
+    assert escape_markdown(INJECTION) in markdown
     columns = None
     for line in markdown.splitlines():  # every row of a table has its header's cells: no pipe from the data
         if not line.startswith("|"):
@@ -355,12 +352,29 @@ def test_markdown_and_junit_show_result_strings_as_text(tmp_path: Path,
     assert failure is not None and failure.get("type") == "regression" and ROBUST in (failure.text or "")
 
 
-def test_md_text_renders_as_the_same_text() -> None:
-    """Character references render as the characters: decoding them gives the input back."""
-    import html
+def test_compare_junit_replaces_characters_xml_cannot_hold() -> None:
+    """A check message holding ESC and NUL (a section's error text) still makes a well-formed JUnit file: the
+    comparison goes through the gate's one JUnit writer and its cleanup."""
+    base, cand = make_results(with_error=True), make_results(with_error=True)
+    base["sections"]["fairness"]["error"]["message"] = "colour \x1b[31mred\x1b[0m and a \x00 byte"
+    cand["manifest"]["title"] = "title \x1b[1m"
+    comparison = compare_results(base, cand, policy=parse_compare_policy(
+        {"rules": ["fairness.parity_gap delta <= 0.1"], "fail_on_section_error": False}))
+    check = next(c for c in comparison.checks if c.kind == "delta")
+    assert check.status == "error" and "\x1b[31mred" in check.message and "\x00" in check.message
+    root = ET.fromstring(compare_to_junit(comparison).encode("utf-8"))  # an ESC or NUL byte would make this raise
+    error = root.find(".//testcase[@classname='nnaudit.compare.delta']/error")
+    assert error is not None
+    assert "colour \ufffd[31mred\ufffd[0m and a \ufffd byte" in (error.get("message") or "")
+    assert error.text == error.get("message")
+    properties = {p.get("name"): p.get("value") for p in root.iter("property")}
+    assert properties["candidate"] == "title \ufffd[1m"
 
+
+def test_escaped_markdown_renders_as_the_same_text() -> None:
+    """CommonMark backslash escapes render as the characters: removing them gives the input back."""
     text = "a_b*c <d> [e](f) | g \\ h `i` ~j~ #k !l http://m.n"
-    assert html.unescape(md_text(text)) == text
+    assert re.sub(r"\\(.)", r"\1", escape_markdown(text)) == text
 
 
 def test_cli_compare_writes_summary_and_junit_and_exits_with_the_verdict(
@@ -394,7 +408,7 @@ def test_compare_works_without_torch(tmp_path: Path, outcomes: tuple[np.ndarray,
         import io, sys
         for name in ("torch", "torchvision", "shap", "lime", "captum", "foolbox", "fairlearn"):
             sys.modules[name] = None
-        from audit.compare import run_compare
+        from audit.cli import run_compare
         code = run_compare(sys.argv[1], sys.argv[2], summary=sys.argv[3], stream=io.StringIO(), resamples=200)
         print("exit", code)
     """)

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from audit.cli import main
-from audit.compare import compare_run_dirs
+from audit.decide.compare import compare_run_dirs
 
 SECTIONS = {"performance": {},
             "robustness": {"eps": [0.05, 0.1], "attacks": ["pgd"], "steps": 5, "minimal_norm": [],

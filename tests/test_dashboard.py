@@ -18,7 +18,7 @@ import pytest
 from results_factory import make_results, write_run
 from test_app import APP, TIMEOUT, plain
 
-from reports.dashboard.text import literal
+from reports.text import escape_markdown
 from reports.views import format_value
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,8 +28,8 @@ INJECTIONS = (IMG_MD, IMG_HTML, "$x$ :red[red] **bold** [link](http://host/)")
 
 
 @pytest.mark.parametrize("text", [*INJECTIONS, "plain text", "a\\b `c` 1.5 - 2", ""])
-def test_literal_renders_as_its_own_text(text: str) -> None:
-    escaped = literal(text)
+def test_escaped_markdown_renders_as_its_own_text(text: str) -> None:
+    escaped = escape_markdown(text)
     assert plain(escaped) == " ".join(text.split())
     assert not re.search(r"[!-/:-@\[-`{-~]", re.sub(r"\\[!-/:-@\[-`{-~]", "", escaped))  # all escaped
 
@@ -380,7 +380,7 @@ def _run_app(monkeypatch: pytest.MonkeyPatch, root: Path, view: str | None = Non
 ])
 def test_verdict_from_the_runs_own_policy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rule: str,
                                          expected: str) -> None:
-    """A ``gate:`` block in the run's config is judged by audit.gate, the verdict first on the page."""
+    """A ``gate:`` block in the run's config is judged by audit.decide, the verdict first on the page."""
     data = make_results(with_error=False)
     data["manifest"]["config"]["gate"] = {"rules": [rule]}
     write_run(tmp_path / "runs", "run", data)

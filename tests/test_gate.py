@@ -1,4 +1,5 @@
-"""audit.gate: policy parsing, rule evaluation, exit codes and the run_gate entry point."""
+"""The gate (audit.decide.gate, audit.policy): policy parsing, rule evaluation, exit codes and the run_gate entry
+point (audit.cli)."""
 
 from __future__ import annotations
 
@@ -12,19 +13,23 @@ from typing import Any
 import pytest
 from results_factory import make_results, write_run
 
-from audit import gate
+from audit import policy as policies
+from audit.cli import run_gate
+from audit.decide import gate
+from audit.decide.checks import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, Decision
+from audit.decide.gate import evaluate_policy
 from audit.errors import ConfigError, ResultsError
-from audit.gate import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, evaluate_policy, load_policy, parse_policy, run_gate
+from audit.policy import load_policy, parse_policy
 from audit.results import RESULTS_FILE
 
 
-def _gate(rules: list[Any], data: dict[str, Any] | None = None, **policy: Any) -> gate.GateReport:
+def _gate(rules: list[Any], data: dict[str, Any] | None = None, **policy: Any) -> Decision:
     results = data if data is not None else make_results(with_error=False)
     return evaluate_policy(results, parse_policy({"rules": rules, **policy}))
 
 
 def _status(rule: Any, data: dict[str, Any] | None = None) -> str:
-    return _gate([rule], data).outcomes[0].status
+    return _gate([rule], data).checks[0].status
 
 
 # -- operators and rule syntax ----------------------------------------------------------------
@@ -58,7 +63,7 @@ def test_equality_tolerates_float_noise() -> None:
     ("performance.n_samples != -3", "performance.n_samples", "!=", -3.0),
 ])
 def test_parse_rule_string(text: str, metric: str, op: str, threshold: float) -> None:
-    assert gate.parse_rule(text) == gate.Rule(metric, op, threshold)
+    assert policies.parse_rule(text) == policies.Rule(metric, op, threshold)
 
 
 @pytest.mark.parametrize("text", ["performance.accuracy => 0.9", "performance.accuracy = 0.9",
@@ -68,7 +73,7 @@ def test_bad_rule_syntax(text: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_policy({"rules": ["performance.accuracy >= 0.5", text]})
     assert info.value.key == "rules[1]"
-    assert info.value.message == gate.RULE_SYNTAX.format(text=text)
+    assert info.value.message == policies.RULE_SYNTAX.format(text=text)
 
 
 # -- exit codes -------------------------------------------------------------------------------
@@ -83,7 +88,7 @@ def test_all_pass_exits_0() -> None:
 def test_threshold_failure_exits_1() -> None:
     report = _gate(["performance.accuracy >= 0.95", "imbalance.balanced_accuracy > 0.8"])
     assert report.exit_code == EXIT_FAIL
-    failed = [o for o in report.outcomes if o.status == "fail"]
+    failed = [o for o in report.checks if o.status == "fail"]
     assert [(o.metric, o.value, o.threshold) for o in failed] == [("performance.accuracy", 0.9, 0.95)]
     assert failed[0].message == "performance.accuracy = 0.9 does not meet >= 0.95"
 
@@ -91,7 +96,7 @@ def test_threshold_failure_exits_1() -> None:
 def test_missing_metric_exits_2_and_suggests() -> None:
     report = _gate(["performance.acuracy >= 0.9"])
     assert report.exit_code == EXIT_ERROR
-    outcome = report.outcomes[0]
+    outcome = report.checks[0]
     assert outcome.status == "missing"
     assert "'performance.accuracy'" in outcome.message and "did you mean" in outcome.message
 
@@ -99,20 +104,20 @@ def test_missing_metric_exits_2_and_suggests() -> None:
 def test_null_metric_exits_2() -> None:
     report = _gate(["imbalance.roc_auc_ovr >= 0.5"])
     assert report.exit_code == EXIT_ERROR
-    assert report.outcomes[0].message == gate.NULL_METRIC.format(metric="imbalance.roc_auc_ovr")
+    assert report.checks[0].message == gate.NULL_METRIC.format(metric="imbalance.roc_auc_ovr")
 
 
 def test_section_error_exits_2() -> None:
     report = _gate(["performance.accuracy >= 0.9"], make_results(with_error=True))
     assert report.exit_code == EXIT_ERROR
-    sections = {o.name: o.status for o in report.outcomes if o.kind == "section"}
+    sections = {o.name: o.status for o in report.checks if o.kind == "section"}
     assert sections == {"section performance": "pass", "section imbalance": "pass", "section robustness": "pass",
                         "section explain": "pass", "section fairness": "error", "section shap": "skipped"}
 
 
 def test_error_beats_failure() -> None:
     report = _gate(["performance.accuracy >= 0.99", "nope.metric >= 1"])
-    assert {o.status for o in report.outcomes} >= {"fail", "missing"}
+    assert {o.status for o in report.checks} >= {"fail", "missing"}
     assert report.exit_code == EXIT_ERROR
 
 
@@ -121,13 +126,13 @@ def test_fail_on_section_error_false_ignores_errored_sections() -> None:
     data["manifest"]["status"] = "failed"
     report = _gate(["performance.accuracy >= 0.9"], data, fail_on_section_error=False)
     assert report.exit_code == EXIT_PASS
-    assert [(o.kind, o.status) for o in report.outcomes] == [("metric", "pass"), ("run", "pass")]
-    assert report.outcomes[1].message == gate.RUN_FAILED.format(reason="1 section(s) failed: fairness")
+    assert [(o.kind, o.status) for o in report.checks] == [("metric", "pass"), ("run", "pass")]
+    assert report.checks[1].message == gate.RUN_FAILED.format(reason="1 section(s) failed: fairness")
 
 
 def test_metric_of_an_errored_section_is_an_error() -> None:
     report = _gate(["fairness.parity_gap <= 0.1"], make_results(with_error=True), fail_on_section_error=False)
-    outcome = report.outcomes[0]
+    outcome = report.checks[0]
     assert outcome.status == "error"
     assert outcome.message == gate.SECTION_FAILED_METRIC.format(
         metric="fairness.parity_gap", section="fairness",
@@ -136,7 +141,7 @@ def test_metric_of_an_errored_section_is_an_error() -> None:
 
 
 def test_metric_of_a_skipped_section_is_missing() -> None:
-    outcome = _gate(["shap.mean_abs >= 0"]).outcomes[0]
+    outcome = _gate(["shap.mean_abs >= 0"]).checks[0]
     assert outcome.status == "missing"
     assert outcome.message == gate.SKIPPED_METRIC.format(metric="shap.mean_abs", section="shap")
 
@@ -146,7 +151,7 @@ def test_incomplete_run_exits_2() -> None:
     data["manifest"]["status"] = "running"
     report = _gate(["performance.accuracy >= 0.9"], data)
     assert report.exit_code == EXIT_ERROR
-    assert [o.message for o in report.outcomes if o.kind == "run"] == [gate.RUN_INCOMPLETE.format(
+    assert [o.message for o in report.checks if o.kind == "run"] == [gate.RUN_INCOMPLETE.format(
         status="running", reason="stored as running; no run directory to check whether it still runs", never_ran="",
         hint="")]
 
@@ -160,7 +165,7 @@ def test_unfinished_runs_exit_2_whatever_the_policy(tmp_path: Path, fail_on_sect
     data["manifest"].update(status="interrupted", interrupted_by="SIGTERM", current_section="fairness")
     report = _gate(["performance.accuracy >= 0.9"], data, fail_on_section_error=fail_on_section_error)
     assert report.exit_code == EXIT_ERROR
-    run = next(o for o in report.outcomes if o.kind == "run")
+    run = next(o for o in report.checks if o.kind == "run")
     assert run.message == gate.RUN_INCOMPLETE.format(
         status="interrupted", reason="stopped by SIGTERM while 'fairness' ran",
         never_ran="; sections that never ran: fairness", hint="")
@@ -195,10 +200,10 @@ MIN_EPS = "robustness.fmn.linf.median_min_eps"
 def test_infinity_compares_as_infinity(value: Any, rule: str, expected: str) -> None:
     """A robust model (no adversarial example found: median minimal eps infinite) passes '>=', fails '<='."""
     report = _gate([rule], _with_metric(MIN_EPS, value))
-    assert report.outcomes[0].status == expected
+    assert report.checks[0].status == expected
     assert report.exit_code == (EXIT_PASS if expected == "pass" else EXIT_FAIL)
-    assert report.outcomes[0].value == float("inf")
-    assert "= Infinity " in report.outcomes[0].message
+    assert report.checks[0].value == float("inf")
+    assert "= Infinity " in report.checks[0].message
 
 
 def test_negative_infinity() -> None:
@@ -211,8 +216,8 @@ def test_negative_infinity() -> None:
 def test_nan_never_passes_and_exits_2(value: Any, rule: str) -> None:
     report = _gate([rule], _with_metric(MIN_EPS, value))
     assert report.exit_code == EXIT_ERROR
-    assert report.outcomes[0].status == "missing"
-    assert report.outcomes[0].message == gate.NULL_METRIC.format(metric=MIN_EPS)
+    assert report.checks[0].status == "missing"
+    assert report.checks[0].message == gate.NULL_METRIC.format(metric=MIN_EPS)
 
 
 def test_non_finite_metrics_survive_the_round_trip(tmp_path: Path) -> None:
@@ -238,7 +243,7 @@ def test_non_finite_metrics_survive_the_round_trip(tmp_path: Path) -> None:
                                                              "robustness.fmn.l2.median_min_eps <= 0"]}))
     assert report.exit_code == EXIT_PASS
     nan = evaluate_policy(loaded, parse_policy({"rules": ["robustness.fmn.linf.mean_min_eps != 0"]}))
-    assert nan.exit_code == EXIT_ERROR and "robustness.fmn.linf.mean_min_eps" in nan.outcomes[0].message
+    assert nan.exit_code == EXIT_ERROR and "robustness.fmn.linf.mean_min_eps" in nan.checks[0].message
 
 
 def test_newer_schema_names_the_writer(tmp_path: Path) -> None:
@@ -275,7 +280,7 @@ def test_schema_1_files_still_read(tmp_path: Path) -> None:
 def test_max_findings(limits: dict[str, int], code: int) -> None:
     report = evaluate_policy(make_results(with_error=False), parse_policy({"max_findings": limits}))
     assert report.exit_code == code
-    assert [o.name for o in report.outcomes if o.kind == "findings"] == [f"max_findings.{s} <= {n}"
+    assert [o.name for o in report.checks if o.kind == "findings"] == [f"max_findings.{s} <= {n}"
                                                                         for s, n in limits.items()]
 
 
@@ -284,30 +289,30 @@ def test_max_findings(limits: dict[str, int], code: int) -> None:
 
 @pytest.mark.parametrize(("policy", "key", "message"), [
     ({"rules": ["performance.accuracy >= 0.9"], "thresholds": {}}, "thresholds",
-     gate.UNKNOWN_POLICY_KEY.format(key="thresholds", hint="")),
-    ({"rules": "performance.accuracy >= 0.9"}, "rules", gate.RULES_NOT_LIST),
+     policies.UNKNOWN_POLICY_KEY.format(key="thresholds", hint="")),
+    ({"rules": "performance.accuracy >= 0.9"}, "rules", policies.RULES_NOT_LIST),
     ({"rules": [{"metric": "performance.accuracy", "op": ">=", "value": 0.9, "threshold": 1}]}, "rules[0].threshold",
-     gate.UNKNOWN_RULE_KEY.format(key="threshold", hint="")),
+     policies.UNKNOWN_RULE_KEY.format(key="threshold", hint="")),
     ({"rules": [{"metric": "performance.accuracy", "value": 0.9}]}, "rules[0]",
-     gate.MISSING_RULE_KEYS.format(missing="op")),
+     policies.MISSING_RULE_KEYS.format(missing="op")),
     ({"rules": [{"metric": "performance.accuracy", "op": "=>", "value": 0.9}]}, "rules[0].op",
-     gate.BAD_OPERATOR.format(op="=>")),
+     policies.BAD_OPERATOR.format(op="=>")),
     ({"rules": [{"metric": "performance.accuracy", "op": ">=", "value": "high"}]}, "rules[0].value",
-     gate.BAD_THRESHOLD.format(value="high")),
+     policies.BAD_THRESHOLD.format(value="high")),
     ({"rules": [{"metric": "performance.accuracy", "op": ">=", "value": True}]}, "rules[0].value",
-     gate.BAD_THRESHOLD.format(value=True)),
+     policies.BAD_THRESHOLD.format(value=True)),
     ({"rules": [{"metric": "performance.accuracy", "op": ">=", "value": float("nan")}]}, "rules[0].value",
-     gate.BAD_THRESHOLD.format(value=float("nan"))),
+     policies.BAD_THRESHOLD.format(value=float("nan"))),
     ({"rules": [{"metric": "accuracy", "op": ">=", "value": 0.9}]}, "rules[0].metric",
-     gate.BAD_METRIC.format(metric="accuracy")),
-    ({"rules": [42]}, "rules[0]", gate.RULE_TYPE.format(kind="int")),
+     policies.BAD_METRIC.format(metric="accuracy")),
+    ({"rules": [42]}, "rules[0]", policies.RULE_TYPE.format(kind="int")),
     ({"rules": ["performance.accuracy >= 0.9"], "fail_on_section_error": "yes please"}, "fail_on_section_error",
-     gate.BAD_FLAG.format(value="yes please")),
-    ({"max_findings": {"severe": 0}}, "max_findings.severe", gate.UNKNOWN_SEVERITY.format(severity="severe")),
-    ({"max_findings": {"high": -1}}, "max_findings.high", gate.BAD_COUNT.format(severity="high", value=-1)),
-    ({"max_findings": [0]}, "max_findings", gate.MAX_FINDINGS_NOT_MAPPING),
-    ({"rules": []}, "rules", gate.POLICY_EMPTY),
-    (["performance.accuracy >= 0.9"], "policy", gate.POLICY_NOT_MAPPING.format(kind="list")),
+     policies.BAD_FLAG.format(value="yes please")),
+    ({"max_findings": {"severe": 0}}, "max_findings.severe", policies.UNKNOWN_SEVERITY.format(severity="severe")),
+    ({"max_findings": {"high": -1}}, "max_findings.high", policies.BAD_COUNT.format(severity="high", value=-1)),
+    ({"max_findings": [0]}, "max_findings", policies.MAX_FINDINGS_NOT_MAPPING),
+    ({"rules": []}, "rules", policies.POLICY_EMPTY),
+    (["performance.accuracy >= 0.9"], "policy", policies.POLICY_NOT_MAPPING.format(kind="list")),
 ])
 def test_bad_policy(policy: Any, key: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -323,8 +328,8 @@ def test_load_policy_yaml(tmp_path: Path) -> None:
                     "    op: \">=\"\n    value: 0.8\nfail_on_section_error: false\nmax_findings: {critical: 0}\n",
                     encoding="utf-8")
     policy = load_policy(path)
-    assert policy.rules == (gate.Rule("performance.accuracy", ">=", 0.9),
-                            gate.Rule("imbalance.balanced_accuracy", ">=", 0.8))
+    assert policy.rules == (policies.Rule("performance.accuracy", ">=", 0.9),
+                            policies.Rule("imbalance.balanced_accuracy", ">=", 0.8))
     assert policy.fail_on_section_error is False
     assert dict(policy.max_findings) == {"critical": 0}
 

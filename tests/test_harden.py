@@ -14,14 +14,15 @@ import torch
 import yaml
 
 from attacks import APGD, PGD, Domain
+from attacks.defenses.hardening import harden, training_data_config
 from attacks.section import RobustnessSection
 from attacks.training import TrainingParams, train_defense
 from audit.cli import main
 from audit.config import parse_config
 from audit.data import stratified_subset
 from audit.errors import ConfigError
-from audit.harden import harden, training_data_config
 from audit.model import TorchModelAdapter
+from reports.hardening import markdown_table
 
 DIGITS = Domain.build(input_shape=(1, 8, 8), lower=0.0, upper=1.0)
 
@@ -141,9 +142,25 @@ def test_harden_command_writes_weights_config_and_comparison(tmp_path: Path, dig
     before = json.loads((out / "before" / "results.json").read_text())
     assert before["sections"]["robustness"]["metrics"]["robustness.clean_accuracy"] == rows["clean_accuracy"][0]
     assert set(before["sections"]) == {"robustness"}  # the audits run the robustness section only by default
+    markdown = (out / "comparison.md").read_text()  # rendered by reports.hardening from the same rows
+    assert markdown.startswith("# nnaudit harden: fast_at\n") and markdown_table(comparison["comparison"]["rows"]) \
+        in markdown and markdown_table(comparison["comparison"]["rows"]) in printed.out
+    assert not (out / "before" / "report.html").exists()  # the config says report: false
     # a second run into the same directory needs --overwrite
     assert main(["harden", str(config), "--method", "fast_at", "--epochs", "1", "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_comparison_table_formats_numbers_as_it_always_has() -> None:
+    """3 decimals for fractions, whole numbers as integers, the sign of every change, n/a for a missing side."""
+    rows = [["clean_accuracy", 0.95, 0.9125, -0.0375], ["red_flags.count", 3.0, 0.0, -3.0], ["reliable", 0.0, 1.0, 1.0],
+            ["pgd.linf.eps=0.1.robust_accuracy", None, 0.5, None], ["worst_case.l2.eps=0.5.robust_accuracy", 0.25,
+                                                                    0.25, 0.0]]
+    assert markdown_table(rows).splitlines() == [
+        "| measure (robustness section) | before | after | change |", "|---|---:|---:|---:|",
+        "| clean_accuracy | 0.950 | 0.912 | -0.037 |", "| red_flags.count | 3 | 0 | -3 |", "| reliable | 0 | 1 | +1 |",
+        "| pgd.linf.eps=0.1.robust_accuracy | n/a | 0.500 | n/a |",
+        "| worst_case.l2.eps=0.5.robust_accuracy | 0.250 | 0.250 | +0 |"]
 
 
 def test_harden_errors_name_what_to_change(tmp_path: Path, digits_cnn: Any) -> None:

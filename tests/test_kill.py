@@ -25,7 +25,8 @@ from plugin_helpers import write_plugin_dist
 from resume_helpers import comparable
 
 from audit.engine.lock import LOCK_FILE, inspect_lock
-from audit.results import RESULTS_FILE, load_results, run_state
+from audit.results import RESULTS_FILE, load_results
+from audit.runs import run_state
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_S = 300  # upper bound for a subprocess to reach a section boundary; the tests poll, they do not sleep to it

@@ -25,9 +25,11 @@ from audit.config import parse_config
 from audit.context import OUTPUT_TYPES, AdversarialOutcome, AttributionSet
 from audit.engine import checkpoint
 from audit.engine.lock import LOCK_FILE, RunLock, inspect_lock
+from audit.engine.rundir import ALREADY_A_RUN, LEFTOVERS, NOTHING_TO_RESUME
 from audit.errors import RunDirError
-from audit.results import RESULTS_FILE, load_results, run_state
-from audit.runner import ALREADY_A_RUN, LEFTOVERS, NOTHING_TO_RESUME, run_audit
+from audit.results import RESULTS_FILE, load_results
+from audit.runner import run_audit
+from audit.runs import run_state
 
 PLUGINS = '''
 from audit.plugin import SectionPlugin

@@ -1,4 +1,5 @@
-"""reports/, app.py, audit.results and audit.gate read results only: they must work with torch absent."""
+"""reports/, app.py, audit.results and the decision layer (audit.decide, audit.policy, audit.numbers) read results
+only: they must work with torch absent."""
 
 from __future__ import annotations
 
@@ -20,14 +21,25 @@ SCRIPT = textwrap.dedent("""
         sys.modules[name] = None  # any import of it now raises ImportError
 
     import audit.results
-    import audit.gate
-    import audit.verdict
+    import audit.numbers
+    import audit.policy
+    import audit.findings
+    import audit.decide
+    import audit.decide.checks
+    import audit.decide.compare
+    import audit.decide.gate
+    import audit.decide.pairing
+    import audit.decide.stats
+    import audit.decide.verdict
+    import audit.cli
     import reports
+    import reports.ci
+    import reports.compare
+    import reports.hardening
     import reports.headline
     import reports.figures
     import reports.html
-    import reports.junit
-    import reports.markdown
+    import reports.text
     import reports.views
     import app
     import reports.dashboard.explorer
@@ -37,8 +49,8 @@ SCRIPT = textwrap.dedent("""
     run_dir, policy = sys.argv[1], sys.argv[2]
     path = reports.html.write_report(run_dir)
     assert path.stat().st_size > 10_000, path
-    code = audit.gate.run_gate(run_dir, policy, junit=run_dir + "/junit.xml", summary=run_dir + "/summary.md",
-                               stream=io.StringIO())
+    code = audit.cli.run_gate(run_dir, policy, junit=run_dir + "/junit.xml", summary=run_dir + "/summary.md",
+                              stream=io.StringIO())
     assert code == 1, code
     results = audit.results.load_results(run_dir)
     assert reports.headline.verdict_view(results)["status"] == "not_gated"
@@ -59,7 +71,8 @@ def test_reports_gate_and_app_work_without_torch(tmp_path: Path) -> None:
     assert proc.stdout.strip().endswith("ok")
 
 
-@pytest.mark.parametrize("module", ["audit.results", "audit.gate", "reports.views", "reports.html"])
+@pytest.mark.parametrize("module", ["audit.results", "audit.numbers", "audit.policy", "audit.decide", "reports.views",
+                                    "reports.html", "reports.ci", "reports.compare"])
 def test_modules_do_not_import_torch_at_import_time(module: str) -> None:
     code = f"import sys, {module}; print('torch' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}

@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 from results_factory import IMAGE_ARTIFACT, XSS, make_results, minimal_results, unfinished_results, write_run
 
+from audit.decide.gate import evaluate_policy
 from audit.errors import ResultsError
-from audit.gate import evaluate_policy, parse_policy
+from audit.policy import parse_policy
 from audit.results import RESULTS_FILE, validate_results
 from reports import figures, views
+from reports.ci import GATE_SUITE, gate_to_markdown, junit_xml, write_junit, write_markdown
 from reports.html import REPORT_FILE, render_html, write_report
-from reports.junit import SUITE_NAME, gate_to_junit, write_junit
-from reports.markdown import escape_text, gate_to_markdown, write_markdown
+from reports.text import escape_markdown
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 XSS_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -332,9 +333,9 @@ def gate_report(results: dict[str, Any]) -> Any:
 
 
 def test_junit(gate_report: Any, tmp_path: Path) -> None:
-    root = ET.fromstring(gate_to_junit(gate_report))
+    root = ET.fromstring(junit_xml(gate_report))
     suites = root.findall("testsuite")
-    assert len(suites) == 1 and suites[0].get("name") == SUITE_NAME
+    assert len(suites) == 1 and suites[0].get("name") == GATE_SUITE
     suite = suites[0]
     cases = suite.findall("testcase")
     # 4 rules + 1 findings limit + run status + 6 sections
@@ -353,7 +354,7 @@ def test_junit(gate_report: Any, tmp_path: Path) -> None:
 
 def test_junit_all_pass() -> None:
     report = evaluate_policy(make_results(with_error=False), parse_policy({"rules": ["performance.accuracy > 0.5"]}))
-    suite = ET.fromstring(gate_to_junit(report)).find("testsuite")
+    suite = ET.fromstring(junit_xml(report)).find("testsuite")
     assert suite is not None
     assert (suite.get("failures"), suite.get("errors")) == ("0", "0")
 
@@ -363,12 +364,12 @@ def test_markdown(gate_report: Any, tmp_path: Path) -> None:
     lines = text.splitlines()
     assert lines[0] == "## ⚠️ nnaudit gate ERROR"
     assert "| Check | Value | Threshold | Outcome | Detail |" in lines
-    assert "| `performance.accuracy >= 0.95` | 0.9 | &gt;= 0.95 | ❌ fail |" in text
-    assert "| `imbalance.balanced_accuracy >= 0.8` | 0.84 | &gt;= 0.8 | ✅ pass |" in text
+    assert "| `performance.accuracy >= 0.95` | 0.9 | \\>\\= 0\\.95 | ❌ fail |" in text
+    assert "| `imbalance.balanced_accuracy >= 0.8` | 0.84 | \\>\\= 0\\.8 | ✅ pass |" in text
     assert "⚠️ missing" in text and "⚠️ error" in text
-    assert "- **high** (robustness): robust accuracy collapses at eps=0.2" in lines
+    assert "- **high** (robustness): robust accuracy collapses at eps\\=0\\.2" in lines
     table_rows = [line for line in lines if line.startswith("| `")]
-    assert len(table_rows) == len(gate_report.outcomes)
+    assert len(table_rows) == len(gate_report.checks)
     assert all(line.count(" | ") == 4 for line in table_rows)
     assert write_markdown(gate_report, tmp_path / "s.md").read_text(encoding="utf-8") == text
 
@@ -378,9 +379,9 @@ def test_markdown_escapes_findings() -> None:
     data["sections"]["performance"]["findings"].append({"severity": "critical", "message": f"class {XSS} | broken"})
     text = gate_to_markdown(evaluate_policy(data, parse_policy({"max_findings": {"critical": 0}})))
     assert XSS not in text
-    assert "class &lt;script&gt;alert\\(1\\)&lt;/script&gt; \\| broken" in text
+    assert "class \\<script\\>alert\\(1\\)\\<\\/script\\> \\| broken" in text
     assert "❌ nnaudit gate FAILED" not in text  # the errored section makes it ERROR, which wins
-    assert escape_text("a|b\nc") == "a\\|b c"
+    assert escape_markdown("a|b\nc") == "a\\|b c"
 
 
 def test_results_json_roundtrip_after_render(tmp_path: Path) -> None:

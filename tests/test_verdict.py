@@ -12,10 +12,11 @@ import yaml
 from results_factory import make_results
 
 from audit.config import parse_config
+from audit.decide.gate import evaluate_policy
+from audit.decide.verdict import evaluate_verdict, failing_checks, verdict_status
 from audit.errors import ConfigError
-from audit.gate import evaluate_policy, parse_policy
+from audit.policy import parse_policy, read_policy_file
 from audit.results import validate_results
-from audit.verdict import evaluate_verdict, failing_checks, read_policy_file, verdict_status
 from reports import headline
 
 POLICY = {"rules": ["performance.accuracy >= 0.5", "imbalance.balanced_accuracy >= 0.99"]}
@@ -63,7 +64,7 @@ def test_verdict_equals_the_gate_on_the_same_policy() -> None:
     assert record is not None
     report = evaluate_policy(data, parse_policy(POLICY))
     assert record["exit_code"] == report.exit_code == 1 and record["status"] == "fail"
-    assert [c["name"] for c in record["checks"]] == [o.name for o in report.outcomes]
+    assert [c["name"] for c in record["checks"]] == [c.name for c in report.checks]
     failing = failing_checks(record)
     assert [c["metric"] for c in failing] == ["imbalance.balanced_accuracy"]
     validate_results({**data, "verdict": record})  # the schema takes it
@@ -203,7 +204,7 @@ def test_run_with_policy_stores_the_verdict_and_gate_reuses_it(tmp_path: Path, d
 def test_gate_without_policy_on_an_ungated_run_says_what_to_pass(tmp_path: Path) -> None:
     from results_factory import write_run
 
-    from audit.gate import run_gate
+    from audit.cli import run_gate
 
     run = write_run(tmp_path, "plain")
     with pytest.raises(ConfigError, match="carries no gate policy"):

@@ -1,6 +1,6 @@
 """The compare view: pick a base and a candidate run and read what changed, worst first.
 
-Built on the comparison library (``audit.compare.compare_run_dirs``, as ``nnaudit compare`` without a
+Built on the comparison library (``audit.decide.compare.compare_run_dirs``, as ``nnaudit compare`` without a
 policy): metric deltas with each metric's direction of better, significance from the paired bootstrap
 over the per-sample outcomes both runs saved (and why not where it is unavailable), regressions first.
 The rows come from ``reports.compare.comparison_view``; every string is shown as text.
@@ -18,7 +18,7 @@ import streamlit as st
 from audit.errors import ResultsError
 from audit.results import RESULTS_FILE
 from reports.compare import comparison_view
-from reports.dashboard.text import literal
+from reports.text import escape_markdown
 
 PICK_TWO = "Pick two different runs: a base and a candidate."
 NEED_TWO = "Compare needs two runs; this directory holds one."
@@ -41,7 +41,7 @@ def _comparer() -> Callable[[str, str, tuple[int, int], tuple[int, int]], dict[s
     @st.cache_data(show_spinner="Comparing the runs…", max_entries=16)
     def compare(base: str, candidate: str, base_version: tuple[int, int],
                 candidate_version: tuple[int, int]) -> dict[str, Any]:
-        from audit.compare import compare_run_dirs
+        from audit.decide.compare import compare_run_dirs
 
         return compare_run_dirs(base, candidate).to_dict()
 
@@ -66,13 +66,13 @@ def show_compare(labels: dict[str, Path], load: Callable[[Path], dict[str, Any]]
         try:
             load(labels[label])
         except ResultsError as err:
-            st.error(broken.format(label=literal(label), error=literal(err)))
+            st.error(broken.format(label=escape_markdown(label), error=escape_markdown(err)))
             return
     try:
         data = _comparer()(str(labels[base]), str(labels[candidate]), _version(labels[base]),
                            _version(labels[candidate]))
     except ResultsError as err:
-        st.error(f"Cannot compare: {literal(err)}")
+        st.error(f"Cannot compare: {escape_markdown(err)}")
         return
     view = comparison_view(data)
     _show_verdict(view)
@@ -90,12 +90,12 @@ def _show_verdict(view: dict[str, Any]) -> None:
         st.warning(line, icon=":material/help:")
     pairing = view["pairing"]
     if pairing["available"]:
-        st.caption(literal(f"Significance: {pairing['reason']}; paired bootstrap, {view['resamples']} resamples, "
-                           f"Holm-adjusted at alpha {view['alpha']}."))
+        st.caption(escape_markdown(f"Significance: {pairing['reason']}; paired bootstrap, {view['resamples']} "
+                                   f"resamples, Holm-adjusted at alpha {view['alpha']}."))
     else:
-        st.caption(literal(f"Significance unavailable: {pairing['reason']}."))
-    st.caption(literal("Setup differences: " + ("; ".join(view["differences"]) or "none (same model, data, seed "
-                                                                                    "and section parameters)")))
+        st.caption(escape_markdown(f"Significance unavailable: {pairing['reason']}."))
+    differences = "; ".join(view["differences"]) or "none (same model, data, seed and section parameters)"
+    st.caption(escape_markdown(f"Setup differences: {differences}"))
     if view["checks"]:
         st.dataframe(view["checks"], hide_index=True,
                      column_config={"message": st.column_config.TextColumn(width="large")})

@@ -15,7 +15,7 @@ import streamlit as st
 
 from audit.results import RESULTS_FILE
 from reports.dashboard.samples import Samples, SamplesUnavailable, attribution_image, load_samples, to_image, upscale
-from reports.dashboard.text import literal
+from reports.text import escape_markdown
 
 ALL = "all"
 FOOLED_CHOICES = ("any", "fooled", "not fooled")
@@ -70,7 +70,7 @@ def _filters(samples: Samples) -> tuple[np.ndarray, str | None]:
         group_columns = st.columns(max(len(samples.groups), 2))
         for column, (name, values) in zip(group_columns, samples.groups.items(), strict=False):
             options = [ALL, *sorted({str(v) for v in values})]
-            chosen = column.selectbox(f"Group: {literal(name)}", options, key=f"explore_group_{name}")
+            chosen = column.selectbox(f"Group: {escape_markdown(name)}", options, key=f"explore_group_{name}")
             if chosen != ALL:
                 mask &= values.astype(str) == chosen
     rows = np.flatnonzero(mask)
@@ -93,7 +93,7 @@ def show_explorer(run: Path, results: dict[str, Any]) -> None:
     try:
         samples = _samples(run, results)
     except (SamplesUnavailable, OSError, KeyError, ValueError) as err:
-        st.info(f"No sample explorer for this run: {literal(err)}")
+        st.info(f"No sample explorer for this run: {escape_markdown(err)}")
         return
     rows, key = _filters(samples)
     if not len(rows):
@@ -121,13 +121,13 @@ def _predictions(samples: Samples, row: int, proba_adv: np.ndarray | None, attac
     names, clean = samples.class_names, samples.proba[row]
     true = int(samples.y[row])
     columns = st.columns(3)
-    columns[0].metric("True class", literal(names[true]))
+    columns[0].metric("True class", escape_markdown(names[true]))
     pred = int(np.argmax(clean))
-    columns[1].metric("Clean prediction", literal(names[pred]))
+    columns[1].metric("Clean prediction", escape_markdown(names[pred]))
     columns[1].caption(f"confidence {_percent(float(clean[pred]))}")
     if proba_adv is not None and np.isfinite(proba_adv).all():
         adv_pred = int(np.argmax(proba_adv))
-        columns[2].metric("Adversarial prediction", literal(names[adv_pred]))
+        columns[2].metric("Adversarial prediction", escape_markdown(names[adv_pred]))
         columns[2].caption(f"confidence {_percent(float(proba_adv[adv_pred]))}")
     elif attacked:
         columns[2].metric("Adversarial prediction", "n/a")
@@ -163,7 +163,7 @@ def _images(samples: Samples, row: int, x_adv: np.ndarray | None, adv: Any, tabl
                 "samples (max_samples).")
     columns = st.columns([1] * len(tiles) + [1.6])
     for column, (caption, image) in zip(columns, tiles, strict=False):
-        column.image(upscale(image), caption=literal(caption), width="stretch", clamp=True)
+        column.image(upscale(image), caption=escape_markdown(caption), width="stretch", clamp=True)
     with columns[-1]:
         _probabilities(table)
     if not samples.attributions:
@@ -179,7 +179,7 @@ def _images(samples: Samples, row: int, x_adv: np.ndarray | None, adv: Any, tabl
     for index, (method, attribution, position) in enumerate(shown):
         target = samples.class_names[int(attribution.target[position])]
         columns[index % len(columns)].image(upscale(attribution_image(attribution.values[position])), width=160,
-                                            caption=literal(f"{method} (class {target})"), clamp=True)
+                                            caption=escape_markdown(f"{method} (class {target})"), clamp=True)
 
 
 def _features(samples: Samples, row: int, x_adv: np.ndarray | None) -> None:

@@ -21,12 +21,13 @@ from typing import Any
 import streamlit as st
 
 from audit.errors import ResultsError
-from audit.results import RESULTS_FILE, find_runs, load_results, run_state
+from audit.results import RESULTS_FILE, load_results
+from audit.runs import find_runs, run_state
 from reports.dashboard import RUNS_ENV
 from reports.dashboard.charts import CHARTABLE, chart
-from reports.dashboard.text import literal
 from reports.figures import figure_png
 from reports.headline import headline_view, verdict_view
+from reports.text import escape_markdown
 from reports.views import all_findings, run_summary, section_views
 
 DEFAULT_RUNS_DIR = "runs"
@@ -106,14 +107,14 @@ def _figure_bytes(spec: dict[str, Any], run: Path) -> bytes:
 
 def show_summary(results: dict[str, Any], run: Path | None = None) -> None:
     summary = run_summary(results, run_state(results, run))
-    st.title(literal(summary["title"]))
+    st.title(escape_markdown(summary["title"]))
     model, data = summary["model"], summary["data"]
     counts = summary["section_counts"]
-    st.caption(f"{STATUS_ICONS.get(summary['status'], '')} {literal(summary['status'])} · "
+    st.caption(f"{STATUS_ICONS.get(summary['status'], '')} {escape_markdown(summary['status'])} · "
                f"{counts.get('ok', 0)} of {len(summary['sections'])} sections ok · wall time "
-               f"{literal(summary['wall_time_text'])} · started {literal(summary['created_at'])} · nnaudit "
-               f"{literal(summary['nnaudit_version'])} · device {literal(summary['device'])} · seed "
-               f"{literal(summary['seed'])}")
+               f"{escape_markdown(summary['wall_time_text'])} · started {escape_markdown(summary['created_at'])} · "
+               f"nnaudit {escape_markdown(summary['nnaudit_version'])} · device {escape_markdown(summary['device'])} "
+               f"· seed {escape_markdown(summary['seed'])}")
     show_verdict(results, run)
     show_run_state(summary)
     show_headline(results)
@@ -136,11 +137,11 @@ def show_run_state(summary: dict[str, Any]) -> None:
     status = summary["status"]
     if status == "complete":
         return
-    lines = [RUN_STATE.format(status=literal(status), text=literal(summary["status_text"]),
-                              reason=literal(summary["status_reason"]))]
+    lines = [RUN_STATE.format(status=escape_markdown(status), text=escape_markdown(summary["status_text"]),
+                              reason=escape_markdown(summary["status_reason"]))]
     if summary["never_ran"]:
         template = STILL_TO_RUN if status == "running" else NEVER_RAN
-        lines.append(template.format(names=literal(", ".join(summary["never_ran"]))))
+        lines.append(template.format(names=escape_markdown(", ".join(summary["never_ran"]))))
     text = " ".join(lines)
     if status == "failed":
         st.error(text, icon=STATUS_ICONS[status])
@@ -157,13 +158,13 @@ def show_findings(findings: list[dict[str, Any]]) -> None:
 
 
 def show_section(section: dict[str, Any], run: Path) -> None:
-    label = f"{literal(section['title'])} · {literal(section['duration_text'])}"
+    label = f"{escape_markdown(section['title'])} · {escape_markdown(section['duration_text'])}"
     with st.expander(label, expanded=section["status"] == "error", icon=STATUS_ICONS.get(section["status"])):
-        st.caption(f"section {literal(section['name'])} · plugin {literal(section['plugin'])} · status "
-                   f"{literal(section['status'])}")
+        st.caption(f"section {escape_markdown(section['name'])} · plugin {escape_markdown(section['plugin'])} · status "
+                   f"{escape_markdown(section['status'])}")
         if section["error"]:
             err = section["error"]
-            st.error(f"{literal(err['type'])}: {literal(err['message'])}")
+            st.error(f"{escape_markdown(err['type'])}: {escape_markdown(err['message'])}")
             if err["traceback"]:
                 st.code(err["traceback"], language=None)
         if section["findings"]:
@@ -175,12 +176,12 @@ def show_section(section: dict[str, Any], run: Path) -> None:
                          column_config={"value": st.column_config.TextColumn(alignment="right")})
         _show_figures(section["figures"], run)
         for table in section["tables"]:
-            st.markdown(f"**{literal(table['title'])}**")
+            st.markdown(f"**{escape_markdown(table['title'])}**")
             if table["description"]:
-                st.caption(literal(table["description"]))
+                st.caption(escape_markdown(table["description"]))
             st.dataframe(_table_frame(table), hide_index=True)
         for note in section["notes"]:
-            st.caption(f"Note: {literal(note)}")
+            st.caption(f"Note: {escape_markdown(note)}")
 
 
 def _table_frame(table: dict[str, Any]) -> Any:
@@ -219,7 +220,7 @@ def _show_figures(figures: list[dict[str, Any]], run: Path, *, title: bool = Tru
             if drawn is not None:
                 st.altair_chart(drawn, width="stretch")
             else:
-                st.image(_figure_bytes(spec, run), caption=literal(spec.get("title") or spec.get("name") or ""))
+                st.image(_figure_bytes(spec, run), caption=escape_markdown(spec.get("title") or spec.get("name") or ""))
 
 
 def show_verdict(results: dict[str, Any], run: Path | None) -> None:
@@ -231,7 +232,7 @@ def show_verdict(results: dict[str, Any], run: Path | None) -> None:
     if judged["failing"]:
         parts.append(f"{len(judged['failing'])} failing check(s)")
     if failed:
-        parts.append(f"failed sections: {literal(', '.join(failed))}")
+        parts.append(f"failed sections: {escape_markdown(', '.join(failed))}")
     line = " · ".join(parts)
     if judged["status"] in ("fail", "error") or failed:
         st.error(line, icon=":material/block:")
@@ -242,7 +243,7 @@ def show_verdict(results: dict[str, Any], run: Path | None) -> None:
     if judged["status"] == "not_gated":
         st.caption(NOT_GATED)
     elif judged["status"] != "pass":
-        st.caption(literal(judged["text"]))
+        st.caption(escape_markdown(judged["text"]))
     if judged["failing"]:
         st.dataframe([{"check": c["name"], "status": c["status"], "value": c["value_text"] or "",
                        "threshold": c["threshold_text"] or "", "message": c["message"]} for c in judged["failing"]],
@@ -258,7 +259,8 @@ def show_headline(results: dict[str, Any]) -> None:
     reliable = "reliability unknown" if reliability is None else \
         "reliable" if reliability["reliable"] else "NOT reliable (see below)"
     for item in head["robustness"]:
-        cards.append((f"Robust acc. {literal(item['norm'])} eps {literal(item['eps'])}", item["text"], reliable))
+        label = f"Robust acc. {escape_markdown(item['norm'])} eps {escape_markdown(item['eps'])}"
+        cards.append((label, item["text"], reliable))
     if head["disparity"]:
         d = head["disparity"]
         interval = f" · 95% CI {d['interval_text']}" if d["interval_text"] else ""
@@ -274,14 +276,14 @@ def show_headline(results: dict[str, Any]) -> None:
             with column:
                 st.metric(label, value, border=True)
                 if note:
-                    st.caption(literal(note))
+                    st.caption(escape_markdown(note))
     if reliability is not None and not reliability["reliable"] and head["robustness"]:
-        st.warning(f"Robust accuracy is NOT reliable: {literal(reliability['reason'] or 'see the findings')}")
+        st.warning(f"Robust accuracy is NOT reliable: {escape_markdown(reliability['reason'] or 'see the findings')}")
     faithful = head["faithful"]
     if faithful:
         auc = f", deletion AUC {faithful['deletion_auc_text']}" if faithful["deletion_auc_text"] else ""
-        st.markdown(f"Most faithful explanation method: **{literal(faithful['text'])}** (rank 1 of the deletion "
-                    f"and insertion AUCs{literal(auc)})")
+        st.markdown(f"Most faithful explanation method: **{escape_markdown(faithful['text'])}** (rank 1 of the "
+                    f"deletion and insertion AUCs{escape_markdown(auc)})")
 
 
 def show_overview(results: dict[str, Any], run: Path) -> None:
@@ -349,7 +351,7 @@ def show_run(run: Path, root: Path) -> None:
     try:
         results = _load(run)
     except ResultsError as err:
-        st.error(BROKEN_RUN.format(label=literal(run_label(run, root)), error=literal(err)))
+        st.error(BROKEN_RUN.format(label=escape_markdown(run_label(run, root)), error=escape_markdown(err)))
         return
     show_summary(results, run)
     view = _view_choice()
@@ -389,10 +391,10 @@ def main() -> None:
     st.set_page_config(page_title="nnaudit dashboard", layout="wide")
     root = runs_dir()
     st.sidebar.title("nnaudit")
-    st.sidebar.caption(f"Runs in {literal(root)}")
+    st.sidebar.caption(f"Runs in {escape_markdown(root)}")
     runs = find_runs(root)
     if not runs:
-        st.info(NO_RUNS.format(root=literal(root.as_posix())))
+        st.info(NO_RUNS.format(root=escape_markdown(root.as_posix())))
         return
     view = st.sidebar.radio("View", [VIEW_RUN, VIEW_COMPARE], key="view")
     if view == VIEW_COMPARE:

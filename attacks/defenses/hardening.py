@@ -1,6 +1,9 @@
-"""``nnaudit harden``: train a model with a training-time defense, then audit it before and after.
+"""Hardening (``nnaudit harden``): train a model with a training-time defense, then audit it before and after.
 
     nnaudit harden audit.yaml --method pgd_at --epochs 10 --out hardened/
+
+It sits beside the defenses it trains with and calls the runner for the two audits; it renders nothing
+(``reports.hardening`` writes comparison.md and ``audit.cli`` wires the two, the reports included).
 
 1. Training data: the config's ``train_data`` block, or else the train split of the ``data`` block's
    built-in dataset (digits, breast_cancer, resume_names, adult, compas, german). The audit data is
@@ -11,9 +14,9 @@
    ``OUT/audit.yaml`` (the same config, its ``model.weights`` pointing at it).
 4. Both models are audited with the same settings through the runner (``OUT/before``,
    ``OUT/after``): the config's ``robustness`` section (default settings when it has none), or every
-   section with ``--all-sections``. ``OUT/comparison.md`` and ``OUT/comparison.json`` hold the
-   before/after table: clean accuracy, worst-case robust accuracy at each eps, each attack's robust
-   accuracy, red flags and the ``reliable`` mark.
+   section with ``--all-sections``. ``OUT/comparison.json`` holds the before/after table: clean
+   accuracy, worst-case robust accuracy at each eps, each attack's robust accuracy, red flags and the
+   ``reliable`` mark (``reports.hardening`` renders it as ``OUT/comparison.md``).
 """
 
 from __future__ import annotations
@@ -30,12 +33,12 @@ from audit.errors import ConfigError, RunDirError
 
 if TYPE_CHECKING:
     from audit.data import AuditData
+    from audit.runner import VerdictOf
 
 log = logging.getLogger("nnaudit")
 
 WEIGHTS_FILE = "hardened.pt"
 CONFIG_FILE = "audit.yaml"
-COMPARISON_MD = "comparison.md"
 COMPARISON_JSON = "comparison.json"
 METHOD_KEY = "--method"
 
@@ -46,13 +49,20 @@ DISTILLATION_WARNING = (
 
 
 @dataclass
-class HardenOutcome:
+class Hardening:
+    """What ``harden`` did: the weights and config it wrote, both audits' results, the before/after rows
+    ([measure, before, after, change]), the training history and how it trained."""
+
     out: Path
     weights: Path
     config: Path
     before: dict[str, Any]
     after: dict[str, Any]
     rows: list[list[Any]]
+    params: Any  # attacks.training.TrainingParams
+    origin: str  # where the training data came from
+    n_train: int
+    seconds: float  # training wall time
     history: list[list[Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -91,8 +101,11 @@ def load_training_data(config: AuditConfig) -> tuple[AuditData, str]:
 def harden(config_path: str | Path, *, out: str | Path, method: str, epochs: int, eps: float | None = None,
            norm: str | None = None, steps: int = 10, lr: float = 1e-3, batch_size: int = 128,
            temperature: float = 100.0, beta: float = 6.0, seed: int | None = None, device: str | None = None,
-           overwrite: bool = False, all_sections: bool = False) -> HardenOutcome:
-    """Train, save, audit before and after, write the comparison. See the module docstring."""
+           overwrite: bool = False, all_sections: bool = False, verdict_of: VerdictOf | None = None) -> Hardening:
+    """Train, save, audit before and after, write comparison.json. See the module docstring.
+
+    ``verdict_of`` goes to the runner for both audits (``audit.decide.evaluate_verdict``, from the CLI).
+    """
     import torch
 
     from attacks.base import Domain
@@ -142,7 +155,7 @@ def harden(config_path: str | Path, *, out: str | Path, method: str, epochs: int
     torch.save({k: v.detach().cpu() for k, v in adapter.module.state_dict().items()}, weights)  # type: ignore[attr-defined]
     torch.load(weights, map_location="cpu", weights_only=True)  # what every reader does: check it works
     hardened_path = _write_config(config, out, method, params)
-    before, after = _audit_both(config, config_path, hardened_path, out, robustness, all_sections)
+    before, after = _audit_both(config, config_path, hardened_path, out, robustness, all_sections, verdict_of)
     rows = comparison_rows(before, after)
     notes = [DISTILLATION_WARNING] if method == "distillation" else []
     for label, results in (("before", before), ("after", after)):
@@ -150,10 +163,11 @@ def harden(config_path: str | Path, *, out: str | Path, method: str, epochs: int
             if section.get("status") == "error":
                 message = (section.get("error") or {}).get("message", "no message")
                 notes.append(f"section '{name}' failed in the {label} audit ({message}); its numbers are missing")
-    outcome = HardenOutcome(out=out, weights=weights, config=hardened_path, before=before, after=after, rows=rows,
-                            history=history.rows(), notes=notes)
-    _write_comparison(outcome, params, origin, train.n_samples, history.seconds)
-    return outcome
+    hardening = Hardening(out=out, weights=weights, config=hardened_path, before=before, after=after, rows=rows,
+                          params=params, origin=origin, n_train=train.n_samples, seconds=history.seconds,
+                          history=history.rows(), notes=notes)
+    _write_comparison_json(hardening)
+    return hardening
 
 
 def training_params(**values: Any) -> Any:
@@ -223,7 +237,7 @@ def _write_config(config: AuditConfig, out: Path, method: str, params: Any) -> P
 
 
 def _audit_both(config: AuditConfig, config_path: Path, hardened_path: Path, out: Path, robustness: dict[str, Any],
-                all_sections: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+                all_sections: bool, verdict_of: VerdictOf | None) -> tuple[dict[str, Any], dict[str, Any]]:
     from audit.config import SectionConfig
     from audit.runner import run_audit
 
@@ -238,7 +252,7 @@ def _audit_both(config: AuditConfig, config_path: Path, hardened_path: Path, out
             audit.sections["robustness"] = SectionConfig(plugin="robustness", params={})
         log.info("harden: auditing the model %s training -> %s", label, out / label)
         results.append(run_audit(audit, out / label, config_path=path, config_dir=config_path.resolve().parent,
-                                 existing="overwrite"))
+                                 existing="overwrite", verdict_of=verdict_of))
     return results[0], results[1]
 
 
@@ -271,39 +285,15 @@ def comparison_rows(before: dict[str, Any], after: dict[str, Any]) -> list[list[
     return rows
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:.3f}"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def markdown_table(rows: list[list[Any]]) -> str:
-    lines = ["| measure (robustness section) | before | after | change |", "|---|---:|---:|---:|"]
-    for key, vb, va, change in rows:
-        delta = "n/a" if change is None else f"{change:+.3f}" if not float(change).is_integer() else f"{change:+g}"
-        lines.append(f"| {key} | {_cell(vb)} | {_cell(va)} | {delta} |")
-    return "\n".join(lines)
-
-
-def _write_comparison(outcome: HardenOutcome, params: Any, origin: str, n_train: int, seconds: float) -> None:
+def _write_comparison_json(hardening: Hardening) -> None:
     from audit.results import atomic_write_text
 
-    p = params
-    head = [f"# nnaudit harden: {p.method}", "",
-            f"Trained {p.epochs} epoch(s) on {n_train} samples ({origin}), {p.norm} eps {p.eps:g}, in {seconds:.1f} s. "
-            f"Both models audited with the same settings: `{outcome.out / 'before'}` and `{outcome.out / 'after'}`.",
-            ""]
-    for note in outcome.notes:
-        head += [f"**Warning:** {note}.", ""]
-    text = "\n".join(head) + markdown_table(outcome.rows) + "\n"
-    atomic_write_text(outcome.out / COMPARISON_MD, text)
-    payload = {"method": p.method, "params": p.model_dump(mode="json"), "training_data": origin,
-               "training_samples": n_train, "training_seconds": round(seconds, 3),
-               "weights": str(outcome.weights), "config": str(outcome.config),
+    h, p = hardening, hardening.params
+    payload = {"method": p.method, "params": p.model_dump(mode="json"), "training_data": h.origin,
+               "training_samples": h.n_train, "training_seconds": round(h.seconds, 3),
+               "weights": str(h.weights), "config": str(h.config),
                "history": {"columns": ["phase", "epoch", "loss", "clean accuracy", "adversarial accuracy", "seconds"],
-                           "rows": outcome.history},
-               "comparison": {"columns": ["measure", "before", "after", "change"], "rows": outcome.rows},
-               "notes": outcome.notes}
-    atomic_write_text(outcome.out / COMPARISON_JSON, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+                           "rows": h.history},
+               "comparison": {"columns": ["measure", "before", "after", "change"], "rows": h.rows},
+               "notes": h.notes}
+    atomic_write_text(h.out / COMPARISON_JSON, json.dumps(payload, indent=2, allow_nan=False) + "\n")
