@@ -27,7 +27,8 @@ from typing import Any, Literal
 
 from audit.errors import ResultsError
 
-SCHEMA_VERSION = "2.1"  # 2.1: verdict, directions, figure kinds image_grid/tree/small_multiples; 2.0: "Infinity"
+# 2.2: manifest run_id and git; 2.1: verdict, directions, figure kinds image_grid/tree/small_multiples; 2.0: "Infinity"
+SCHEMA_VERSION = "2.2"
 RESULTS_FILE = "results.json"
 ARTIFACTS_DIR = "artifacts"
 SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
