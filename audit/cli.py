@@ -281,9 +281,9 @@ def _register_run(run_dir: Path, url: str | None) -> None:
     try:
         record = register_run(url, run_dir)
     except NNAuditError as err:
-        print(f"nnaudit: warning: the run was not registered in the results store: {err}. The run itself is "
-              f"complete; register it later with `nnaudit store import {run_dir} --store {redact_url(url)}`",
-              file=sys.stderr)
+        print(f"nnaudit: warning: the run was not registered in the results store: {err}\n"
+              f"nnaudit: the run itself is complete; register it later with "
+              f"`nnaudit store import {run_dir} --store {redact_url(url)}`", file=sys.stderr)
         return
     version = f" {record.model_version}" if record.model_version else ""
     print(f"  store:     registered run {record.run_id} ({record.model_name}{version}) in {redact_url(url)}")

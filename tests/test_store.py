@@ -148,6 +148,9 @@ def test_register_real_runs_every_field(store_url: str, real_runs: dict[str, Pat
                 labels = {"accuracy": "performance.accuracy",
                           "worst disparity": max(candidates, key=lambda c: metrics[c] or -1.0)}
             assert stored.headline == {label: (name, metrics[name]) for label, name in labels.items()}
+            assert list(stored.headline) == (  # the history's column order
+                ["accuracy", "robust l2 eps=0.5", "robust linf eps=0.05", "robust linf eps=0.1", "reliable"]
+                if kind == "robust" else ["accuracy", "worst disparity"])
     assert n_findings > 0, "the real runs raise findings (the fairness section does)"
 
 

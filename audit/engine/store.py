@@ -43,7 +43,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from audit import __version__
 from audit.engine import store_tables as tables
 from audit.engine.provenance import run_id_of
-from audit.engine.store_record import RunRecord, decode_stored, encode_stored, record_from_run
+from audit.engine.store_record import RunRecord, decode_stored, encode_stored, headline_order, record_from_run
 from audit.engine.store_url import backend_of, normalize_store_url, redact_url, scrub
 from audit.errors import StoreError
 from audit.results import RESULTS_FILE, encode_number, load_results
@@ -353,7 +353,8 @@ class ResultsStore:
                         headline[m["run_id"]][m["headline"]] = (m["name"], value)
                     if m["name"] in metrics:
                         values[m["run_id"]][m["name"]] = value
-            return [_stored(row, headline[row["run_id"]], values[row["run_id"]]) for row in rows]
+            return [_stored(row, dict(sorted(headline[row["run_id"]].items(), key=lambda kv: headline_order(kv[0]))),
+                            values[row["run_id"]]) for row in rows]
 
         return self.transaction(read, write=False)
 

@@ -68,6 +68,19 @@ def headline_metrics(metrics: Mapping[str, float | None]) -> dict[str, str]:
     return out
 
 
+def headline_order(label: str) -> tuple[int, str, float, str]:
+    """Sort key of headline labels: accuracy, robust accuracy by norm and eps, reliable, worst disparity."""
+    if label.startswith("robust "):
+        norm, _, eps = label[len("robust "):].partition(" eps=")
+        try:
+            number = float(eps)
+        except ValueError:
+            number = math.inf
+        return 1, norm, number, eps
+    rank = {"accuracy": 0, "reliable": 2, WORST_DISPARITY: 3}.get(label, 4)
+    return rank, "", 0.0, label
+
+
 # -- the record -----------------------------------------------------------------------------------
 
 
