@@ -28,8 +28,14 @@ REQUIRE_ENV = "NNAUDIT_REQUIRE_SYSTEM"
 USER = "nnaudit"
 
 
+BINDIR_ENV = "NNAUDIT_PG_BINDIR"
+
+
 def pg_bindir() -> Path | None:
-    """The folder holding initdb, pg_ctl and postgres: Debian's /usr/lib/postgresql/<newest>/bin, else PATH."""
+    """The folder holding initdb, pg_ctl and postgres: $NNAUDIT_PG_BINDIR, else Debian's
+    /usr/lib/postgresql/<newest>/bin, else PATH."""
+    if os.environ.get(BINDIR_ENV):
+        return Path(os.environ[BINDIR_ENV])
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
     if found:
         return Path(found[-1]).parent

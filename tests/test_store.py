@@ -597,3 +597,87 @@ def test_env_var_store_for_ci(weights: Path, tmp_path: Path) -> None:
     assert history.returncode == 0, history.stderr
     assert "ci-model" in history.stdout.splitlines()[2]
     assert os.path.exists(tmp_path / "ci.db")
+
+
+def test_postgres_tests_skip_without_the_server_unless_required(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import pg_helpers
+
+    monkeypatch.setenv(pg_helpers.BINDIR_ENV, str(tmp_path / "no-postgres"))
+    monkeypatch.delenv(pg_helpers.REQUIRE_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="PostgreSQL server binaries"):
+        pg_helpers.start_server()
+    monkeypatch.setenv(pg_helpers.REQUIRE_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match="NNAUDIT_REQUIRE_SYSTEM=1 requires it"):
+        pg_helpers.start_server()
+
+
+STOPPING_PLUGINS = '''
+import os
+import time
+from pathlib import Path
+
+from audit.plugin import SectionPlugin
+
+
+class Waiter(SectionPlugin):
+    """Holds its section open until $NNAUDIT_TEST_GATE exists."""
+
+    name = "waiter"
+
+    def run(self, ctx, result):
+        gate = Path(os.environ["NNAUDIT_TEST_GATE"])
+        while not gate.exists():
+            time.sleep(0.02)
+        result.metric("waited", 1.0)
+
+
+class Broken(SectionPlugin):
+    name = "broken"
+
+    def run(self, ctx, result):
+        raise RuntimeError("this section always fails")
+'''
+
+
+def test_interrupted_and_failed_runs_are_registered(weights: Path, tmp_path: Path) -> None:
+    """A run stopped by SIGINT (exit 130) and a run whose section errors (exit 3) are registered as such."""
+    import signal
+    import time
+
+    from plugin_helpers import write_plugin_dist
+    from store_helpers import WAIT_S, finish, start
+
+    site = tmp_path / "site"
+    write_plugin_dist(site, module="nnaudit_storetest", source=STOPPING_PLUGINS,
+                      entry_points="[nnaudit.sections]\nwaiter = nnaudit_storetest:Waiter\n"
+                                   "broken = nnaudit_storetest:Broken\n")
+    store = tmp_path / "s.db"
+    env = cli_env(NNAUDIT_TEST_GATE=str(tmp_path / "never"), NNAUDIT_STORE=str(store))
+    env["PYTHONPATH"] = os.pathsep.join((str(site), env["PYTHONPATH"]))
+    stopped = tmp_path / "stopped"
+    config = write_config(tmp_path / "cfg1", weights, name="stops", sections={"performance": {}, "waiter": {}})
+    proc = start(["-m", "audit.cli", "run", str(config), "--out", str(stopped)], env)
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if json.loads((stopped / RESULTS_FILE).read_text())["manifest"]["current_section"] == "waiter":
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    code, out, err = finish(proc)
+    assert code == 130, err[-3000:]
+    assert "registered run" in out, err[-3000:]
+    config = write_config(tmp_path / "cfg2", weights, name="breaks", sections={"performance": {}, "broken": {}})
+    done = subprocess.run([sys.executable, "-m", "audit.cli", "run", str(config), "--out", str(tmp_path / "failed")],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=WAIT_S, check=False)
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert "registered run" in done.stdout
+    with open_store(str(store)) as opened:
+        runs = {run.model_name: run for run in opened.runs()}
+    assert runs["stops"].status == "interrupted" == load_results(stopped)["manifest"]["status"]
+    assert runs["breaks"].status == "failed"
+    assert runs["breaks"].headline["accuracy"][1] == all_metrics(load_results(tmp_path / "failed"))[
+        "performance.accuracy"]
