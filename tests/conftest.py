@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pg_helpers import postgres_server  # noqa: F401 - the session's PostgreSQL server (results store tests)
 
 os.environ.setdefault("NNAUDIT_PROGRESS", "0")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from pg_helpers import postgres_server  # noqa: F401 - the session fixture
 from results_factory import write_run
 from store_helpers import ROBUST_SECTIONS, ROOT, cli_env, run_config, store_for, write_config
 
@@ -518,7 +517,7 @@ def test_store_import_folders(store_url: str, history_runs: list[Path], tmp_path
     assert "no run directory" in capsys.readouterr().err
 
 
-def test_credentials_never_reach_an_output(postgres_server: Any, weights: Path, tmp_path: Path,  # noqa: F811
+def test_credentials_never_reach_an_output(postgres_server: Any, weights: Path, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                            caplog: pytest.LogCaptureFixture) -> None:
     server = postgres_server

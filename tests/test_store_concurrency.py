@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from pg_helpers import postgres_server  # noqa: F401 - the session fixture
 from store_helpers import (
     cli_env,
     finish,
