@@ -33,7 +33,6 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,10 +42,17 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from audit import __version__
 from audit.engine import store_tables as tables
 from audit.engine.provenance import run_id_of
-from audit.engine.store_record import RunRecord, decode_stored, encode_stored, headline_order, record_from_run
+from audit.engine.store_record import (
+    RunRecord,
+    StoredRun,
+    decode_stored,
+    encode_stored,
+    headline_order,
+    record_from_run,
+)
 from audit.engine.store_url import backend_of, normalize_store_url, redact_url, scrub
 from audit.errors import StoreError
-from audit.results import RESULTS_FILE, encode_number, load_results
+from audit.results import RESULTS_FILE, load_results
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_S = 30.0  # SQLite: how long a writer waits for another's lock before the retry
@@ -67,50 +73,6 @@ DIR_REUSED = ("{ref!r} resolves to run {run_id}, but its run directory {run_dir}
               "the run was overwritten")
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class StoredRun:
-    """A run as the store lists it. ``headline``: label -> (metric, value); ``values``: the metrics asked for."""
-
-    run_id: str
-    model_name: str
-    model_version: str | None
-    version_source: str | None
-    git_commit: str | None
-    git_dirty: bool | None
-    title: str
-    data_name: str | None
-    data_sha256: str | None
-    model_sha256: str | None
-    seed: int | None
-    status: str
-    verdict: str
-    run_dir: str
-    host: str
-    config_path: str | None
-    created_at: dt.datetime
-    finished_at: dt.datetime | None
-    registered_at: dt.datetime
-    nnaudit_version: str
-    schema_version: str
-    headline: dict[str, tuple[str, float | None]] = field(default_factory=dict)
-    values: dict[str, float | None] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: times in ISO 8601 UTC, numbers encoded as in results.json (inf "Infinity", NaN null)."""
-        out: dict[str, Any] = {}
-        for key in ("run_id", "model_name", "model_version", "version_source", "git_commit", "git_dirty", "title",
-                    "data_name", "data_sha256", "model_sha256", "seed", "status", "verdict", "run_dir", "host",
-                    "config_path", "nnaudit_version", "schema_version"):
-            out[key] = getattr(self, key)
-        for key in ("created_at", "finished_at", "registered_at"):
-            value = getattr(self, key)
-            out[key] = value.isoformat(timespec="seconds") if value is not None else None
-        out["headline"] = {label: {"metric": metric, "value": encode_number(value)}
-                           for label, (metric, value) in self.headline.items()}
-        out["metrics"] = {name: encode_number(value) for name, value in self.values.items()}
-        return out
 
 
 def _utc(value: Any) -> Any:

@@ -4,7 +4,7 @@
 and model hashes, seed, status, the stored verdict, every metric (with its direction and, for
 the few headline metrics, a label), every finding, where the run directory lives, the times,
 and the nnaudit and results schema versions. ``headline_metrics`` is the one place that says
-which metrics are the headline.
+which metrics are the headline. ``StoredRun`` is a run as the store lists it back.
 
 Model name: ``model.name`` of the config, else the config file's name without its suffix
 (``configs/digits-cnn.yaml`` -> ``digits-cnn``), else the run's title. Model version:
@@ -20,13 +20,13 @@ import os
 import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from audit.engine.provenance import run_id_of
 from audit.errors import ResultsError, StoreError
-from audit.results import POSITIVE_INFINITY, all_directions, all_metrics, load_results, run_state
+from audit.results import POSITIVE_INFINITY, all_directions, all_metrics, encode_number, load_results, run_state
 
 NOT_GATED = "not_gated"
 VERDICTS = ("pass", "fail", "error", NOT_GATED)
@@ -125,6 +125,50 @@ class RunRecord:
     schema_version: str
     metrics: tuple[MetricRecord, ...]
     findings: tuple[FindingRecord, ...]
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A run as the store lists it. ``headline``: label -> (metric, value); ``values``: the metrics asked for."""
+
+    run_id: str
+    model_name: str
+    model_version: str | None
+    version_source: str | None
+    git_commit: str | None
+    git_dirty: bool | None
+    title: str
+    data_name: str | None
+    data_sha256: str | None
+    model_sha256: str | None
+    seed: int | None
+    status: str
+    verdict: str
+    run_dir: str
+    host: str
+    config_path: str | None
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+    registered_at: dt.datetime
+    nnaudit_version: str
+    schema_version: str
+    headline: dict[str, tuple[str, float | None]] = field(default_factory=dict)
+    values: dict[str, float | None] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: times in ISO 8601 UTC, numbers encoded as in results.json (inf "Infinity", NaN null)."""
+        out: dict[str, Any] = {}
+        for key in ("run_id", "model_name", "model_version", "version_source", "git_commit", "git_dirty", "title",
+                    "data_name", "data_sha256", "model_sha256", "seed", "status", "verdict", "run_dir", "host",
+                    "config_path", "nnaudit_version", "schema_version"):
+            out[key] = getattr(self, key)
+        for key in ("created_at", "finished_at", "registered_at"):
+            value = getattr(self, key)
+            out[key] = value.isoformat(timespec="seconds") if value is not None else None
+        out["headline"] = {label: {"metric": metric, "value": encode_number(value)}
+                           for label, (metric, value) in self.headline.items()}
+        out["metrics"] = {name: encode_number(value) for name, value in self.values.items()}
+        return out
 
 
 def parse_time(text: Any) -> dt.datetime | None:
