@@ -14,6 +14,7 @@ from pg_helpers import postgres_server  # noqa: F401 - the session's PostgreSQL 
 os.environ.setdefault("NNAUDIT_PROGRESS", "0")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.pop("NNAUDIT_STORE", None)  # a developer's or CI's results store never receives the tests' runs
 
 
 @pytest.fixture(scope="session")

@@ -187,6 +187,20 @@ def test_numbers_are_stored_as_results_json_encodes_them(store_url: str, tmp_pat
         assert listed.to_dict()["metrics"] == {"performance.big": "Infinity", "performance.nan": None}
 
 
+def test_a_killed_run_registers_as_incomplete_and_a_live_one_is_refused(store_url: str, tmp_path: Path) -> None:
+    from results_factory import unfinished_results
+
+    from audit.engine.lock import RunLock
+
+    killed = write_run(tmp_path, "killed", unfinished_results("running"))  # no process holds it: killed
+    live = write_run(tmp_path, "live", unfinished_results("running"))
+    with open_store(store_url) as store, RunLock(live):
+        assert store.register(killed).status == "incomplete"
+        with pytest.raises(StoreError, match=r"is still running .* it is registered when it ends"):
+            store.register(live)
+        assert [r.status for r in store.runs()] == ["incomplete"]
+
+
 def test_headline_metrics_pick_by_name() -> None:
     metrics = {
         "performance.accuracy": 0.9, "performance.loss": 0.3,
