@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from audit import __version__
+from audit.cli_store import STORE_HELP, add_store_commands, register_run_at_end, run_store
 from audit.errors import NNAuditError, RunDirError
 
 log = logging.getLogger("nnaudit")
@@ -106,6 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.gate = read_policy_file(args.policy)
     out = resume or (Path(args.out) if args.out else default_out_dir())
     existing: Existing = "resume" if resume is not None else "overwrite" if args.overwrite else "refuse"
+    store = run_store(args.store, config.store, config_path)
     backend = _backend(args)
     try:
         results = run_audit(config, out, config_path=config_path, existing=existing, backend=backend,
@@ -116,6 +118,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"nnaudit: stopped by {signal.Signals(signum).name}; "
               + (f"sections finished so far are in {out / 'results.json'} (status 'interrupted'); finish the run "
                  f"with `nnaudit run --resume {out}`" if written else "no section had started"), file=sys.stderr)
+        if written:
+            register_run_at_end(out, store)
         return EXIT_SIGNAL_BASE + signum
     if config.report:
         write_report_of(out)
@@ -124,6 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("nnaudit:", end=" ")
     _print_verdict(results, out)
     _open_hints([out], out)
+    register_run_at_end(out, store)
     if failed:
         print(f"nnaudit: {len(failed)} section(s) failed and are recorded with their error: {', '.join(failed)}; "
               f"after a fix, `nnaudit run --resume {out}` runs only them"
@@ -155,6 +160,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     out = Path(args.out)
+    store = run_store(args.store, None, None)
     runs = run_demo(out, seed=args.seed, device=args.device or "auto")
     print(f"nnaudit: demo finished in {time.perf_counter() - start:.1f} s; runs in {out}")
     from audit.results import load_results
@@ -163,6 +169,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"nnaudit: {run.name}:", end=" ")
         _print_verdict(load_results(run, validate=False), run)
     _open_hints(runs, out, [policy_path(out, run.name) for run in runs])
+    for run in runs:
+        register_run_at_end(run, store)
     failed = [run.name for run in runs if _stored_status(run) == "failed"]
     if failed:
         print(f"nnaudit: a section failed in {', '.join(failed)}; see results.json", file=sys.stderr)
@@ -345,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "verdict is stored in results.json and opens the report")
     run.add_argument("--seed", type=int, help="random seed (overrides the config)")
     run.add_argument("--no-report", action="store_true", help="do not write report.html")
+    run.add_argument("--store", help=STORE_HELP + " the run is registered in when it ends (overrides $NNAUDIT_STORE "
+                     "and the config's 'store:')")
     run.add_argument("--backend", choices=["local", "ray"], default="local",
                      help="who runs the chunks of the robustness section: this process (default) or Ray tasks "
                      "(pip install \"nnaudit[ray]\"; docs/scale.md)")
@@ -360,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     demo.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--store", help=STORE_HELP + " both runs are registered in (default: $NNAUDIT_STORE)")
     demo.set_defaults(func=cmd_demo)
 
     harden = sub.add_parser("harden", help="train the model with a training-time defense, then audit it before "
@@ -426,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="validate RUN_DIR/results.json against the shipped schema")
     validate.add_argument("run_dir")
     validate.set_defaults(func=cmd_schema)
+    add_store_commands(sub)
     return parser
 
 

@@ -54,6 +54,10 @@ class ModelConfig(_Strict):
     normalization: Normalization | None = None
     output: Literal["auto", "logits", "probabilities"] = "auto"
     output_key: str | int | None = Field(None, description="select one output of a tuple/list (index) or dict (key)")
+    name: str | None = Field(None, min_length=1, description="the model's name in the results store and history "
+                             "(default: the config file's name without .yaml)")
+    version: str | None = Field(None, min_length=1, description="the model's version in the results store (default: "
+                                "the git commit of the repository the config sits in, with a dirty flag)")
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
@@ -143,6 +147,9 @@ class AuditConfig(_Strict):
     gate: dict[str, Any] | None = Field(
         None, description="the run's gate policy (same keys as a policy file); its verdict is stored in results.json"
     )
+    store: str | None = Field(
+        None, description="results store the run is registered in when it ends: a SQLite file or a "
+        "postgresql+psycopg:// URL without password (docs/store.md); --store and $NNAUDIT_STORE override it")
 
     @field_validator("device")
     @classmethod
@@ -200,10 +207,24 @@ def parse_config(data: Any, *, base_dir: Path | None = None) -> AuditConfig:
         from audit.policy import check_policy_data
 
         check_policy_data(config.gate, key="gate")
+    if config.store is not None:
+        _check_store(config.store)
     if base_dir is not None:
         _resolve_paths(config, base_dir)
     _check_files(config)
     return config
+
+
+def _check_store(value: str) -> None:
+    """``store:`` is copied into results.json with the config: it may not hold a password."""
+    from audit.engine.store_url import has_password, redact_url
+
+    if has_password(value):
+        raise ConfigError("store", f"{redact_url(value)} holds a password, and the config is copied into "
+                          "results.json: remove it from the URL and set PGPASSWORD (or ~/.pgpass) instead, or pass "
+                          "the URL with --store / $NNAUDIT_STORE")
+    if not value.strip():
+        raise ConfigError("store", "empty; give a SQLite file path or a postgresql+psycopg:// URL, or remove the key")
 
 
 def _resolve_paths(config: AuditConfig, base: Path) -> None:
@@ -218,6 +239,10 @@ def _resolve_paths(config: AuditConfig, base: Path) -> None:
         value = getattr(holder, name)
         if value is not None and not Path(value).is_absolute():
             setattr(holder, name, (base / value).resolve())
+    from audit.engine.store_url import is_url
+
+    if config.store is not None and not is_url(config.store) and not Path(config.store).expanduser().is_absolute():
+        config.store = str((base / config.store).resolve())  # a SQLite file beside the config
 
 
 def _check_files(config: AuditConfig) -> None:

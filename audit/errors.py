@@ -34,3 +34,8 @@ class ResultsError(NNAuditError):
 
 class RunDirError(NNAuditError):
     """The output directory cannot take this run: locked by a live run, or holding a finished one."""
+
+
+class StoreError(NNAuditError):
+    """The results store cannot be reached, refuses the run, or holds no run for a reference. The message shows
+    the store's URL with its password hidden."""

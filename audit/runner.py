@@ -142,7 +142,9 @@ def section_fingerprint(config: AuditConfig, plugin: SectionPlugin, *, model_sha
     The model and data configs and hashes, seed, batch size, device, the section's plugin and
     parameters, the nnaudit version, and the fingerprints of the earlier sections it reads.
     """
-    settings = config.model_dump(mode="json", exclude={"title", "report", "sections", "device", "train_data", "gate"})
+    settings = config.model_dump(mode="json", exclude={  # what does not change the numbers
+        "title": True, "report": True, "sections": True, "device": True, "train_data": True, "gate": True,
+        "store": True, "model": {"name", "version"}})
     payload = {"nnaudit": __version__, "settings": settings, "device": device, "section": plugin.section,
                "plugin": plugin.name, "params": plugin.params.model_dump(mode="json"), "model": model_sha256,
                "data": data_sha256, "upstream": upstream}
@@ -210,8 +212,11 @@ class Run:
         self.sections: dict[str, SectionResult] = {}
         self.timings: dict[str, float] = {}
         self.verdict: dict[str, Any] | None = None
+        from audit.engine.provenance import git_state, new_run_id
+
         self.manifest: dict[str, Any] = {
             "nnaudit_version": __version__,
+            "run_id": new_run_id(),  # the results store's key: a resumed run keeps it, --overwrite gets a new one
             "created_at": _now(),
             "finished_at": None,
             "status": "running",
@@ -222,6 +227,7 @@ class Run:
             "libraries": library_versions(),
             "config": config.model_dump(mode="json"),
             "config_path": str(Path(config_path).resolve()) if config_path is not None else None,
+            "git": git_state(Path(config_path).resolve().parent) if config_path is not None else None,
             "model": {},
             "data": {},
             "device": config.device,
@@ -355,6 +361,11 @@ def _carry_over(run: Run, previous: dict[str, Any], kept: dict[str, SectionResul
     """A resumed run keeps its start time, its resume history and the kept sections with their timings."""
     old = previous.get("manifest", {})
     run.manifest["created_at"] = old.get("created_at", run.manifest["created_at"])
+    from audit.engine.provenance import run_id_of
+
+    run.manifest["run_id"] = run_id_of(old, run.out_dir)  # the same run: its id and the commit it started from
+    if "git" in old:
+        run.manifest["git"] = old["git"]
     run.manifest["resumes"] = [*old.get("resumes", []), {"at": _now(), "kept": list(kept)}]
     old_timings = old.get("timings", {})
     for name, section in kept.items():

@@ -9,10 +9,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pg_helpers import postgres_server  # noqa: F401 - the session's PostgreSQL server (results store tests)
 
 os.environ.setdefault("NNAUDIT_PROGRESS", "0")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.pop("NNAUDIT_STORE", None)  # a developer's or CI's results store never receives the tests' runs
 
 
 @pytest.fixture(scope="session")
