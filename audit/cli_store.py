@@ -60,7 +60,7 @@ def cmd_store_import(args: argparse.Namespace) -> int:
     could not be (each named), 2 the store cannot be used or no run was found."""
     from audit.engine.store import open_store
     from audit.errors import StoreError
-    from audit.results import find_runs
+    from audit.runs import find_runs
 
     runs: list[Path] = []
     for item in args.dirs:

@@ -26,7 +26,8 @@ from typing import Any
 
 from audit.engine.provenance import run_id_of
 from audit.errors import ResultsError, StoreError
-from audit.results import POSITIVE_INFINITY, all_directions, all_metrics, encode_number, load_results, run_state
+from audit.results import POSITIVE_INFINITY, all_directions, all_metrics, encode_number, load_results
+from audit.runs import run_state
 
 NOT_GATED = "not_gated"
 VERDICTS = ("pass", "fail", "error", NOT_GATED)
