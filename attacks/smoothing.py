@@ -125,7 +125,8 @@ def smoothed_counts(model: ModelAdapter, x: torch.Tensor, ids: np.ndarray, draws
     cap = max(batch, NOISE_BLOCK)
     buffer = torch.empty((cap, *shape), device=device)
     slots = torch.empty(cap, dtype=torch.long, device=device)
-    counts = torch.zeros(len(draws) * len(x) * k, dtype=torch.long, device=device)
+    samples_n = len(x)
+    counts = torch.zeros(len(draws) * samples_n * k, dtype=torch.long, device=device)
     filled = 0
 
     def flush() -> None:
@@ -151,7 +152,7 @@ def smoothed_counts(model: ModelAdapter, x: torch.Tensor, ids: np.ndarray, draws
                 else:
                     rows.copy_(torch.randn((NOISE_BLOCK, *shape), generator=gen, device=device)[:count])
                 rows.mul_(sigma).add_(xi)  # the noisy copies: noise * sigma + x, as sample_counts computes them
-                slots[filled : filled + count] = s * len(x) + i
+                slots[filled : filled + count] = s * samples_n + i
                 filled += count
     flush()
     return counts.reshape(len(draws), len(x), k).cpu().numpy()
