@@ -178,20 +178,26 @@ def kernel_coalitions(m: int, nsamples: int, rng: np.random.RandomState) -> Coal
     left = plan.nsamples - fixed
     if plan.full_sizes == plan.subset_sizes or left <= 0:
         return Coalitions(plan.fixed_masks, plan.fixed_weights.copy())
-    sizes = (rng.choice(len(plan.size_probs), 4 * left, p=plan.size_probs) + plan.full_sizes + 1).tolist()
+    # rng.choice(len(size_probs), 4 * left, p=size_probs), without its argument checks: numpy's legacy choice
+    # searches the normalized cumulative probabilities with one uniform per draw
+    cdf = plan.size_probs.cumsum()
+    cdf /= cdf[-1]
+    sizes = (cdf.searchsorted(rng.random_sample(4 * left), side="right") + plan.full_sizes + 1).tolist()
     masks = np.zeros((left, m))
     weights = np.zeros(left)
     seen: dict[bytes, int] = {}
     added = position = 0
     paired = plan.paired_sizes
+    permutation = rng.permutation
     while left > 0 and position < len(sizes):
         size = sizes[position]
         position += 1
         row = masks[added]
-        row[rng.permutation(m)[:size]] = 1.0
-        at = seen.get(row.tobytes())
+        row[permutation(m)[:size]] = 1.0
+        key = row.tobytes()
+        at = seen.get(key)
         if at is None:
-            seen[row.tobytes()] = added
+            seen[key] = added
             weights[added] = 1.0
             added += 1
             left -= 1
