@@ -20,7 +20,9 @@ normalization comes after, inside the forward).
 
 Every noise draw is keyed by (seed, stream, sample id, block of ``NOISE_BLOCK`` draws) and drawn
 on the model's device, so the results do not depend on the batch size or on which other samples
-share a batch. ``batch`` only sets how many noisy copies go through the model at once.
+share a batch. ``batch`` only sets how many noisy copies go through the model at once: CERTIFY,
+PREDICT and the majority vote fill each forward pass with the noisy copies of as many samples as it
+holds (``smoothed_counts``); ``sample_counts`` is the same count for one sample at a time.
 
 For the ``defenses`` section: ``smoothing_metrics`` turns the results into metrics named
 ``smoothing.l2.radius=<r>.certified_accuracy`` and ``smoothing.l2.radius=<r>.empirical_robust_accuracy``
@@ -98,10 +100,62 @@ def sample_counts(model: ModelAdapter, x: torch.Tensor, *, sigma: float, num: in
                             count=count, device=model.device)
         for i in range(0, count, batch):
             chunk = noise[i : i + batch].add_(x)  # the noisy copies, in the noise's own memory
-            pred = model.forward(chunk).argmax(dim=1) if model.has_gradients else \
-                model.logits(chunk).to(model.device).argmax(dim=1)
-            counts += torch.bincount(pred, minlength=model.num_classes)
+            counts += torch.bincount(_predictions(model, chunk), minlength=model.num_classes)
     return counts.cpu().numpy()
+
+
+def _predictions(model: ModelAdapter, x: torch.Tensor) -> torch.Tensor:
+    return model.forward(x).argmax(dim=1) if model.has_gradients else model.logits(x).to(model.device).argmax(dim=1)
+
+
+@torch.no_grad()
+def smoothed_counts(model: ModelAdapter, x: torch.Tensor, ids: np.ndarray, draws: Sequence[tuple[int, int]], *,
+                    sigma: float, seed: int, batch: int, progress: Progress | None = None,
+                    desc: str = "noise") -> np.ndarray:
+    """(len(draws), N, K): for each (stream, number of draws) in ``draws`` and each input of ``x`` (N, *shape),
+    how often the base classifier predicts each class on that many noisy copies: ``sample_counts`` of every
+    sample and stream, with the noisy copies of many samples in each forward pass.
+
+    The copies are laid out sample by sample, stream by stream, block by block (the keyed blocks of
+    ``noise_draws``: the same numbers), and sent through the model ``batch`` at a time, each pass filled with the
+    next samples' blocks (the last block of a stream may be partial). On a CPU each row's prediction does not
+    depend on the rows beside it, so the counts equal the per-sample ones exactly."""
+    device, k = model.device, model.num_classes
+    shape = tuple(x.shape[1:])
+    cap = max(batch, NOISE_BLOCK)
+    buffer = torch.empty((cap, *shape), device=device)
+    slots = torch.empty(cap, dtype=torch.long, device=device)
+    samples_n = len(x)
+    counts = torch.zeros(len(draws) * samples_n * k, dtype=torch.long, device=device)
+    filled = 0
+
+    def flush() -> None:
+        for i in range(0, filled, batch):
+            pred = _predictions(model, buffer[i : min(i + batch, filled)])
+            counts.add_(torch.bincount(slots[i : i + len(pred)] * k + pred, minlength=len(counts)))
+
+    samples: Iterable[int] = range(len(x))
+    if progress is not None:
+        samples = progress(samples, desc=desc, total=len(x), unit="sample")
+    for i in samples:
+        xi = x[i].to(device)
+        for s, (stream, num) in enumerate(draws):
+            for block in range((num + NOISE_BLOCK - 1) // NOISE_BLOCK):
+                count = min(NOISE_BLOCK, num - block * NOISE_BLOCK)
+                if filled + count > cap:
+                    flush()
+                    filled = 0
+                gen = torch.Generator(device=device).manual_seed(noise_key(seed, stream, int(ids[i]), block))
+                rows = buffer[filled : filled + count]
+                if count == NOISE_BLOCK:
+                    torch.randn((NOISE_BLOCK, *shape), generator=gen, device=device, out=rows)
+                else:
+                    rows.copy_(torch.randn((NOISE_BLOCK, *shape), generator=gen, device=device)[:count])
+                rows.mul_(sigma).add_(xi)  # the noisy copies: noise * sigma + x, as sample_counts computes them
+                slots[filled : filled + count] = s * samples_n + i
+                filled += count
+    flush()
+    return counts.reshape(len(draws), len(x), k).cpu().numpy()
 
 
 # -- statistics ------------------------------------------------------------------------------------
@@ -205,29 +259,29 @@ def certify(model: ModelAdapter, x: np.ndarray | torch.Tensor, y: np.ndarray | S
             ids: Sequence[int] | np.ndarray | None = None, progress: Progress | None = None) -> CertifyResult:
     """CERTIFY (Cohen et al. 2019, Algorithm "certify") for every input. ``ids``: the sample ids the noise is
     keyed by (default 0..N-1; pass the rows' dataset indices so that a subset or a shard draws the same
-    noise as the whole). ``progress``: a reporter (``ctx.progress``) given the samples."""
+    noise as the whole). ``progress``: a reporter (``ctx.progress``) given the samples. The selection and
+    estimation draws of many samples share forward passes of ``batch`` copies (``smoothed_counts``)."""
     _check(model, sigma, alpha, n0=n0, n=n, batch=batch)
     xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
-    yt = np.asarray(y, dtype=np.int64).reshape(-1)
     keys = _ids(ids, len(xt))
-    k = model.num_classes
-    counts0 = np.zeros((len(xt), k), np.int64)
-    counts = np.zeros((len(xt), k), np.int64)
-    rows: Iterable[int] = range(len(xt))
-    if progress is not None:
-        rows = progress(rows, desc=f"certify (sigma={sigma:g}, n={n})", total=len(xt), unit="sample")
-    for i in rows:
-        xi = xt[i].to(model.device)
-        counts0[i] = sample_counts(model, xi, sigma=sigma, num=n0, seed=seed, stream=STREAM_SELECT,
-                                   sample_id=int(keys[i]), batch=batch)
-        counts[i] = sample_counts(model, xi, sigma=sigma, num=n, seed=seed, stream=STREAM_ESTIMATE,
-                                  sample_id=int(keys[i]), batch=batch)
+    counts0, counts = smoothed_counts(model, xt, keys, [(STREAM_SELECT, n0), (STREAM_ESTIMATE, n)], sigma=sigma,
+                                      seed=seed, batch=batch, progress=progress,
+                                      desc=f"certify (sigma={sigma:g}, n={n})")
+    return certificates(counts0, counts, y, keys, sigma=sigma, n0=n0, n=n, alpha=alpha, seed=seed)
+
+
+def certificates(counts0: np.ndarray, counts: np.ndarray, y: np.ndarray | Sequence[int], ids: np.ndarray, *,
+                 sigma: float, n0: int, n: int, alpha: float, seed: int) -> CertifyResult:
+    """CERTIFY's decision from the selection counts (N, K) and estimation counts (N, K) of ``n0`` and ``n``
+    draws: the top selected class, the Clopper-Pearson bound on its share of the estimation draws, and the
+    radius or abstention."""
     top = counts0.argmax(axis=1)
-    n_top = counts[np.arange(len(xt)), top]
+    n_top = counts[np.arange(len(counts)), top]
     p_lower = clopper_pearson_lower(n_top, n, alpha)
     radius = np.array([certified_radius(float(p), sigma) for p in p_lower])
     prediction = np.where(p_lower >= 0.5, top, ABSTAIN)
-    return CertifyResult(sigma=sigma, n0=n0, n=n, alpha=alpha, seed=seed, ids=keys, y=yt, prediction=prediction,
+    return CertifyResult(sigma=sigma, n0=n0, n=n, alpha=alpha, seed=seed, ids=ids,
+                         y=np.asarray(y, dtype=np.int64).reshape(-1), prediction=prediction,
                          radius=np.where(prediction == ABSTAIN, 0.0, radius), p_lower=p_lower, counts0=counts0,
                          counts=counts)
 
@@ -244,9 +298,8 @@ def predict(model: ModelAdapter, x: np.ndarray | torch.Tensor, *, sigma: float, 
     xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
     keys = _ids(ids, len(xt))
     out = np.full(len(xt), ABSTAIN, np.int64)
-    for i in range(len(xt)):
-        counts = sample_counts(model, xt[i].to(model.device), sigma=sigma, num=n, seed=seed, stream=STREAM_PREDICT,
-                               sample_id=int(keys[i]), batch=batch)
+    every = smoothed_counts(model, xt, keys, [(STREAM_PREDICT, n)], sigma=sigma, seed=seed, batch=batch)[0]
+    for i, counts in enumerate(every):
         order = np.argsort(-counts, kind="stable")
         n_a, n_b = int(counts[order[0]]), int(counts[order[1]]) if len(counts) > 1 else 0
         if binomtest(n_a, n_a + n_b, 0.5).pvalue <= alpha:
@@ -288,9 +341,8 @@ def majority_vote(model: ModelAdapter, x: torch.Tensor, y: np.ndarray, keys: np.
     sample is correct only when its true class has strictly more votes than every other class."""
     pred = np.zeros(len(x), np.int64)
     correct = np.zeros(len(x), bool)
-    for i in range(len(x)):
-        counts = sample_counts(model, x[i], sigma=sigma, num=n_eval, seed=seed, stream=STREAM_EVAL,
-                               sample_id=int(keys[i]), batch=batch)
+    every = smoothed_counts(model, x, keys, [(STREAM_EVAL, n_eval)], sigma=sigma, seed=seed, batch=batch)[0]
+    for i, counts in enumerate(every):
         pred[i] = int(counts.argmax())
         others = np.delete(counts, int(y[i]))
         correct[i] = bool(counts[int(y[i])] > (others.max() if len(others) else -1))
@@ -387,7 +439,7 @@ def curve_rows(cert: CertifyResult, empirical: EmpiricalResult | None,
 
 
 __all__ = [
-    "ABSTAIN", "NOISE_BLOCK", "CertifyResult", "EmpiricalResult", "certified_radius", "certify",
+    "ABSTAIN", "NOISE_BLOCK", "CertifyResult", "EmpiricalResult", "certificates", "certified_radius", "certify",
     "clopper_pearson_lower", "curve_rows", "majority_vote", "noise_draws", "predict", "sample_counts",
-    "smoothed_empirical", "smoothing_metrics",
+    "smoothed_counts", "smoothed_empirical", "smoothing_metrics",
 ]

@@ -5,9 +5,11 @@ Run: ``python benchmarks/explain.py [--samples 100] [--threads 2]``. Prints, per
 model evaluations it made (rows through the network, counted by the explainer's counter), and the ratio of its
 time to ``evaluations x per-row time of one batched pass`` measured in the same run at the same batch size
 (forward only for perturbation methods, forward + input gradient for gradient methods), the two timed
-alternately. Then shap and lime
-called directly with their best batch settings against the same work through nnaudit, and how much of lime's
-and shap's time is the model (the rest is the library's own per-sample work).
+alternately. Then shap and lime called directly with their best batch settings against the same work through
+nnaudit, and how much of lime's and shap's time is the model (the rest is the library's own per-sample work).
+Last, lime and KernelSHAP batched across samples (``benchmarks/surrogates.py``: floors on the digits CNN and a
+breast-cancer MLP, equality with the libraries, lime against lime called directly); ``--surrogates`` runs only
+that part.
 
 ``python benchmarks/explain.py --memory [--samples 20] [--old]``: occlusion (2x2 windows, stride 1) on 28x28
 Fashion-MNIST test images (/usr/share/datasets/fashion-mnist) with the CNN of PyTorch's MNIST example, trained
@@ -248,11 +250,20 @@ def main() -> None:
                         help="comma-separated methods to time (default: all, then the direct comparisons)")
     parser.add_argument("--memory", action="store_true", help="peak memory of occlusion on 28x28 images")
     parser.add_argument("--old", action="store_true", help="with --memory: also every window at once (~10 GB)")
+    parser.add_argument("--surrogates", action="store_true",
+                        help="only lime and KernelSHAP batched across samples: floors, equality, lime direct")
+    parser.add_argument("--lime-rows", type=int, default=60, help="with --surrogates: rows of lime vs lime direct")
+    parser.add_argument("--lime-perturbations", type=int, default=2000,
+                        help="with --surrogates: perturbations per row of lime vs lime direct")
+    parser.add_argument("--profile", action="store_true", help="with --surrogates: where the batched paths' time goes")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--state", default="", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(args.threads)  # numpy's BLAS too: the libraries' own fits use it
     warnings.simplefilter("ignore")
     if args.child:
         memory_child(args.child, args.state, args.samples, args.out)
@@ -261,6 +272,12 @@ def main() -> None:
         if "--samples" not in sys.argv:
             args.samples = 20
         memory_main(args)
+        return
+    sys.path.insert(0, os.path.dirname(_HERE))
+    from benchmarks import surrogates
+
+    if args.surrogates:
+        surrogates.report(surrogates.run(args))
         return
 
     train, test = load_digits_data("train"), load_digits_data("test")
@@ -381,14 +398,17 @@ def main() -> None:
             start = time.perf_counter()
             ours.explain(x, target)
             our_times.append(time.perf_counter() - start)
-        own_fraction = own.own_seconds(min(our_times)) / min(our_times)
+        # the batched lime and KernelSHAP do not call the library: all of their time is nnaudit's own
+        own_fraction = f"{own.own_seconds(min(our_times)) / min(our_times):.2%}" \
+            if getattr(ours, "backend", "library") == "library" else "n/a (batched)"
         share = f"{np.median(model_share):.1%}" if name in ("lime", "shap_kernel") else "n/a"
         print(f"{name:<15}{min(direct_times):>10.3f}{min(our_times):>11.3f}"
-              f"{(min(our_times) - min(direct_times)) / min(direct_times):>+10.1%}{own_fraction:>18.2%}{share:>13}")
+              f"{(min(our_times) - min(direct_times)) / min(direct_times):>+10.1%}{own_fraction:>18}{share:>13}")
         own.restore()
     print("\nmodel share: fraction of the library's time spent in the model; the rest is its own per-sample work "
           "(lime: distances and a ridge surrogate fit per explanation; kernel shap: coalition sampling and a "
           "weighted least-squares fit per output)")
+    surrogates.report(surrogates.run(args))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """shap methods: GradientExplainer, DeepExplainer (additivity kept on, falls back to GradientExplainer) and
-KernelExplainer (k-means background; black-box models too)."""
+KernelExplainer (k-means background; black-box models too), the last batched across samples by default."""
 
 from __future__ import annotations
 
@@ -11,6 +11,16 @@ import torch
 
 from explain.base import Explainer, ExplainerError
 from explain.keys import numpy_global_seed
+from explain.surrogates import (
+    evaluate,
+    kernel_coalitions,
+    kernel_shap_lstsq,
+    kernel_shap_solve,
+    reseeded,
+    sample_chunks,
+)
+
+BACKENDS = ("batched", "library")
 
 
 def import_shap() -> Any:
@@ -131,17 +141,25 @@ class ShapDeepExplainer(Explainer):
 class ShapKernelExplainer(Explainer):
     """shap.KernelExplainer on a k-means summary of the background; needs only predictions.
 
-    shap samples coalitions from numpy's global generator: each row is explained by its own call with that
-    generator seeded by the row's seed (and put back afterwards). The model evaluations of one row
-    (coalitions x background rows) go through the model in chunks within the memory budget.
+    ``backend="batched"`` (default): each row's coalitions and kernel weights are those shap draws for it with
+    numpy's legacy generator seeded by the row's seed (``explain.surrogates.kernel_coalitions``), the coalitions of
+    many rows go through the model in one evaluation within the memory budget, and the rows' constrained weighted
+    regressions (``l1_reg=False``, for the explained class) are one batched solve on the model's device: shap's
+    values to float rounding. ``backend="library"``: each row is explained by its own ``shap_values`` call with
+    numpy's global generator seeded by the row's seed (and put back afterwards), its model evaluations (coalitions
+    x background rows) in chunks within the memory budget.
     """
 
     method = "shap_kernel"
     needs_gradients = False
     per_sample = True
 
-    def __init__(self, adapter: Any, *, n_samples: int = 256, n_background: int = 10, **kwargs: Any) -> None:
+    def __init__(self, adapter: Any, *, n_samples: int = 256, n_background: int = 10, backend: str = "batched",
+                 **kwargs: Any) -> None:
         super().__init__(adapter, **kwargs)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)} (batched: shap's coalitions and "
+                             f"regression batched across samples; library: shap_values per row), got {backend!r}")
         shap = import_shap()
 
         if self.background is None:
@@ -151,12 +169,13 @@ class ShapKernelExplainer(Explainer):
         k = min(n_background, len(flat))
         summary = shap.kmeans(flat, k) if k < len(flat) else flat
         self.n_samples = n_samples
+        self.backend = backend
         self.explainer = shap.KernelExplainer(self._f, summary)
 
     def _f(self, flat: np.ndarray) -> np.ndarray:
         return self.numpy_logits(flat.reshape((-1, *self.input_shape)))
 
-    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> np.ndarray | torch.Tensor:
         flat = x.detach().cpu().numpy().reshape(x.shape[0], -1).astype(np.float64)
         features = flat.shape[1]
         if self.n_samples < 2 * features:
@@ -166,6 +185,8 @@ class ShapKernelExplainer(Explainer):
                                  f"features reliably; set sections.explanations.kernel_shap_samples to at least "
                                  f"{2 * features} or use another method")
         tnp = target.detach().cpu().numpy()
+        if self.backend == "batched":
+            return self._batched(flat, tnp, self.row_seeds()).reshape(x.shape)
         out = np.zeros(flat.shape, np.float64)
         for i, seed in enumerate(self.row_seeds()):
             with numpy_global_seed(int(seed)):
@@ -173,3 +194,71 @@ class ShapKernelExplainer(Explainer):
                                                     l1_reg=False)
             out[i] = _pick(values, tnp[i : i + 1], 1)[0]
         return out.reshape(x.shape)
+
+    # -- the batched backend -----------------------------------------------------------------------
+    def _batched(self, flat: np.ndarray, targets: np.ndarray, seeds: np.ndarray) -> torch.Tensor:
+        device = self.adapter.device
+        background = np.asarray(self.explainer.data.data, np.float64)
+        fnull = np.asarray(self.explainer.fnull, np.float64).reshape(-1)
+        # shap's varying_groups: a feature varies when the row's value is not close to every background value
+        varying = ~np.isclose(flat[:, None, :], background[None], equal_nan=True).all(axis=1)
+        m = varying.sum(axis=1)
+        gen = np.random.RandomState()  # reseeded per row: the stream of np.random.seed(row seed), what shap draws
+        coalitions = [kernel_coalitions(int(k), self.n_samples, reseeded(gen, seed)) if k >= 2 else None
+                      for k, seed in zip(m, seeds, strict=True)]
+        rows = torch.as_tensor(flat, device=device)
+        fx = evaluate(self, rows.reshape(-1, *self.input_shape).float()).double().cpu().numpy()
+        gap = fx[np.arange(len(flat)), targets] - fnull[targets]
+        out = np.zeros(flat.shape)
+        for i in np.flatnonzero(m == 1):  # one varying feature: it takes the whole gap
+            out[i, varying[i]] = gap[i]
+        several = np.flatnonzero(m >= 2)
+        per_sample = [len(coalitions[i].weights) * len(background) for i in several]  # type: ignore[union-attr]
+        budget = self.eval_rows(rows[:1].reshape(1, *self.input_shape).float())
+        for part in sample_chunks(per_sample, budget):
+            chunk = several[part]
+            phi = self._solve_chunk(chunk, rows, varying, [coalitions[i] for i in chunk], background,
+                                    gap[chunk], fnull[targets[chunk]], targets[chunk])
+            for j, i in enumerate(chunk):
+                out[i, varying[i]] = phi[j, : m[i]]
+        return torch.as_tensor(out, device=device)
+
+    def _solve_chunk(self, chunk: np.ndarray, rows: torch.Tensor, varying: np.ndarray, coalitions: list[Any],
+                     background: np.ndarray, gap: np.ndarray, fnull: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """The coalitions of the chunk's samples through the model in one evaluation, then one batched solve."""
+        device = rows.device
+        sizes = np.array([len(c.weights) for c in coalitions])
+        m = varying[chunk].sum(axis=1)
+        owner = np.repeat(np.arange(len(chunk)), sizes)  # the sample of every coalition
+        members = np.zeros((sizes.sum(), rows.shape[1]), bool)  # coalitions over all features
+        slots = np.zeros((len(chunk), sizes.max(), m.max()))  # over each sample's varying features, padded
+        weights = np.zeros((len(chunk), sizes.max()))
+        start = 0
+        for j, (i, c) in enumerate(zip(chunk, coalitions, strict=True)):
+            members[start : start + sizes[j], varying[i]] = c.masks == 1
+            slots[j, : sizes[j], : m[j]] = c.masks
+            weights[j, : sizes[j]] = c.weights
+            start += sizes[j]
+        # coalition members take the row's values, the other features each background row's
+        inside = torch.as_tensor(members, device=device)[:, None, :]
+        bg = torch.as_tensor(background, device=device)
+        synth = torch.where(inside, rows[torch.as_tensor(chunk[owner], device=device)][:, None, :], bg[None])
+        logits = evaluate(self, synth.reshape(-1, *self.input_shape).float())
+        picked = logits.reshape(len(owner), len(background), -1).double()
+        picked = picked.gather(2, torch.as_tensor(targets[owner], device=device)[:, None, None].expand(
+            -1, len(background), 1))[:, :, 0]
+        bg_weights = torch.as_tensor(np.asarray(self.explainer.data.weights, np.float64), device=device)
+        expected = (picked * bg_weights).sum(dim=1) - torch.as_tensor(fnull[owner], device=device)
+        values = torch.zeros(weights.shape, dtype=torch.float64, device=device)
+        values[torch.as_tensor(owner, device=device), torch.as_tensor(
+            np.concatenate([np.arange(k) for k in sizes]), device=device)] = expected
+        phi, singular = kernel_shap_solve(torch.as_tensor(slots, device=device),
+                                          torch.as_tensor(weights, device=device), values,
+                                          torch.as_tensor(gap, device=device), torch.as_tensor(m, device=device))
+        out = phi.cpu().numpy()
+        for b in np.flatnonzero(singular.cpu().numpy()):  # what shap does when the normal equations are singular
+            out[b, : m[b]] = kernel_shap_lstsq(slots[b, : sizes[b], : m[b]], weights[b, : sizes[b]],
+                                               values[b, : sizes[b]].cpu().numpy(), float(gap[b]))
+            self.notes.append("shap_kernel: a sample's weighted normal equations were singular; its values are the "
+                              "least-squares solution, as shap computes them")
+        return out

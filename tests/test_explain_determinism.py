@@ -113,7 +113,9 @@ def test_shap_called_directly_per_row_with_the_rows_seed(digits_setup: Any) -> N
         values, _ = direct.shap_values(torch.as_tensor(x[i : i + 1]), nsamples=8, ranked_outputs=1,
                                        rseed=sample_seed(SEED, "shap_gradient", int(sample_id)))
         np.testing.assert_array_equal(ours[i], np.asarray(values)[0, ..., 0])
-    kernel = ShapKernelExplainer(ad, n_samples=256, background=background, seed=SEED, n_background=10)
+    # the library backend is shap called per row (the batched default: tests/test_explain_surrogates.py)
+    kernel = ShapKernelExplainer(ad, n_samples=256, background=background, seed=SEED, n_background=10,
+                                 backend="library")
     ours = kernel.explain(x[:3], target[:3], ids[:3])
     summary = shap.kmeans(background.reshape(len(background), -1).astype(np.float64), 10)
     direct_kernel = shap.KernelExplainer(lambda flat: ad.logits(flat.reshape(-1, 1, 8, 8)).numpy().astype(np.float64),
@@ -132,7 +134,9 @@ def test_lime_called_directly_per_row_with_the_rows_seed(digits_setup: Any, canc
 
     ad, x, target, background = digits_setup
     ids = np.arange(50, 53)
-    ours = LimeExplainer(ad, n_samples=50, background=background, seed=SEED).explain(x[:3], target[:3], ids)
+    # the library backend is lime called per row (the batched default: tests/test_explain_surrogates.py)
+    ours = LimeExplainer(ad, n_samples=50, background=background, seed=SEED, backend="library").explain(
+        x[:3], target[:3], ids)
     labels = grid_segments(8, 8, 2)
 
     def proba(images: np.ndarray) -> np.ndarray:
@@ -152,8 +156,8 @@ def test_lime_called_directly_per_row_with_the_rows_seed(digits_setup: Any, canc
     tab = TorchModelAdapter.from_module(cancer_mlp, num_classes=2)
     rows, reference = cancer_test.x[:3], cancer_test.x[-40:]
     tab_target = tab.predict(rows)
-    ours_tab = LimeExplainer(tab, n_samples=60, background=reference, modality="tabular", seed=SEED).explain(
-        rows, tab_target, ids)
+    ours_tab = LimeExplainer(tab, n_samples=60, background=reference, modality="tabular", seed=SEED,
+                             backend="library").explain(rows, tab_target, ids)
     for i, sample_id in enumerate(ids):
         direct = LimeTabularExplainer(reference, mode="classification", discretize_continuous=True,
                                       random_state=sample_seed(SEED, "lime", int(sample_id)))

@@ -16,15 +16,21 @@ from attacks.smoothing import (
     ABSTAIN,
     NOISE_BLOCK,
     STREAM_ESTIMATE,
+    STREAM_EVAL,
+    STREAM_PREDICT,
     STREAM_SELECT,
+    certificates,
     certify,
     clopper_pearson_lower,
+    majority_vote,
     noise_draws,
     predict,
+    sample_counts,
+    smoothed_counts,
     smoothed_empirical,
     smoothing_metrics,
 )
-from audit.model import PredictFunctionAdapter, SelectOutput, TorchModelAdapter
+from audit.model import ModelAdapter, PredictFunctionAdapter, SelectOutput, TorchModelAdapter
 
 
 class Halfplane(nn.Module):
@@ -87,6 +93,59 @@ def test_certify_equals_reference_loop(digits_cnn: Any, digits_test: Any) -> Non
     # a subset keyed by the same ids draws the same noise: the same certificates
     part = certify(model, x[4:9], y[4:9], batch=1000, **{**kwargs, "ids": ids[4:9]})
     np.testing.assert_array_equal(part.counts, got.counts[4:9])
+
+
+def per_sample_certify(model: ModelAdapter, x: np.ndarray, y: np.ndarray, ids: np.ndarray, *, sigma: float,
+                       n0: int, n: int, batch: int, seed: int) -> Any:
+    """CERTIFY one sample at a time, as ``certify`` ran before it batched samples: ``sample_counts`` per sample."""
+    xt = torch.as_tensor(x)
+    counts0 = np.stack([sample_counts(model, xt[i], sigma=sigma, num=n0, seed=seed, stream=STREAM_SELECT,
+                                      sample_id=int(k), batch=batch) for i, k in enumerate(ids)])
+    counts = np.stack([sample_counts(model, xt[i], sigma=sigma, num=n, seed=seed, stream=STREAM_ESTIMATE,
+                                     sample_id=int(k), batch=batch) for i, k in enumerate(ids)])
+    return certificates(counts0, counts, y, ids, sigma=sigma, n0=n0, n=n, alpha=0.001, seed=seed)
+
+
+@pytest.mark.parametrize("batch", [1000, 100, 700, 5000])
+def test_batched_certify_is_the_per_sample_certify(digits_cnn: Any, digits_test: Any, batch: int) -> None:
+    """The noisy copies of many samples share forward passes (a pass of 5000 holds four samples' 1100 copies; one
+    of 100 splits a block of 256 draws; 700 mixes partial blocks of two samples): the certificates are exactly
+    those of one sample at a time, on the same keyed draws."""
+    x, y, ids = digits_test.x[:12], digits_test.y[:12], np.arange(200, 212)
+    model = TorchModelAdapter.from_module(digits_cnn, num_classes=10, bounds=(0.0, 1.0))
+    kwargs: dict[str, Any] = {"sigma": 0.25, "n0": 100, "n": 1000, "batch": batch, "seed": 3}
+    got = certify(model, x, y, alpha=0.001, ids=ids, **kwargs)
+    alone = per_sample_certify(model, x, y, ids, **kwargs)
+    for field in ("prediction", "radius", "p_lower", "counts0", "counts"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(alone, field))
+    assert (got.prediction != ABSTAIN).sum() >= 6 and len(set(got.radius.tolist())) >= 3  # not vacuous
+    # the smoothed prediction and the majority vote batch the same way
+    every = smoothed_counts(model, torch.as_tensor(x), ids, [(STREAM_PREDICT, 300), (STREAM_EVAL, 260)],
+                            sigma=0.25, seed=3, batch=batch)
+    for i, k in enumerate(ids):
+        for s, (stream, num) in enumerate(((STREAM_PREDICT, 300), (STREAM_EVAL, 260))):
+            expected = sample_counts(model, torch.as_tensor(x[i]), sigma=0.25, num=num, seed=3, stream=stream,
+                                     sample_id=int(k), batch=batch)
+            np.testing.assert_array_equal(every[s, i], expected)
+    vote, _ = majority_vote(model, torch.as_tensor(x), y, ids, sigma=0.25, n_eval=260, batch=batch, seed=3)
+    np.testing.assert_array_equal(vote, every[1].argmax(axis=1))
+
+
+def test_batched_certify_on_a_black_box_is_the_per_sample_certify(digits_cnn: Any, digits_test: Any) -> None:
+    network = digits_cnn.eval()
+
+    def scores(a: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return network(torch.as_tensor(a)).numpy()
+
+    box = PredictFunctionAdapter(scores, SelectOutput(None, "logits", False), num_classes=10, output_kind="logits",
+                                 bounds=None, device=torch.device("cpu"), batch_size=256, source="fn",
+                                 sha256="0" * 64)
+    x, y, ids = digits_test.x[:5], digits_test.y[:5], np.arange(5)
+    got = certify(box, x, y, sigma=0.25, n0=50, n=300, alpha=0.001, batch=500, seed=1, ids=ids)
+    alone = per_sample_certify(box, x, y, ids, sigma=0.25, n0=50, n=300, batch=500, seed=1)
+    np.testing.assert_array_equal(got.counts, alone.counts)
+    np.testing.assert_array_equal(got.radius, alone.radius)
 
 
 def test_clopper_pearson_bound_is_the_binomial_tail_at_alpha() -> None:
