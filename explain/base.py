@@ -4,7 +4,7 @@ An explainer turns inputs (numpy, raw input space) and one target class per row 
 attributions of the same shape as the inputs. Subclasses write only ``_attribute`` for one
 batch of tensors already on the adapter's device.
 
-Randomness is keyed per sample (``explain.keys``): a method that draws at random takes each row's
+Randomness is keyed per sample (``explain.seeds``): a method that draws at random takes each row's
 seed from ``row_seeds()``, derived from (run seed, method, sample id), so a row gets the same
 attributions alone, in any batch and at any position. Model evaluations are sized to the memory
 budget (``memory_mb``) through ``eval_rows()``.
@@ -25,7 +25,7 @@ from audit.device import free_cached_memory, is_out_of_memory
 from audit.errors import NNAuditError
 from audit.model import ModelAdapter, TorchModelAdapter
 from explain.budget import DEFAULT_MEMORY_MB, row_bytes, rows_within
-from explain.keys import content_ids, sample_seeds
+from explain.seeds import content_ids, sample_seeds
 
 
 class ExplainerError(NNAuditError):
@@ -184,19 +184,6 @@ class Explainer(ABC):
                         else np.asarray(attr, np.float64))
             start += len(xb)
         return np.concatenate(outs).reshape(x.shape) if outs else np.zeros(x.shape)
-
-    def explain_tensor(self, x: torch.Tensor | tuple[torch.Tensor, ...],
-                       target: torch.Tensor | int | None = None) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """The same as ``explain`` on tensors, answering in the format asked (captum's sensitivity calls this)."""
-        if isinstance(x, tuple):
-            return (self._explain_one_tensor(x[0], target),)
-        return self._explain_one_tensor(x, target)
-
-    def _explain_one_tensor(self, x: torch.Tensor, target: torch.Tensor | int | None) -> torch.Tensor:
-        tnp = np.broadcast_to(np.asarray(target.cpu() if isinstance(target, torch.Tensor) else target),
-                              (x.shape[0],))
-        out = self.explain(x.detach().cpu().numpy(), tnp)
-        return torch.as_tensor(out, dtype=torch.float32, device=x.device)
 
     @abstractmethod
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor | np.ndarray:

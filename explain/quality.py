@@ -28,7 +28,7 @@ import torch
 from audit.model import ModelAdapter, TorchModelAdapter
 from explain.base import Explainer, ExplainerError
 from explain.budget import DEFAULT_MEMORY_MB, row_bytes, rows_within, spans
-from explain.keys import sample_rng, sample_seed
+from explain.seeds import sample_rng, sample_seed
 
 
 @dataclass

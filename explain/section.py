@@ -209,7 +209,7 @@ class ExplanationsSection(SectionPlugin):
                       ) -> tuple[dict[str, Explainer], dict[str, np.ndarray], dict[str, tuple[float, int, int]]]:
         """Every method's attributions, chunk by chunk (``chunk_size`` samples): each chunk's attributions and
         costs go to ``artifacts/<section>/chunks/<k>.npz`` as it finishes, and a resumed run loads the chunks
-        already there. Randomness is keyed per sample id (explain/keys.py), so chunks change no number.
+        already there. Randomness is keyed per sample id (explain/seeds.py), so chunks change no number.
         Returns the explainers that ran, their attributions, and (seconds, model rows, calls) per method."""
         from audit.engine.chunks import CHUNKS_DIR, ChunkStore, plan
 

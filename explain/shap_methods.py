@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from explain.base import Explainer, ExplainerError
-from explain.keys import numpy_global_seed
+from explain.seeds import numpy_global_seed
 
 
 def import_shap() -> Any:

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from audit.context import AdversarialOutcome
-from explain.keys import sample_rng
 from explain.quality import rank_correlation, topk_overlap
+from explain.seeds import sample_rng
 
 
 @dataclass

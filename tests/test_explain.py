@@ -19,11 +19,11 @@ from explain.captum_methods import (
     OcclusionExplainer,
     SaliencyExplainer,
 )
-from explain.keys import sample_seed
 from explain.lime_methods import LimeExplainer, grid_segments
 from explain.lrp import LRPExplainer, LRPRuleError
 from explain.quality import deletion_insertion, randomized_adapter, rank_correlation, topk_overlap
 from explain.section import ExplanationsSection
+from explain.seeds import sample_seed
 from explain.shap_methods import ShapDeepExplainer, ShapGradientExplainer, ShapKernelExplainer
 
 UNIT = Bounds(0.0, 1.0)
