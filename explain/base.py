@@ -37,6 +37,13 @@ NO_GRADIENTS = ("explainer '{method}' needs input gradients but the model ({kind
                 "(occlusion, shap_kernel, lime), or give a torch model (model.factory + model.weights)")
 
 
+def at_least(name: str, value: float, minimum: float) -> None:
+    """A constructor parameter below its minimum is a ValueError, which ``audit.plugin.construct`` reports as a
+    ConfigError naming the method's ``method_params`` key."""
+    if not value >= minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+
+
 class EvaluationCounter:
     """Counts model evaluations (rows passed through the model), the unit of an explainer's cost."""
 
@@ -79,6 +86,15 @@ class Explainer(ABC):
         self.notes: list[str] = []
         self.batch_ids = np.zeros(0, np.int64)  # sample ids of the batch ``_attribute`` is working on
         self._row_bytes: dict[bool, int] = {}
+
+    @classmethod
+    def section_defaults(cls, *, batch_size: int, seed: int, background: np.ndarray | None, modality: str,
+                         memory_mb: float, feature_names: list[str] | None = None) -> dict[str, Any]:
+        """What the explanations section passes to the constructor, under the method's own ``method_params``
+        (which win): the settings every explainer shares. A subclass that takes more of what the section knows
+        (lime: the feature names) adds it here."""
+        return {"batch_size": batch_size, "seed": seed, "background": background, "modality": modality,
+                "memory_mb": memory_mb}
 
     # -- keyed randomness and the memory budget ---------------------------------------------------
     def row_seeds(self) -> np.ndarray:

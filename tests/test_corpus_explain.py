@@ -47,11 +47,12 @@ def test_blur_baseline_on_tabular_data_is_a_section_error_naming_the_key(make_co
 def test_too_few_kernel_shap_coalitions_is_a_finding_naming_the_key(make_context: Any, digits_cnn: Any,
                                                                      digits_test: Any) -> None:
     ctx = make_context(digits_cnn, digits_test, limit=40)
-    result = ExplanationsSection(methods=["shap_kernel", "saliency"], quality=["deletion"], kernel_shap_samples=64,
+    result = ExplanationsSection(methods=["shap_kernel", "saliency"], quality=["deletion"],
+                                 method_params={"shap_kernel": {"n_samples": 64}},
                                  **SMALL)(ctx)
     assert result.status == "ok", result.error
     finding = next(f for f in result.findings if f.code == "explanations.method_unavailable")
-    assert "shap_kernel" in finding.message and "kernel_shap_samples to at least 128" in finding.message
+    assert "shap_kernel" in finding.message and "method_params.shap_kernel.n_samples to at least 128" in finding.message
     assert "shap_kernel" not in ctx.attributions and "saliency" in ctx.attributions
 
 
@@ -102,5 +103,5 @@ def test_explainer_bad_arguments_are_explainer_errors(digits_cnn: Any, digits_te
         OcclusionExplainer(ad, memory_mb=0)
     with pytest.raises(ExplainerError, match="3 inputs but 2 sample ids; give one id per input"):
         SaliencyExplainer(ad).explain(x, ad.predict(x), np.arange(2))
-    with pytest.raises(ExplainerError, match="kernel_shap_samples to at least 128"):
+    with pytest.raises(ExplainerError, match=r"method_params\.shap_kernel\.n_samples to at least 128"):
         ShapKernelExplainer(ad, n_samples=100, background=digits_test.x[:8]).explain(x, ad.predict(x))

@@ -19,16 +19,19 @@ from explain.captum_methods import (
     OcclusionExplainer,
     SaliencyExplainer,
 )
+from explain.faithfulness import deletion_insertion
 from explain.lime_methods import LimeExplainer, grid_segments
 from explain.lrp import LRPExplainer, LRPRuleError
-from explain.quality import deletion_insertion, randomized_adapter, rank_correlation, topk_overlap
+from explain.quality import rank_correlation, topk_overlap
+from explain.randomization import randomized_adapter
 from explain.section import ExplanationsSection
 from explain.seeds import sample_seed
 from explain.shap_methods import ShapDeepExplainer, ShapGradientExplainer, ShapKernelExplainer
 
 UNIT = Bounds(0.0, 1.0)
-FAST = {"n_samples": 6, "background_size": 16, "lime_samples": 40, "shap_samples": 8, "ig_steps": 16,
-        "infidelity_samples": 4, "sensitivity_samples": 2, "stability_samples": 6}
+FAST = {"n_samples": 6, "background_size": 16, "infidelity_samples": 4, "sensitivity_samples": 2,
+        "stability_samples": 6, "method_params": {"lime": {"n_samples": 40}, "shap_gradient": {"n_samples": 8},
+                                                  "shap_deep": {"n_samples": 8}, "ig": {"n_steps": 16}}}
 
 
 def adapter(module: nn.Module, num_classes: int, bounds: Bounds | None = UNIT) -> TorchModelAdapter:

@@ -13,19 +13,14 @@ import torch
 
 from audit.model import AdaptedNetwork, Bounds, SelectOutput, TorchModelAdapter
 from explain.captum_methods import IntegratedGradientsExplainer, OcclusionExplainer, SaliencyExplainer
+from explain.faithfulness import deletion_baseline, deletion_insertion, informative, random_ordering
 from explain.lime_methods import LimeExplainer
-from explain.quality import (
+from explain.quality import infidelity, rank_correlation, sensitivity_max
+from explain.randomization import (
     cascade_layers,
     cascade_steps,
-    deletion_baseline,
-    deletion_insertion,
-    infidelity,
-    informative,
     masked_rank_correlation,
-    random_ordering,
     randomized_adapter,
-    rank_correlation,
-    sensitivity_max,
     sign_randomized,
 )
 from explain.ranking import rank, resampled_means

@@ -14,9 +14,10 @@ from audit.errors import ConfigError
 from explain.section import ExplanationsSection
 from explain.stability import pick_key, select_samples
 
-FAST = {"n_samples": 16, "check_samples": 8, "background_size": 16, "lime_samples": 40, "shap_samples": 8,
-        "ig_steps": 16, "infidelity_samples": 4, "sensitivity_samples": 2, "stability_samples": 10,
-        "bootstrap_resamples": 200, "randomization_steps": 2}
+FAST = {"n_samples": 16, "check_samples": 8, "background_size": 16, "infidelity_samples": 4,
+        "sensitivity_samples": 2, "stability_samples": 10, "bootstrap_resamples": 200, "randomization_steps": 2,
+        "method_params": {"lime": {"n_samples": 40}, "shap_gradient": {"n_samples": 8}, "shap_deep": {"n_samples": 8},
+                          "ig": {"n_steps": 16}}}
 
 
 
