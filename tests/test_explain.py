@@ -233,6 +233,33 @@ def test_lime_grid_segmentation_on_small_images(digits_cnn: Any, digits_test: An
     np.testing.assert_allclose(explainer.explain(x, ad.predict(x)), attr)  # seeded
 
 
+def test_deep_explainer_falls_back_per_sample(digits_test: Any) -> None:
+    """The additivity check is made per sample: with a tolerance between the samples' gaps, the samples within it
+    keep DeepExplainer's values and the others get GradientExplainer's, each the same as when explained alone
+    (a check over the batch gave every sample of a batch with one miss the fallback)."""
+    model = FunctionalNet().eval()
+    ad = adapter(model, 10)
+    x, background, ids = digits_test.x[:8], digits_test.x[100:116], np.arange(8)
+    target = ad.predict(x)
+    deep = ShapDeepExplainer(ad, background=background, tolerance=1e9).explain(x, target, ids)  # never falls back
+    expected = np.asarray(ShapDeepExplainer(ad, background=background).expected_value)
+    gaps = np.abs(outputs(model, x)[np.arange(8), target] - expected[target] - deep.reshape(8, -1).sum(axis=1))
+    tolerance = float(np.median(gaps))
+    kept = gaps <= tolerance
+    assert kept.any() and not kept.all()
+
+    def explainer() -> ShapDeepExplainer:
+        return ShapDeepExplainer(ad, background=background, tolerance=tolerance, n_samples=8, seed=3)
+
+    batch = explainer().explain(x, target, ids)
+    scale = float(np.abs(batch).max())
+    for i in range(8):
+        alone = explainer().explain(x[i : i + 1], target[i : i + 1], ids[i : i + 1])
+        np.testing.assert_allclose(batch[i], alone[0], rtol=1e-5, atol=1e-6 * scale, err_msg=str(i))
+    np.testing.assert_allclose(batch[kept], deep[kept], rtol=1e-5, atol=1e-6 * scale)
+    assert np.abs(batch[~kept] - deep[~kept]).max() > 0.01 * scale
+
+
 def test_deep_explainer_fallback_records_a_finding(make_context: Any, digits_test: Any) -> None:
     ctx = make_context(FunctionalNet().eval(), digits_test, limit=40)
     result = ExplanationsSection(methods=["shap_deep"], quality=[], **{k: v for k, v in FAST.items()
