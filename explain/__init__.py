@@ -8,10 +8,10 @@ from explain.captum_methods import (
     OcclusionExplainer,
     SaliencyExplainer,
 )
-from explain.keys import sample_seed
 from explain.lime_methods import LimeExplainer
 from explain.lrp import LRPExplainer, LRPRuleError, assign_rules
 from explain.section import METHODS, ExplanationsSection
+from explain.seeds import sample_seed
 from explain.shap_methods import ShapDeepExplainer, ShapGradientExplainer, ShapKernelExplainer
 
 __all__ = [

@@ -4,7 +4,7 @@ An explainer turns inputs (numpy, raw input space) and one target class per row 
 attributions of the same shape as the inputs. Subclasses write only ``_attribute`` for one
 batch of tensors already on the adapter's device.
 
-Randomness is keyed per sample (``explain.keys``): a method that draws at random takes each row's
+Randomness is keyed per sample (``explain.seeds``): a method that draws at random takes each row's
 seed from ``row_seeds()``, derived from (run seed, method, sample id), so a row gets the same
 attributions alone, in any batch and at any position. Model evaluations are sized to the memory
 budget (``memory_mb``) through ``eval_rows()``.
@@ -25,7 +25,7 @@ from audit.device import free_cached_memory, is_out_of_memory
 from audit.errors import NNAuditError
 from audit.model import ModelAdapter, TorchModelAdapter
 from explain.budget import DEFAULT_MEMORY_MB, row_bytes, rows_within
-from explain.keys import content_ids, sample_seeds
+from explain.seeds import content_ids, sample_seeds
 
 
 class ExplainerError(NNAuditError):
@@ -35,6 +35,13 @@ class ExplainerError(NNAuditError):
 NO_GRADIENTS = ("explainer '{method}' needs input gradients but the model ({kind}) is a black box without them; "
                 "remove '{method}' from sections.explanations.methods and list perturbation methods instead "
                 "(occlusion, shap_kernel, lime), or give a torch model (model.factory + model.weights)")
+
+
+def at_least(name: str, value: float, minimum: float) -> None:
+    """A constructor parameter below its minimum is a ValueError, which ``audit.plugin.construct`` reports as a
+    ConfigError naming the method's ``method_params`` key."""
+    if not value >= minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
 
 
 class EvaluationCounter:
@@ -79,6 +86,15 @@ class Explainer(ABC):
         self.notes: list[str] = []
         self.batch_ids = np.zeros(0, np.int64)  # sample ids of the batch ``_attribute`` is working on
         self._row_bytes: dict[bool, int] = {}
+
+    @classmethod
+    def section_defaults(cls, *, batch_size: int, seed: int, background: np.ndarray | None, modality: str,
+                         memory_mb: float, feature_names: list[str] | None = None) -> dict[str, Any]:
+        """What the explanations section passes to the constructor, under the method's own ``method_params``
+        (which win): the settings every explainer shares. A subclass that takes more of what the section knows
+        (lime: the feature names) adds it here."""
+        return {"batch_size": batch_size, "seed": seed, "background": background, "modality": modality,
+                "memory_mb": memory_mb}
 
     # -- keyed randomness and the memory budget ---------------------------------------------------
     def row_seeds(self) -> np.ndarray:
@@ -184,19 +200,6 @@ class Explainer(ABC):
                         else np.asarray(attr, np.float64))
             start += len(xb)
         return np.concatenate(outs).reshape(x.shape) if outs else np.zeros(x.shape)
-
-    def explain_tensor(self, x: torch.Tensor | tuple[torch.Tensor, ...],
-                       target: torch.Tensor | int | None = None) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """The same as ``explain`` on tensors, answering in the format asked (captum's sensitivity calls this)."""
-        if isinstance(x, tuple):
-            return (self._explain_one_tensor(x[0], target),)
-        return self._explain_one_tensor(x, target)
-
-    def _explain_one_tensor(self, x: torch.Tensor, target: torch.Tensor | int | None) -> torch.Tensor:
-        tnp = np.broadcast_to(np.asarray(target.cpu() if isinstance(target, torch.Tensor) else target),
-                              (x.shape[0],))
-        out = self.explain(x.detach().cpu().numpy(), tnp)
-        return torch.as_tensor(out, dtype=torch.float32, device=x.device)
 
     @abstractmethod
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor | np.ndarray:

@@ -13,8 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+
+from audit.model import ModelAdapter, TorchModelAdapter
 
 DEFAULT_MEMORY_MB = 256.0
 INPUT_COPIES = 4  # expanded input, mask, ablated input, slack: what captum / lime / shap hold per evaluated row
@@ -60,6 +63,13 @@ def row_bytes(network: nn.Module | None, row: torch.Tensor, *, gradient: bool = 
 def rows_within(memory_mb: float, bytes_per_row: int) -> int:
     """Rows per model evaluation that fit the budget (at least 1)."""
     return max(1, int(memory_mb * 2**20 // max(bytes_per_row, 1)))
+
+
+def model_rows(adapter: ModelAdapter, x: np.ndarray, memory_mb: float) -> int:
+    """Rows one evaluation of ``adapter`` may hold within ``memory_mb``, measured on ``x[:1]``."""
+    network = adapter.network if isinstance(adapter, TorchModelAdapter) else None
+    row = torch.as_tensor(np.asarray(x[:1], np.float32), device=adapter.device)
+    return rows_within(memory_mb, row_bytes(network, row))
 
 
 def spans(total: int, size: int) -> Iterator[slice]:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from audit.model import Bounds
-from explain.base import Explainer, ExplainerError
+from explain.base import Explainer, ExplainerError, at_least
 from explain.budget import spans
 
 
@@ -37,6 +37,7 @@ class IntegratedGradientsExplainer(Explainer):
     method = "ig"
 
     def __init__(self, adapter: Any, *, n_steps: int = 32, **kwargs: Any) -> None:
+        at_least("n_steps", n_steps, 2)
         super().__init__(adapter, **kwargs)
         from captum.attr import IntegratedGradients
 
@@ -83,6 +84,7 @@ class OcclusionExplainer(Explainer):
     needs_gradients = False
 
     def __init__(self, adapter: Any, *, window: int = 2, **kwargs: Any) -> None:
+        at_least("window", window, 1)
         super().__init__(adapter, **kwargs)
         self.window = window
 
@@ -134,6 +136,8 @@ class GradientShapExplainer(Explainer):
     method = "gradient_shap"
 
     def __init__(self, adapter: Any, *, n_samples: int = 16, stdevs: float = 0.0, **kwargs: Any) -> None:
+        at_least("n_samples", n_samples, 1)
+        at_least("stdevs", stdevs, 0.0)
         super().__init__(adapter, **kwargs)
         self.n_samples = n_samples
         self.stdevs = stdevs

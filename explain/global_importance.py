@@ -1,4 +1,6 @@
-"""Global feature importance: mean |attribution| per feature, permutation importance and a surrogate tree."""
+"""Global feature importance: mean |attribution| per feature (a per-pixel map for images), and for tabular data the
+share of each feature in every method's mean |attribution|, permutation importance and a surrogate tree
+(``tabular_importance`` returns all three in a ``TabularImportance``)."""
 
 from __future__ import annotations
 
@@ -96,3 +98,41 @@ def surrogate_tree(x: np.ndarray, predictions: np.ndarray, feature_names: list[s
     fidelity = float((tree.predict(flat[held]) == predictions[held]).mean())
     rules = export_text(tree, feature_names=list(feature_names), decimals=3)
     return Surrogate(fidelity, int(tree.get_depth()), rules, tree_nodes(tree, list(feature_names), class_names))
+
+
+@dataclass
+class TabularImportance:
+    names: list[str]  # feature names
+    shares: dict[str, np.ndarray]  # method -> each feature's share of the method's mean |attribution| (flat)
+    overall: np.ndarray  # the shares averaged over the methods
+    permutation_mean: np.ndarray  # accuracy drop when the feature is shuffled
+    permutation_std: np.ndarray
+    surrogate: Surrogate
+
+    def top_by_share(self, n: int) -> np.ndarray:
+        return np.argsort(-self.overall, kind="stable")[:n]
+
+    def top_by_permutation(self, n: int) -> np.ndarray:
+        return np.argsort(-self.permutation_mean, kind="stable")[:n]
+
+
+def pixel_map(values: np.ndarray) -> np.ndarray | None:
+    """Mean |attribution| per pixel (channels summed) of one method's image attributions; None for other shapes."""
+    importance = mean_abs_attribution(values)
+    heat = importance.sum(axis=0) if importance.ndim == 3 else importance
+    return heat if heat.ndim == 2 else None
+
+
+def tabular_importance(adapter: ModelAdapter, x: np.ndarray, y: np.ndarray, predictions: np.ndarray,
+                       values: dict[str, np.ndarray], feature_names: list[str] | None, *, repeats: int, depth: int,
+                       seed: int, class_names: list[str] | None = None) -> TabularImportance:
+    """Attribution shares of every method, permutation importance on (x, y) and a surrogate tree of depth ``depth``
+    fitted to the model's ``predictions``."""
+    names = feature_names or [f"x{i}" for i in range(int(np.prod(x.shape[1:])))]
+    shares = {}
+    for method, attr in values.items():
+        importance = mean_abs_attribution(attr)
+        shares[method] = importance.reshape(-1) / max(float(importance.sum()), 1e-12)
+    mean, std = permutation_importance(adapter, x, y, n_repeats=repeats, seed=seed)
+    tree = surrogate_tree(x, predictions, names, max_depth=depth, seed=seed, class_names=class_names)
+    return TabularImportance(names, shares, np.mean(list(shares.values()), axis=0), mean, std, tree)

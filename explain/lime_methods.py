@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from explain.base import Explainer, ExplainerError
+from explain.base import Explainer, ExplainerError, at_least
 from explain.surrogates import evaluate, reseeded, sample_chunks, weighted_ridge
 
 BACKENDS = ("batched", "library")
@@ -54,8 +54,13 @@ class LimeExplainer(Explainer):
     needs_gradients = False
     per_sample = True
 
-    def __init__(self, adapter: Any, *, n_samples: int = 200, segmentation: str = "grid", cell: int = 0,
-                 feature_names: list[str] | None = None, backend: str = "batched", **kwargs: Any) -> None:
+    def __init__(self, adapter: Any, *, n_samples: int = 100, segmentation: str = "grid", cell: int = 0,
+                 feature_names: list[str] | None = None, backend: str = "batched",
+                 **kwargs: Any) -> None:
+        at_least("n_samples", n_samples, 10)
+        at_least("cell", cell, 0)
+        if segmentation not in ("grid", "quickshift"):
+            raise ValueError(f"segmentation must be 'grid' or 'quickshift', got {segmentation!r}")
         super().__init__(adapter, **kwargs)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)} (batched: lime's draws and surrogate "
@@ -76,6 +81,11 @@ class LimeExplainer(Explainer):
             from lime.lime_image import LimeImageExplainer
 
             self.explainer = LimeImageExplainer(random_state=self.seed)
+
+    @classmethod
+    def section_defaults(cls, *, feature_names: list[str] | None = None, **shared: Any) -> dict[str, Any]:
+        """The shared settings and the data's feature names (tabular explanations name them)."""
+        return {**super().section_defaults(**shared), "feature_names": feature_names}
 
     # -- lime's classifier_fn: one batched call per explanation ------------------------------------
     def _tabular_fn(self, rows: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from explain.keys import sample_seed
+from explain.seeds import sample_seed
 
 CHUNK_CELLS = 4_000_000  # resampled cells (methods x resamples x samples) held at a time
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from explain.base import Explainer, ExplainerError
-from explain.keys import numpy_global_seed
+from explain.base import Explainer, ExplainerError, at_least
+from explain.seeds import numpy_global_seed
 from explain.surrogates import (
     evaluate,
     kernel_coalitions,
@@ -58,6 +58,7 @@ class ShapGradientExplainer(Explainer):
     method = "shap_gradient"
 
     def __init__(self, adapter: Any, *, n_samples: int = 32, **kwargs: Any) -> None:
+        at_least("n_samples", n_samples, 1)
         super().__init__(adapter, **kwargs)
         shap = import_shap()
 
@@ -85,13 +86,15 @@ class ShapGradientExplainer(Explainer):
 class ShapDeepExplainer(Explainer):
     """shap.DeepExplainer (DeepLIFT multipliers averaged over a background) with its additivity check on.
 
-    When the check fails (functional operations or modules used twice), the batch is explained by
-    shap.GradientExplainer instead and ``fallback_reason`` says why.
+    The check is made per sample: where it fails (functional operations or modules used twice), the sample is
+    explained by shap.GradientExplainer instead (with the sample's seed) and ``fallback_reason`` says why.
     """
 
     method = "shap_deep"
 
     def __init__(self, adapter: Any, *, n_samples: int = 32, tolerance: float = 1e-2, **kwargs: Any) -> None:
+        at_least("n_samples", n_samples, 1)
+        at_least("tolerance", tolerance, 0.0)
         super().__init__(adapter, **kwargs)
         shap = import_shap()
 
@@ -106,9 +109,6 @@ class ShapDeepExplainer(Explainer):
         self._fallback: ShapGradientExplainer | None = None
 
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-        if self._fallback is not None:
-            self._fallback.batch_ids = self.batch_ids
-            return self._fallback._attribute(x, target)
         tnp = target.detach().cpu().numpy()
         top_only = _predicted(self.network, x, tnp)  # explain one output per row instead of all K
         with warnings.catch_warnings():
@@ -119,23 +119,30 @@ class ShapDeepExplainer(Explainer):
                 values = np.asarray(ranked)[..., 0]
             else:
                 values = _pick(self.explainer.shap_values(x.detach(), check_additivity=False), tnp, len(tnp))
-        # shap's own check compares every output even with ranked_outputs; check the explained ones here
+        # shap's own check compares every output even with ranked_outputs; check the explained ones here, per row,
+        # so that a row's values do not depend on the rows explained with it
         with torch.no_grad():
             out = self.network(x.detach()).double().cpu().numpy()[np.arange(len(tnp)), tnp]
         gap = np.abs(out - self.expected_value[tnp] - values.reshape(len(tnp), -1).sum(axis=1))
-        if gap.max() <= self.tolerance:
+        missed = np.flatnonzero(gap > self.tolerance)
+        if len(missed) == 0:
             return values
-        self.fallback_reason = (
-            f"shap DeepExplainer's values miss the model output minus the expected value by up to {gap.max():.3g} "
-            f"(additivity check, tolerance {self.tolerance:g}), which happens when the network uses functional "
-            "operations (torch.relu, F.max_pool2d in forward) or reuses a module; explained with shap "
-            "GradientExplainer instead. Use nn.Module layers, each once, to get exact DeepSHAP values")
-        self._fallback = ShapGradientExplainer(self.adapter, n_samples=self.n_samples, seed=self.seed,
-                                               background=self.background, batch_size=self.batch_size,
-                                               modality=self.modality, memory_mb=self.memory_mb)
-        self._fallback.counter = self.counter
-        self._fallback.batch_ids = self.batch_ids
-        return self._fallback._attribute(x, target)
+        if self.fallback_reason is None:
+            self.fallback_reason = (
+                f"shap DeepExplainer's values miss the model output minus the expected value by up to "
+                f"{gap.max():.3g} (additivity check, tolerance {self.tolerance:g}), which happens when the network "
+                "uses functional operations (torch.relu, F.max_pool2d in forward) or reuses a module; explained with "
+                "shap GradientExplainer instead. Use nn.Module layers, each once, to get exact DeepSHAP values")
+        if self._fallback is None:
+            self._fallback = ShapGradientExplainer(self.adapter, n_samples=self.n_samples, seed=self.seed,
+                                                   background=self.background, batch_size=self.batch_size,
+                                                   modality=self.modality, memory_mb=self.memory_mb)
+            self._fallback.counter = self.counter
+        rows = torch.as_tensor(missed, device=x.device)
+        self._fallback.batch_ids = self.batch_ids[missed]
+        values = np.array(values, np.float64)
+        values[missed] = self._fallback._attribute(x[rows], target[rows])
+        return values
 
 
 class ShapKernelExplainer(Explainer):
@@ -156,6 +163,8 @@ class ShapKernelExplainer(Explainer):
 
     def __init__(self, adapter: Any, *, n_samples: int = 256, n_background: int = 10, backend: str = "batched",
                  **kwargs: Any) -> None:
+        at_least("n_samples", n_samples, 8)
+        at_least("n_background", n_background, 1)
         super().__init__(adapter, **kwargs)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)} (batched: shap's coalitions and "
@@ -182,8 +191,8 @@ class ShapKernelExplainer(Explainer):
             # the weighted least-squares fit has as many unknowns as features: with fewer coalitions than twice
             # that, a change of 1e-9 in the input moved the values by 86% (64 coalitions, 64 pixels)
             raise ExplainerError(f"shap_kernel with {self.n_samples} coalitions per input cannot fit {features} "
-                                 f"features reliably; set sections.explanations.kernel_shap_samples to at least "
-                                 f"{2 * features} or use another method")
+                                 f"features reliably; set sections.explanations.method_params.shap_kernel.n_samples to "
+                                 f"at least {2 * features} or use another method")
         tnp = target.detach().cpu().numpy()
         if self.backend == "batched":
             return self._batched(flat, tnp, self.row_seeds()).reshape(x.shape)

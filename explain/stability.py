@@ -14,17 +14,30 @@ The reference is random noise of each sample's own attack perturbation size in t
 explained for the clean class: an explanation that moves as much under noise as under attack is fragile
 on its own. The adversarial and noisy inputs keep the sample's id, so a method that samples at random
 draws the same for all three.
+
+``stability_under_attack`` does all of it and returns a ``Stability``; it raises ``NotMeasured`` (its message is
+the note the section records) when there is nothing to compare.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from audit.context import AdversarialOutcome
-from explain.keys import sample_rng
+from audit.model import ModelAdapter
+from explain.base import Explainer
 from explain.quality import rank_correlation, topk_overlap
+from explain.seeds import sample_rng
+
+GROUPS = ("unflipped", "flipped_clean_class", "flipped_adversarial_class")
+
+
+class NotMeasured(Exception):
+    """Stability under attack cannot be measured here; the message says why (the section records it as a note)."""
 
 
 @dataclass
@@ -144,3 +157,95 @@ def matched_noise(x: np.ndarray, x_adv: np.ndarray, norm: str, ids: np.ndarray, 
 def compare(clean: np.ndarray, other: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(top-k overlap, Spearman rank correlation of |attribution|) per row."""
     return topk_overlap(clean, other, k), rank_correlation(clean, other)
+
+
+@dataclass
+class MethodStability:
+    """One method's clean vs attacked attributions over the compared samples."""
+
+    overlap: np.ndarray  # (n,) top-k overlap, the attacked input explained for the clean class
+    rho: np.ndarray  # (n,) Spearman of |attribution|, the same pair
+    noise_overlap: np.ndarray  # (n,) top-k overlap with the input under random noise of the attack's size
+    groups: dict[str, float | None]  # GROUPS -> mean overlap (None where the group is empty)
+
+    @property
+    def spearman(self) -> float:
+        return float(np.nanmean(self.rho)) if np.isfinite(self.rho).any() else float("nan")
+
+
+@dataclass
+class Stability:
+    key: str  # the adversarial outcome compared ('norm:eps')
+    attack: str
+    norm: str
+    sample: StabilitySample
+    k: int  # features in the top-k overlap
+    sizes: dict[str, np.ndarray]  # attack_linf, attack_l2, noise_linf, noise_l2: per-sample perturbation sizes
+    noise_flipped_fraction: float  # samples whose prediction the random noise changed
+    methods: dict[str, MethodStability]
+    notes: list[str]
+
+
+def stability_under_attack(model: ModelAdapter, x: np.ndarray, clean_pred: np.ndarray,
+                           adversarial: dict[str, AdversarialOutcome], explainers: dict[str, Explainer], *,
+                           key: str | None, samples: int, top_k: int, seed: int,
+                           lower: np.ndarray | float | None, upper: np.ndarray | float | None,
+                           perturbable: np.ndarray | None, progress: Callable[..., Any]) -> Stability:
+    """Compare every explainer's clean and attacked attributions on up to ``samples`` attacked rows of ``x`` (the
+    audit data; ``adversarial``: what the robustness section left). ``top_k`` 0: 10% of the features, at least 3."""
+    if not adversarial:
+        raise NotMeasured("stability under attack not measured: no adversarial examples in this audit (add the "
+                          "robustness section before explanations in the config)")
+    key = pick_key(adversarial, key)
+    if key not in adversarial:
+        raise NotMeasured(f"stability under attack not measured: no adversarial outcome '{key}'; the robustness "
+                          f"section left {sorted(adversarial)}")
+    outcome = adversarial[key]
+    try:
+        outcome_rows(outcome, len(x))
+    except ValueError as err:
+        raise NotMeasured(f"stability under attack not measured: the adversarial outcome {key} does not fit the "
+                          f"data: {err}") from err
+    adv_pred = model.predict(outcome.x_adv)  # one per attacked row (outcome.index), not per data row
+    sample = select_samples(outcome, x, clean_pred, adv_pred, samples, seed)
+    if len(sample.index) == 0:
+        raise NotMeasured(f"stability under attack not measured: the attack at {key} perturbed none of the "
+                          f"{sample.attacked} samples it attacked")
+    notes = []
+    if sample.attacked < len(x):
+        notes.append(f"stability at {key}: the robustness section attacked {sample.attacked} of the {len(x)} "
+                     f"samples (its max_samples); {sample.perturbed} of them have an adversarial input that differs "
+                     f"from the clean one, and {len(sample.index)} of those are compared (stability_samples)")
+    idx, pos, fooled = sample.index, sample.position, sample.flipped
+    clean, attacked = x[idx], np.asarray(outcome.x_adv[pos])
+    k = top_k or max(3, int(np.prod(x.shape[1:])) // 10)
+    noisy = matched_noise(clean, attacked, outcome.norm, idx, seed, lower, upper, perturbable)
+    sizes = dict(zip(("attack_linf", "attack_l2"), perturbation_norms(attacked - clean), strict=True))
+    sizes.update(zip(("noise_linf", "noise_l2"), perturbation_norms(noisy - clean), strict=True))
+    clean_class = clean_pred[idx]
+    methods = {}
+    for method in progress(list(explainers), desc="explanations: stability", total=len(explainers)):
+        explainer = explainers[method]
+        original = explainer.explain(clean, clean_class, idx)
+        overlap, rho = compare(original, explainer.explain(attacked, clean_class, idx), k)  # only the input changed
+        noise_overlap, _ = compare(original, explainer.explain(noisy, clean_class, idx), k)
+        groups = {"unflipped": (overlap, ~fooled), "flipped_clean_class": (overlap, fooled)}
+        if fooled.any():
+            own = explainer.explain(attacked[fooled], adv_pred[pos][fooled], idx[fooled])
+            own_overlap = np.full(len(idx), np.nan)
+            own_overlap[fooled] = compare(original[fooled], own, k)[0]
+            groups["flipped_adversarial_class"] = (own_overlap, fooled)
+        means: dict[str, float | None] = {}
+        for group in GROUPS:
+            values, mask = groups.get(group, (overlap, np.zeros(len(idx), bool)))
+            means[group] = float(values[mask].mean()) if mask.any() else None
+        methods[method] = MethodStability(overlap, rho, noise_overlap, means)
+    if not (~fooled).any():
+        notes.append(f"stability at {key}: every attacked sample changed its prediction, so the 'prediction "
+                     "unchanged' case is not measured; set stability_key to a smaller eps (random noise of the same "
+                     "size is the reference: topk_overlap_random_noise)")
+    elif not fooled.any():
+        notes.append(f"stability at {key}: no attacked sample changed its prediction, so the 'prediction changed' "
+                     "case is not measured; set stability_key to a larger eps")
+    noise_flipped = float((model.predict(noisy) != clean_class).mean())
+    return Stability(key, outcome.attack, outcome.norm, sample, k, sizes, noise_flipped, methods, notes)

@@ -9,8 +9,9 @@ SECTIONS: dict[str, Any] = {
     "performance": {},
     "robustness": {"eps": [0.1], "attacks": ["apgd_ce"], "steps": 10, "minimal_samples": 0, "max_samples": 60,
                    "red_flags": False, "gallery_size": 0},
+    # stability on the robustness subset (max_samples)
     "explanations": {"methods": ["saliency", "ig"], "n_samples": 8, "check_samples": 2, "quality": ["deletion"],
-                     "ig_steps": 4, "stability_samples": 6},  # stability on the robustness subset (max_samples)
+                     "method_params": {"ig": {"n_steps": 4}}, "stability_samples": 6},
 }
 
 

@@ -47,11 +47,12 @@ def test_blur_baseline_on_tabular_data_is_a_section_error_naming_the_key(make_co
 def test_too_few_kernel_shap_coalitions_is_a_finding_naming_the_key(make_context: Any, digits_cnn: Any,
                                                                      digits_test: Any) -> None:
     ctx = make_context(digits_cnn, digits_test, limit=40)
-    result = ExplanationsSection(methods=["shap_kernel", "saliency"], quality=["deletion"], kernel_shap_samples=64,
+    result = ExplanationsSection(methods=["shap_kernel", "saliency"], quality=["deletion"],
+                                 method_params={"shap_kernel": {"n_samples": 64}},
                                  **SMALL)(ctx)
     assert result.status == "ok", result.error
     finding = next(f for f in result.findings if f.code == "explanations.method_unavailable")
-    assert "shap_kernel" in finding.message and "kernel_shap_samples to at least 128" in finding.message
+    assert "shap_kernel" in finding.message and "method_params.shap_kernel.n_samples to at least 128" in finding.message
     assert "shap_kernel" not in ctx.attributions and "saliency" in ctx.attributions
 
 
@@ -100,5 +101,57 @@ def test_explainer_bad_arguments_are_explainer_errors(digits_cnn: Any, digits_te
         OcclusionExplainer(ad, memory_mb=0)
     with pytest.raises(ExplainerError, match="3 inputs but 2 sample ids; give one id per input"):
         SaliencyExplainer(ad).explain(x, ad.predict(x), np.arange(2))
-    with pytest.raises(ExplainerError, match="kernel_shap_samples to at least 128"):
+    with pytest.raises(ExplainerError, match=r"method_params\.shap_kernel\.n_samples to at least 128"):
         ShapKernelExplainer(ad, n_samples=100, background=digits_test.x[:8]).explain(x, ad.predict(x))
+
+
+@pytest.mark.parametrize(("key", "value", "where"), [
+    ("ig_steps", 32, "{ig: {n_steps: 32}}"),
+    ("gradient_shap_samples", 16, "{gradient_shap: {n_samples: 16}}"),
+    ("shap_samples", 8, "{shap_gradient: {n_samples: 8}, shap_deep: {n_samples: 8}}"),
+    ("kernel_shap_samples", 256, "{shap_kernel: {n_samples: 256}}"),
+    ("kernel_shap_background", 4, "{shap_kernel: {n_background: 4}}"),
+    ("lime_samples", 40, "{lime: {n_samples: 40}}"),
+    ("lime_segmentation", "quickshift", '{lime: {segmentation: "quickshift"}}'),
+    ("lime_cell", 2, "{lime: {cell: 2}}"),
+    ("occlusion_window", 3, "{occlusion: {window: 3}}"),
+])
+def test_a_flat_per_method_key_names_the_method_params_key_to_write(key: str, value: Any, where: str) -> None:
+    with pytest.raises(ConfigError) as failed:
+        ExplanationsSection(**{key: value})
+    assert failed.value.key == f"sections.explanations.{key}"
+    assert failed.value.message == f"moved: write it as method_params: {where}"
+
+
+def test_an_old_config_with_a_flat_key_stops_the_cli_before_any_work(tmp_path: Any,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from audit.cli import main
+
+    (tmp_path / "audit.yaml").write_text("model: {factory: 'audit.zoo:digits_cnn'}\ndata: {source: digits}\n"
+                                         "sections: {explanations: {ig_steps: 32}}\n")
+    assert main(["run", str(tmp_path / "audit.yaml"), "--out", str(tmp_path / "run")]) == 2
+    assert ("config error at 'sections.explanations.ig_steps': moved: write it as method_params: "
+            "{ig: {n_steps: 32}}") in capsys.readouterr().err
+    assert not (tmp_path / "run" / "artifacts").exists()
+
+
+def test_method_params_for_an_unknown_method_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as failed:
+        ExplanationsSection(method_params={"gradcam": {"steps": 3}})
+    assert failed.value.key == "sections.explanations.method_params"
+    assert "unknown explanation methods ['gradcam']" in failed.value.message
+
+
+@pytest.mark.parametrize(("method", "params", "words"), [
+    ("ig", {"n_steps": 1}, "n_steps must be at least 2, got 1"),
+    ("lime", {"segmentation": "slic"}, "segmentation must be 'grid' or 'quickshift', got 'slic'"),
+    ("occlusion", {"window": 0}, "window must be at least 1, got 0"),
+])
+def test_an_explainer_parameter_out_of_range_is_a_section_error_naming_its_key(
+        make_context: Any, digits_cnn: Any, digits_test: Any, method: str, params: dict[str, Any],
+        words: str) -> None:
+    ctx = make_context(digits_cnn, digits_test, limit=40)
+    result = ExplanationsSection(methods=[method], quality=[], method_params={method: params}, **SMALL)(ctx)
+    assert result.status == "error" and result.error is not None and result.error["type"] == "ConfigError"
+    assert f"sections.explanations.method_params.{method}" in result.error["message"]
+    assert words in result.error["message"]

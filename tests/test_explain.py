@@ -19,17 +19,20 @@ from explain.captum_methods import (
     OcclusionExplainer,
     SaliencyExplainer,
 )
-from explain.keys import sample_seed
+from explain.faithfulness import deletion_insertion
 from explain.lime_methods import LimeExplainer, grid_segments
 from explain.lrp import LRPExplainer, LRPRuleError
-from explain.quality import deletion_insertion, randomized_adapter, rank_correlation, topk_overlap
+from explain.quality import rank_correlation, topk_overlap
+from explain.randomization import randomized_adapter
 from explain.section import ExplanationsSection
+from explain.seeds import sample_seed
 from explain.shap_methods import ShapDeepExplainer, ShapGradientExplainer, ShapKernelExplainer
 
 UNIT = Bounds(0.0, 1.0)
 DIGITS: dict[str, Any] = {"num_classes": 10, "bounds": UNIT}  # TorchModelAdapter.from_module
-FAST = {"n_samples": 6, "background_size": 16, "lime_samples": 40, "shap_samples": 8, "ig_steps": 16,
-        "infidelity_samples": 4, "sensitivity_samples": 2, "stability_samples": 6}
+FAST = {"n_samples": 6, "background_size": 16, "infidelity_samples": 4, "sensitivity_samples": 2,
+        "stability_samples": 6, "method_params": {"lime": {"n_samples": 40}, "shap_gradient": {"n_samples": 8},
+                                                  "shap_deep": {"n_samples": 8}, "ig": {"n_steps": 16}}}
 
 
 def outputs(model: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -229,6 +232,33 @@ def test_lime_grid_segmentation_on_small_images(digits_cnn: Any, digits_test: An
     library = LimeExplainer(ad, n_samples=60, background=digits_test.x[:8], backend="library")
     library.explain(x, ad.predict(x))
     assert library.counter.calls == 2  # lime: one batched classifier_fn call per explanation
+
+
+def test_deep_explainer_falls_back_per_sample(digits_test: Any) -> None:
+    """The additivity check is made per sample: with a tolerance between the samples' gaps, the samples within it
+    keep DeepExplainer's values and the others get GradientExplainer's, each the same as when explained alone
+    (a check over the batch gave every sample of a batch with one miss the fallback)."""
+    model = FunctionalNet().eval()
+    ad = TorchModelAdapter.from_module(model, **DIGITS)
+    x, background, ids = digits_test.x[:8], digits_test.x[100:116], np.arange(8)
+    target = ad.predict(x)
+    deep = ShapDeepExplainer(ad, background=background, tolerance=1e9).explain(x, target, ids)  # never falls back
+    expected = np.asarray(ShapDeepExplainer(ad, background=background).expected_value)
+    gaps = np.abs(outputs(model, x)[np.arange(8), target] - expected[target] - deep.reshape(8, -1).sum(axis=1))
+    tolerance = float(np.median(gaps))
+    kept = gaps <= tolerance
+    assert kept.any() and not kept.all()
+
+    def explainer() -> ShapDeepExplainer:
+        return ShapDeepExplainer(ad, background=background, tolerance=tolerance, n_samples=8, seed=3)
+
+    batch = explainer().explain(x, target, ids)
+    scale = float(np.abs(batch).max())
+    for i in range(8):
+        alone = explainer().explain(x[i : i + 1], target[i : i + 1], ids[i : i + 1])
+        np.testing.assert_allclose(batch[i], alone[0], rtol=1e-5, atol=1e-6 * scale, err_msg=str(i))
+    np.testing.assert_allclose(batch[kept], deep[kept], rtol=1e-5, atol=1e-6 * scale)
+    assert np.abs(batch[~kept] - deep[~kept]).max() > 0.01 * scale
 
 
 def test_deep_explainer_fallback_records_a_finding(make_context: Any, digits_test: Any) -> None:

@@ -21,10 +21,10 @@ from explain.captum_methods import (
     OcclusionExplainer,
     SaliencyExplainer,
 )
-from explain.keys import sample_seed
 from explain.lime_methods import LimeExplainer, _no_progress_bar, grid_segments
 from explain.lrp import LRPExplainer
 from explain.quality import sensitivity_max
+from explain.seeds import sample_seed
 from explain.shap_methods import ShapDeepExplainer, ShapGradientExplainer, ShapKernelExplainer, import_shap
 
 SEED = 5
@@ -204,7 +204,7 @@ def test_sensitivity_max_equals_captum_with_the_same_perturbations(digits_setup:
     given the same perturbations."""
     from captum.metrics import sensitivity_max as captum_sensitivity
 
-    from explain.keys import sample_rng
+    from explain.seeds import sample_rng
 
     ad, x, target, background = digits_setup
     explainer = GradientShapExplainer(ad, n_samples=8, background=background, seed=SEED)

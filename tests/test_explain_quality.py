@@ -13,23 +13,18 @@ import torch
 
 from audit.model import Bounds, TorchModelAdapter
 from explain.captum_methods import IntegratedGradientsExplainer, OcclusionExplainer, SaliencyExplainer
-from explain.keys import sample_rng
+from explain.faithfulness import deletion_baseline, deletion_insertion, informative, random_ordering
 from explain.lime_methods import LimeExplainer
-from explain.quality import (
+from explain.quality import infidelity, rank_correlation, sensitivity_max
+from explain.randomization import (
     cascade_layers,
     cascade_steps,
-    deletion_baseline,
-    deletion_insertion,
-    infidelity,
-    informative,
     masked_rank_correlation,
-    random_ordering,
     randomized_adapter,
-    rank_correlation,
-    sensitivity_max,
     sign_randomized,
 )
 from explain.ranking import rank, resampled_means
+from explain.seeds import sample_rng
 from explain.shap_methods import ShapKernelExplainer
 from explain.stability import matched_noise, perturbation_norms
 
@@ -228,7 +223,7 @@ def test_masked_rank_correlation_exact() -> None:
 def test_resampled_means_match_a_plain_loop_and_skip_nan() -> None:
     values = np.array([[1.0, 2.0, np.nan, 4.0], [0.5, 0.5, 0.5, 0.5]])
     out = resampled_means(values, n_resamples=50, seed=4)
-    from explain.keys import sample_seed
+    from explain.seeds import sample_seed
 
     rng = np.random.default_rng(sample_seed(4, "bootstrap", 0))
     index = rng.integers(0, 4, size=(50, 4))

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from audit.model import AdaptedNetwork, Bounds, SelectOutput, TorchModelAdapter
-from explain.keys import sample_seed
 from explain.lime_methods import LimeExplainer, _no_progress_bar, grid_segments
+from explain.seeds import sample_seed
 from explain.shap_methods import ShapKernelExplainer, import_shap
 from explain.surrogates import kernel_coalitions, kernel_shap_solve, weighted_ridge
 
@@ -266,12 +266,13 @@ def test_method_params_backend_library_calls_the_libraries(make_context: Any, ca
     monkeypatch.setattr(LimeTabularExplainer, "explain_instance", lime_spy)
     monkeypatch.setattr(shap.KernelExplainer, "shap_values", shap_spy)
     settings: dict[str, Any] = {"methods": ["lime", "shap_kernel"], "quality": ["deletion"], "n_samples": 4,
-                                "background_size": 16, "lime_samples": 60, "kernel_shap_samples": 128,
-                                "bootstrap_resamples": 100, "stability": False}
+                                "background_size": 16, "bootstrap_resamples": 100, "stability": False}
     values = {}
     for backend in ("batched", "library"):
         ctx = make_context(cancer_mlp, cancer_test, limit=40)
-        params = {} if backend == "batched" else {"lime": {"backend": "library"}, "shap_kernel": {"backend": "library"}}
+        params: dict[str, dict[str, Any]] = {"lime": {"n_samples": 60}, "shap_kernel": {"n_samples": 128}}
+        if backend == "library":
+            params = {method: {**kept, "backend": "library"} for method, kept in params.items()}
         result = ExplanationsSection(**settings, method_params=params)(ctx)
         assert result.status == "ok", result.error
         values[backend] = {m: ctx.attributions[m].values for m in ("lime", "shap_kernel")}

@@ -141,3 +141,49 @@ def test_cli_backend_ray_equals_the_local_run(local_ray: Any, tmp_path: Path, di
     local, sharded = (json.loads((tmp_path / d / "results.json").read_text())["sections"]["robustness"]
                       for d in ("local", "ray"))
     assert sharded["metrics"] == local["metrics"] and sharded["findings"] == local["findings"]
+
+
+def test_explanation_chunks_on_two_ray_workers_equal_one_process(local_ray: Any, make_context: Any,
+                                                                 digits_cnn: Any, digits_test: Any,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The explanations section's chunks (attributions and per-sample quality scores) as Ray tasks: the same
+    attributions, scores, metrics, findings and tables as in this process, exactly (the same chunks, one torch
+    thread each)."""
+    import torch
+
+    from explain.section import ExplanationsSection
+
+    torch.set_num_threads(1)
+    params: dict[str, Any] = {
+        "methods": ["saliency", "gradient_shap", "lime"], "n_samples": 12, "chunk_size": 4, "check_samples": 6,
+        "background_size": 8, "infidelity_samples": 4, "sensitivity_samples": 2, "randomization_steps": 2,
+        "bootstrap_resamples": 200, "stability": False, "method_params": {"lime": {"n_samples": 40}}}
+    sent: list[int] = []
+    real_map = RayBackend.map
+
+    def spy(self: RayBackend, fn: Any, shared: Any, chunks: list[Any], **kwargs: Any) -> Any:
+        sent.extend(c.k for c in chunks)
+        return real_map(self, fn, shared, chunks, **kwargs)
+
+    monkeypatch.setattr(RayBackend, "map", spy)
+    runs = {}
+    for name, backend in (("local", LocalBackend()), ("ray", RayBackend(workers=2))):
+        ctx = make_context(digits_cnn, digits_test, limit=40, seed=4)
+        ctx.run_dir = ctx.run_dir.parent / name
+        ctx.backend = backend
+        result = ExplanationsSection(**params)(ctx)
+        assert result.status == "ok", result.error
+        runs[name] = (result, ctx)
+    assert sorted(sent) == [0, 1, 2]  # the chunks went to Ray
+    (local, local_ctx), (sharded, ray_ctx) = runs["local"], runs["ray"]
+    assert "3 chunk(s) of 4 explained samples ran as ray tasks" in " ".join(sharded.notes)
+    assert sharded.metrics == local.metrics and sharded.findings == local.findings
+    assert [t for t in sharded.tables if t.name != "cost"] == [t for t in local.tables if t.name != "cost"]
+    for method, attributions in local_ctx.attributions.items():
+        np.testing.assert_array_equal(ray_ctx.attributions[method].values, attributions.values, err_msg=method)
+    with np.load(ray_ctx.run_dir / sharded.artifacts["quality"]) as a, \
+            np.load(local_ctx.run_dir / local.artifacts["quality"]) as b:
+        assert sorted(a.files) == sorted(b.files)
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert local.metrics["explanations.lime.sensitivity_max"] is not None

@@ -16,7 +16,6 @@ import hashlib
 from collections.abc import Iterator
 
 import numpy as np
-import torch
 
 
 def sample_seed(seed: int, method: str, sample_id: int) -> int:
@@ -51,7 +50,3 @@ def numpy_global_seed(seed: int) -> Iterator[None]:
         yield
     finally:
         np.random.set_state(state)
-
-
-def torch_generator(seed: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
