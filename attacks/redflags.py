@@ -27,7 +27,7 @@ import torch
 from pydantic import Field, model_validator
 
 from attacks.apgd import APGD
-from attacks.base import Attack, AttackOutput, Domain, Norm, Progress, ce_loss, flat_norm, margin_loss
+from attacks.base import Attack, AttackOutput, Domain, Norm, Progress, ce_loss, margin_loss
 from attacks.evaluate import NormEvaluation
 from attacks.gradient import FGSM, PGD
 from attacks.square import Square
@@ -468,7 +468,3 @@ def check_blackbox(model: Any, x: np.ndarray, y: np.ndarray, white_robust: np.nd
                        "loss of the white-box attacks: add apgd_dlr")
     return RedFlag(code, TITLES[code], verdict, share, reason)
 
-
-def perturbation_sanity(x: np.ndarray, x_adv: np.ndarray, eps: float, norm: Norm) -> float:
-    """Largest perturbation norm (for the settings table: must be <= eps)."""
-    return float(flat_norm(torch.as_tensor(x_adv - x), norm).max()) if len(x) else 0.0

@@ -62,9 +62,6 @@ from audit.results import Direction, SectionResult, Severity
 if TYPE_CHECKING:
     from audit.context import AuditContext
 
-GRADIENT_MINIMAL = ("fmn", "ddn", "cw", "deepfool")
-
-
 class RobustnessParams(Params):
     norm: Norm | list[Norm] = Field("linf", description="threat model(s): linf, l2 or both")
     eps: list[float] | dict[Norm, list[float]] = Field(
