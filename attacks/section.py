@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from attacks.base import NORMS, Attack, AttackNotApplicable, Domain, Norm
+from attacks.base import NORMS, Attack, AttackError, AttackNotApplicable, Domain, Norm
 from attacks.chunks import ChunkInputs, NormPlan, evaluate_chunk, reduce_chunks
 from attacks.escalate import EscalationParams, escalate
 from attacks.escalate import record as record_escalation
@@ -55,7 +55,7 @@ from audit.engine.chunks import (
     run_chunks,
     seed_all,
 )
-from audit.errors import ConfigError
+from audit.errors import ConfigError, NNAuditError, PluginError
 from audit.plugin import Params, SectionPlugin
 from audit.results import Direction, SectionResult, Severity
 
@@ -314,15 +314,26 @@ class RobustnessSection(SectionPlugin):
         for norm in p.norms():
             for name in dict.fromkeys([*p.attacks, *p.minimal_norm, *p.attack_params]):
                 try:
-                    make_attack(name, norm=norm, steps=p.steps, restarts=p.restarts, queries=p.square_queries,
-                                minimal_steps=p.minimal_steps, params=p.attack_params.get(name),
-                                key=f"sections.{self.section}.attack_params")
+                    self._build(name, norm)
                 except AttackNotApplicable:
-                    continue
-                except ConfigError:
-                    raise
-                except Exception:
-                    continue
+                    continue  # e.g. a norm the attack lacks: run() notes it
+                except AttackError as err:  # settings the attack refuses
+                    raise ConfigError(f"sections.{self.section}.attack_params.{name}", str(err)) from err
+
+    def _build(self, name: str, norm: Norm) -> Attack:
+        """One configured attack for ``norm``. Expected refusals pass through: AttackNotApplicable (it does not
+        apply: a norm it lacks), ConfigError (a wrong attack_params entry), AttackError (settings it refuses).
+        Anything else is a bug of the attack plugin: a PluginError that names it (the section's error)."""
+        p = self.params
+        try:
+            return make_attack(name, norm=norm, steps=p.steps, restarts=p.restarts, queries=p.square_queries,
+                               minimal_steps=p.minimal_steps, params=p.attack_params.get(name),
+                               key=f"sections.{self.section}.attack_params")
+        except NNAuditError:
+            raise
+        except Exception as err:
+            raise PluginError(f"attack '{name}' ({registered_attacks().get(name, '?')}) raised "
+                              f"{type(err).__name__} while being built for norm {norm}: {err}") from err
 
     # -- which attacks -------------------------------------------------------------------------
     def _plans(self, ctx: AuditContext, domain: Domain, clean_correct: np.ndarray,
@@ -359,9 +370,7 @@ class RobustnessSection(SectionPlugin):
         out: list[Attack] = []
         for name in dict.fromkeys(names):
             try:
-                attack = make_attack(name, norm=norm, steps=p.steps, restarts=p.restarts, queries=p.square_queries,
-                                     minimal_steps=p.minimal_steps, params=p.attack_params.get(name),
-                                     key=f"sections.{self.section}.attack_params")
+                attack = self._build(name, norm)
                 if attack.needs_gradients and not ctx.model.has_gradients:
                     raise AttackNotApplicable(f"the model ({ctx.model.kind}) has no gradients; remove it from "
                                               f"sections.{self.section}.attacks")
@@ -380,17 +389,13 @@ class RobustnessSection(SectionPlugin):
             return out
         for name in p.minimal_norm:
             try:
-                attack = make_attack(name, norm=norm, steps=p.steps, restarts=p.restarts, queries=p.square_queries,
-                                     minimal_steps=p.minimal_steps, params=p.attack_params.get(name),
-                                     key=f"sections.{self.section}.attack_params")
+                attack = self._build(name, norm)
                 if attack.needs_gradients and not ctx.model.has_gradients:
                     raise AttackNotApplicable("the model has no gradients")
                 if domain.masked and not attack.supports_mask:
                     raise AttackNotApplicable("foolbox cannot keep non-perturbable features fixed; per-sample "
                                               "minimal eps comes from the eps grid instead")
-            except ConfigError:
-                raise  # a wrong attack_params entry: the user must fix the config
-            except Exception as err:  # AttackError / AttackNotApplicable: a norm the attack lacks, etc.
+            except AttackNotApplicable as err:  # a norm the attack lacks, no gradients, a feature mask
                 result.notes.append(f"{name} ({norm}) skipped: {err}")
                 continue
             out.append(attack)
