@@ -124,6 +124,11 @@ class NormEvaluation:
     def worst_accuracy(self, eps: float) -> float:
         return float(self.worst_robust[eps].mean())
 
+    def middle_eps(self) -> float:
+        """The eps whose worst-case accuracy is nearest half the clean accuracy (most informative)."""
+        clean = float(self.clean_correct.mean())
+        return min(self.eps, key=lambda e: abs(self.worst_accuracy(e) - clean / 2))
+
     def minimal_curve(self, name: str, grid: Iterable[float]) -> list[float]:
         """Robust accuracy vs eps on the minimal attack's subset, from its per-sample norms."""
         index, out = self.minimal[name]
