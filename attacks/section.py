@@ -228,14 +228,16 @@ class RobustnessSection(SectionPlugin):
 
     def _check_attack_params(self) -> None:
         """Build each configured attack once per norm: a wrong ``attack_params`` entry is a ConfigError now, not
-        after the other sections ran (a norm an attack lacks is only a note at run time)."""
+        after the other sections ran. A norm an attack lacks is only a note at run time; a bug in an attack plugin
+        (the PluginError ``_build`` raises) is not the config's fault: run() builds the attack again and records
+        the error as this section's, while the rest of the audit goes on."""
         p = self.params
         for norm in p.norms():
             for name in dict.fromkeys([*p.attacks, *p.minimal_norm, *p.attack_params]):
                 try:
                     self._build(name, norm)
-                except AttackNotApplicable:
-                    continue  # e.g. a norm the attack lacks: run() notes it
+                except (AttackNotApplicable, PluginError):
+                    continue
                 except AttackError as err:  # settings the attack refuses
                     raise ConfigError(f"sections.{self.section}.attack_params.{name}", str(err)) from err
 

@@ -126,25 +126,34 @@ def buggy_attacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
                                     {"attacks": ["apgd_ce"], "minimal_norm": ["buggy_minimal"]}],
                          ids=["bounded", "minimal"])
 def test_a_bug_in_an_attack_plugin_is_the_sections_error_not_a_skip(
-        buggy_attacks: Any, params: dict[str, Any], digits_cnn: Any, digits_test: Any, make_context: Any) -> None:
+        buggy_attacks: Any, params: dict[str, Any], digits_cnn: Any, digits_test: Any, make_context: Any,
+        tmp_path: Path) -> None:
     """Only 'does not apply' (a norm the attack lacks) is a note; a bug building the attack fails the section,
-    naming the attack, both in validate (before any section runs) and in run."""
+    naming the attack, while the rest of the audit goes on."""
     from attacks.section import RobustnessSection
-    from audit.errors import PluginError
+    from audit.config import parse_config
+    from audit.runner import run_audit
 
     ctx = make_context(digits_cnn, digits_test, limit=20)
     name = params["attacks"][0] if not params["minimal_norm"] else params["minimal_norm"][0]
-    section = RobustnessSection(eps=[0.1], red_flags=False, steps=5, minimal_samples=5, **params)
-    with pytest.raises(PluginError, match=rf"attack '{name}' .*raised ZeroDivisionError"):
-        section.validate(ctx)
+    common: dict[str, Any] = {"eps": [0.1], "red_flags": False, "steps": 5, "minimal_samples": 5}
+    section = RobustnessSection(**common, **params)
+    section.validate(ctx)  # not the config's fault: run() records it
     result = section(ctx)
     assert result.status == "error", result.notes
     assert result.error is not None and result.error["type"] == "PluginError"
     assert f"attack '{name}'" in result.error["message"] and "ZeroDivisionError" in result.error["message"]
     assert not any(name in note for note in result.notes)
+    # a whole run: the robustness section records the error, the other sections go on
+    config = parse_config({"model": {"factory": "audit.zoo:digits_cnn"}, "data": {"source": "digits", "limit": 20},
+                           "device": "cpu", "report": False,
+                           "sections": {"performance": {}, "robustness": {**common, **params}}})
+    sections = run_audit(config, tmp_path / "run")["sections"]
+    assert sections["performance"]["status"] == "ok"
+    assert sections["robustness"]["status"] == "error" and "ZeroDivisionError" in sections["robustness"]["error"][
+        "message"]
     # the expected refusal stays a note: DDN has no L-inf version
-    ok = RobustnessSection(eps=[0.1], red_flags=False, steps=5, minimal_samples=5, attacks=["apgd_ce"],
-                           minimal_norm=["ddn"])
+    ok = RobustnessSection(**common, attacks=["apgd_ce"], minimal_norm=["ddn"])
     ok.validate(ctx)
     fine = ok(ctx)
     assert fine.status == "ok", fine.error
