@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
-from attacks.base import Attack, AttackOutput, Domain, Forward, Progress, flat_norm, fooled, margin_loss, nonfinite_rows
+from attacks.base import Attack, AttackOutput, Domain, Forward, Progress, fooled, margin_loss, nonfinite_rows
 from audit.model import ModelAdapter
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -181,15 +181,3 @@ def run_adaptive(spec: AdaptiveSpec, target: ModelAdapter, x: np.ndarray, y: np.
     return replace(crafted, attack=spec.name, success=success, margin=margin, nonfinite=bad,
                    seconds=time.perf_counter() - start, settings=settings)
 
-
-def replayed_output(name: str, target: ModelAdapter, x: np.ndarray, y: np.ndarray, x_adv: np.ndarray, *,
-                    norm: Any, eps: float, description: str, batch_size: int = 256) -> AttackOutput:
-    """Adversarial inputs crafted elsewhere (e.g. on the undefended model), replayed on ``target``."""
-    start = time.perf_counter()
-    success, margin, bad = replay(target, x, y, x_adv, batch_size=batch_size)
-    size = flat_norm(torch.as_tensor(x_adv - x), norm).numpy()
-    return AttackOutput(attack=name, norm=norm, eps=eps, x_adv=x_adv, success=success, perturbation=size,
-                        seconds=time.perf_counter() - start,
-                        settings={"attack": name, "norm": norm, "library": "nnaudit", "adaptive": "transfer",
-                                  "crafted_on": description, "steps": None, "loss": None},
-                        margin=margin, nonfinite=bad)

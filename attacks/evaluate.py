@@ -55,11 +55,6 @@ def registered_attacks() -> dict[str, str]:
     return available(ATTACKS_GROUP)
 
 
-def third_party_attacks() -> dict[str, str]:
-    """Attacks other packages register in the ``nnaudit.attacks`` entry-point group (built-ins excluded)."""
-    return {name: target for name, target in registered_attacks().items() if not target.startswith("attacks.")}
-
-
 @dataclass
 class NormEvaluation:
     """Everything the evaluation of one norm found, per sample (rows of the evaluated data)."""
@@ -73,7 +68,6 @@ class NormEvaluation:
     fooled_by: dict[float, np.ndarray] = field(default_factory=dict)  # eps -> (N,) name of first attack or ""
     minimal: dict[str, tuple[np.ndarray, AttackOutput]] = field(default_factory=dict)  # name -> (index, output)
     min_eps: np.ndarray | None = None  # (N,) smallest adversarial eps found: 0 clean-wrong, inf none
-    skipped: list[str] = field(default_factory=list)  # "attack: reason"
     attacks: dict[str, Attack] = field(default_factory=dict)  # name -> the attack object (bounded and minimal)
     nonfinite: np.ndarray | None = None  # (N,) True where some attack met NaN/inf model outputs
     worst_size: dict[float, np.ndarray] = field(default_factory=dict)  # eps -> (N,) norm of worst_x_adv - x
@@ -129,6 +123,11 @@ class NormEvaluation:
 
     def worst_accuracy(self, eps: float) -> float:
         return float(self.worst_robust[eps].mean())
+
+    def middle_eps(self) -> float:
+        """The eps whose worst-case accuracy is nearest half the clean accuracy (most informative)."""
+        clean = float(self.clean_correct.mean())
+        return min(self.eps, key=lambda e: abs(self.worst_accuracy(e) - clean / 2))
 
     def minimal_curve(self, name: str, grid: Iterable[float]) -> list[float]:
         """Robust accuracy vs eps on the minimal attack's subset, from its per-sample norms."""

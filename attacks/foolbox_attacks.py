@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from attacks.base import Attack, AttackError, Domain, Forward, Norm
+from attacks.base import Attack, AttackNotApplicable, Domain, Forward, Norm
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # foolbox imports GitPython, which probes for git
 
@@ -50,7 +50,7 @@ class FoolboxAttack(Attack):
         key = (self.family, norm)
         if key not in FOOLBOX_NAMES:
             norms = [n for (f, n) in FOOLBOX_NAMES if f == self.family]
-            raise AttackError(f"foolbox attack '{self.family}' supports norms {norms}, not '{norm}'")
+            raise AttackNotApplicable(f"foolbox attack '{self.family}' supports norms {norms}, not '{norm}'")
         self.norms = tuple(n for (f, n) in FOOLBOX_NAMES if f == self.family)  # type: ignore[misc]
         super().__init__(norm=norm)
         self.steps = steps

@@ -1,6 +1,6 @@
 """What the gradient-masking red flags cost, against the robustness section that runs them.
 
-The red flags reuse the section's own attack outputs (see attacks/redflags.py): this script measures the
+The red flags reuse the section's own attack outputs (see attacks/redflags/): this script measures the
 split. It runs the robustness section with its defaults (APGD-CE + APGD-DLR, 50 steps, FMN on 100
 samples, red flags on 100 check samples) at one eps per norm on 200 test images of
 

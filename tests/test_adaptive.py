@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from attacks.adaptive import bpda, eot, replay, straight_through
 from attacks.base import Domain
 from attacks.gradient import PGD
 from attacks.section import RobustnessSection
+from audit.outcomes import load_outcomes
 
 FAST: dict[str, Any] = {"minimal_samples": 0, "check_samples": 40, "steps": 20}
 
@@ -48,6 +50,16 @@ class NoGradQuantize(nn.Module):
         with torch.no_grad():
             q = torch.round(x * 4) / 4
         return q + 0 * x
+
+
+class Ripple(nn.Module):
+    """A randomized model: a ripple of random phase on every input, ``x + a sin(w x + phase)``. Its outputs move
+    little (``a`` = 0.01 per pixel), but one draw's input gradient is scaled per pixel by ``1 + a w cos(...)`` (a w
+    = 3), a random factor that flips the gradient's sign on about 40% of the pixels; its mean over draws is 1
+    (Athalye et al. 2018: stochastic gradients, broken by expectation over transformation)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.01 * torch.sin(300 * x + 2 * math.pi * torch.rand_like(x))
 
 
 def adapter(module: nn.Module, make_context: Any, data: Any) -> Any:
@@ -172,3 +184,33 @@ def test_a_named_surrogate_is_used_for_transfer(digits_cnn: Any, digits_test: An
     assert named.metrics["robustness.reliable"] == 0  # no white-box adaptive attack to check: still marked
     bad = RobustnessSection(escalation={"surrogate": "my_surrogate:nope"}, **common)(ctx)
     assert bad.status == "error" and "sections.robustness.escalation.surrogate" in bad.error["message"]
+
+
+def test_randomized_model_escalates_to_eot_which_beats_the_plain_attacks(digits_cnn: Any, digits_test: Any,
+                                                                         make_context: Any) -> None:
+    """The red flags call the randomized model likely masked; the escalation runs EOT-APGD, and on the same samples
+    EOT-APGD fools strictly more than the plain APGD of the same loss (which follows one draw's gradient)."""
+    from scipy.stats import binomtest
+
+    ctx = make_context(nn.Sequential(Ripple(), digits_cnn), digits_test, limit=100)
+    result = RobustnessSection(eps=[0.1], escalation={"square": False}, **FAST)(ctx)
+    assert result.status == "ok", result.error
+    m = result.metrics
+    verdicts = {row[0]: row[2] for row in next(t for t in result.tables if t.name == "red_flags").rows}
+    assert verdicts["Non-deterministic outputs"] == "likely masked"
+    found = next(f for f in result.findings if f.code == "robustness.escalation.linf")
+    assert "eot_apgd_ce" in found.message and "eot_apgd_dlr" in found.message and "bpda" not in found.message
+    saved = load_outcomes(ctx.run_dir, "robustness")
+    assert saved is not None
+    for loss in ("ce", "dlr"):
+        plain, adaptive = (saved.values[f"robustness.{a}.linf.eps=0.1.robust_accuracy"].astype(bool)
+                           for a in (f"apgd_{loss}", f"eot_apgd_{loss}"))
+        assert m[f"robustness.eot_apgd_{loss}.linf.eps=0.1.robust_accuracy"] == pytest.approx(adaptive.mean())
+        assert m[f"robustness.apgd_{loss}.linf.eps=0.1.robust_accuracy"] == pytest.approx(plain.mean())
+        # paired on the same samples: were EOT only another draw of the plain attack, the samples one of them fools
+        # and the other does not would split like fair coin flips (an exact one-sided sign test)
+        only_eot, only_plain = int((plain & ~adaptive).sum()), int((adaptive & ~plain).sum())
+        p_value = binomtest(only_eot, only_eot + only_plain, 0.5, alternative="greater").pvalue
+        assert p_value < 1e-3, (loss, only_eot, only_plain, p_value)
+    worst = m["robustness.worst_case.linf.eps=0.1.robust_accuracy"]
+    assert worst < m["robustness.escalation.linf.eps=0.1.robust_accuracy_before"]  # folded into the worst case

@@ -10,6 +10,7 @@ import torch
 
 from attacks.defenses import JPEG, BitDepth, GaussianNoise, MedianSmoothing
 from attacks.defenses.detection import joint_attack, roc_auc, squeeze_scores, threshold_at, tpr_at_fpr
+from attacks.defenses.evaluate import DefenseEvaluator, Evaluated
 from attacks.defenses.section import VERDICT_CODES, DefensesSection
 from attacks.section import RobustnessSection
 from audit.errors import ConfigError
@@ -20,6 +21,29 @@ ROBUST: dict[str, Any] = {"minimal_samples": 0, "red_flags": False, "steps": 20}
 def prepared(defense: Any, data: Any) -> Any:
     defense.prepare(data, lower=0.0, upper=1.0, key="sections.defenses.defenses")
     return defense
+
+
+@pytest.fixture
+def evaluations(monkeypatch: pytest.MonkeyPatch) -> list[Evaluated]:
+    """The per-sample outcomes behind the section's numbers: every ``Evaluated`` the section's evaluator returns."""
+    seen: list[Evaluated] = []
+    original = DefenseEvaluator.evaluate
+
+    def spy(self: DefenseEvaluator, *args: Any, **kwargs: Any) -> Evaluated:
+        ev = original(self, *args, **kwargs)
+        seen.append(ev)
+        return ev
+
+    monkeypatch.setattr(DefenseEvaluator, "evaluate", spy)
+    return seen
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """One-sided exact sign test: the chance of ``wins`` or more of ``wins + losses`` fair coin flips (two attacks on
+    the same samples, the samples only one of them fools; equally strong attacks split them evenly)."""
+    from scipy.stats import binomtest
+
+    return float(binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue) if wins + losses else 1.0
 
 
 def test_transforms(digits_test: Any) -> None:
@@ -40,7 +64,8 @@ def test_transforms(digits_test: Any) -> None:
     assert not torch.equal(a, b) and float(a.min()) >= 0 and float(a.max()) <= 1  # fresh draws, clipped
 
 
-def test_bit_depth_naive_vs_adaptive_on_the_digits_cnn(digits_cnn: Any, digits_test: Any, make_context: Any) -> None:
+def test_bit_depth_naive_vs_adaptive_on_the_digits_cnn(digits_cnn: Any, digits_test: Any, make_context: Any,
+                                                        evaluations: list[Evaluated]) -> None:
     """Bit-depth squeezing reads robust to a naive attack (zero gradients through round) and is broken by BPDA and
     transfer; the undefended, naive and adaptive numbers sit in one table row."""
     ctx = make_context(digits_cnn, digits_test, limit=100)
@@ -55,7 +80,15 @@ def test_bit_depth_naive_vs_adaptive_on_the_digits_cnn(digits_cnn: Any, digits_t
         "robustness.worst_case.linf.eps=0.1.robust_accuracy"])
     # 100 paired samples: the binomial std of a difference of two shares is at most 0.1; 0.3 is three of them
     assert naive - adaptive >= 0.3, (naive, adaptive)
-    assert adaptive <= min(m[f"{key}.bpda_robust_accuracy"], m[f"{key}.transfer_robust_accuracy"])
+    # per sample, on the same samples: BPDA alone fools strictly more than the naive attack (a sign test on the
+    # samples only one of them fools), and the numbers are those samples' shares
+    (ev,) = evaluations
+    clean_ok, bpda_fooled = ev.clean_ok, ev.adaptive_fooled["bpda"]
+    only_bpda, only_naive = int((clean_ok & bpda_fooled & ~ev.naive_fooled).sum()), \
+        int((clean_ok & ev.naive_fooled & ~bpda_fooled).sum())
+    assert sign_test(only_bpda, only_naive) < 1e-3, (only_bpda, only_naive)
+    assert m[f"{key}.bpda_robust_accuracy"] == pytest.approx((clean_ok & ~bpda_fooled).mean())
+    assert naive == pytest.approx((clean_ok & ~ev.naive_fooled).mean())
     expected = "broken" if adaptive - undefended <= 0.02 else "partial"  # not holds: naive - adaptive > 0.05
     assert m[f"{key}.verdict"] == m["defenses.bit_depth.verdict"] == VERDICT_CODES[expected]
     row = next(t for t in result.tables if t.name == "defense_bit_depth").rows[0]
@@ -101,8 +134,31 @@ def test_randomized_defense_is_attacked_with_eot_and_the_section_is_deterministi
     m = runs[0].metrics
     assert "defenses.gaussian_noise.linf.eps=0.1.eot_robust_accuracy" in m
     assert "defenses.gaussian_noise.linf.eps=0.1.bpda_robust_accuracy" not in m
-    assert m["defenses.gaussian_noise.linf.eps=0.1.adaptive_robust_accuracy"] <= \
-        m["defenses.gaussian_noise.linf.eps=0.1.naive_robust_accuracy"]
+
+
+def test_the_adaptive_number_is_the_per_sample_worst_case_of_every_attack(
+        digits_cnn: Any, digits_test: Any, make_context: Any, evaluations: list[Evaluated]) -> None:
+    """The adaptive robust accuracy is the share correct under naive, EOT and transfer attacks together, computed
+    here from the evaluator's per-sample outcomes. On these 100 digits each of the three fools a sample the other two
+    miss, so the number changes if any one of them is left out of the worst case."""
+    ctx = make_context(digits_cnn, digits_test, limit=100)
+    ctx.results["robustness"] = RobustnessSection(eps=[0.1], **ROBUST)(ctx)
+    result = DefensesSection(defenses=["gaussian_noise"], steps=10, eot_samples=4, detection=False)(ctx)
+    assert result.status == "ok", result.error
+    m = result.metrics
+    (ev,) = evaluations
+    assert set(ev.adaptive_fooled) == {"eot", "transfer"}
+    parts = {"naive": ev.naive_fooled, **ev.adaptive_fooled}
+    for name, fooled in parts.items():
+        others = np.any([f for k, f in parts.items() if k != name], axis=0)
+        assert (ev.clean_ok & fooled & ~others).any(), f"{name} adds no sample of its own: choose another case"
+    robust_under_all = ev.clean_ok & ~parts["naive"] & ~parts["eot"] & ~parts["transfer"]
+    key = "defenses.gaussian_noise.linf.eps=0.1"
+    assert m[f"{key}.adaptive_robust_accuracy"] == pytest.approx(robust_under_all.mean())
+    for name, fooled in parts.items():
+        assert m[f"{key}.{name}_robust_accuracy"] == pytest.approx((ev.clean_ok & ~fooled).mean())
+    row = next(t for t in result.tables if t.name == "defense_gaussian_noise").rows[0]
+    assert row[7] == pytest.approx(robust_under_all.mean())
 
 
 def test_defenses_after_robustness_on_a_subset_of_the_samples(digits_cnn: Any, digits_test: Any,

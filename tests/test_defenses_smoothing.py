@@ -119,6 +119,9 @@ def test_black_box_needs_empirical_false_and_several_sigmas_are_named(digits_cnn
     direct = certify(white, ctx.data.x[saved["ids"]], ctx.data.y[saved["ids"]], sigma=0.25, n0=32, n=256,
                      alpha=0.001, seed=ctx.seed, ids=saved["ids"])
     np.testing.assert_array_equal(saved["prediction"], direct.prediction)
+    np.testing.assert_array_equal(saved["radius"], direct.radius)
+    assert [m[f"defenses.smoothing.sigma=0.25.l2.radius={r:g}.certified_accuracy"] for r in RADII] == \
+        direct.certified_accuracy(RADII)
 
 
 def test_bad_smoothing_parameters_name_the_key(digits_cnn: Any, digits_test: Any, make_context: Any) -> None:

@@ -13,7 +13,7 @@ from torch import nn
 
 from attacks.base import AttackOutput
 from attacks.evaluate import NormEvaluation, closest_candidate
-from attacks.redflags import check_monotone, check_single_step
+from attacks.redflags import RedFlagParams, check_monotone, check_single_step
 from attacks.section import RobustnessSection
 from audit.errors import ConfigError
 from audit.model import Bounds, PredictFunctionAdapter, SelectOutput
@@ -288,6 +288,32 @@ def test_cross_entropy_saturation_is_not_masking(norm: str, eps: list[float], di
     assert num(m, f"robustness.red_flags.zero_gradients.{norm}") >= 0.1
     # the headline is honest: the largest eps breaks the model
     assert num(m, f"robustness.worst_case.{norm}.eps={eps[-1]:g}.robust_accuracy") < 0.1
+
+
+def test_cross_entropy_only_attacks_on_a_saturated_model_downgrade_the_blackbox_flag(
+        digits_cnn: Any, digits_test: Any, make_context: Any) -> None:
+    """Logits scaled 1e4: nearly every clean-correct sample saturates cross-entropy (zero CE gradient, a margin
+    gradient). With APGD-CE the only white-box attack, Square fools many samples the white-box attack missed, which
+    alone would read likely masked; the check says they saturate CE (not masking), caps it at suspicious and names
+    the fix, so nothing escalates, and the numbers are marked unreliable for that reason."""
+    ctx = make_context(nn.Sequential(digits_cnn, Scale(1e4)), digits_test, limit=100)
+    result = RobustnessSection(eps=[0.2], attacks=["apgd_ce"], **FAST)(ctx)
+    assert result.status == "ok", result.error
+    m = result.metrics
+    table = next(t for t in result.tables if t.name == "red_flags")
+    blackbox = next(row for row in table.rows if row[0] == "Black-box attack stronger than white-box")
+    share = float(blackbox[3])
+    assert share > RedFlagParams().blackbox_masked, blackbox  # without the downgrade: likely masked
+    assert blackbox[2] == "suspicious", blackbox
+    assert "saturate cross-entropy, the only loss of the white-box attacks: add apgd_dlr" in str(blackbox[4])
+    zero = next(row for row in table.rows if row[0] == "Zero input gradients")
+    assert zero[2] == "suspicious" and "the headline attacks all use cross-entropy" in str(zero[4]), zero
+    assert m["robustness.red_flags.likely_masked"] == 0
+    assert not any(k.startswith("robustness.escalation") for k in m)  # nothing said masked: no adaptive attacks
+    assert m["robustness.reliable"] == 0
+    reason = next(f for f in result.findings if f.code == "robustness.reliable").message
+    assert "saturate cross-entropy (exactly zero gradient) and every white-box attack of the headline uses " \
+        "cross-entropy: add apgd_dlr" in reason
 
 
 def test_quantized_input_is_likely_masked_and_unreliable(digits_cnn: Any, digits_test: Any,

@@ -9,7 +9,9 @@ succeeds on a sample only when the model is fooled and the detector stays silent
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -114,3 +116,67 @@ def joint_attack(model: ModelAdapter, squeezers: list[Defense], x: np.ndarray, y
     fooled = model.predict(x_adv) != y
     scores = squeeze_scores(model, squeezers, x_adv, batch_size=batch_size)
     return JointAttackOutput(x_adv, fooled, scores <= threshold, scores)
+
+
+# --- the detector on the robustness section's adversarial inputs and against the joint attack ------------------
+
+
+@dataclass
+class DetectorRow:
+    """The detector at one (norm, eps); the adaptive numbers are NaN when the model has no gradients."""
+
+    norm: Norm
+    eps: float
+    adversarial: int  # the robustness section's successful adversarial inputs scored
+    auc: float
+    tpr5: float
+    adaptive_auc: float = math.nan
+    adaptive_tpr5: float = math.nan
+    evasion: float = math.nan  # share of clean-correct samples misclassified and not flagged (joint attack)
+    adaptive: bool = False  # the joint attack ran
+
+
+@dataclass
+class DetectorEvaluation:
+    threshold: float
+    clean_false_positive_rate: float
+    rows: list[DetectorRow] = field(default_factory=list)
+    curves: list[dict[str, Any]] = field(default_factory=list)  # ROC series, for the figure
+
+
+def evaluate_detector(model: ModelAdapter, squeezers: list[Defense], x: np.ndarray, y: np.ndarray, ok: np.ndarray,
+                      outcomes: list[tuple[Norm, float, np.ndarray, np.ndarray]], *, fpr: float, domain: Domain,
+                      steps: int, batch_size: int = 256) -> DetectorEvaluation:
+    """The threshold at ``fpr`` on the clean-correct rows (``ok``) of ``x``; per (norm, eps, x_adv, robust) of the
+    robustness section (rows of ``x``): ROC AUC and TPR at 5% FPR on its successful adversarial inputs and, with
+    gradients, against the joint attack on classifier and detector."""
+    clean = squeeze_scores(model, squeezers, x[ok], batch_size=batch_size)
+    threshold = threshold_at(clean, fpr)
+    out = DetectorEvaluation(threshold, float((clean > threshold).mean()) if len(clean) else math.nan)
+    for norm, eps, x_adv, robust in outcomes:
+        fooled = ok & ~robust
+        adv = squeeze_scores(model, squeezers, x_adv[fooled], batch_size=batch_size)
+        row = DetectorRow(norm, eps, int(fooled.sum()), roc_auc(clean, adv), tpr_at_fpr(clean, adv, 0.05))
+        if model.has_gradients and ok.any():
+            att = np.flatnonzero(ok)
+            joint = joint_attack(model, squeezers, x[att], y[att], eps=eps, norm=norm, domain=domain,
+                                 threshold=threshold, steps=steps, batch_size=batch_size)
+            row.adaptive_auc = roc_auc(clean, joint.scores[joint.fooled])
+            row.adaptive_tpr5 = tpr_at_fpr(clean, joint.scores[joint.fooled], 0.05)
+            row.evasion = float(joint.success.mean())
+            row.adaptive = True
+            out.curves.append(roc_series(clean, joint.scores[joint.fooled], f"adaptive ({norm}, eps={eps:g})"))
+        out.curves.append(roc_series(clean, adv, f"robustness section ({norm}, eps={eps:g})"))
+        out.rows.append(row)
+    return out
+
+
+def roc_series(clean: np.ndarray, adv: np.ndarray, label: str, points: int = 41) -> dict[str, Any]:
+    """ROC curve points (fpr, tpr) at thresholds spread over the scores' quantiles."""
+    if len(clean) == 0 or len(adv) == 0:
+        return {"label": label, "x": [], "y": []}
+    both = np.concatenate([clean, adv])
+    thresholds = np.unique(np.quantile(both, np.linspace(0, 1, points)))
+    fpr = [1.0] + [float((clean > t).mean()) for t in thresholds] + [0.0]
+    tpr = [1.0] + [float((adv > t).mean()) for t in thresholds] + [0.0]
+    return {"label": label, "x": fpr[::-1], "y": tpr[::-1]}

@@ -16,32 +16,30 @@ A randomized defense predicts by majority over ``eval_draws`` draws, everywhere 
 worst case over several attacks does not count the defense's own noise as the attacker's success.
 
 The feature-squeezing detector is evaluated on the robustness section's adversarial inputs and against an adaptive
-attack on classifier and detector together (attacks/defenses/detection.py).
+attack on classifier and detector together (attacks/defenses/detection.py). The section builds the defenses and
+records; the evaluation itself is attacks/defenses/evaluate.py (``Evaluated``) and detection.py
+(``DetectorEvaluation``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from attacks.adaptive import AdaptiveSpec, CraftingAdapter, bpda, eot
-from attacks.apgd import APGD
-from attacks.base import AttackNotApplicable, Domain, LossName, Norm
-from attacks.defenses.base import DEFENSES_GROUP, DefendedAdapter, Defense
-from attacks.defenses.detection import joint_attack, roc_auc, squeeze_scores, threshold_at, tpr_at_fpr
+from attacks.base import AttackNotApplicable, Domain, Norm
+from attacks.defenses.base import DEFENSES_GROUP, Defense
+from attacks.defenses.detection import evaluate_detector
+from attacks.defenses.evaluate import VERDICT_CODES, DefenseEvaluator, Evaluated, verdict
 from audit.errors import ConfigError
 from audit.plugin import Params, SectionPlugin
 from audit.results import Direction, SectionResult, Severity
 
 if TYPE_CHECKING:
     from audit.context import AdversarialOutcome, AuditContext
-
-VERDICT_CODES = {"broken": 0, "partial": 1, "holds": 2}
 
 
 def registered_defenses() -> dict[str, str]:
@@ -92,46 +90,6 @@ class DefensesParams(Params):
         if unknown:
             raise ValueError(f"parameters for unknown defenses {unknown}; installed: {sorted(registered_defenses())}")
         return value
-
-
-@dataclass
-class Evaluated:
-    """One defense at one (norm, eps): per-sample outcomes on the evaluated rows."""
-
-    norm: str
-    eps: float
-    clean_ok: np.ndarray
-    undefended_robust: np.ndarray
-    naive_fooled: np.ndarray
-    adaptive_fooled: dict[str, np.ndarray] = field(default_factory=dict)  # kind (bpda, eot, transfer) -> fooled
-
-    def accuracy(self, fooled: np.ndarray) -> float:
-        return float((self.clean_ok & ~fooled).mean()) if len(fooled) else math.nan
-
-    @property
-    def naive(self) -> float:
-        return self.accuracy(self.naive_fooled)
-
-    @property
-    def worst_fooled(self) -> np.ndarray:
-        out = self.naive_fooled.copy()
-        for fooled in self.adaptive_fooled.values():
-            out |= fooled
-        return out
-
-    @property
-    def adaptive(self) -> float:
-        return self.accuracy(self.worst_fooled)
-
-    @property
-    def undefended(self) -> float:
-        return float(self.undefended_robust.mean()) if len(self.undefended_robust) else math.nan
-
-
-def verdict(ev: Evaluated, *, holds_margin: float, broken_margin: float) -> str:
-    if ev.adaptive - ev.undefended <= broken_margin:
-        return "broken"
-    return "holds" if ev.naive - ev.adaptive <= holds_margin else "partial"
 
 
 class DefensesSection(SectionPlugin):
@@ -275,12 +233,13 @@ class DefensesSection(SectionPlugin):
                  summary_rows: list[list[Any]]) -> None:
         p = self.params
         name = defense.name
-        defended = DefendedAdapter(ctx.model, defense)
+        evaluator = DefenseEvaluator(ctx.model, defense, domain, steps=p.steps, eot_samples=p.eot_samples,
+                                     eval_draws=p.eval_draws, batch_size=ctx.batch_size)
         outcome0 = ctx.adversarial[keys[0]]
         pos = self._rows(ctx, outcome0)
         data_rows = self._data_rows(ctx, outcome0, pos)
         x, y = ctx.data.x[data_rows], ctx.data.y[data_rows]
-        clean_ok = self._predict(defended, defense, x) == y
+        clean_ok = evaluator.predict(x) == y
         undefended_clean = float((ctx.clean_predictions()[data_rows] == y).mean())
         result.metric(f"{name}.clean_accuracy", clean_ok.mean())
         result.metric(f"{name}.clean_accuracy_cost", undefended_clean - float(clean_ok.mean()))
@@ -289,7 +248,8 @@ class DefensesSection(SectionPlugin):
         for key in keys:
             outcome = ctx.adversarial[key]
             norm: Norm = outcome.norm  # type: ignore[assignment]
-            ev = self._evaluate(ctx, defense, defended, outcome, pos, x, y, clean_ok, domain, norm)
+            ev = evaluator.evaluate(x, y, clean_ok, norm=norm, eps=outcome.eps,
+                                    undefended_robust=outcome.robust_correct[pos], x_transfer=outcome.x_adv[pos])
             v = verdict(ev, holds_margin=p.holds_margin, broken_margin=p.broken_margin)
             verdicts.append((v, ev))
             prefix = f"{name}.{norm}.eps={ev.eps:g}"
@@ -330,64 +290,6 @@ class DefensesSection(SectionPlugin):
                        code=f"defenses.{name}.verdict", metric=f"{self.section}.{name}.verdict",
                        value=float(VERDICT_CODES[worst_v]))
 
-    def _evaluate(self, ctx: AuditContext, defense: Defense, defended: DefendedAdapter, outcome: AdversarialOutcome,
-                  pos: np.ndarray, x: np.ndarray, y: np.ndarray, clean_ok: np.ndarray, domain: Domain,
-                  norm: Norm) -> Evaluated:
-        p = self.params
-        eps = outcome.eps
-        ev = Evaluated(norm, eps, clean_ok, outcome.robust_correct[pos], np.zeros(len(y), bool))
-        attacked = np.flatnonzero(clean_ok)
-        model = ctx.model
-        if model.has_gradients and len(attacked):
-            losses: tuple[LossName, ...] = ("ce", "dlr")
-            for loss in losses:
-                out = APGD(norm=norm, steps=p.steps, loss=loss)(defended, x[attacked], y[attacked], eps=eps,
-                                                              domain=domain, batch_size=ctx.batch_size)
-                ev.naive_fooled[attacked] |= self._fooled(defended, defense, out.x_adv, y[attacked])
-            kind, crafting = self._crafting(defense, model)
-            fooled = np.zeros(len(y), bool)
-            for loss in losses:
-                spec = AdaptiveSpec(f"{kind}_apgd_{loss}", kind, APGD(norm=norm, steps=p.steps, loss=loss), crafting,
-                                    crafting.description)
-                out = spec.attack(spec.crafting, x[attacked], y[attacked], eps=eps, domain=domain,
-                                  batch_size=ctx.batch_size)
-                fooled[attacked] |= self._fooled(defended, defense, out.x_adv, y[attacked])
-            ev.adaptive_fooled[kind] = fooled
-        # transfer: the robustness section's adversarial inputs, crafted on the undefended model, replayed
-        transfer = np.zeros(len(y), bool)
-        if len(attacked):
-            transfer[attacked] = self._fooled(defended, defense, outcome.x_adv[pos][attacked], y[attacked])
-        ev.adaptive_fooled["transfer"] = transfer
-        return ev
-
-    def _crafting(self, defense: Defense, model: Any) -> tuple[Any, CraftingAdapter]:
-        """BPDA for a deterministic defense (its approximation in the backward pass); EOT over draws for a
-        randomized one (with BPDA inside when its transform is not differentiable)."""
-        through = (lambda t: defense.transform(t)) if defense.differentiable else bpda(defense.transform,
-                                                                                       defense.approximation)
-
-        def forward(t: torch.Tensor) -> torch.Tensor:
-            return model.forward(through(t))
-
-        if defense.randomized:
-            return "eot", CraftingAdapter(model, eot(forward, self.params.eot_samples), kind="eot",
-                                          description=f"EOT over {self.params.eot_samples} draws of {defense.name}")
-        own = type(defense).approximation is not Defense.approximation
-        return "bpda", CraftingAdapter(model, forward, kind="bpda", description=f"BPDA through {defense.name} "
-                                       f"(approximation: {'its own' if own else 'identity'})")
-
-    def _predict(self, defended: DefendedAdapter, defense: Defense, x: np.ndarray) -> np.ndarray:
-        """The defended model's prediction; a randomized defense votes over ``eval_draws`` draws."""
-        if not defense.randomized or self.params.eval_draws == 1:
-            return defended.predict(x)
-        votes = np.stack([defended.predict(x) for _ in range(self.params.eval_draws)])
-        counts = np.apply_along_axis(np.bincount, 0, votes, minlength=defended.num_classes)
-        return counts.argmax(axis=0)
-
-    def _fooled(self, defended: DefendedAdapter, defense: Defense, x_adv: np.ndarray, y: np.ndarray) -> np.ndarray:
-        logits_ok = self._predict(defended, defense, x_adv) == y
-        return ~logits_ok
-
     # -- detection ------------------------------------------------------------------------------------
     def _detection(self, ctx: AuditContext, result: SectionResult, keys: list[str], domain: Domain) -> None:
         p = self.params
@@ -410,38 +312,24 @@ class DefensesSection(SectionPlugin):
         data_rows = self._data_rows(ctx, outcome0, pos)
         x, y = ctx.data.x[data_rows], ctx.data.y[data_rows]
         ok = ctx.clean_predictions()[data_rows] == y
-        clean = squeeze_scores(ctx.model, squeezers, x[ok], batch_size=ctx.batch_size)
-        threshold = threshold_at(clean, p.detection_fpr)
+        outcomes = [(ctx.adversarial[k].norm, ctx.adversarial[k].eps, ctx.adversarial[k].x_adv[pos],
+                     ctx.adversarial[k].robust_correct[pos]) for k in keys]
+        det = evaluate_detector(ctx.model, squeezers, x, y, ok, outcomes,  # type: ignore[arg-type]
+                                fpr=p.detection_fpr, domain=domain, steps=p.steps, batch_size=ctx.batch_size)
         name = "squeezing_detector"
-        result.metric(f"{name}.threshold", threshold)
-        result.metric(f"{name}.clean_false_positive_rate",
-                      float((clean > threshold).mean()) if len(clean) else math.nan)
-        rows: list[list[Any]] = []
-        curves: list[dict[str, Any]] = []
-        for key in keys:
-            outcome = ctx.adversarial[key]
-            fooled = ok & ~outcome.robust_correct[pos]
-            adv = squeeze_scores(ctx.model, squeezers, outcome.x_adv[pos][fooled], batch_size=ctx.batch_size)
-            prefix = f"{name}.{outcome.norm}.eps={outcome.eps:g}"
-            auc, tpr5 = roc_auc(clean, adv), tpr_at_fpr(clean, adv, 0.05)
-            result.metric(f"{prefix}.roc_auc", auc)
-            result.metric(f"{prefix}.tpr_at_5pct_fpr", tpr5)
-            joint_auc = joint_tpr = evasion = math.nan
-            if ctx.model.has_gradients and ok.any():
-                att = np.flatnonzero(ok)
-                out = joint_attack(ctx.model, squeezers, x[att], y[att], eps=outcome.eps,
-                                   norm=outcome.norm,  # type: ignore[arg-type]
-                                   domain=domain, threshold=threshold, steps=p.steps, batch_size=ctx.batch_size)
-                joint_auc = roc_auc(clean, out.scores[out.fooled])
-                joint_tpr = tpr_at_fpr(clean, out.scores[out.fooled], 0.05)
-                evasion = float(out.success.mean())
-                result.metric(f"{prefix}.adaptive_roc_auc", joint_auc)
-                result.metric(f"{prefix}.adaptive_tpr_at_5pct_fpr", joint_tpr)
-                result.metric(f"{prefix}.adaptive_evasion_rate", evasion)
-                curves.append(_roc_series(clean, out.scores[out.fooled],
-                                          f"adaptive ({outcome.norm}, eps={outcome.eps:g})"))
-            curves.append(_roc_series(clean, adv, f"robustness section ({outcome.norm}, eps={outcome.eps:g})"))
-            rows.append([outcome.norm, outcome.eps, int(fooled.sum()), auc, tpr5, joint_auc, joint_tpr, evasion])
+        result.metric(f"{name}.threshold", det.threshold)
+        result.metric(f"{name}.clean_false_positive_rate", det.clean_false_positive_rate)
+        for r in det.rows:
+            prefix = f"{name}.{r.norm}.eps={r.eps:g}"
+            result.metric(f"{prefix}.roc_auc", r.auc)
+            result.metric(f"{prefix}.tpr_at_5pct_fpr", r.tpr5)
+            if r.adaptive:
+                result.metric(f"{prefix}.adaptive_roc_auc", r.adaptive_auc)
+                result.metric(f"{prefix}.adaptive_tpr_at_5pct_fpr", r.adaptive_tpr5)
+                result.metric(f"{prefix}.adaptive_evasion_rate", r.evasion)
+        rows: list[list[Any]] = [[r.norm, r.eps, r.adversarial, r.auc, r.tpr5, r.adaptive_auc, r.adaptive_tpr5,
+                                  r.evasion] for r in det.rows]
+        threshold = det.threshold
         result.table("detector", "Feature-squeezing detector: on the robustness section's adversarial inputs and "
                      "against an adaptive attack", ["norm", "eps", "adversarial inputs", "ROC AUC", "TPR at 5% FPR",
                      "adaptive ROC AUC", "adaptive TPR at 5% FPR", "adaptive evasion rate"], rows,
@@ -452,20 +340,10 @@ class DefensesSection(SectionPlugin):
                      "flagged")
         result.figure({"name": "detector_roc", "title": "Feature-squeezing detector ROC", "kind": "line",
                        "xlabel": "false-positive rate (clean)", "ylabel": "true-positive rate (adversarial)",
-                       "series": curves})
-        worst = max((r[7] for r in rows if not math.isnan(r[7])), default=math.nan)
+                       "series": det.curves})
+        worst = max((r.evasion for r in det.rows if not math.isnan(r.evasion)), default=math.nan)
         if not math.isnan(worst) and worst > 0.5:
             result.finding("high", f"the feature-squeezing detector is evaded: an adaptive attack on classifier and "
                            f"detector together fools the model undetected on {worst:.0%} of the samples",
                            code="defenses.squeezing_detector.evaded")
 
-
-def _roc_series(clean: np.ndarray, adv: np.ndarray, label: str, points: int = 41) -> dict[str, Any]:
-    """ROC curve points (fpr, tpr) at thresholds spread over the scores' quantiles."""
-    if len(clean) == 0 or len(adv) == 0:
-        return {"label": label, "x": [], "y": []}
-    both = np.concatenate([clean, adv])
-    thresholds = np.unique(np.quantile(both, np.linspace(0, 1, points)))
-    fpr = [1.0] + [float((clean > t).mean()) for t in thresholds] + [0.0]
-    tpr = [1.0] + [float((adv > t).mean()) for t in thresholds] + [0.0]
-    return {"label": label, "x": fpr[::-1], "y": tpr[::-1]}

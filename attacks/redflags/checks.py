@@ -1,186 +1,29 @@
-"""Gradient-masking red flags (after Athalye et al. 2018, Carlini et al. 2019, Croce & Hein 2020).
-
-Each check gives a verdict, ``ok`` / ``suspicious`` / ``likely masked`` (or ``n/a`` with the reason
-it does not apply), the number it is based on and a one-line reason. Every threshold is a named
-parameter (``RedFlagParams``, documented in docs/robustness.md).
-
-The checks are judged against the run's own attacks, the ones behind the headline (random start,
-DLR/margin losses), and reuse what those attacks already found wherever they can: a sample an
-attack fooled stays fooled, so the checks that attack again (unbounded, convergence, restarts,
-single step, black box) only attack the check samples the headline called robust, starting from
-the headline attacks' own last candidates. On an undefended model few samples survive, so the
-checks cost little; on a masked model the survivors are exactly the samples worth a second look.
-
-Cross-entropy saturation is told apart from missing gradients: a sample whose cross-entropy input
-gradient is exactly zero in float32 while its margin gradient is not (a very confident, correct
-prediction) is out of reach for CE attacks only; margin and DLR attacks still move it. A check
-that fires only because of such samples says so and is ``suspicious``, never ``likely masked``.
-"""
+"""The checks: on the outputs, on the input gradients, and attacking again from where the headline attacks stopped
+(see the package docstring, ``attacks.redflags``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
 
 from attacks.apgd import APGD
-from attacks.base import Attack, AttackOutput, Domain, Norm, Progress, ce_loss, flat_norm, margin_loss
+from attacks.base import Attack, Domain, Norm, Progress, ce_loss, margin_loss
 from attacks.evaluate import NormEvaluation
 from attacks.gradient import FGSM, PGD
+from attacks.redflags.base import (
+    TITLES,
+    CheckData,
+    RedFlag,
+    RedFlagParams,
+    Verdict,
+    grade,
+    grade_check,
+    not_applicable,
+)
 from attacks.square import Square
-from audit.plugin import Params
-
-Verdict = Literal["ok", "suspicious", "likely masked", "n/a"]
-PAIRS = ("accuracy_rise", "unbounded", "blackbox", "convergence", "restart", "single_step", "zero_gradients",
-         "nonfinite_gradients", "randomized")
-
-
-class RedFlagParams(Params):
-    """Thresholds of the red-flag checks and the effort of those that attack again.
-
-    A check whose value is above ``<check>_suspicious`` is ``suspicious``; above ``<check>_masked``,
-    ``likely masked``. Shares are of the check samples (clean-correct samples, ``check_samples``).
-    """
-
-    accuracy_rise_suspicious: float = Field(
-        default=0.01, ge=0, le=1,
-        description="rise of one attack's robust accuracy from one eps to the next (share of all samples; never "
-        "below two samples' worth)")
-    accuracy_rise_masked: float = Field(default=0.05, ge=0, le=1, description="the same, likely masked above")
-    unbounded_suspicious: float = Field(
-        default=0.02, ge=0, le=1, description="accuracy left by an attack allowed the whole input box")
-    unbounded_masked: float = Field(default=0.10, ge=0, le=1, description="the same, likely masked above")
-    blackbox_suspicious: float = Field(
-        default=0.02, ge=0, le=1,
-        description="share the score-based square attack fools that every white-box attack missed")
-    blackbox_masked: float = Field(default=0.05, ge=0, le=1, description="the same, likely masked above")
-    convergence_suspicious: float = Field(
-        default=0.03, ge=0, le=1,
-        description="share newly fooled when the strongest attack continues from its last iterate")
-    convergence_masked: float = Field(default=0.10, ge=0, le=1, description="the same, likely masked above")
-    restart_suspicious: float = Field(
-        default=0.03, ge=0, le=1, description="share newly fooled by fresh random starts of the strongest attack")
-    restart_masked: float = Field(default=0.08, ge=0, le=1, description="the same, likely masked above")
-    single_step_suspicious: float = Field(
-        default=0.02, ge=0, le=1, description="share FGSM fools that every iterative attack missed (L-inf)")
-    single_step_masked: float = Field(default=0.05, ge=0, le=1, description="the same, likely masked above")
-    zero_gradients_suspicious: float = Field(
-        default=0.05, ge=0, le=1,
-        description="share with exactly zero input gradients: margin gradient zero too, or cross-entropy only "
-        "(saturation: never more than suspicious)")
-    zero_gradients_masked: float = Field(
-        default=0.5, ge=0, le=1,
-        description="share whose cross-entropy and margin input gradients are both exactly zero")
-    nonfinite_gradients_suspicious: float = Field(
-        default=0.0, ge=0, le=1, description="share with NaN/inf input gradients")
-    nonfinite_gradients_masked: float = Field(default=0.05, ge=0, le=1, description="the same, likely masked above")
-    randomized_suspicious: float = Field(
-        default=1e-4, ge=0,
-        description="largest difference between two passes on the same inputs, relative to the largest score "
-        "(any flipped prediction: likely masked)")
-    randomized_masked: float = Field(default=1e-2, ge=0, description="the same, likely masked above")
-    unbounded_steps: int = Field(
-        default=20, ge=2, le=10_000, description="APGD-DLR iterations of the unbounded attack")
-    convergence_steps: float = Field(
-        default=0.5, gt=0, le=100,
-        description="iterations of the continued attack, as a multiple of the section's steps")
-    restart_checks: int = Field(
-        default=1, ge=1, le=100, description="fresh random starts of the strongest attack")
-    restart_steps: float = Field(
-        default=0.5, gt=0, le=100,
-        description="iterations of each fresh random start, as a multiple of the section's steps")
-    attack_samples: int = Field(
-        default=50, ge=4,
-        description="check samples the re-attacking checks (no_convergence, restart_gain, blackbox_stronger) "
-        "use, a seeded subset of check_samples; each attacks only those the headline called robust")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> RedFlagParams:
-        for name in PAIRS:
-            low, high = getattr(self, f"{name}_suspicious"), getattr(self, f"{name}_masked")
-            if low > high:
-                raise ValueError(f"{name}_suspicious ({low:g}) must not exceed {name}_masked ({high:g})")
-        return self
-
-
-@dataclass
-class RedFlag:
-    code: str
-    title: str
-    verdict: Verdict
-    value: float | None
-    reason: str
-    seconds: float = 0.0
-
-    @property
-    def raised(self) -> bool:
-        return self.verdict in ("suspicious", "likely masked")
-
-
-TITLES = {
-    "probability_outputs": "Softmax outputs used as logits",
-    "randomized_outputs": "Non-deterministic outputs",
-    "accuracy_vs_eps": "Accuracy not decreasing with eps",
-    "zero_gradients": "Zero input gradients",
-    "nonfinite_gradients": "NaN or infinite input gradients",
-    "unbounded_attack": "Unbounded attack does not reach 0%",
-    "no_convergence": "More iterations still lower accuracy",
-    "restart_gain": "Fresh random starts still lower accuracy",
-    "single_step_stronger": "Single-step attack stronger than iterative",
-    "blackbox_stronger": "Black-box attack stronger than white-box",
-}
-
-
-def not_applicable(code: str, reason: str) -> RedFlag:
-    return RedFlag(code, TITLES[code], "n/a", None, reason)
-
-
-def grade(value: float, suspicious: float, masked: float) -> Verdict:
-    return "likely masked" if value > masked else "suspicious" if value > suspicious else "ok"
-
-
-def _grade(params: RedFlagParams, name: str, value: float) -> Verdict:
-    return grade(value, getattr(params, f"{name}_suspicious"), getattr(params, f"{name}_masked"))
-
-
-@dataclass
-class CheckData:
-    """What the section's own attacks left for one norm, and the check samples (rows of ``x``)."""
-
-    model: Any
-    ev: NormEvaluation
-    x: np.ndarray  # (N, ...) the evaluated inputs
-    y: np.ndarray  # (N,)
-    rows: np.ndarray  # check samples: clean-correct rows of x
-    attack_rows: np.ndarray  # the subset of rows the re-attacking checks use
-    domain: Domain
-    eps: float  # the most informative eps (worst-case accuracy nearest half the clean accuracy)
-    steps: int  # the section's steps
-    batch_size: int
-    params: RedFlagParams
-    progress: Progress | None = None
-
-    def __post_init__(self) -> None:
-        self.nonfinite = np.zeros(len(self.y), bool)  # rows where a check's attack met NaN/inf outputs
-
-    @property
-    def n(self) -> int:
-        return max(len(self.rows), 1)
-
-    def attack(self, attack: Attack, rows: np.ndarray, *, eps: float, x: np.ndarray | None = None,
-               start: np.ndarray | None = None) -> AttackOutput:
-        """Run ``attack`` on ``rows`` (centred on ``x[rows]``, default the clean inputs) and note non-finite
-        outputs."""
-        centre = self.x if x is None else x
-        out = attack(self.model, centre[rows], self.y[rows], eps=eps, domain=self.domain,
-                     batch_size=self.batch_size, start=start, progress=self.progress)
-        if out.nonfinite is not None:
-            self.nonfinite[rows[out.nonfinite]] = True
-        return out
-
 
 # --- outputs -------------------------------------------------------------------------------------
 
@@ -197,7 +40,7 @@ def check_randomized(model: Any, x: np.ndarray, first: torch.Tensor, batch_size:
     scale = float(first.abs().max().clamp_min(1e-6))
     diff = float((first - second).abs().max()) / scale
     flips = float((first.argmax(1) != second.argmax(1)).float().mean())
-    verdict: Verdict = "likely masked" if flips > 0 else _grade(params, "randomized", diff)
+    verdict: Verdict = "likely masked" if flips > 0 else grade_check(params, "randomized", diff)
     return RedFlag("randomized_outputs", TITLES["randomized_outputs"], verdict, diff,
                    f"two passes on the same inputs differ by {diff:.2g} (relative), {flips:.0%} of predictions flip"
                    + ("; a randomized model needs expectation-over-transformation attacks, single-sample "
@@ -285,7 +128,7 @@ def check_zero_gradients(stats: GradientStats, params: RedFlagParams, *, ce_only
     zero_ce = float((stats.ce_zero & ~stats.nonfinite).sum() / n)
     none = float(stats.no_signal.sum() / n)
     saturated = float(stats.saturated.sum() / n)
-    verdict = _grade(params, "zero_gradients", none)
+    verdict = grade_check(params, "zero_gradients", none)
     reason = (f"{zero_ce:.0%} of clean-correct samples have an exactly zero cross-entropy input gradient; "
               f"{none:.0%} a zero margin gradient too")
     if verdict != "ok":
@@ -302,7 +145,7 @@ def check_zero_gradients(stats: GradientStats, params: RedFlagParams, *, ce_only
 
 def check_nonfinite_gradients(stats: GradientStats, params: RedFlagParams) -> RedFlag:
     share = float(stats.nonfinite.mean()) if len(stats.nonfinite) else 0.0
-    verdict = _grade(params, "nonfinite_gradients", share)
+    verdict = grade_check(params, "nonfinite_gradients", share)
     return RedFlag("nonfinite_gradients", TITLES["nonfinite_gradients"], verdict, share,
                    f"{share:.0%} of clean-correct samples have NaN or infinite input gradients"
                    + ("; gradient attacks are blind there" if verdict != "ok" else ""))
@@ -363,7 +206,7 @@ def check_unbounded(d: CheckData) -> RedFlag:
         out = d.attack(attack, survivors, eps=span, x=d.ev.worst_x_adv[top])
         left = int(out.robust.sum())
     acc = left / d.n
-    verdict = _grade(d.params, "unbounded", acc)
+    verdict = grade_check(d.params, "unbounded", acc)
     return RedFlag(code, TITLES[code], verdict, acc,
                    f"APGD-DLR ({steps} steps) over the whole input box (L-inf radius {span:g}), from the closest "
                    f"candidates of the {len(survivors)} check samples still robust at eps={top:g}, leaves "
@@ -383,7 +226,7 @@ def check_convergence(d: CheckData, attack: Attack | None) -> RedFlag:
         out = d.attack(_variant(attack, steps=steps, random_start=False), survivors, eps=d.eps, start=start)
         newly = int(out.success.sum())
     drop = newly / max(len(d.attack_rows), 1)
-    verdict = _grade(d.params, "convergence", drop)
+    verdict = grade_check(d.params, "convergence", drop)
     return RedFlag(code, TITLES[code], verdict, drop,
                    f"{attack.name} continued {steps} more steps from its last iterate at eps={d.eps:g} fools "
                    f"{newly} of the {len(survivors)} check samples the headline called robust ({drop:.1%} of "
@@ -404,7 +247,7 @@ def check_restart_gain(d: CheckData, attack: Attack | None) -> RedFlag:
         out = d.attack(_variant(attack, steps=steps, random_start=True, restarts=restarts), survivors, eps=d.eps)
         newly = int(out.success.sum())
     gain = newly / max(len(d.attack_rows), 1)
-    verdict = _grade(d.params, "restart", gain)
+    verdict = grade_check(d.params, "restart", gain)
     return RedFlag(code, TITLES[code], verdict, gain,
                    f"{restarts} fresh random start(s) of {attack.name} ({steps} steps) at eps={d.eps:g} fool "
                    f"{newly} of the {len(survivors)} check samples the headline called robust ({gain:.1%} of "
@@ -429,7 +272,7 @@ def check_single_step(model: Any, x: np.ndarray, y: np.ndarray, iterative_robust
     else:
         beaten = 0
     share = beaten / max(len(y), 1)
-    return RedFlag(code, TITLES[code], _grade(params, "single_step", share), share,
+    return RedFlag(code, TITLES[code], grade_check(params, "single_step", share), share,
                    f"FGSM at eps={eps:g} fools {beaten} of the {len(survivors)} samples every iterative attack "
                    f"missed ({share:.1%} of {len(y)}); iterative accuracy {iterative_robust.mean():.1%}")
 
@@ -457,18 +300,14 @@ def check_blackbox(model: Any, x: np.ndarray, y: np.ndarray, white_robust: np.nd
                                           batch_size=batch_size, progress=progress)
             fooled[survivors] = out.success
     share = float(fooled.sum() / max(len(y), 1))
-    verdict = _grade(params, "blackbox", share)
+    verdict = grade_check(params, "blackbox", share)
     reason = (f"{how} at eps={eps:g} fools {int(fooled.sum())} of the {len(survivors)} samples every white-box "
               f"attack missed ({share:.1%} of {len(y)})")
     if verdict == "likely masked" and ce_only and saturated is not None:
         rest = float((fooled & ~saturated).sum() / max(len(y), 1))
-        if _grade(params, "blackbox", rest) != "likely masked":
+        if grade_check(params, "blackbox", rest) != "likely masked":
             verdict = "suspicious"
             reason += (f"; only because {int((fooled & saturated).sum())} of them saturate cross-entropy, the only "
                        "loss of the white-box attacks: add apgd_dlr")
     return RedFlag(code, TITLES[code], verdict, share, reason)
 
-
-def perturbation_sanity(x: np.ndarray, x_adv: np.ndarray, eps: float, norm: Norm) -> float:
-    """Largest perturbation norm (for the settings table: must be <= eps)."""
-    return float(flat_norm(torch.as_tensor(x_adv - x), norm).max()) if len(x) else 0.0
