@@ -119,3 +119,20 @@ def resume_mlp() -> Any:
     _train(model, train.x, train.y, epochs=10, lr=1e-3, seed=0, class_weight=counts.sum() / (2.0 * counts),
            weight_decay=1e-3)
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished `nnaudit demo` (run once per session, through the real CLI); ``NNAUDIT_DEMO_DIR`` names one made
+    before instead."""
+    import subprocess
+    import sys
+
+    if os.environ.get("NNAUDIT_DEMO_DIR"):
+        return Path(os.environ["NNAUDIT_DEMO_DIR"])
+    out = tmp_path_factory.mktemp("demo")
+    proc = subprocess.run([sys.executable, "-m", "audit.cli", "demo", "--out", str(out), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "report:" in proc.stdout and "nnaudit dashboard" in proc.stdout
+    return out

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from system import need
 
-REQUIRE_ENV = "NNAUDIT_REQUIRE_SYSTEM"
 USER = "nnaudit"
 
 
@@ -44,10 +44,8 @@ def pg_bindir() -> Path | None:
 
 
 def missing(reason: str) -> None:
-    """Skip, or fail when the environment requires the system packages (CI)."""
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{reason}, and {REQUIRE_ENV}=1 requires it (install Debian's postgresql package)")
-    pytest.skip(reason)
+    """Skip, or fail when the environment requires the system packages (CI): ``system.need``."""
+    need(f"{reason} (install Debian's postgresql package)")
 
 
 def _free_port() -> int:

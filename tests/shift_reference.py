@@ -117,6 +117,9 @@ class ReplayRng:
 @functools.cache
 def fashion_images(count: int = 64) -> np.ndarray:
     """The first ``count`` Fashion-MNIST test images (28x28 uint8), padded by 2 pixels of background to 32x32."""
+    from system import fashion_mnist_missing, need
+
+    need(fashion_mnist_missing())
     with gzip.open(FASHION, "rb") as handle:
         data = handle.read()
     images = np.frombuffer(data, dtype=np.uint8, offset=16).reshape(-1, 28, 28)[:count]

@@ -33,16 +33,6 @@ def test_config_error_exits_2_with_the_key(tmp_path: Path, capsys: pytest.Captur
     assert "config error at 'batchsize'" in err and "unknown key" in err
 
 
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("demo")
-    proc = subprocess.run([sys.executable, "-m", "audit.cli", "demo", "--out", str(out), "--device", "cpu"],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "report:" in proc.stdout and "nnaudit dashboard" in proc.stdout
-    return out
-
-
 def test_demo_audits_both_models(demo_dir: Path) -> None:
     digits = load_results(demo_dir / "digits-cnn")  # validates against the shipped schema
     resume = load_results(demo_dir / "resume-mlp")

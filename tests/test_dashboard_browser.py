@@ -16,13 +16,17 @@ from typing import Any
 
 import pytest
 from cdp import Browser, Dashboard, find_chromium
+from system import need
 
 CHROMIUM = find_chromium()
 pytest.importorskip("websockets", reason="the browser test talks to Chromium through the websockets package "
                     "(pip install -e .[dev])")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found (looked for chromium, "
-                                "chromium-browser, google-chrome, chrome on PATH, or $NNAUDIT_CHROMIUM): the "
-                                "dashboard's browser test did not run")
+
+
+@pytest.fixture(autouse=True)
+def _chromium() -> None:
+    need(None if CHROMIUM is not None else "no Chromium found (looked for chromium, chromium-browser, google-chrome, "
+         "chrome on PATH, or $NNAUDIT_CHROMIUM): the dashboard's browser test did not run")
 
 IMG_MD = "![](http://injected.invalid/x.png)"
 IMG_HTML = "<img src=x onerror=alert(1)>"

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from system import FASHION_MNIST, fashion_mnist_missing, need
 
 from audit.config import DataConfig
 from audit.data import AuditData, load_data, read_idx, stratified_subset
@@ -90,10 +91,9 @@ def test_idx_reader_round_trip(tmp_path: Path) -> None:
 
 
 def test_fashion_mnist_from_debian_package_if_installed() -> None:
-    root = Path("/usr/share/datasets/fashion-mnist")
-    files = sorted(root.glob("t10k-images*")) if root.exists() else []
-    if not files:
-        pytest.skip("Debian package dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+    need(fashion_mnist_missing())
+    root = FASHION_MNIST
+    files = sorted(root.glob("t10k-images*"))
     labels = sorted(root.glob("t10k-labels*"))[0]
     data = load_data(DataConfig(source="idx", path=files[0], labels_path=labels, limit=100))
     assert data.input_shape == (1, 28, 28) and data.num_classes == 10 and data.n_samples == 100

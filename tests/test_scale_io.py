@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from system import fashion_mnist_missing, need
 from torch import nn
 
 from audit.config import DataConfig, ModelConfig, parse_config
@@ -20,9 +21,14 @@ from audit.results import load_results
 from audit.runner import run_audit
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-needs_fashion = pytest.mark.skipif(not (FASHION / "t10k-images-idx3-ubyte.gz").exists(),
-                                   reason=f"Fashion-MNIST IDX files not installed at {FASHION} "
-                                   "(apt install dataset-fashion-mnist)")
+
+
+@pytest.fixture
+def fashion() -> None:
+    need(fashion_mnist_missing())
+
+
+needs_fashion = pytest.mark.usefixtures("fashion")
 PER_CLASS = 6
 
 
