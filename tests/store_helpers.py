@@ -59,12 +59,13 @@ def write_config(folder: Path, weights: Path, *, name: str | None = "digits-cnn"
 def run_config(config_path: Path, out: Path, **overrides: Any) -> Path:
     """Run the audit in this process (the runner, as `nnaudit run` calls it); returns the run directory."""
     from audit.config import load_config
+    from audit.decide.verdict import evaluate_verdict
     from audit.runner import run_audit
 
     config = load_config(config_path)
     for key, value in overrides.items():
         setattr(config, key, value)
-    run_audit(config, out, config_path=config_path)
+    run_audit(config, out, config_path=config_path, verdict_of=evaluate_verdict)
     return out
 
 

@@ -408,7 +408,7 @@ def test_compare_works_without_torch(tmp_path: Path, outcomes: tuple[np.ndarray,
         import io, sys
         for name in ("torch", "torchvision", "shap", "lime", "captum", "foolbox", "fairlearn"):
             sys.modules[name] = None
-        from audit.cli import run_compare
+        from audit.cli_decide import run_compare
         code = run_compare(sys.argv[1], sys.argv[2], summary=sys.argv[3], stream=io.StringIO(), resamples=200)
         print("exit", code)
     """)

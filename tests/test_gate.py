@@ -14,7 +14,7 @@ import pytest
 from results_factory import make_results, write_run
 
 from audit import policy as policies
-from audit.cli import run_gate
+from audit.cli_decide import run_gate
 from audit.decide import gate
 from audit.decide.checks import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, Decision
 from audit.decide.gate import evaluate_policy

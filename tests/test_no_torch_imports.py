@@ -32,6 +32,7 @@ SCRIPT = textwrap.dedent("""
     import audit.decide.stats
     import audit.decide.verdict
     import audit.cli
+    import audit.cli_decide
     import reports
     import reports.ci
     import reports.compare
@@ -49,8 +50,8 @@ SCRIPT = textwrap.dedent("""
     run_dir, policy = sys.argv[1], sys.argv[2]
     path = reports.html.write_report(run_dir)
     assert path.stat().st_size > 10_000, path
-    code = audit.cli.run_gate(run_dir, policy, junit=run_dir + "/junit.xml", summary=run_dir + "/summary.md",
-                              stream=io.StringIO())
+    code = audit.cli_decide.run_gate(run_dir, policy, junit=run_dir + "/junit.xml", summary=run_dir + "/summary.md",
+                                     stream=io.StringIO())
     assert code == 1, code
     results = audit.results.load_results(run_dir)
     assert reports.headline.verdict_view(results)["status"] == "not_gated"

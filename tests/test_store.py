@@ -615,12 +615,13 @@ def test_env_var_store_for_ci(weights: Path, tmp_path: Path) -> None:
 def test_postgres_tests_skip_without_the_server_unless_required(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import pg_helpers
+    import system
 
     monkeypatch.setenv(pg_helpers.BINDIR_ENV, str(tmp_path / "no-postgres"))
-    monkeypatch.delenv(pg_helpers.REQUIRE_ENV, raising=False)
+    monkeypatch.delenv(system.REQUIRE_ENV, raising=False)
     with pytest.raises(pytest.skip.Exception, match="PostgreSQL server binaries"):
         pg_helpers.start_server()
-    monkeypatch.setenv(pg_helpers.REQUIRE_ENV, "1")
+    monkeypatch.setenv(system.REQUIRE_ENV, "1")
     with pytest.raises(pytest.fail.Exception, match="NNAUDIT_REQUIRE_SYSTEM=1 requires it"):
         pg_helpers.start_server()
 

@@ -204,7 +204,7 @@ def test_run_with_policy_stores_the_verdict_and_gate_reuses_it(tmp_path: Path, d
 def test_gate_without_policy_on_an_ungated_run_says_what_to_pass(tmp_path: Path) -> None:
     from results_factory import write_run
 
-    from audit.cli import run_gate
+    from audit.cli_decide import run_gate
 
     run = write_run(tmp_path, "plain")
     with pytest.raises(ConfigError, match="carries no gate policy"):
