@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,11 @@ os.environ.setdefault("NNAUDIT_PROGRESS", "0")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.pop("NNAUDIT_STORE", None)  # a developer's or CI's results store never receives the tests' runs
+# A shell starts a background job (`pytest ... &` in a script) with SIGINT ignored, and children inherit an
+# ignored signal: every `nnaudit run` the tests start would then ignore the SIGINT its test sends (the runner keeps
+# a signal its parent ignored ignored, as nohup asks) and wait forever. Children inherit a default instead.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
