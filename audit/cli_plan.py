@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from audit.cli_plan_counts import SectionCount, Setting, count
 
 PROBE_SAMPLES = 32
@@ -38,7 +36,7 @@ class Cost:
         return calls * (self.call + self.row * batch)
 
 
-def _timed(fn: Any, repeats: int = 3, least: float = 0.1) -> float:
+def _timed(fn: Any, repeats: int = 5, least: float = 0.2) -> float:
     """Seconds per call of ``fn``: the median over ``repeats`` of the mean over calls filling ``least`` seconds
     (averages out a busy machine's scheduling, as a real run does)."""
     fn()  # warm-up: allocator, lazy initialisation
@@ -61,8 +59,9 @@ def _fit(small: tuple[int, float], large: tuple[int, float]) -> Cost:
     return Cost(call=max(0.0, t2 - row * b2), row=row)
 
 
-def probe_costs(model: Any, x: np.ndarray, batch_size: int) -> tuple[Cost, Cost | None]:
+def probe_costs(model: Any, x: Any, batch_size: int) -> tuple[Cost, Cost | None]:
     """(forward, forward+backward) cost per call and per row, from batches of the real data."""
+    import numpy as np
     import torch
 
     large = max(2, min(batch_size, 256))
@@ -94,6 +93,7 @@ def probe_costs(model: Any, x: np.ndarray, batch_size: int) -> tuple[Cost, Cost 
 def probe_active(model: Any, data: Any, config: Any, plugins: list[Any]) -> float:
     """The share of a robustness attack's iterations spent on samples not yet fooled, from a 10-step APGD-CE on up
     to 32 clean samples at each eps (1.0 without a robustness section or gradients)."""
+    import numpy as np
     import torch
 
     from attacks.apgd import APGD
