@@ -23,6 +23,7 @@ from typing import Any
 
 from audit import __version__
 from audit.cli_decide import add_decide_commands
+from audit.cli_plan import add_plan_command
 from audit.cli_store import STORE_HELP, add_store_commands, register_run_at_end, run_store
 from audit.errors import NNAuditError, RunDirError
 
@@ -109,6 +110,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     existing: Existing = "resume" if resume is not None else "overwrite" if args.overwrite else "refuse"
     store = run_store(args.store, config.store, config_path)
     backend = _backend(args)
+    plan = None
+    if args.estimate:  # the plan before any work; beside the measured times at the end (audit/cli_plan.py)
+        from audit.cli_plan import make_plan, plan_table
+
+        plan = make_plan(config, config_dir=config_path.resolve().parent if config_path else None)
+        print(plan_table(plan), flush=True)
     try:
         results = run_audit(config, out, config_path=config_path, existing=existing, backend=backend,
                             verdict_of=evaluate_verdict)
@@ -121,6 +128,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if written:
             register_run_at_end(out, store)
         return EXIT_SIGNAL_BASE + signum
+    if plan is not None:
+        from audit.cli_plan import measured_beside
+
+        print(measured_beside(plan, out))
     if config.report:
         write_report_of(out)
     failed = [name for name, s in results["sections"].items() if s["status"] == "error"]
@@ -290,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "this many CPUs)")
     run.add_argument("--threads-per-worker", type=int, default=1,
                      help="with --backend ray: CPUs (torch threads) each chunk task asks for (default 1)")
+    run.add_argument("--estimate", action="store_true", help="print the plan (nnaudit plan) first and, at the end, "
+                     "the estimate beside the measured time per section (stored in the manifest)")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="train two small models on real data and audit both")
@@ -337,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_schema)
     add_decide_commands(sub)
     add_store_commands(sub)
+    add_plan_command(sub)
     return parser
 
 

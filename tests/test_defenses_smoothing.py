@@ -104,7 +104,7 @@ def test_black_box_needs_empirical_false_and_several_sigmas_are_named(digits_cnn
 
     ctx.progress = recording
     result = section(ctx)  # no robustness section: certification alone still runs
-    assert reported[0] == "smoothing (sigma)" and sum(d.startswith("certify (sigma=") for d in reported) == 2
+    assert reported[0] == "smoothing chunks" and sum(d.startswith("certify (sigma=") for d in reported) == 2
     assert result.status == "ok", result.error
     m: dict[str, Any] = result.metrics
     for sigma in (0.12, 0.25):
@@ -122,6 +122,39 @@ def test_black_box_needs_empirical_false_and_several_sigmas_are_named(digits_cnn
     np.testing.assert_array_equal(saved["radius"], direct.radius)
     assert [m[f"defenses.smoothing.sigma=0.25.l2.radius={r:g}.certified_accuracy"] for r in RADII] == \
         direct.certified_accuracy(RADII)
+
+
+def test_smoothing_chunks_equal_one_pass_and_resume_keeps_them(digits_cnn: Any, digits_test: Any,
+                                                               make_context: Any) -> None:
+    """Certification in chunks of 4 rows (a multiple of attack_batch) gives the one-chunk certificates and
+    empirical outcomes exactly; a second run under the same fingerprint keeps every chunk file."""
+    params = {**SMALL, "attack_batch": 4, "sigma": [0.12, 0.25]}
+    runs = {}
+    for name, size in (("one", 64), ("four", 4)):
+        ctx = make_context(digits_cnn, digits_test, limit=30, seed=3)
+        ctx.run_dir = ctx.run_dir.parent / name
+        ctx.fingerprints["defenses"] = "fp"
+        section = DefensesSection(defenses=["smoothing"], detection=False,
+                                  defense_params={"smoothing": {**params, "chunk_size": size}})
+        runs[name] = (section(ctx), ctx)
+    (one, ctx1), (four, ctx4) = runs["one"], runs["four"]
+    assert one.status == four.status == "ok", (one.error, four.error)
+    assert four.metrics == one.metrics and four.tables == one.tables and four.findings == one.findings
+    assert 0 < one.metrics["defenses.smoothing.sigma=0.12.l2.radius=0.1.certified_accuracy"] < 1
+    for sigma in ("0.12", "0.25"):
+        with np.load(ctx1.run_dir / one.artifacts[f"smoothing_sigma_{sigma}"]) as a, \
+                np.load(ctx4.run_dir / four.artifacts[f"smoothing_sigma_{sigma}"]) as b:
+            assert sorted(a.files) == sorted(b.files)
+            for key in a.files:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    folder = ctx4.run_dir / "artifacts/defenses/chunks/smoothing"
+    assert sorted(p.name for p in folder.glob("*.npz")) == ["0.npz", "1.npz", "2.npz", "3.npz"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.npz")}
+    again = DefensesSection(defenses=["smoothing"], detection=False,
+                            defense_params={"smoothing": {**params, "chunk_size": 4}})(ctx4)
+    assert again.metrics == four.metrics
+    assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.npz")} == stamps
+    assert "4 of 4 chunks kept from the interrupted run (artifacts/defenses/chunks/smoothing/)" in again.notes
 
 
 def test_bad_smoothing_parameters_name_the_key(digits_cnn: Any, digits_test: Any, make_context: Any) -> None:

@@ -1,7 +1,9 @@
 """Randomized smoothing as a defense of the ``defenses`` section: certified L2 accuracy (CERTIFY) and, beside it,
 the empirical robust accuracy of the same smoothed classifier under EOT-PGD, at the same radii.
 
-The work itself is ``attacks/smoothing.py``; this plugin picks the rows, runs it per noise level ``sigma``, and
+The work itself is ``attacks/smoothing.py``; this plugin picks the rows, runs it per noise level ``sigma`` in chunks
+of ``chunk_size`` rows on the engine's chunk runner (``attacks/defenses/smoothing_chunks.py``: Ray tasks with
+``--backend ray``, kept by ``--resume``), and
 records metrics, one table and one figure per sigma, and a finding should a certificate ever be broken (empirical
 below certified: a bug, or a certificate among the ``alpha`` share allowed to be wrong; never silent).
 
@@ -39,7 +41,8 @@ class RandomizedSmoothing(Defense):
 
     def __init__(self, *, sigma: float | list[float] = 0.25, n0: int = 100, n: int = 1000, alpha: float = 0.001,
                  radii: list[float] | None = None, empirical: bool = True, steps: int = 20, eot_samples: int = 8,
-                 n_eval: int = 200, max_samples: int = 100, batch: int = 1000, attack_batch: int = 32) -> None:
+                 n_eval: int = 200, max_samples: int = 100, batch: int = 1000, attack_batch: int = 32,
+                 chunk_size: int = 64) -> None:
         super().__init__()
         sigmas = [sigma] if isinstance(sigma, (int, float)) else list(sigma)
         if not sigmas or any(not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0 for s in sigmas):
@@ -53,12 +56,13 @@ class RandomizedSmoothing(Defense):
             raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
         for label, value in (("n0", n0), ("n", n), ("steps", steps), ("eot_samples", eot_samples),
                              ("n_eval", n_eval), ("max_samples", max_samples), ("batch", batch),
-                             ("attack_batch", attack_batch)):
+                             ("attack_batch", attack_batch), ("chunk_size", chunk_size)):
             if value < 1:
                 raise ValueError(f"{label} must be >= 1, got {value}")
         self.n0, self.n, self.alpha = n0, n, float(alpha)
         self.empirical, self.steps, self.eot_samples, self.n_eval = empirical, steps, eot_samples, n_eval
         self.max_samples, self.batch, self.attack_batch = max_samples, batch, attack_batch
+        self.chunk_size = chunk_size  # rows per chunk: one Ray task each, saved as it finishes (--resume keeps it)
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError("randomized smoothing is evaluated by certification (evaluate), not as a transform")
@@ -91,27 +95,38 @@ class RandomizedSmoothing(Defense):
         return np.sort(np.random.default_rng(ctx.seed).choice(rows, self.max_samples, replace=False))
 
     def evaluate(self, ctx: AuditContext, result: SectionResult, rows: np.ndarray) -> None:
-        """Certify (and attack, with ``empirical``) the smoothed classifier on ``rows`` (dataset indices)."""
+        """Certify (and attack, with ``empirical``) the smoothed classifier on ``rows`` (dataset indices), in chunks
+        of ``chunk_size`` rows on the run's backend (attacks/defenses/smoothing_chunks.py)."""
         from attacks.base import AttackNotApplicable, Domain
-        from attacks.smoothing import certify, smoothed_empirical
+        from attacks.defenses.smoothing_chunks import SmoothingInputs, gather, smoothing_chunk
+        from audit.engine.chunks import CHUNKS_DIR, ChunkStore, plan, run_chunks
 
         self.check_model(ctx.model)
         rows = self.rows(ctx, rows)
-        x, y = ctx.data.x[rows], ctx.data.y[rows]
         try:
             domain: Domain | None = Domain.from_model_data(ctx.model, ctx.data)
         except AttackNotApplicable:
             domain = None  # unbounded inputs: the attack projects onto the L2 ball only
+        shared = SmoothingInputs(model=ctx.model, x=ctx.data.x[rows], y=ctx.data.y[rows], ids=rows,
+                                 sigmas=self.sigmas, n0=self.n0, n=self.n, alpha=self.alpha, batch=self.batch,
+                                 seed=ctx.seed, empirical=self.empirical, radii=self.radii, steps=self.steps,
+                                 eot_samples=self.eot_samples, n_eval=self.n_eval, attack_batch=self.attack_batch,
+                                 domain=domain)
+        chunks = plan(len(rows), self.chunk_size)
+        folder = f"{CHUNKS_DIR}/{self.name}"
+        store = ChunkStore(ctx.artifacts_dir / result.name / folder, ctx.fingerprints.get(result.name))
+        ran = run_chunks(store, chunks, smoothing_chunk, shared, backend=ctx.backend, progress=ctx.progress,
+                         desc=f"{self.name} chunks", device=str(ctx.device))
+        backend = getattr(ctx.backend, "name", "local")
+        if ran and backend != "local":
+            where = ", ".join(f"{k} {v}" for k, v in ctx.backend.describe().items() if k != "backend" and v)
+            result.notes.append(f"{self.name}: {ran} chunk(s) of {self.chunk_size} samples ran as {backend} tasks "
+                                f"({where})")
+        if ran < len(chunks):
+            result.notes.append(f"{len(chunks) - ran} of {len(chunks)} chunks kept from the interrupted run "
+                                f"(artifacts/{result.name}/{folder}/)")
         several = len(self.sigmas) > 1
-        for sigma in ctx.progress(self.sigmas, desc="smoothing (sigma)", total=len(self.sigmas)):
-            cert = certify(ctx.model, x, y, sigma=sigma, n0=self.n0, n=self.n, alpha=self.alpha, batch=self.batch,
-                           seed=ctx.seed, ids=rows, progress=ctx.progress)
-            emp = None
-            if self.empirical:
-                emp = smoothed_empirical(ctx.model, x, y, sigma=sigma, radii=self.radii, steps=self.steps,
-                                         eot_samples=self.eot_samples, n_eval=self.n_eval, batch=self.batch,
-                                         attack_batch=self.attack_batch, seed=ctx.seed, ids=rows, domain=domain,
-                                         progress=ctx.progress)
+        for sigma, (cert, emp) in zip(self.sigmas, gather(store, chunks, shared), strict=True):
             prefix = f"{self.name}.sigma={sigma:g}" if several else self.name
             self._save(ctx, result, cert, emp, sigma)
             self._record(result, cert, emp, sigma, prefix, n_rows=len(rows))
