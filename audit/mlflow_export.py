@@ -109,12 +109,12 @@ def payload(results: Mapping[str, Any]) -> MlflowPayload:
     metrics: dict[str, float] = {}
     not_logged: dict[str, str] = {}
     for section in results.get("sections", {}).values():
-        for name, raw in (section.get("metrics") or {}).items():
-            value = decode_number(raw)
-            if value is None or math.isnan(value):
-                not_logged[name] = "not computed (null in results.json)"
+        for metric, raw in (section.get("metrics") or {}).items():
+            number = decode_number(raw)
+            if number is None or math.isnan(number):
+                not_logged[metric] = "not computed (null in results.json)"
                 continue
-            metrics[metrics_map.add(name)] = float(value)
+            metrics[metrics_map.add(metric)] = float(number)
     model_name, version, _, _, _ = model_identity(manifest)
     record = results.get("verdict")
     record = record if isinstance(record, Mapping) else {}
