@@ -23,6 +23,7 @@ from typing import Any
 
 from audit import __version__
 from audit.cli_decide import add_decide_commands
+from audit.cli_export import MLFLOW_HELP, add_export_commands, export_at_end
 from audit.cli_plan import add_plan_command
 from audit.cli_store import STORE_HELP, add_store_commands, register_run_at_end, run_store
 from audit.errors import NNAuditError, RunDirError
@@ -140,6 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print_verdict(results, out)
     _open_hints([out], out)
     register_run_at_end(out, store)
+    export_at_end(out, args.mlflow)
     if failed:
         print(f"nnaudit: {len(failed)} section(s) failed and are recorded with their error: {', '.join(failed)}; "
               f"after a fix, `nnaudit run --resume {out}` runs only them"
@@ -233,12 +235,14 @@ def _print_verdict(results: dict[str, Any], out: Path) -> None:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    from audit.engine.store_url import STORE_ENV, configured_store
     from reports.dashboard.server import serve
 
     runs = Path(args.runs_dir)
-    if not runs.exists():
+    store = configured_store(args.store)
+    if not runs.exists() and store is None:
         raise NNAuditError(f"no runs directory {runs}; create a run first: nnaudit demo --out {runs}")
-    return serve(runs, host=args.host, port=args.port)
+    return serve(runs, host=args.host, port=args.port, extra_env={STORE_ENV: store} if store else None)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -292,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-report", action="store_true", help="do not write report.html")
     run.add_argument("--store", help=STORE_HELP + " the run is registered in when it ends (overrides $NNAUDIT_STORE "
                      "and the config's 'store:')")
+    run.add_argument("--mlflow", nargs="?", const="", metavar="TRACKING_URI", help=MLFLOW_HELP)
     run.add_argument("--backend", choices=["local", "ray"], default="local",
                      help="who runs the chunks of the robustness section: this process (default) or Ray tasks "
                      "(pip install \"nnaudit[ray]\"; docs/scale.md)")
@@ -340,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--host", default="127.0.0.1",
                       help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 shares it on the "
                       "network, with no authentication)")
+    dash.add_argument("--store", help=STORE_HELP + " whose runs the History view charts (default: $NNAUDIT_STORE)")
     dash.set_defaults(func=cmd_dashboard)
 
     plugins = sub.add_parser("plugins", help="list installed plugins")
@@ -351,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_decide_commands(sub)
     add_store_commands(sub)
     add_plan_command(sub)
+    add_export_commands(sub)
     return parser
 
 

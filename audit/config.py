@@ -129,6 +129,40 @@ class SectionConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class CardConfig(_Strict):
+    """The narrative of ``nnaudit card`` (docs/card.md): what the audit cannot measure. Every field is optional;
+    the card says "not provided" for each one left out. Shown as text, never as markup."""
+
+    description: str | None = Field(None, min_length=1, description="what the model is and does (model details)")
+    owners: list[str] = Field(default_factory=list, description="people or teams responsible, with a contact")
+    license: str | None = Field(None, min_length=1, description="the model's license")
+    intended_use: str | None = Field(None, min_length=1, description="primary intended uses")
+    intended_users: str | None = Field(None, min_length=1, description="primary intended users")
+    out_of_scope: str | None = Field(None, min_length=1, description="uses the model is not meant for")
+    factors: str | None = Field(None, min_length=1, description="groups, instruments and environments that matter")
+    training_data: str | None = Field(None, min_length=1, description="what the model was trained on")
+    evaluation_data: str | None = Field(None, min_length=1, description="why the audited data was chosen, how "
+                                        "it was preprocessed")
+    ethical_considerations: str | None = Field(None, min_length=1, description="risks, sensitive data, mitigations")
+    caveats: str | None = Field(None, min_length=1, description="caveats and recommendations")
+    references: list[str] = Field(default_factory=list, description="papers, documents, links (shown as text)")
+
+    @field_validator("owners", "references")
+    @classmethod
+    def _no_blank(cls, value: list[str]) -> list[str]:
+        if any(not item.strip() for item in value):
+            raise ValueError("entries must be non-empty text")
+        return value
+
+    @field_validator("description", "license", "intended_use", "intended_users", "out_of_scope", "factors",
+                     "training_data", "evaluation_data", "ethical_considerations", "caveats")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("empty text; write the text or remove the key (the card then says 'not provided')")
+        return value
+
+
 class AuditConfig(_Strict):
     title: str = "nnaudit run"
     model: ModelConfig
@@ -150,6 +184,9 @@ class AuditConfig(_Strict):
     store: str | None = Field(
         None, description="results store the run is registered in when it ends: a SQLite file or a "
         "postgresql+psycopg:// URL without password (docs/store.md); --store and $NNAUDIT_STORE override it")
+    card: CardConfig | None = Field(
+        None, description="the model card's narrative (intended use, ethical considerations, caveats...): "
+        "`nnaudit card RUN` (docs/card.md)")
 
     @field_validator("device")
     @classmethod

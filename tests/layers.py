@@ -2,8 +2,8 @@
 
 Layers (DESIGN.md), from the top; a module may import only from its own layer or lower ones::
 
-    5 application  app, audit.cli, audit.cli_decide, audit.cli_plan(_counts), audit.cli_store, audit.demo,
-                   reports.dashboard
+    5 application  app, audit.cli, audit.cli_decide, audit.cli_export, audit.cli_plan(_counts), audit.cli_store,
+                   audit.mlflow_export, audit.demo, reports.dashboard
     4 rendering    reports
     3 decisions    audit.decide
     2 sections     attacks | explain | audit.fairness | audit.performance | audit.shift   (independent of each other)
@@ -28,6 +28,8 @@ LAYERS: dict[str, tuple[int, str]] = {
     "audit.cli_decide": (5, "application"),
     "audit.cli_plan": (5, "application"),
     "audit.cli_plan_counts": (5, "application"),
+    "audit.cli_export": (5, "application"),
+    "audit.mlflow_export": (5, "application"),
     "audit.cli_store": (5, "application"),
     "audit.demo": (5, "application"),
     "reports.dashboard": (5, "application"),

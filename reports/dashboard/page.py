@@ -31,7 +31,7 @@ from reports.text import escape_markdown
 from reports.views import all_findings, run_summary, section_views
 
 DEFAULT_RUNS_DIR = "runs"
-VIEW_RUN, VIEW_COMPARE = "Run", "Compare runs"
+VIEW_RUN, VIEW_COMPARE, VIEW_HISTORY = "Run", "Compare runs", "History"
 NO_RUNS = ("No audit runs in {root} yet. Create one with nnaudit demo --out {root}/demo "
            "(or nnaudit run audit.yaml), then reload this page.")
 BROKEN_RUN = "Cannot show run {label}: {error}"
@@ -387,16 +387,31 @@ def show_compare(runs: list[Path], root: Path) -> None:
 # -- page -------------------------------------------------------------------------------------
 
 
+def store_url(environ: dict[str, str] | None = None) -> str | None:
+    """The results store of the history view: ``$NNAUDIT_STORE`` (``nnaudit dashboard --store URL`` sets it)."""
+    from audit.engine.store_url import STORE_ENV, normalize_store_url
+
+    value = (os.environ if environ is None else environ).get(STORE_ENV, "").strip()
+    return normalize_store_url(value) if value else None
+
+
 def main() -> None:
     st.set_page_config(page_title="nnaudit dashboard", layout="wide")
     root = runs_dir()
+    store = store_url()
     st.sidebar.title("nnaudit")
     st.sidebar.caption(f"Runs in {escape_markdown(root)}")
     runs = find_runs(root)
-    if not runs:
+    if not runs and store is None:
         st.info(NO_RUNS.format(root=escape_markdown(root.as_posix())))
         return
-    view = st.sidebar.radio("View", [VIEW_RUN, VIEW_COMPARE], key="view")
+    views = ([VIEW_RUN, VIEW_COMPARE] if runs else []) + ([VIEW_HISTORY] if store is not None else [])
+    view = st.sidebar.radio("View", views, key="view")
+    if view == VIEW_HISTORY and store is not None:
+        from reports.dashboard.history import show_history
+
+        show_history(store, _load, BROKEN_RUN)
+        return
     if view == VIEW_COMPARE:
         show_compare(runs, root)
         return
