@@ -50,7 +50,7 @@ class SectionCount:
     def rows(self, grad: bool) -> int:
         return sum(w.rows for w in self.work if w.grad == grad)
 
-    def add(self, what: str, rows: float, batch: int, *, grad: bool = False) -> None:
+    def add(self, what: str, rows: float, batch: float, *, grad: bool = False) -> None:
         """``rows`` rows in calls of at most ``batch`` (the last call shorter)."""
         rows, batch = round(rows), max(1, int(batch))
         if rows <= 0:
