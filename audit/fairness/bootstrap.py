@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from audit.keys import metric_key
 from audit.results import SectionResult
 
 CHUNK_CELLS = 4_000_000  # resampled indices held in memory at once (B_chunk * N)
@@ -161,8 +162,8 @@ def record_estimate(result: SectionResult, name: str, e: Estimate, *, with_inter
     """An estimate as metrics: ``name`` and, with an interval, ``name.ci_low`` / ``name.ci_high``."""
     result.metric(name, e.value)
     if with_interval:
-        result.metric(f"{name}.ci_low", e.low)
-        result.metric(f"{name}.ci_high", e.high)
+        result.metric(metric_key(name, "ci_low"), e.low)
+        result.metric(metric_key(name, "ci_high"), e.high)
 
 
 def error_bars(values: list[Estimate]) -> dict[str, list[float | None]]:
