@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audit.fairness.bootstrap import Estimate, Statistic, bootstrap, error_bars, estimates, record_estimate
+from audit.bootstrap import Statistic, bootstrap
+from audit.fairness.estimates import Estimate, error_bars, estimates, record_estimate
 from audit.fairness.groups import (
     BINARY_METRICS,
     MULTICLASS_METRICS,

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audit.fairness.bootstrap import Estimate, bootstrap, error_bars, estimates, record_estimate
+from audit.bootstrap import bootstrap
+from audit.fairness.estimates import Estimate, error_bars, estimates, record_estimate
 from audit.fairness.groups import GroupSet, difference, group_means, metric_segment
 from audit.fairness.judge import judge, lowest_highest, number, thin_extremes
 from audit.keys import metric_key
