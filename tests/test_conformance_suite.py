@@ -129,7 +129,7 @@ def test_builtin_defenses_conform(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(available(EXPLAINERS_GROUP)))
 def test_builtin_explainers_conform(name: str) -> None:
-    assert check_explainer(load_plugin(name, EXPLAINERS_GROUP), params={"n_samples": 64}).passed
+    assert check_explainer(load_plugin(name, EXPLAINERS_GROUP)).passed
 
 
 @pytest.mark.parametrize("name", sorted(available(SECTIONS_GROUP)))
