@@ -32,6 +32,7 @@ from attacks.evaluate import NormEvaluation, _expand
 from attacks.redflags import RedFlag, RedFlagParams, box_span
 from attacks.square import Square
 from audit.errors import ConfigError
+from audit.keys import metric_key
 from audit.plugin import Params
 from audit.results import SectionResult
 
@@ -258,8 +259,8 @@ def record(result: SectionResult, esc: Escalation, ev: NormEvaluation, *, sectio
     if not esc.happened:
         return
     for e, before in esc.before.items():
-        result.metric(f"escalation.{esc.norm}.eps={e:g}.robust_accuracy_before", before)
-    result.metric(f"escalation.{esc.norm}.attacks", len(esc.ran))
+        result.metric(metric_key("escalation", esc.norm, ("eps", float(e)), "robust_accuracy_before"), before)
+    result.metric(metric_key("escalation", esc.norm, "attacks"), len(esc.ran))
     rows = [[esc.norm, e, before, ev.worst_accuracy(e), ", ".join(esc.ran)] for e, before in esc.before.items()]
     result.table(f"escalation_{esc.norm}", f"Escalation after a likely-masked red flag ({esc.norm})",
                  ["norm", "eps", "worst case before", "worst case after", "adaptive attacks added"], rows,
@@ -271,6 +272,6 @@ def record(result: SectionResult, esc: Escalation, ev: NormEvaluation, *, sectio
     if esc.resolved:
         message += "; the adaptive attacks pass the masking sanity checks, so the headline now comes from them"
     result.finding("high" if esc.reasons or drop > 0.05 else "medium", message,
-                   code=f"robustness.escalation.{esc.norm}", metric=f"{section}.escalation.{esc.norm}.attacks",
-                   value=float(len(esc.ran)))
+                   code=f"robustness.escalation.{esc.norm}",
+                   metric=metric_key(section, "escalation", esc.norm, "attacks"), value=float(len(esc.ran)))
     result.notes.extend(esc.notes)

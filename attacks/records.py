@@ -16,6 +16,7 @@ from attacks.evaluate import BOUNDED_ATTACKS, NormEvaluation, per_class_accuracy
 from attacks.gallery import feature_summary, gallery_figure
 from attacks.redflags import RedFlag
 from audit.engine.chunks import copy_on_write
+from audit.keys import metric_key
 from audit.results import SectionResult, Severity
 
 if TYPE_CHECKING:
@@ -98,13 +99,13 @@ class RobustnessRecord:
         for e in ev.eps:
             for name in names:
                 run = ev.runs[(name, e)]
-                key = f"{name}.{norm}.eps={fmt(e)}"
+                key = metric_key(name, norm, ("eps", float(e)))
                 success_rate = run.success.sum() / n_ok
                 mean_size = float(run.perturbation[run.success].mean()) if run.success.any() else math.nan
-                result.metric(f"{key}.robust_accuracy", ev.robust_accuracy(name, e))
-                outcomes.add(f"{key}.robust_accuracy", ev.clean_correct & run.robust, kind="robust", norm=norm,
-                             eps=e, attack=name)
-                result.metric(f"{key}.attack_success_rate", success_rate)
+                robust_key = metric_key(key, "robust_accuracy")
+                result.metric(robust_key, ev.robust_accuracy(name, e))
+                outcomes.add(robust_key, ev.clean_correct & run.robust, kind="robust", norm=norm, eps=e, attack=name)
+                result.metric(metric_key(key, "attack_success_rate"), success_rate)
                 self.curve_rows.append([norm, e, name, ev.robust_accuracy(name, e), float(success_rate), mean_size])
                 s = run.settings
                 self.settings_rows.append([name, s.get("library"), norm, e, s.get("steps"), s.get("step_size"),
@@ -114,15 +115,16 @@ class RobustnessRecord:
             fooled = ev.clean_correct & ~robust
             size = ev.worst_size[e]
             mean_size = float(size[fooled].mean()) if fooled.any() else math.nan
-            key = f"worst_case.{norm}.eps={fmt(e)}"
-            result.metric(f"{key}.robust_accuracy", robust.mean())
-            outcomes.add(f"{key}.robust_accuracy", robust, kind="robust", norm=norm, eps=e, attack="worst_case")
+            key = metric_key("worst_case", norm, ("eps", float(e)))
+            robust_key = metric_key(key, "robust_accuracy")
+            result.metric(robust_key, robust.mean())
+            outcomes.add(robust_key, robust, kind="robust", norm=norm, eps=e, attack="worst_case")
             outcomes.add_adversarial(ctx, ev, e)
-            result.metric(f"{key}.attack_success_rate", fooled.sum() / n_ok)
-            result.metric(f"{key}.mean_perturbation", mean_size)
-            result.metric(f"{key}.max_perturbation", size[fooled].max() if fooled.any() else 0.0)
+            result.metric(metric_key(key, "attack_success_rate"), fooled.sum() / n_ok)
+            result.metric(metric_key(key, "mean_perturbation"), mean_size)
+            result.metric(metric_key(key, "max_perturbation"), size[fooled].max() if fooled.any() else 0.0)
             per_class = per_class_accuracy(self.y, robust, ctx.data.num_classes)
-            result.metric(f"{key}.worst_class_robust_accuracy", np.nanmin(per_class))
+            result.metric(metric_key(key, "worst_class_robust_accuracy"), np.nanmin(per_class))
             self.curve_rows.append([norm, e, "worst case", float(robust.mean()), float(fooled.sum() / n_ok),
                                     mean_size])
             outcome_attack = "worst of " + ", ".join(names + list(ev.minimal)) + f" ({self.steps} steps, " \
@@ -167,9 +169,11 @@ class RobustnessRecord:
             norms = np.where(out.success, out.perturbation, np.inf)
             ok = ev.clean_correct[idx]
             found = norms[ok & out.success]
-            result.metric(f"{name}.{ev.norm}.median_min_eps", float(np.median(norms[ok])) if ok.any() else math.nan)
-            result.metric(f"{name}.{ev.norm}.success_rate", float(out.success[ok].mean()) if ok.any() else math.nan)
-            result.metric(f"{name}.{ev.norm}.mean_min_eps", float(found.mean()) if len(found) else math.nan)
+            median = float(np.median(norms[ok])) if ok.any() else math.nan
+            result.metric(metric_key(name, ev.norm, "median_min_eps"), median)
+            result.metric(metric_key(name, ev.norm, "success_rate"),
+                          float(out.success[ok].mean()) if ok.any() else math.nan)
+            result.metric(metric_key(name, ev.norm, "mean_min_eps"), float(found.mean()) if len(found) else math.nan)
             s = out.settings
             self.settings_rows.append([name, s.get("library"), ev.norm, "minimal", s.get("steps"),
                                        s.get("step_size"), s.get("restarts"), s.get("random_start"), s.get("loss"),
@@ -178,7 +182,7 @@ class RobustnessRecord:
                 self.curve_rows.append([ev.norm, e, f"{name} (minimal norm, {len(idx)} samples)", acc, None, None])
         if ev.min_eps is not None:
             ok = ev.clean_correct
-            result.metric(f"worst_case.{ev.norm}.median_min_eps",
+            result.metric(metric_key("worst_case", ev.norm, "median_min_eps"),
                           float(np.median(ev.min_eps[ok])) if ok.any() else math.nan)
 
     def _curve(self, ev: NormEvaluation, names: list[str]) -> None:
@@ -243,14 +247,14 @@ class RobustnessRecord:
         """Samples whose model outputs were NaN/inf somewhere under attack: counted as not robust. Returns the
         reason the numbers cannot be trusted (none when every output was finite)."""
         count = int(rows.sum())
-        self.result.metric(f"nonfinite_outputs.{ev.norm}", count)
+        self.result.metric(metric_key("nonfinite_outputs", ev.norm), count)
         if count == 0:
             return []
         message = (f"{count} of {len(rows)} samples made the model return NaN or infinite scores under {ev.norm} "
                    "attack (perturbed inputs inside the threat model): each counts as not robust, and the model's "
                    "predictions there cannot be trusted; check its numerics on inputs near the data")
         self.result.finding("high", message, code=f"robustness.nonfinite_outputs.{ev.norm}",
-                            metric=f"{self.section}.nonfinite_outputs.{ev.norm}", value=count)
+                            metric=metric_key(self.section, "nonfinite_outputs", ev.norm), value=count)
         return [message]
 
     # -- over the norms ----------------------------------------------------------------------------
@@ -274,7 +278,7 @@ class RobustnessRecord:
         result.metric("red_flags.checks", sum(f.verdict != "n/a" for f in flags))
         for f in flags:
             if f.value is not None:
-                result.metric(f"red_flags.{f.code}", f.value)
+                result.metric(metric_key("red_flags", f.code), f.value)
         result.table("red_flags", "Gradient-masking red flags",
                      ["check", "norm", "verdict", "value", "reason", "seconds"],
                      [[f.title, f.code.rsplit(".", 1)[-1], f.verdict, f.value, f.reason, round(f.seconds, 3)]
@@ -284,7 +288,7 @@ class RobustnessRecord:
         for f in raised:
             severity: Severity = "high" if f.verdict == "likely masked" else "medium"
             result.finding(severity, f"{f.title} ({f.verdict}): {f.reason}",
-                           code=f"robustness.red_flag.{f.code}", metric=f"{self.section}.red_flags.{f.code}",
+                           code=f"robustness.red_flag.{f.code}", metric=metric_key(self.section, "red_flags", f.code),
                            value=f.value)
 
     def reliable(self, reasons: list[str], *, checked: bool, escalated: bool = False) -> None:

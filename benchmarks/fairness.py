@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from audit.fairness.bootstrap import bootstrap
+from audit.bootstrap import bootstrap
 from audit.fairness.groups import BINARY_METRICS, encode_groups, metric_frame
 from audit.fairness.parity import group_statistic
 

@@ -2,7 +2,8 @@
 
 Every method was evaluated on the same samples, so one set of resampled sample indices serves all of
 them: each method's mean gets a percentile interval, and so does every difference between two methods
-(the paired difference, whose interval is much narrower than the two separate intervals suggest). A
+(the paired difference, whose interval is much narrower than the two separate intervals suggest). The
+resamples and percentile intervals are the one bootstrap's (``audit.bootstrap``). A
 method's rank is 1 + the number of methods significantly better than it (the interval of the
 difference excludes 0): methods whose differences span 0 share a rank and are reported as tied.
 """
@@ -14,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from audit.bootstrap import percentile_interval
+from audit.bootstrap import resampled_means as bootstrap_means
 from explain.seeds import sample_seed
-
-CHUNK_CELLS = 4_000_000  # resampled cells (methods x resamples x samples) held at a time
 
 
 @dataclass(frozen=True)
@@ -58,31 +59,16 @@ class Ranking:
 
 def resampled_means(values: np.ndarray, *, n_resamples: int, seed: int) -> np.ndarray:
     """Means of each row of ``values`` (methods, samples) over ``n_resamples`` bootstrap resamples of the
-    samples, shared by all rows (paired); NaN entries are left out of a mean. Shape (methods, resamples)."""
-    methods, n = values.shape
-    finite = np.isfinite(values)
-    filled = np.where(finite, values, 0.0)
-    rng = np.random.default_rng(sample_seed(seed, "bootstrap", 0))
-    out = np.empty((methods, n_resamples))
-    per_chunk = max(1, CHUNK_CELLS // max(methods * n, 1))
-    done = 0
-    while done < n_resamples:
-        b = min(per_chunk, n_resamples - done)
-        index = rng.integers(0, n, size=(b, n))
-        sums = filled[:, index].sum(axis=2)
-        counts = finite[:, index].sum(axis=2)
-        out[:, done : done + b] = np.divide(sums, counts, out=np.full(sums.shape, np.nan), where=counts > 0)
-        done += b
-    return out
+    samples, shared by all rows (paired); NaN entries are left out of a mean. Shape (methods, resamples).
+    The resampling is ``audit.bootstrap``'s, seeded from the run seed's ``bootstrap`` stream."""
+    return bootstrap_means(values, n_resamples=n_resamples, seed=sample_seed(seed, "bootstrap", 0))
 
 
 def _interval(mean: float, resampled: np.ndarray, confidence: float) -> Estimate:
-    finite = resampled[np.isfinite(resampled)]
-    if finite.size == 0 or not np.isfinite(mean):
+    if not np.isfinite(mean):
         return Estimate(mean, float("nan"), float("nan"))
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(finite, [alpha, 1.0 - alpha])
-    return Estimate(mean, float(low), float(high))
+    interval = percentile_interval(resampled, confidence)
+    return Estimate(mean, interval.low, interval.high)
 
 
 def _mean(values: np.ndarray) -> float:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from audit.keys import metric_key
 from audit.results import SectionResult
 from explain.faithfulness import KINDS, RANDOM, Faithfulness
 from explain.global_importance import TabularImportance
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
 
 def estimate(result: SectionResult, name: str, value: Estimate) -> None:
     result.metric(name, value.mean)
-    result.metric(f"{name}.ci_low", value.low)
-    result.metric(f"{name}.ci_high", value.high)
+    result.metric(metric_key(name, "ci_low"), value.low)
+    result.metric(metric_key(name, "ci_high"), value.high)
 
 
 def chunk_notes(result: SectionResult, backend: Any, ran: int, total: int, chunk_size: int) -> None:
@@ -41,7 +42,7 @@ def cost(result: SectionResult, costs: dict[str, tuple[float, int, int]], n: int
     rows: list[list[Any]] = []
     for method, (seconds, evaluated, calls) in costs.items():
         evaluations = evaluated / n
-        result.metric(f"{method}.model_evaluations_per_sample", evaluations)
+        result.metric(metric_key(method, "model_evaluations_per_sample"), evaluations)
         per_sample = round(evaluations, 1)
         rows.append([method, round(1e3 * seconds / n, 3), int(per_sample) if float(per_sample).is_integer()
                      else per_sample, calls])
@@ -88,7 +89,7 @@ def _faithfulness_tables(result: SectionResult, found: Faithfulness, level: str,
         est, ins = deletion.estimates[method], insertion.estimates[method]
         vs_random = deletion.difference(method, RANDOM)
         tied = [m for m in deletion.tied_with(method) if m != RANDOM]
-        result.metric(f"{method}.faithfulness_rank", deletion.ranks[method])
+        result.metric(metric_key(method, "faithfulness_rank"), deletion.ranks[method])
         rows.append([deletion.ranks[method], method, est.mean, _ci(est), ins.mean, _ci(ins), vs_random.mean,
                      _ci(vs_random), ", ".join(tied) or None])
         if not deletion.better(method, RANDOM):
@@ -98,7 +99,7 @@ def _faithfulness_tables(result: SectionResult, found: Faithfulness, level: str,
                            f"{_ci(deletion.estimates[RANDOM])}; difference {vs_random.mean:+.3f} "
                            f"{_ci(vs_random)}, {level} interval over {n} samples); it is not shown to be "
                            "faithful to this model", code="explanations.not_faithful",
-                           metric=f"{section}.{method}.deletion_auc", value=est.mean)
+                           metric=metric_key(section, method, "deletion_auc"), value=est.mean)
     rest = deletion.estimates[RANDOM]
     rows.append([None, "random ordering (reference)", rest.mean, _ci(rest), insertion.estimates[RANDOM].mean,
                  _ci(insertion.estimates[RANDOM]), None, None, None])
@@ -162,7 +163,7 @@ def randomization(result: SectionResult, found: Randomization, level: str, n_che
         estimate(result, key, value)
         if method != CONTROL:
             per_sample[f"randomization_similarity.{method}"] = found.final[method]
-            result.metric(f"{method}.randomization_check_passes", None if verdict == "inconclusive"
+            result.metric(metric_key(method, "randomization_check_passes"), None if verdict == "inconclusive"
                           else float(verdict == "passes"))
         ss = found.ssim.get(method)
         if ss is not None:
@@ -175,7 +176,7 @@ def randomization(result: SectionResult, found: Randomization, level: str, n_che
                            f"{value.mean:.2f} {_ci(value)} after randomizing all {found.layers} layers, "
                            f"at least {threshold}); they reflect the input more than the model (Adebayo et al. "
                            "2018 sanity check)", code="explanations.randomization_check_failed",
-                           metric=f"{section}.{method}.randomization_similarity", value=value.mean)
+                           metric=metric_key(section, method, "randomization_similarity"), value=value.mean)
     columns = ["method", "Spearman of |attribution| after full randomization", f"{level} interval"]
     if image:
         columns += ["SSIM of |attribution| maps", f"{level} interval"]
@@ -218,7 +219,7 @@ def tabular_importance(result: SectionResult, found: TabularImportance) -> None:
     result.table("global_importance", "Global feature importance (top 15 by permutation importance)",
                  ["feature", "accuracy drop when shuffled", "std", "share of mean |attribution|"], rows)
     for i in by_perm[:3]:
-        result.metric(f"permutation_importance.{_safe(names[i])}", found.permutation_mean[i])
+        result.metric(metric_key("permutation_importance", _safe(names[i])), found.permutation_mean[i])
     tree = found.surrogate
     result.metric("surrogate.fidelity", tree.fidelity)
     result.figure({"name": "surrogate_tree", "kind": "tree", "nodes": tree.nodes, "fidelity": tree.fidelity,
@@ -249,15 +250,15 @@ def heatmaps(ctx: AuditContext, result: SectionResult, section: str, x: np.ndarr
 def stability(result: SectionResult, found: Stability) -> None:
     sizes = {name: float(per_sample.mean()) for name, per_sample in found.sizes.items()}
     for name, size in sizes.items():
-        result.metric(f"stability.{name}", size)
+        result.metric(metric_key("stability", name), size)
     fooled = found.sample.flipped
     rows = []
     for method, m in found.methods.items():
         for group in GROUPS:
-            result.metric(f"stability.{method}.topk_overlap_{group}", m.groups[group])
-        result.metric(f"stability.{method}.topk_overlap", m.overlap.mean())
-        result.metric(f"stability.{method}.spearman", m.spearman)
-        result.metric(f"stability.{method}.topk_overlap_random_noise", m.noise_overlap.mean())
+            result.metric(metric_key("stability", method, f"topk_overlap_{group}"), m.groups[group])
+        result.metric(metric_key("stability", method, "topk_overlap"), m.overlap.mean())
+        result.metric(metric_key("stability", method, "spearman"), m.spearman)
+        result.metric(metric_key("stability", method, "topk_overlap_random_noise"), m.noise_overlap.mean())
         rows.append([method, *[m.groups[g] for g in GROUPS], float(m.noise_overlap.mean()),
                      m.spearman if np.isfinite(m.spearman) else None])
     result.metric("stability.n_flipped", int(fooled.sum()))

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Mapping
 from typing import Any
 
+from audit.keys import metric_key, parse_metric_key
 from audit.results import decode_number
 from reports.views import all_findings, count_findings, format_value
 
@@ -31,8 +31,7 @@ VERDICT_TEXT: dict[str, tuple[str, str]] = {
     "not_gated": ("NOT GATED", "the run carries no gate policy: add 'gate:' to the config or pass "
                                "`nnaudit run --policy FILE`"),
 }
-_WORST_CASE = re.compile(r"^robustness\.worst_case\.(?P<norm>[^.]+)\.eps=(?P<eps>.+)\.robust_accuracy$")
-_RANK = re.compile(r"^explanations\.(?P<method>.+)\.faithfulness_rank$")
+WORST_CASE = ("robustness", "worst_case", None, "eps=", "robust_accuracy")  # a parse_metric_key(...).matches pattern
 DISPARITY_TABLE = "disparities"
 
 
@@ -105,11 +104,11 @@ def robustness_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     metrics = _metrics(results, "robustness")
     rows = []
     for name, raw in metrics.items():
-        match = _WORST_CASE.match(name)
+        match = parse_metric_key(name).matches(*WORST_CASE)
         if match is None:
             continue
         value = decode_number(raw)
-        rows.append({"norm": match["norm"], "eps": match["eps"], "value": value, "text": format_value(value),
+        rows.append({"norm": match["2"], "eps": match["eps"], "value": value, "text": format_value(value),
                      "metric": name})
     return rows
 
@@ -197,15 +196,17 @@ def most_faithful(results: Mapping[str, Any]) -> dict[str, Any] | None:
     metrics = _metrics(results, "explanations")
     ranked = []
     for name, raw in metrics.items():
-        match = _RANK.match(name)
-        rank = decode_number(raw) if match else None
-        if match and rank is not None:
-            ranked.append((rank, match["method"]))
+        key = parse_metric_key(name)
+        if key.section != "explanations" or key.name != "faithfulness_rank" or not key.path:
+            continue
+        rank = decode_number(raw)
+        if rank is not None:
+            ranked.append((rank, ".".join(key.path)))
     if not ranked:
         return None
     top = min(rank for rank, _ in ranked)
     methods = [method for rank, method in ranked if rank == top]
-    auc = _number(metrics, f"explanations.{methods[0]}.deletion_auc")
+    auc = _number(metrics, metric_key("explanations", methods[0], "deletion_auc"))
     return {"methods": methods, "text": ", ".join(methods), "tied": len(methods) > 1,
             "deletion_auc": auc, "deletion_auc_text": None if auc is None else format_value(auc)}
 

@@ -3,7 +3,7 @@
 Layers (DESIGN.md), from the top; a module may import only from its own layer or lower ones::
 
     5 application  app, audit.cli, audit.cli_decide, audit.cli_export, audit.cli_plan(_counts), audit.cli_store,
-                   audit.mlflow_export, audit.demo, reports.dashboard
+                   audit.mlflow_export, audit.demo, audit.testing, reports.dashboard
     4 rendering    reports
     3 decisions    audit.decide
     2 sections     attacks | explain | audit.fairness | audit.performance | audit.shift   (independent of each other)
@@ -32,6 +32,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "audit.mlflow_export": (5, "application"),
     "audit.cli_store": (5, "application"),
     "audit.demo": (5, "application"),
+    "audit.testing": (5, "application"),  # the conformance suite drives plugins of every kind, as the CLI does
     "reports.dashboard": (5, "application"),
     "reports": (4, "rendering"),
     "audit.decide": (3, "decisions"),

@@ -62,10 +62,6 @@ class Ripple(nn.Module):
         return x + 0.01 * torch.sin(300 * x + 2 * math.pi * torch.rand_like(x))
 
 
-def adapter(module: nn.Module, make_context: Any, data: Any) -> Any:
-    return make_context(module, data).model
-
-
 def test_straight_through_keeps_the_value_and_passes_the_gradient(digits_cnn: Any, digits_test: Any,
                                                                   make_context: Any) -> None:
     model = make_context(nn.Sequential(Quantize(), digits_cnn), digits_test).model

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from results_factory import make_results, unfinished_results, write_run
 
+from audit.bootstrap import paired_bootstrap
 from audit.cli import main
 from audit.decide.compare import DELTA_UNDEFINED, compare_results, compare_run_dirs
 from audit.decide.pairing import setup_differences
-from audit.decide.stats import holm, paired_bootstrap
+from audit.decide.stats import holm
 from audit.errors import ConfigError
 from audit.outcomes import load_all_outcomes, write_outcomes
 from audit.policy import ComparePolicy, parse_compare_policy

@@ -24,7 +24,7 @@ import pytest
 import torch
 from torch import nn
 
-from audit.model import AdaptedNetwork, Bounds, SelectOutput, TorchModelAdapter
+from audit.model import Bounds, TorchModelAdapter
 from explain.lime_methods import LimeExplainer, _no_progress_bar, grid_segments
 from explain.seeds import sample_seed
 from explain.shap_methods import ShapKernelExplainer, import_shap
@@ -46,12 +46,6 @@ class InFloat64(nn.Module):
         return self.network(x.double()).float()
 
 
-def adapter(module: nn.Module, classes: int, bounds: Bounds | None) -> TorchModelAdapter:
-    network = AdaptedNetwork(module.eval(), None, SelectOutput(None, "logits", False))
-    return TorchModelAdapter(network, num_classes=classes, output_kind="logits", bounds=bounds,
-                             device=torch.device("cpu"), batch_size=256, source="test", sha256="0" * 64)
-
-
 def equal(ours: np.ndarray, reference: np.ndarray) -> None:
     assert np.abs(reference).max() > 0
     np.testing.assert_allclose(ours, reference, rtol=0, atol=RELATIVE * np.abs(reference).max())
@@ -69,7 +63,7 @@ def test_batched_lime_equals_lime_called_directly(digits_cnn: Any, digits_test: 
     from lime.lime_image import LimeImageExplainer
     from lime.lime_tabular import LimeTabularExplainer
 
-    ad = adapter(InFloat64(digits_cnn), 10, Bounds(0.0, 1.0))
+    ad = TorchModelAdapter.from_module(InFloat64(digits_cnn), num_classes=10, bounds=Bounds(0.0, 1.0))
     x, ids = digits_test.x[:4], np.array([3, 40, 41, 99])
     target = ad.predict(x)
     ours = LimeExplainer(ad, n_samples=60, seed=SEED).explain(x, target, ids)
@@ -89,7 +83,7 @@ def test_batched_lime_equals_lime_called_directly(digits_cnn: Any, digits_test: 
         sizes = np.bincount(labels.reshape(-1))
         equal(ours[i, 0], np.array([weights[s] / sizes[s] for s in range(len(sizes))])[labels])
 
-    tab = adapter(InFloat64(cancer_mlp), 2, None)
+    tab = TorchModelAdapter.from_module(InFloat64(cancer_mlp), num_classes=2)
     rows, background = cancer_test.x[:4], cancer_test.x[-40:]
     tab_target = tab.predict(rows)
     ours_tab = LimeExplainer(tab, n_samples=300, background=background, modality="tabular", seed=SEED).explain(
@@ -112,7 +106,7 @@ def test_batched_lime_tabular_with_bins_without_width(resume_test: Any) -> None:
 
     torch.manual_seed(0)
     network = nn.Sequential(nn.Linear(resume_test.x.shape[1], 16), nn.Tanh(), nn.Linear(16, 2))
-    ad = adapter(InFloat64(network), 2, None)
+    ad = TorchModelAdapter.from_module(InFloat64(network), num_classes=2)
     rows, background, ids = resume_test.x[:5], resume_test.x[-32:], np.arange(5)
     target = ad.predict(rows)
     explainer = LimeExplainer(ad, n_samples=200, background=background, modality="tabular", seed=SEED)
@@ -136,7 +130,7 @@ def test_batched_lime_quickshift_with_other_segment_counts_per_image() -> None:
     surrogates of all of them in one padded solve equal lime's, image by image."""
     torch.manual_seed(0)
     network = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 30 * 30, 5))
-    ad = adapter(InFloat64(network), 5, Bounds(0.0, 1.0))
+    ad = TorchModelAdapter.from_module(InFloat64(network), num_classes=5, bounds=Bounds(0.0, 1.0))
     rng = np.random.default_rng(0)
     x = np.kron(rng.random((3, 3, 4, 4)), np.ones((1, 1, 8, 8))) + 0.05 * rng.random((3, 3, 32, 32))
     x[1] = 0.5
@@ -154,8 +148,10 @@ def test_batched_lime_quickshift_with_other_segment_counts_per_image() -> None:
 def test_batched_kernel_shap_equals_shap_called_directly(digits_cnn: Any, digits_test: Any, cancer_mlp: Any,
                                                          cancer_test: Any) -> None:
     shap = import_shap()
-    cases = [(adapter(InFloat64(digits_cnn), 10, Bounds(0.0, 1.0)), digits_test.x[:3], digits_test.x[-16:], "image"),
-             (adapter(InFloat64(cancer_mlp), 2, None), cancer_test.x[:3], cancer_test.x[-40:], "tabular")]
+    image = TorchModelAdapter.from_module(InFloat64(digits_cnn), num_classes=10, bounds=Bounds(0.0, 1.0))
+    tabular = TorchModelAdapter.from_module(InFloat64(cancer_mlp), num_classes=2)
+    cases = [(image, digits_test.x[:3], digits_test.x[-16:], "image"),
+             (tabular, cancer_test.x[:3], cancer_test.x[-40:], "tabular")]
     for ad, x, background, modality in cases:
         ids = np.array([7, 8, 300])
         target = ad.predict(x)

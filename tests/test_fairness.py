@@ -16,11 +16,12 @@ from hypothesis import strategies as st
 from plugin_helpers import validate_section
 from torch import nn
 
+from audit.bootstrap import bootstrap, percentile_interval, stratified_resamples
 from audit.context import AdversarialOutcome, AttributionSet
 from audit.data import AuditData, load_resume_names_data
 from audit.errors import ConfigError
 from audit.fairness import NO_ADVERSARIAL, NO_ATTRIBUTIONS, NO_SENSITIVE, FairnessSection
-from audit.fairness.bootstrap import Estimate, bootstrap, percentile_interval, stratified_resamples
+from audit.fairness.estimates import Estimate
 from audit.fairness.groups import (
     confusion_counts,
     disparities,

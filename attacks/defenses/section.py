@@ -35,6 +35,7 @@ from attacks.defenses.base import DEFENSES_GROUP, Defense
 from attacks.defenses.detection import evaluate_detector
 from attacks.defenses.evaluate import VERDICT_CODES, DefenseEvaluator, Evaluated, verdict
 from audit.errors import ConfigError
+from audit.keys import metric_key
 from audit.plugin import Params, SectionPlugin
 from audit.results import Direction, SectionResult, Severity
 
@@ -241,8 +242,8 @@ class DefensesSection(SectionPlugin):
         x, y = ctx.data.x[data_rows], ctx.data.y[data_rows]
         clean_ok = evaluator.predict(x) == y
         undefended_clean = float((ctx.clean_predictions()[data_rows] == y).mean())
-        result.metric(f"{name}.clean_accuracy", clean_ok.mean())
-        result.metric(f"{name}.clean_accuracy_cost", undefended_clean - float(clean_ok.mean()))
+        result.metric(metric_key(name, "clean_accuracy"), clean_ok.mean())
+        result.metric(metric_key(name, "clean_accuracy_cost"), undefended_clean - float(clean_ok.mean()))
         table: list[list[Any]] = []
         verdicts: list[tuple[str, Evaluated]] = []
         for key in keys:
@@ -252,18 +253,18 @@ class DefensesSection(SectionPlugin):
                                     undefended_robust=outcome.robust_correct[pos], x_transfer=outcome.x_adv[pos])
             v = verdict(ev, holds_margin=p.holds_margin, broken_margin=p.broken_margin)
             verdicts.append((v, ev))
-            prefix = f"{name}.{norm}.eps={ev.eps:g}"
-            result.metric(f"{prefix}.undefended_robust_accuracy", ev.undefended)
-            result.metric(f"{prefix}.naive_robust_accuracy", ev.naive)
-            result.metric(f"{prefix}.adaptive_robust_accuracy", ev.adaptive)
+            prefix = metric_key(name, norm, ("eps", float(ev.eps)))
+            result.metric(metric_key(prefix, "undefended_robust_accuracy"), ev.undefended)
+            result.metric(metric_key(prefix, "naive_robust_accuracy"), ev.naive)
+            result.metric(metric_key(prefix, "adaptive_robust_accuracy"), ev.adaptive)
             for kind, fooled in ev.adaptive_fooled.items():
-                result.metric(f"{prefix}.{kind}_robust_accuracy", ev.accuracy(fooled))
-            result.metric(f"{prefix}.verdict", VERDICT_CODES[v])
+                result.metric(metric_key(prefix, f"{kind}_robust_accuracy"), ev.accuracy(fooled))
+            result.metric(metric_key(prefix, "verdict"), VERDICT_CODES[v])
             table.append([norm, ev.eps, ev.undefended, ev.naive,
                           *[ev.accuracy(ev.adaptive_fooled[k]) if k in ev.adaptive_fooled else None
                             for k in ("bpda", "eot", "transfer")], ev.adaptive, v])
         worst_v, worst_ev = min(verdicts, key=lambda item: (VERDICT_CODES[item[0]], item[1].adaptive - item[1].naive))
-        result.metric(f"{name}.verdict", VERDICT_CODES[worst_v])
+        result.metric(metric_key(name, "verdict"), VERDICT_CODES[worst_v])
         settings = ", ".join(f"{k}={v}" for k, v in defense.settings().items() if k not in ("defense",))
         result.table(f"defense_{name}", f"{name}: naive vs adaptive robust accuracy",
                      ["norm", "eps", "undefended", "naive", "BPDA", "EOT", "transfer", "adaptive (worst case)",
@@ -287,7 +288,7 @@ class DefensesSection(SectionPlugin):
                 "holds": "holds under adaptive attacks"}[worst_v]
         result.finding(severity, f"defense '{name}' {what}: at {weakest} (robust accuracy; clean accuracy "
                        f"{float(clean_ok.mean()):.3f} vs {undefended_clean:.3f} undefended)",
-                       code=f"defenses.{name}.verdict", metric=f"{self.section}.{name}.verdict",
+                       code=f"defenses.{name}.verdict", metric=metric_key(self.section, name, "verdict"),
                        value=float(VERDICT_CODES[worst_v]))
 
     # -- detection ------------------------------------------------------------------------------------
@@ -317,16 +318,16 @@ class DefensesSection(SectionPlugin):
         det = evaluate_detector(ctx.model, squeezers, x, y, ok, outcomes,  # type: ignore[arg-type]
                                 fpr=p.detection_fpr, domain=domain, steps=p.steps, batch_size=ctx.batch_size)
         name = "squeezing_detector"
-        result.metric(f"{name}.threshold", det.threshold)
-        result.metric(f"{name}.clean_false_positive_rate", det.clean_false_positive_rate)
+        result.metric(metric_key(name, "threshold"), det.threshold)
+        result.metric(metric_key(name, "clean_false_positive_rate"), det.clean_false_positive_rate)
         for r in det.rows:
-            prefix = f"{name}.{r.norm}.eps={r.eps:g}"
-            result.metric(f"{prefix}.roc_auc", r.auc)
-            result.metric(f"{prefix}.tpr_at_5pct_fpr", r.tpr5)
+            prefix = metric_key(name, r.norm, ("eps", float(r.eps)))
+            result.metric(metric_key(prefix, "roc_auc"), r.auc)
+            result.metric(metric_key(prefix, "tpr_at_5pct_fpr"), r.tpr5)
             if r.adaptive:
-                result.metric(f"{prefix}.adaptive_roc_auc", r.adaptive_auc)
-                result.metric(f"{prefix}.adaptive_tpr_at_5pct_fpr", r.adaptive_tpr5)
-                result.metric(f"{prefix}.adaptive_evasion_rate", r.evasion)
+                result.metric(metric_key(prefix, "adaptive_roc_auc"), r.adaptive_auc)
+                result.metric(metric_key(prefix, "adaptive_tpr_at_5pct_fpr"), r.adaptive_tpr5)
+                result.metric(metric_key(prefix, "adaptive_evasion_rate"), r.evasion)
         rows: list[list[Any]] = [[r.norm, r.eps, r.adversarial, r.auc, r.tpr5, r.adaptive_auc, r.adaptive_tpr5,
                                   r.evasion] for r in det.rows]
         threshold = det.threshold

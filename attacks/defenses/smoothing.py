@@ -23,6 +23,7 @@ import torch
 
 from attacks.defenses.base import Defense
 from audit.errors import ConfigError
+from audit.keys import metric_key
 
 if TYPE_CHECKING:
     from attacks.smoothing import CertifyResult, EmpiricalResult
@@ -127,7 +128,7 @@ class RandomizedSmoothing(Defense):
                                 f"(artifacts/{result.name}/{folder}/)")
         several = len(self.sigmas) > 1
         for sigma, (cert, emp) in zip(self.sigmas, gather(store, chunks, shared), strict=True):
-            prefix = f"{self.name}.sigma={sigma:g}" if several else self.name
+            prefix = metric_key(self.name, ("sigma", float(sigma))) if several else self.name
             self._save(ctx, result, cert, emp, sigma)
             self._record(result, cert, emp, sigma, prefix, n_rows=len(rows))
 
@@ -157,7 +158,7 @@ class RandomizedSmoothing(Defense):
         violations: list[int] = [int((cert.certified(r) & ~emp.robust[r]).sum()) if emp is not None else 0
                                  for r in self.radii]
         if emp is not None:
-            result.metric(f"{prefix}.certificate_violations", max(violations))
+            result.metric(metric_key(prefix, "certificate_violations"), max(violations))
         tag = f"sigma={sigma:g}"
         rows = [[r, c, e, v if emp is not None else None] for (r, c, e), v in zip(curve, violations, strict=True)]
         how = (f"{n_rows} samples; CERTIFY with n0={self.n0}, n={self.n}, alpha={self.alpha:g} (abstained: "
@@ -199,4 +200,4 @@ class RandomizedSmoothing(Defense):
                        f"to be wrong or the vote of n_eval={self.n_eval} draws erred on a sample near the boundary; "
                        "do not trust these certificates until it is understood",
                        code="defenses.smoothing.certificate_broken",
-                       metric=f"{result.name}.{prefix}.certificate_violations", value=float(max(violations)))
+                       metric=metric_key(result.name, prefix, "certificate_violations"), value=float(max(violations)))

@@ -6,7 +6,7 @@ Pure: ``compare_results`` reads two results dicts (and their per-sample outcomes
 holding the checks behind the exit code. It prints nothing and never imports torch; ``nnaudit compare``
 (``audit.cli``), the terminal/JUnit/Markdown renderers (``reports.compare``, ``reports.ci``) and the
 dashboard build on it. The policy is ``audit.policy.ComparePolicy``; the statistics are
-``audit.decide.stats``.
+``audit.bootstrap`` and ``audit.decide.stats``.
 
 - **Deltas** are candidate minus base. A metric's direction ("higher" / "lower" is better, or none)
   is what the section that wrote it declared (``results.json`` ``directions``); results written
@@ -34,17 +34,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from audit.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, BootstrapResult, paired_bootstrap
 from audit.decide.checks import Check, CheckStatus, Decision
 from audit.decide.gate import evaluate_policy, evaluate_rule
 from audit.decide.pairing import Pairing, RunInfo, pair_outcomes, run_info, setup_differences
-from audit.decide.stats import (
-    DEFAULT_CONFIDENCE,
-    DEFAULT_RESAMPLES,
-    BootstrapResult,
-    holm,
-    hypothesis_key,
-    paired_bootstrap,
-)
+from audit.decide.stats import holm, hypothesis_key
 from audit.numbers import format_number
 from audit.policy import DEFAULT_ALPHA, OPERATORS, ComparePolicy, Rule
 from audit.results import Direction, all_directions, all_metrics, load_results

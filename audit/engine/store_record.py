@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
-import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any
 
 from audit.engine.provenance import run_id_of
 from audit.errors import ResultsError, StoreError
+from audit.keys import parse_metric_key
 from audit.results import POSITIVE_INFINITY, all_directions, all_metrics, encode_number, load_results
 from audit.runs import run_state
 
@@ -38,8 +38,8 @@ STILL_RUNNING = ("{run_dir} is still running ({reason}); it is registered when i
 
 ACCURACY = "performance.accuracy"
 RELIABLE = "robustness.reliable"
-_WORST_CASE = re.compile(r"^robustness\.worst_case\.(?P<norm>[^.]+)\.eps=(?P<eps>.+)\.robust_accuracy$")
-_DISPARITY = re.compile(r"^fairness\.(?P<grouping>.+)\.(?:demographic_parity|equalized_odds)_difference$")
+WORST_CASE = ("robustness", "worst_case", None, "eps=", "robust_accuracy")  # parse_metric_key(...).matches
+DISPARITIES = ("demographic_parity_difference", "equalized_odds_difference")
 WORST_DISPARITY = "worst disparity"
 
 
@@ -56,17 +56,23 @@ def headline_metrics(metrics: Mapping[str, float | None]) -> dict[str, str]:
     if ACCURACY in metrics:
         out[ACCURACY] = "accuracy"
     for name in metrics:
-        match = _WORST_CASE.match(name)
+        match = parse_metric_key(name).matches(*WORST_CASE)
         if match is not None:
-            out[name] = f"robust {match['norm']} eps={match['eps']}"
+            out[name] = f"robust {match['2']} eps={match['eps']}"
     if RELIABLE in metrics:
         out[RELIABLE] = "reliable"
     disparities = [(value, name) for name, value in metrics.items()
-                   if _DISPARITY.match(name) and ".group=" not in name and ".class=" not in name
-                   and value is not None and not math.isnan(value)]
+                   if _overall_disparity(name) and value is not None and not math.isnan(value)]
     if disparities:
         out[max(disparities)[1]] = WORST_DISPARITY
     return out
+
+
+def _overall_disparity(name: str) -> bool:
+    """A grouping's demographic-parity or equalized-odds difference over all its groups (not per group or class)."""
+    key = parse_metric_key(name)
+    return (key.section == "fairness" and len(key.segments) >= 3 and key.name in DISPARITIES
+            and not {"group", "class"} & key.qualifiers.keys())
 
 
 def headline_order(label: str) -> tuple[int, str, float, str]:

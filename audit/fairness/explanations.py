@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audit.fairness.groups import GroupSet, metric_segment
+from audit.keys import metric_key
 from audit.results import SectionResult
 
 if TYPE_CHECKING:
@@ -45,15 +46,15 @@ def record_explanations(result: SectionResult, ctx: AuditContext, gs: GroupSet, 
         share = np.divide(mean_abs, totals, out=np.zeros_like(mean_abs), where=totals > 0)
         groups = [gs.groups[g] for g in present]
         key = metric_segment(method) or "method"
-        prefix = f"{gs.key}.explanation.{key}"
+        prefix = metric_key(gs.key, "explanation", key)
         if len(present) < 2:
             result.notes.append(f"explanation disparity for '{method}' by {gs.label}: the explained rows hold "
                                 f"one group only ({groups}); explain more rows")
             continue
         gap = share.max(axis=0) - share.min(axis=0)
         order = np.argsort(-gap, kind="stable")[: params.explanation_top_k]
-        result.metric(f"{prefix}.max_importance_gap", float(gap[order[0]]))
-        result.metric(f"{prefix}.rows_explained", len(index))
+        result.metric(metric_key(prefix, "max_importance_gap"), float(gap[order[0]]))
+        result.metric(metric_key(prefix, "rows_explained"), len(index))
         rows = [[names[f], *[float(share[i, f]) for i in range(len(groups))],
                  *[float(mean_abs[i, f]) for i in range(len(groups))], float(gap[f])] for f in order]
         result.table(f"explanation_{key}_{gs.key}",
@@ -82,7 +83,7 @@ def record_explanations(result: SectionResult, ctx: AuditContext, gs: GroupSet, 
                            f"{gap[top]:.3f} > {params.explanation_gap_max:g}): the model relies on different "
                            "features for different groups"
                            + (" (too few explained rows in one of the two groups: treat with care)" if thin else ""),
-                           code="fairness.explanation_gap", metric=f"{section}.{prefix}.max_importance_gap",
+                           code="fairness.explanation_gap", metric=metric_key(section, prefix, "max_importance_gap"),
                            value=float(gap[top]))
     if panels:  # small multiples: one panel per method, so methods compare at a glance
         result.figure({"name": f"explanation_{gs.key}", "kind": "small_multiples", "columns": 4, "panels": panels,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audit.fairness.bootstrap import Estimate
+from audit.fairness.estimates import Estimate
 from audit.results import Severity
 
 

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audit.fairness.bootstrap import Estimate, Statistic, bootstrap, error_bars, estimates, record_estimate
+from audit.bootstrap import Statistic, bootstrap
+from audit.fairness.estimates import Estimate, error_bars, estimates, record_estimate
 from audit.fairness.groups import (
     BINARY_METRICS,
     MULTICLASS_METRICS,
@@ -31,6 +32,7 @@ from audit.fairness.groups import (
     rate_counts,
 )
 from audit.fairness.judge import Thin, count_of, judge, lowest_highest, number, thin_extremes, words
+from audit.keys import metric_key
 from audit.results import SectionResult
 
 if TYPE_CHECKING:
@@ -103,10 +105,10 @@ def record_parity(result: SectionResult, ctx: AuditContext, gs: GroupSet, *, pos
         if head is None and name not in est:
             continue
         e = head.value if head is not None else est[name][0]
-        record_estimate(result, f"{gs.key}.{name}", e, with_interval=bool(params.n_resamples))
+        record_estimate(result, metric_key(gs.key, name), e, with_interval=bool(params.n_resamples))
         enough = head.supported.value if head is not None else None
         if head is not None:
-            result.metric(f"{gs.key}.{name}.enough_rows", enough)
+            result.metric(metric_key(gs.key, name, "enough_rows"), enough)
         tol = tolerances.get(name)
         is_ratio = name.endswith("_ratio")
         flagged = tol is not None and e.beyond(tol, is_ratio=is_ratio)
@@ -170,7 +172,7 @@ def _class_headlines(result: SectionResult, gs: GroupSet, est: dict[str, list[Es
             continue
         per_class = [est[f"class{c}.{name}"][0] for c in range(k)]
         for c, e in enumerate(per_class):
-            result.metric(f"{gs.key}.class={c}.{name}", e.value)
+            result.metric(metric_key(gs.key, ("class", c), name), e.value)
         if positive is not None:
             c = positive
         else:
@@ -196,7 +198,7 @@ def _class_headlines(result: SectionResult, gs: GroupSet, est: dict[str, list[Es
 def _record_groups(result: SectionResult, gs: GroupSet, est: dict[str, list[Estimate]], metrics: tuple[str, ...],
                    frame: Any, counts: dict[str, np.ndarray], params: FairnessParams) -> None:
     for m in metrics:
-        result.metric(f"overall.{m}", float(frame.overall[m]))
+        result.metric(metric_key("overall", m), float(frame.overall[m]))
     count_columns = [c for c, rate in COUNT_COLUMNS.items() if rate in counts]
     thin = _thin_groups(gs, counts, params.min_rate_count)
     rows = []
@@ -206,7 +208,7 @@ def _record_groups(result: SectionResult, gs: GroupSet, est: dict[str, list[Esti
         for m in metrics[1:]:
             e = est[f"group.{m}"][j]
             row += [e.value, e.low, e.high]
-            result.metric(f"{gs.key}.group={key}.{m}", e.value)
+            result.metric(metric_key(gs.key, ("group", key), m), e.value)
         rows.append(row)
     columns = ["group", "key", "count", *count_columns, "too_few_rows",
                *[f"{m}{s}" for m in metrics[1:] for s in ("", "_ci_low", "_ci_high")]]
@@ -269,4 +271,4 @@ def _finding(result: SectionResult, gs: GroupSet, name: str, head: Headline, tol
     e = head.value
     result.finding(verdict.severity, f"{gs.label}: {words(name)}{scope} {e.value:.3f} "
                    f"({e.ci_text(params.confidence)}) is {side} the {rule} ({tol:g}); {verdict.text}; "
-                   + ", ".join(parts), code=f"fairness.{name}", metric=f"{section}.{gs.key}.{name}", value=e.value)
+                   + ", ".join(parts), code=f"fairness.{name}", metric=metric_key(section, gs.key, name), value=e.value)

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audit.fairness.bootstrap import Estimate, bootstrap, error_bars, estimates, record_estimate
+from audit.bootstrap import bootstrap
+from audit.fairness.estimates import Estimate, error_bars, estimates, record_estimate
 from audit.fairness.groups import GroupSet, difference, group_means, metric_segment
 from audit.fairness.judge import judge, lowest_highest, number, thin_extremes
+from audit.keys import metric_key
 from audit.results import SectionResult, Severity
 
 if TYPE_CHECKING:
@@ -47,14 +49,14 @@ def record_robustness(result: SectionResult, ctx: AuditContext, gs: GroupSet, *,
                                 f"{len(outcome.robust_correct)} rows but the data has {len(codes)}")
             continue
         est, counts = _estimates(outcome, codes, len(gs.groups), gs.seed, params, ctx, f"{key} by {gs.label}")
-        prefix = f"{gs.key}.norm={metric_segment(outcome.norm)}.eps={outcome.eps:g}"
+        prefix = metric_key(gs.key, ("norm", metric_segment(outcome.norm)), ("eps", float(outcome.eps)))
         for m in ROBUST_METRICS:
             if f"{m}_difference" not in est:
                 continue
-            record_estimate(result, f"{prefix}.{m}_difference", est[f"{m}_difference"][0],
+            record_estimate(result, metric_key(prefix, f"{m}_difference"), est[f"{m}_difference"][0],
                             with_interval=bool(params.n_resamples))
             for j, g in enumerate(gs.group_keys):
-                result.metric(f"{prefix}.group={g}.{m}", est[f"group.{m}"][j].value)
+                result.metric(metric_key(prefix, ("group", g), m), est[f"group.{m}"][j].value)
         for j, g in enumerate(gs.groups):
             row: list[Any] = [key, g, int(counts["robust_accuracy"][j]), int(counts["attack_success_rate"][j])]
             for m in ROBUST_METRICS:
@@ -81,7 +83,7 @@ def record_robustness(result: SectionResult, ctx: AuditContext, gs: GroupSet, *,
                    "series": series})
     for m, (_, key, diff) in worst.items():
         result.notes.append(f"{gs.label}: {m}_difference is the worst over the attacks ({key})")
-        record_estimate(result, f"{gs.key}.{m}_difference", diff, with_interval=bool(params.n_resamples))
+        record_estimate(result, metric_key(gs.key, f"{m}_difference"), diff, with_interval=bool(params.n_resamples))
 
 
 def _estimates(outcome: AdversarialOutcome, codes: np.ndarray, n_groups: int, seed: int, params: FairnessParams,
@@ -133,7 +135,7 @@ def _findings(result: SectionResult, gs: GroupSet, key: str, est: dict[str, list
                        f"groups, above the tolerance {tol_s:g}; {text}: '{hi_g}' {hi_v:.3f} vs '{lo_g}' {lo_v:.3f}; "
                        f"{claim} (clean accuracy '{hi_g}' {number(clean_hi)}, '{lo_g}' {number(clean_lo)})",
                        code="fairness.attack_success_rate_difference",
-                       metric=f"{section}.{prefix}.attack_success_rate_difference", value=success.value)
+                       metric=metric_key(section, prefix, "attack_success_rate_difference"), value=success.value)
     if not robust.beyond(tol_r, is_ratio=False):
         return
     (lo_g, lo_v), (hi_g, hi_v) = lowest_highest(gs.groups, est["group.robust_accuracy"])
@@ -150,7 +152,7 @@ def _findings(result: SectionResult, gs: GroupSet, key: str, est: dict[str, list
     result.finding(severity, f"{gs.label} under {key}: robust accuracy differs by {robust.value:.3f} "
                    f"({robust.ci_text(params.confidence)}) across groups, above the tolerance {tol_r:g}: '{lo_g}' "
                    f"{lo_v:.3f} vs '{hi_g}' {hi_v:.3f}; {driver}", code="fairness.robust_accuracy_difference",
-                   metric=f"{section}.{prefix}.robust_accuracy_difference", value=robust.value)
+                   metric=metric_key(section, prefix, "robust_accuracy_difference"), value=robust.value)
 
 
 def _judged(gs: GroupSet, m: str, est: dict[str, list[Estimate]], counts: dict[str, np.ndarray], tol: float,

@@ -4,7 +4,7 @@ For each sensitive column (and, with ``intersections: true``, their intersection
 
 - group metrics and disparities (``audit.fairness.parity``): fairlearn's ``MetricFrame`` values,
   every rate with respect to the favourable label (``positive_label``), seeded stratified
-  bootstrap intervals (``audit.fairness.bootstrap``), findings judged by interval and by the
+  bootstrap intervals (``audit.bootstrap``, ``audit.fairness.estimates``), findings judged by interval and by the
   rows behind each rate (``audit.fairness.judge``);
 - robustness disparity (``audit.fairness.robustness``) from ``ctx.adversarial``, which the
   robustness section wrote: no second attack pass;

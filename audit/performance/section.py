@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from pydantic import Field
 
+from audit.keys import metric_key
 from audit.performance.metrics import (
     Calibration,
     Distribution,
@@ -74,13 +75,13 @@ class PerformanceSection(SectionPlugin):
                            f"({majority:.3f}), but balanced accuracy is {balanced:.3f} (chance {chance:.2f}): the "
                            "model trades majority-class accuracy for minority recall (class weights or a "
                            "threshold); judge it by balanced accuracy and per-class recall",
-                           code="performance.below_majority_baseline", metric=f"{self.section}.accuracy",
+                           code="performance.below_majority_baseline", metric=metric_key(self.section, "accuracy"),
                            value=accuracy)
         else:
             result.finding("high", f"accuracy {accuracy:.3f} does not beat always predicting the majority class "
                            f"({majority:.3f}) and balanced accuracy is {balanced:.3f} (chance {chance:.2f}): "
                            "the model has learned little", code="performance.no_better_than_majority",
-                           metric=f"{self.section}.accuracy", value=accuracy)
+                           metric=metric_key(self.section, "accuracy"), value=accuracy)
 
     def _save_outcomes(self, ctx: AuditContext, result: SectionResult, y: np.ndarray, pred: np.ndarray,
                        proba: np.ndarray, topk_hit: np.ndarray | None) -> None:
@@ -150,7 +151,7 @@ class ImbalanceSection(SectionPlugin):
             severity: Severity = "high" if ratio >= self.params.ratio_high else "medium"
             result.finding(severity, f"imbalance ratio {ratio:.1f} (largest class / smallest class): accuracy "
                            "overstates quality; read balanced accuracy, per-class recall and PR AUC",
-                           code="imbalance.ratio", metric=f"{self.section}.imbalance_ratio", value=ratio)
+                           code="imbalance.ratio", metric=metric_key(self.section, "imbalance_ratio"), value=ratio)
 
     def _per_class(self, result: SectionResult, names: list[str], pc: PerClass) -> None:
         labels = range(len(names))
@@ -162,8 +163,9 @@ class ImbalanceSection(SectionPlugin):
                        "series": [{"label": "recall", "x": names, "y": pc.recall.tolist()},
                                   {"label": "precision", "x": names, "y": pc.precision.tolist()}]})
         for i in labels:
-            result.metric(f"class={_safe(names[i])}.recall", pc.recall[i] if pc.support[i] else None)
-            result.metric(f"class={_safe(names[i])}.precision", pc.precision[i] if pc.predicted[i] else None)
+            label = ("class", _safe(names[i]))
+            result.metric(metric_key(label, "recall"), pc.recall[i] if pc.support[i] else None)
+            result.metric(metric_key(label, "precision"), pc.precision[i] if pc.predicted[i] else None)
         result.metric("macro_f1", pc.macro_f1)
         result.metric("weighted_f1", pc.weighted_f1)
         result.metric("recall_gap", pc.recall_gap)
@@ -174,7 +176,7 @@ class ImbalanceSection(SectionPlugin):
             worst = names[pc.worst]
             result.finding("medium", f"recall differs by {pc.recall_gap:.2f} across classes; worst is '{worst}' "
                            f"({pc.recall[pc.worst]:.2f})", code="imbalance.recall_gap",
-                           metric=f"{self.section}.recall_gap", value=pc.recall_gap)
+                           metric=metric_key(self.section, "recall_gap"), value=pc.recall_gap)
 
     def _scores(self, result: SectionResult, sc: Scores) -> None:
         result.metric("balanced_accuracy", sc.balanced_accuracy)
@@ -208,7 +210,7 @@ class ImbalanceSection(SectionPlugin):
         if ece >= self.params.ece_warn:
             result.finding("low" if ece < 3 * self.params.ece_warn else "medium",
                            f"expected calibration error {ece:.3f}: confidences do not match accuracy",
-                           code="imbalance.calibration", metric=f"{self.section}.ece", value=ece)
+                           code="imbalance.calibration", metric=metric_key(self.section, "ece"), value=ece)
 
 
 def _safe(name: str) -> str:

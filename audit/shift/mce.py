@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.errors import ConfigError, ResultsError
+from audit.keys import metric_key
 from audit.results import load_results
 
 PLUGIN = "corruptions"
@@ -99,7 +100,7 @@ def load_baseline(path: str, *, key: str, section: str | None, data_sha256: str,
     for corruption, severities in accuracy.items():
         out[corruption] = {}
         for s in severities:
-            value = metrics.get(f"{name}.{corruption}.severity={s}.accuracy")
+            value = metrics.get(metric_key(name, corruption, ("severity", s), "accuracy"))
             if not isinstance(value, (int, float)):
                 missing.append(f"{corruption} severity {s}")
             else:

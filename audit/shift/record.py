@@ -5,17 +5,16 @@ comparison with the robustness section. Pure functions of the section's numbers;
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from audit.keys import parse_metric_key
 from audit.shift.catalog import FAMILIES, TABULAR_FAMILY, family
 
 Accuracy = Mapping[str, Mapping[int, float]]  # corruption -> severity -> accuracy
-ROBUST_METRIC = re.compile(r"\.worst_case\.(?P<norm>[a-z0-9]+)\.eps=(?P<eps>.+)\.robust_accuracy$")
 
 
 def mean_over_severities(accuracy: Accuracy) -> dict[str, float]:
@@ -89,9 +88,9 @@ def robust_accuracies(results: Mapping[str, Any]) -> list[tuple[str, str, str, f
         if getattr(result, "plugin", None) != "robustness" or getattr(result, "status", "") != "ok":
             continue
         for metric, value in result.metrics.items():
-            match = ROBUST_METRIC.search(metric)
-            if match and metric.startswith(section + ".") and value is not None and math.isfinite(value):
-                found.append((section, match["norm"], match["eps"], float(value)))
+            match = parse_metric_key(metric).matches(section, "worst_case", None, "eps=", "robust_accuracy")
+            if match and value is not None and math.isfinite(value):
+                found.append((section, match["2"], match["eps"], float(value)))
     return sorted(found, key=lambda r: (r[0], r[1], float(r[2])))
 
 

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 
 from audit.engine.chunks import CHUNKS_DIR, DEFAULT_CHUNK_SIZE, ChunkStore, plan, run_chunks
 from audit.errors import ConfigError
+from audit.keys import metric_key
 from audit.plugin import Params, SectionPlugin
 from audit.results import Direction, SectionResult, Severity
 from audit.shift import planning, record
@@ -231,7 +232,7 @@ class CorruptionsSection(SectionPlugin):
         extra: dict[str, np.ndarray] = {"label": y, "prediction": ctx.clean_predictions()[index]}
         for name, by in accuracy.items():
             for s in severities:
-                metric = f"{name}.severity={s}.accuracy"
+                metric = metric_key(name, ("severity", s), "accuracy")
                 result.metric(metric, by[s])
                 values[metric] = correct[(name, s)]
                 meta[metric] = {"kind": "correct", "corruption": name, "severity": s}
