@@ -193,3 +193,4 @@ def test_html_card_in_a_browser(demo_dir: Path, name: str, tmp_path: Path, brows
         assert all(u.startswith(url) or u.startswith("data:") for u in browser.requested_urls())
     finally:
         server.shutdown()
+        server.server_close()
