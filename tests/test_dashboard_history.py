@@ -110,7 +110,7 @@ def test_history_view_charts_trends_and_opens_compare(history_store: tuple[str, 
     assert at.sidebar.radio(key="view").options == ["History"]
     assert "History" in [t.value for t in at.main.title]
     assert at.selectbox(key="history_model").options == ["digits-cnn", "other-model"]
-    charts = at.get("arrow_vega_lite_chart")
+    charts = at.get("vega_lite_chart")
     assert len(charts) == 1 and "Robust accuracy (worst case over attacks)" in charts[0].proto.spec
     timeline = at.dataframe[0].value
     assert list(timeline["version"]) == ["v1", "v2", "v3"] and list(timeline["verdict"]) == ["PASS", "FAIL", "PASS"]
