@@ -119,6 +119,7 @@ def probe_active(model: Any, data: Any, config: Any, plugins: list[Any]) -> floa
     domain = Domain.from_model_data(model, data)
     shares = []
     for eps in eps_list:
+        torch.manual_seed(config.seed)  # the random start: the same probe every time
         rows.clear()
         handle = network.register_forward_hook(hook)
         try:

@@ -77,8 +77,20 @@ class Setting:
 
 def _batched(section: SectionCount, what: str, samples: int, per_sample: float, batch: int, *,
              grad: bool) -> None:
-    """``per_sample`` evaluations of each of ``samples`` samples, sent ``batch`` samples at a time."""
+    """``per_sample`` evaluations of each of ``samples`` samples in one call per ``batch`` samples (the
+    perturbations of an explainer: one call evaluates every perturbation of its samples)."""
     section.add(what, samples * per_sample, max(1, batch) * max(1.0, per_sample), grad=grad)
+
+
+def _iterated(section: SectionCount, what: str, samples: int, iterations: float, batch: int, *,
+              grad: bool) -> None:
+    """``iterations`` steps of an attack on ``samples`` samples: each step one call per ``batch`` samples."""
+    batch = max(1, int(batch))
+    full, rest = divmod(int(samples), batch)
+    for size, batches in ((batch, full), (rest, 1 if rest else 0)):
+        calls = round(batches * iterations)
+        if calls and size:
+            section.work.append(Work(what, grad, calls, size))
 
 
 # -- robustness ----------------------------------------------------------------------------------------------
@@ -90,12 +102,12 @@ def _attack(section: SectionCount, name: str, params: Any, n: int, s: Setting, w
     if name == "fgsm":
         iterations: float = 1
     elif name == "square":
-        section.add(f"{name} {where}", n * int(own.get("n_queries", params.square_queries)) * s.active,
-                    s.batch_size)
+        _iterated(section, f"{name} {where}", n, int(own.get("n_queries", params.square_queries)) * s.active,
+                  s.batch_size, grad=False)
         return
     else:
         iterations = steps * restarts * s.active
-    _batched(section, f"{name} {where}", n, iterations, s.batch_size, grad=True)
+    _iterated(section, f"{name} {where}", n, iterations, s.batch_size, grad=True)
     section.add(f"{name} {where} (scoring)", n, s.batch_size)
 
 
@@ -112,14 +124,14 @@ def robustness(section: SectionCount, p: Any, s: Setting) -> None:
                 _attack(section, name, p, n, s, f"{norm} eps={eps:g}")
         if s.has_gradients:
             for name in p.minimal_norm:
-                _batched(section, f"{name} {norm} (minimal norm)", min(n, p.minimal_samples), p.minimal_steps,
+                _iterated(section, f"{name} {norm} (minimal norm)", min(n, p.minimal_samples), p.minimal_steps,
                          s.batch_size, grad=True)
     if p.red_flags and s.has_gradients:
         r = p.red_flag_params
         m = min(n, p.check_samples, r.attack_samples)
         per = r.unbounded_steps + p.steps * (r.convergence_steps + r.restart_checks * r.restart_steps)
-        _batched(section, "red-flag checks", m, per * s.active, s.batch_size, grad=True)
-        section.add("red-flag checks (black box)", m * p.check_queries * s.active, s.batch_size)
+        _iterated(section, "red-flag checks", m, per * s.active, s.batch_size, grad=True)
+        _iterated(section, "red-flag checks (black box)", m, p.check_queries * s.active, s.batch_size, grad=False)
     section.notes.append("attacks stop on fooled samples: iterations scaled by the probe's share still active "
                          f"({s.active:.2f})")
 
@@ -220,9 +232,9 @@ def defenses(section: SectionCount, p: Any, s: Setting, config: Any) -> None:
             eps_list = [e for e in rparams.eps_for(norm) or [] if p.eps is None or e in p.eps]
             for eps in eps_list:
                 where = f"{name} {norm} eps={eps:g}"
-                _batched(section, f"{where}: naive APGD-CE, -DLR", n, 2 * p.steps * s.active, s.batch_size,
+                _iterated(section, f"{where}: naive APGD-CE, -DLR", n, 2 * p.steps * s.active, s.batch_size,
                          grad=True)
-                _batched(section, f"{where}: adaptive APGD-CE, -DLR", n, 2 * p.steps * draws * s.active,
+                _iterated(section, f"{where}: adaptive APGD-CE, -DLR", n, 2 * p.steps * draws * s.active,
                          s.batch_size, grad=True)
                 votes = p.eval_draws if getattr(cls, "randomized", False) else 1
                 section.add(f"{where}: scoring", n * 5 * votes, s.batch_size)
@@ -230,7 +242,7 @@ def defenses(section: SectionCount, p: Any, s: Setting, config: Any) -> None:
         squeezers = len(p.detection_squeezers) + 1
         for norm in rparams.norms():
             for eps in rparams.eps_for(norm) or []:
-                _batched(section, f"detector {norm} eps={eps:g}: adaptive attack", n, p.steps * squeezers * s.active,
+                _iterated(section, f"detector {norm} eps={eps:g}: adaptive attack", n, p.steps * squeezers * s.active,
                          s.batch_size, grad=True)
                 section.add(f"detector {norm} eps={eps:g}: scores", 2 * n * squeezers, s.batch_size)
 
