@@ -79,7 +79,7 @@ def _batched(section: SectionCount, what: str, samples: int, per_sample: float, 
              grad: bool) -> None:
     """``per_sample`` evaluations of each of ``samples`` samples in one call per ``batch`` samples (the
     perturbations of an explainer: one call evaluates every perturbation of its samples)."""
-    section.add(what, samples * per_sample, max(1, batch) * max(1.0, per_sample), grad=grad)
+    section.add(what, samples * per_sample, round(max(1, batch) * max(1.0, per_sample)), grad=grad)
 
 
 def _iterated(section: SectionCount, what: str, samples: int, iterations: float, batch: int, *,
