@@ -39,10 +39,10 @@ class OODSource(Params):
 
 
 class AutoencoderParams(Params):
-    hidden: list[int] = Field([128, 32], description="encoder layer widths (the decoder mirrors them)")
-    epochs: int = Field(30, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(64, ge=1)
+    hidden: list[int] = Field(default=[128, 32], description="encoder layer widths (the decoder mirrors them)")
+    epochs: int = Field(default=30, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    batch_size: int = Field(default=64, ge=1)
 
 
 class OODParams(Params):
