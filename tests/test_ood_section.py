@@ -193,3 +193,25 @@ def test_gate_rule_on_a_real_run(tmp_path: Path, digits_cnn: Any, inverted: Path
                               check=False)
         codes[name] = gate.returncode
     assert codes == {"pass": 0, "fail": 1}
+
+
+def test_demo_runs_the_ood_section(demo_dir: Path) -> None:
+    """The digits demo: Fashion-MNIST among the OOD sets (when installed), the autoencoder's AUROC reported,
+    temperature scaling lowers the ECE without changing a prediction, and the figures are drawn in report.html."""
+    from system import fashion_mnist_missing, need
+
+    from audit.results import load_results
+
+    section = load_results(demo_dir / "digits-cnn")["sections"]["ood"]
+    assert section["status"] == "ok", section["error"]
+    m = section["metrics"]
+    assert 0.5 < m["ood.autoencoder.auroc"] <= 1.0
+    assert m["ood.calibration.predictions_changed"] == 0
+    assert m["ood.calibration.ece_scaled"] < m["ood.calibration.ece"]
+    html = (demo_dir / "digits-cnn" / "report.html").read_text()
+    for spec in section["figures"]:
+        assert spec["title"] in html.replace("&#39;", "'").replace("&amp;", "&"), spec["name"]
+    assert "cannot draw figure" not in html
+    assert "Best OOD detector AUROC" in html
+    need(fashion_mnist_missing())
+    assert m["ood.fashion_mnist.n_samples"] == 500

@@ -172,7 +172,18 @@ class Autoencoder(nn.Module):
 def train_autoencoder(x: np.ndarray, *, hidden: list[int], bounds: tuple[float, float], epochs: int, lr: float,
                       batch_size: int, seed: int) -> tuple[Autoencoder, float]:
     """Adam on the mean squared reconstruction error, on CPU, seeded: the same weights in every run with the
-    same seed (a resumed run re-trains it identically). Returns the model and its final training error."""
+    same seed (a resumed run re-trains it identically), on one thread. Returns the model and its final training
+    error."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # matrices this small gain nothing from more threads; on a busy CPU they spin
+    try:
+        return _train(x, hidden=hidden, bounds=bounds, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(x: np.ndarray, *, hidden: list[int], bounds: tuple[float, float], epochs: int, lr: float,
+           batch_size: int, seed: int) -> tuple[Autoencoder, float]:
     gen = torch.Generator().manual_seed(seed)
     data = torch.as_tensor(np.asarray(x), dtype=torch.float32)
     with torch.random.fork_rng(devices=[]):
