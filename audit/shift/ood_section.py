@@ -89,6 +89,17 @@ class OODParams(Params):
             raise ValueError("give at least one detector, or leave the key out for all that apply")
         return value
 
+    @field_validator("ood_data")
+    @classmethod
+    def _unique(cls, value: list[OODSource]) -> list[OODSource]:
+        names = [s.name for s in value]
+        taken = [n for n in names if names.count(n) > 1 or n in ("uniform", "gaussian", "permuted")
+                 or n.startswith("near_")]
+        if taken:
+            raise ValueError(f"OOD set names must be unique and not uniform, gaussian, permuted or near_*: "
+                             f"{taken[0]!r}")
+        return value
+
     @field_validator("near_ood", "calibration_corruptions")
     @classmethod
     def _corruptions(cls, value: list[str] | None) -> list[str] | None:
@@ -129,7 +140,7 @@ class OODSection(SectionPlugin):
         setup.check_task(ctx, self._key("plugin"))
         self._detectors(ctx, [])
         for i, source in enumerate(self.params.ood_data):
-            setup.load_ood_set(ctx, source, self._key(f"ood_data.{i}"), limit=self.params.max_samples)
+            self._ood_set(ctx, i, source)
         if self.params.fit_data is not None:
             setup.load_fit(ctx, self.params.fit_data, self._key("fit_data"), self.params.max_fit_samples)
         self._corruption_lists(ctx)
@@ -168,6 +179,10 @@ class OODSection(SectionPlugin):
                 chosen = [d for d in chosen if d not in ("mahalanobis", "knn")]
         return chosen
 
+    def _ood_set(self, ctx: AuditContext, i: int, source: OODSource) -> np.ndarray:
+        return setup.load_ood_set(ctx, name=source.name, config=source.data, resize=source.resize,
+                                  key=self._key(f"ood_data.{i}"), limit=self.params.max_samples)
+
     def _corruption_lists(self, ctx: AuditContext) -> tuple[list[str], list[str]]:
         p = self.params
         near = setup.corruption_list(ctx, p.near_ood, list(NEAR_DEFAULT), self._key("near_ood"))
@@ -181,8 +196,7 @@ class OODSection(SectionPlugin):
         p, data = self.params, ctx.data
         near, cal = self._corruption_lists(ctx)
         lower, upper, pixel_scale = setup.ranges(ctx, data.x[evaluate])
-        users = {s.name: setup.load_ood_set(ctx, s, self._key(f"ood_data.{i}"), limit=p.max_samples)
-                 for i, s in enumerate(p.ood_data)}
+        users = {s.name: self._ood_set(ctx, i, s) for i, s in enumerate(p.ood_data)}
         shared = OODInputs(model=ctx.model, x_in=data.x[evaluate], ids_in=evaluate, detectors=tuple(detectors),
                            seed=ctx.seed, section=self.section, batch_size=ctx.batch_size, lower=lower, upper=upper,
                            image=data.modality == "image", user_sets=users, synthetic=tuple(p.synthetic),

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from audit.context import AuditContext
     from audit.data import AuditData
     from audit.shift.ood_eval import OODInputs
-    from audit.shift.ood_section import OODSource
 
 
 def check_task(ctx: AuditContext, key: str) -> None:
@@ -109,18 +108,19 @@ def _resize(x: np.ndarray, size: list[int], channels: int, key: str) -> np.ndarr
     return F.interpolate(t, size=tuple(size), mode="area").numpy()
 
 
-def load_ood_set(ctx: AuditContext, source: OODSource, key: str, *, limit: int | None) -> np.ndarray:
+def load_ood_set(ctx: AuditContext, *, name: str, config: DataConfig, resize: list[int] | None, key: str,
+                 limit: int | None) -> np.ndarray:
     """An OOD set's inputs: loaded like data:, resized, a seeded random subset of ``limit`` rows."""
     from audit.data.load import load_data
 
-    data = load_data(source.data, seed=ctx.seed)
+    data = load_data(config, seed=ctx.seed)
     x = np.asarray(data.x, np.float32)
-    if source.resize is not None:
+    if resize is not None:
         shape = ctx.data.input_shape
-        x = _resize(x, source.resize, int(shape[0]) if len(shape) == 3 else 1, f"{key}.resize")
+        x = _resize(x, resize, int(shape[0]) if len(shape) == 3 else 1, f"{key}.resize")
         if len(ctx.data.input_shape) == 2:
             x = x[:, 0]
-    _check_shape(ctx, x, f"{key}.data", f"OOD set {source.name!r}")
+    _check_shape(ctx, x, f"{key}.data", f"OOD set {name!r}")
     if limit is not None and len(x) > limit:
         x = x[np.sort(np.random.default_rng(ctx.seed).choice(len(x), limit, replace=False))]
     return x
