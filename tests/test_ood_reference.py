@@ -131,3 +131,22 @@ def test_autoencoder_is_seeded_and_separates_noise(digits_train: Any, digits_tes
     noise = torch.rand(len(x), 1, 8, 8, generator=torch.Generator().manual_seed(0))
     found = detection_metrics(first.scores(x).numpy(), first.scores(noise).numpy())
     assert err > 0 and found.auroc > 0.95
+
+
+def test_histogram_figure_kind_draws() -> None:
+    from audit.shift.ood_metrics import histogram
+    from reports.figures import render_figure
+
+    rng = np.random.default_rng(0)
+    hist = histogram(rng.normal(0, 1, 200), rng.normal(2, 1, 100), bins=20)
+    assert len(hist["edges"]) == 21 and sum(hist["in"]) * (hist["edges"][1] - hist["edges"][0]) == pytest.approx(1)
+    spec = {"name": "h", "title": "scores", "kind": "histogram", "edges": hist["edges"],
+            "series": [{"label": "in", "y": hist["in"]}, {"label": "out", "y": hist["out"]}]}
+    fig = render_figure(spec)
+    assert len(fig.axes) == 1 and len(fig.axes[0].patches) == 4  # a filled and an outlined step per series
+    grid = render_figure({"name": "g", "title": "sets", "kind": "small_multiples",
+                          "panels": [{**spec, "title": "a"}, {**spec, "title": "b"}]})
+    assert [ax.get_title(loc="left") for ax in grid.axes] == ["a", "b"]
+    broken = render_figure({**spec, "series": [{"label": "in", "y": hist["in"][:-1]}]})
+    assert any("cannot draw figure" in t.get_text() for ax in broken.axes for t in ax.texts) or \
+        any("cannot draw figure" in t.get_text() for t in broken.texts)
