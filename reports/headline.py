@@ -211,9 +211,6 @@ def most_faithful(results: Mapping[str, Any]) -> dict[str, Any] | None:
             "deletion_auc": auc, "deletion_auc_text": None if auc is None else format_value(auc)}
 
 
-_OOD_AUROC = re.compile(r"^ood\.(?P<detector>[^.]+)\.auroc$")  # a detector's mean over the OOD sets
-
-
 def shift_cards(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Mean corrupted accuracy (corruptions section) and the best OOD detector's AUROC, mean over the OOD sets
     (ood section), when those sections ran."""
@@ -223,10 +220,10 @@ def shift_cards(results: Mapping[str, Any]) -> list[dict[str, Any]]:
         cards.append(_card("Mean corrupted accuracy", corrupted, metric="corruptions.mean_accuracy"))
     best: tuple[float, str] | None = None
     for name, raw in _metrics(results, "ood").items():
-        match = _OOD_AUROC.match(name)
-        value = decode_number(raw) if match else None
-        if match and value is not None and (best is None or value > best[0]):
-            best = (value, match["detector"])
+        parts = name.split(".")  # ood.<detector>.auroc: a detector's mean over the OOD sets
+        value = decode_number(raw) if len(parts) == 3 and parts[2] == "auroc" else None
+        if value is not None and (best is None or value > best[0]):
+            best = (value, parts[1])
     if best is not None:
         cards.append(_card(f"Best OOD detector AUROC ({best[1]})", best[0], metric=f"ood.{best[1]}.auroc"))
     return cards

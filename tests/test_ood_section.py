@@ -215,3 +215,17 @@ def test_demo_runs_the_ood_section(demo_dir: Path) -> None:
     assert "Best OOD detector AUROC" in html
     need(fashion_mnist_missing())
     assert m["ood.fashion_mnist.n_samples"] == 500
+
+
+def test_headline_cards_for_shift() -> None:
+    from reports.headline import headline_view
+
+    results = {"sections": {
+        "ood": {"status": "ok", "metrics": {"ood.energy.auroc": 0.8, "ood.autoencoder.auroc": 0.97,
+                                            "ood.fashion.msp.auroc": 0.99, "ood.calibration.ece": 0.01}},
+        "corruptions": {"status": "ok", "metrics": {"corruptions.mean_accuracy": 0.7}}}}
+    cards = {c["label"]: (c["value"], c["metric"]) for c in headline_view(results)["cards"]}
+    # the best mean over the sets, not one set's AUROC
+    assert cards["Best OOD detector AUROC (autoencoder)"] == (0.97, "ood.autoencoder.auroc")
+    assert cards["Mean corrupted accuracy"] == (0.7, "corruptions.mean_accuracy")
+    assert not [c for c in headline_view({"sections": {}})["cards"] if "OOD" in c["label"]]
