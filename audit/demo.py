@@ -28,7 +28,11 @@ DIGITS_SECTIONS: dict[str, Any] = {
     # feature-squeezing detector, on the robustness section's worst case (docs/defenses.md)
     "defenses": {"defenses": ["bit_depth", "gaussian_noise"]},
     "explanations": {},
+    # out-of-distribution detection against Fashion-MNIST (when installed), synthetic and near (corrupted) OOD,
+    # and calibration under corruption with temperature scaling (docs/shift.md); ood_sections() fills it in
+    "ood": {"fit_data": {"source": "digits", "split": "train"}},
 }
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 RESUME_SECTIONS: dict[str, Any] = {
     "performance": {},
     "imbalance": {},
@@ -49,6 +53,10 @@ DIGITS_POLICY: dict[str, Any] = {
         # defense costs more than 5 points of clean accuracy; their verdicts are findings, not gates
         "defenses.bit_depth.clean_accuracy_cost <= 0.05",
         "defenses.gaussian_noise.clean_accuracy_cost <= 0.05",
+        # the best OOD detector separates the digits from Fashion-MNIST, noise and corrupted digits, and temperature
+        # scaling changed no prediction
+        "ood.best_auroc >= 0.9",
+        "ood.calibration.predictions_changed == 0",
     ],
     "max_findings": {"critical": 0},
 }
@@ -120,7 +128,7 @@ def prepare_digits(out: Path, seed: int) -> Path:
         "model": {"factory": "audit.zoo:digits_cnn", "weights": "../models/digits-cnn.pt", "input_bounds": [0.0, 1.0]},
         "data": {"source": "digits", "split": "test"},
         "seed": seed,
-        "sections": DIGITS_SECTIONS,
+        "sections": {**DIGITS_SECTIONS, "ood": ood_params()},
         "gate": DIGITS_POLICY,
     })
     return config_path
@@ -154,6 +162,21 @@ def prepare_resume(out: Path, seed: int) -> Path:
         "gate": RESUME_POLICY,
     })
     return config_path
+
+
+def ood_params() -> dict[str, Any]:
+    """The digits demo's ood section: Fashion-MNIST's test images, area-resized to the digits' 8x8, as the
+    user-named OOD set when Debian's dataset-fashion-mnist is installed; synthetic and near OOD only otherwise."""
+    params = dict(DIGITS_SECTIONS["ood"])
+    images, labels = FASHION_MNIST / "t10k-images-idx3-ubyte.gz", FASHION_MNIST / "t10k-labels-idx1-ubyte.gz"
+    if images.is_file() and labels.is_file():
+        params["ood_data"] = [{"name": "fashion_mnist", "resize": [8, 8],
+                               "data": {"source": "idx", "path": str(images), "labels_path": str(labels),
+                                        "scale": 255.0, "input_shape": [1, 28, 28], "limit": 500}}]
+    else:
+        log.warning("Fashion-MNIST is not installed at %s (apt-get install dataset-fashion-mnist): the demo's ood "
+                    "section runs the synthetic and near-OOD sets only", FASHION_MNIST)
+    return params
 
 
 def policy_path(out: Path, run_name: str) -> Path:

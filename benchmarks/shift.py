@@ -9,8 +9,11 @@ the median and the fastest repeat of each are reported, with the time per image 
 reference measured in this run (below 1: nnaudit is faster). On a shared machine other jobs only ever add time,
 so the ratio of the fastest repeats is the steadier one. "overall" sums the 19 corruptions.
 
+Then, in the same run, the OOD detectors against pytorch-ood on the same inputs and model (``benchmarks/ood.py``;
+``--no-ood`` leaves them out).
+
 Usage: ``python benchmarks/shift.py [--severity 3] [--repeats 5] [--threads 1] [--device cpu|cuda]
-[--size 32|224] [--images 64] [--only NAME ...]``.
+[--size 32|224] [--images 64] [--only NAME ...] [--no-ood]``.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32, choices=(32, 224))
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--no-ood", action="store_true", help="skip the OOD detectors against pytorch-ood")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -115,6 +119,12 @@ def main() -> None:
     print(f"{'overall':18s} {1000 * ours_t[0] / n:8.3f} /{1000 * ours_t[1] / n:7.3f} "
           f"{1000 * ref_t[0] / n:8.3f} /{1000 * ref_t[1] / n:7.3f} "
           f"{ours_t[0] / ref_t[0]:8.3f}x {ours_t[1] / ref_t[1]:8.3f}x")
+    if not args.no_ood:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from ood import run as run_ood
+
+        print()
+        run_ood(repeats=args.repeats)
 
 
 if __name__ == "__main__":

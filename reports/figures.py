@@ -22,8 +22,8 @@ from reports.plots import CHART_DRAWERS, DPI, FigureSpecError, decorate, new_fig
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-UNKNOWN_KIND = ("unknown figure kind {kind!r}: expected one of heatmap, line, bar, image, image_grid, tree, "
-                "small_multiples")
+UNKNOWN_KIND = ("unknown figure kind {kind!r}: expected one of heatmap, line, bar, histogram, image, image_grid, "
+                "tree, small_multiples")
 BAD_SPEC = "cannot draw figure {name!r}: {error}"
 
 # errors a malformed spec can raise while drawing; anything else is a bug and propagates

@@ -9,7 +9,8 @@ answer to "can this model ship, and why not?" reads the same in both.
 - Headline: clean and balanced accuracy; worst-case robust accuracy per norm and eps with the
   run's ``robustness.reliable`` flag and its reason; the worst fairness disparity with its
   bootstrap interval (the one furthest past its tolerance, see ``worst_disparity``); the most
-  faithful explanation method(s) (faithfulness rank 1); counts of findings by severity.
+  faithful explanation method(s) (faithfulness rank 1); mean corrupted accuracy and the best OOD detector's
+  AUROC (mean over its OOD sets); counts of findings by severity.
 """
 
 from __future__ import annotations
@@ -211,6 +212,24 @@ def most_faithful(results: Mapping[str, Any]) -> dict[str, Any] | None:
             "deletion_auc": auc, "deletion_auc_text": None if auc is None else format_value(auc)}
 
 
+def shift_cards(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Mean corrupted accuracy (corruptions section) and the best OOD detector's AUROC, mean over the OOD sets
+    (ood section), when those sections ran."""
+    cards = []
+    corrupted = _number(_metrics(results, "corruptions"), "corruptions.mean_accuracy")
+    if corrupted is not None:
+        cards.append(_card("Mean corrupted accuracy", corrupted, metric="corruptions.mean_accuracy"))
+    best: tuple[float, str] | None = None
+    for name, raw in _metrics(results, "ood").items():
+        parts = name.split(".")  # ood.<detector>.auroc: a detector's mean over the OOD sets
+        value = decode_number(raw) if len(parts) == 3 and parts[2] == "auroc" else None
+        if value is not None and (best is None or value > best[0]):
+            best = (value, parts[1])
+    if best is not None:
+        cards.append(_card(f"Best OOD detector AUROC ({best[1]})", best[0], metric=f"ood.{best[1]}.auroc"))
+    return cards
+
+
 def headline_view(results: Mapping[str, Any]) -> dict[str, Any]:
     """The headline card's values; each entry is None when the run did not compute it."""
     performance, imbalance = _metrics(results, "performance"), _metrics(results, "imbalance")
@@ -221,6 +240,7 @@ def headline_view(results: Mapping[str, Any]) -> dict[str, Any]:
         cards.append(_card("Clean accuracy", accuracy, metric="performance.accuracy"))
     if balanced is not None or "imbalance" in results.get("sections", {}):
         cards.append(_card("Balanced accuracy", balanced, metric="imbalance.balanced_accuracy"))
+    cards += shift_cards(results)
     findings = all_findings(results)
     return {
         "cards": cards,

@@ -1,4 +1,4 @@
-"""The chart figure kinds drawn with matplotlib: heatmap, line, bar, image and small multiples.
+"""The chart figure kinds drawn with matplotlib: heatmap, line, bar, histogram, image and small multiples.
 
 ``reports.figures`` dispatches a spec here by its kind (and draws image grids and trees itself);
 the helpers below (a pyplot-free figure, wrapped titles, axis styling) are shared with it. Every
@@ -323,9 +323,32 @@ def _image(spec: Mapping[str, Any], run_dir: Path | None) -> Figure:
     return fig
 
 
+def _histogram(spec: Mapping[str, Any], run_dir: Path | None) -> Figure:
+    fig = new_figure(6.4, CHART_HEIGHT)
+    _draw_histogram(fig.add_subplot(), spec)
+    return fig
+
+
+def _draw_histogram(ax: Axes, spec: Mapping[str, Any], *, legend: bool = True) -> None:
+    """Pre-binned histograms on shared ``edges``: one step outline per series (its ``y``: one value per bin)."""
+    edges = _floats(spec.get("edges"))
+    if len(edges) < 2:
+        raise FigureSpecError("histogram figure needs 'edges' (at least 2)")
+    series = _series(spec)
+    for index, item in enumerate(series):
+        color = SERIES_COLORS[index % len(SERIES_COLORS)]
+        values = _floats(item.get("y"), len(edges) - 1)
+        ax.stairs(values, edges, color=color, label=str(item.get("label", "")), fill=True, alpha=0.35)
+        ax.stairs(values, edges, color=color, linewidth=1.4)
+    _style_axes(ax)
+    decorate(ax, spec)
+    if legend and len(series) > 1:
+        ax.legend(frameon=False, fontsize=8)
+
+
 # -- small multiples -------------------------------------------------------------------------
 
-PANEL_KINDS = ("line", "bar")
+PANEL_KINDS = ("line", "bar", "histogram")
 
 
 def _panels(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -349,7 +372,7 @@ def _small_multiples(spec: Mapping[str, Any], run_dir: Path | None) -> Figure:
     axes = fig.subplots(rows, columns, squeeze=False, sharex=horizontal, sharey=not horizontal)
     for index, panel in enumerate(panels):
         ax = axes[index // columns][index % columns]
-        draw = _draw_line if panel.get("kind", "bar") == "line" else _draw_bar
+        draw = {"line": _draw_line, "histogram": _draw_histogram}.get(panel.get("kind", "bar"), _draw_bar)
         last_row = index + columns >= len(panels)
         if horizontal:  # category ticks name themselves; the value label once, under the last row
             labels = {"xlabel": "", "ylabel": panel.get("ylabel", "") if last_row else ""}
@@ -376,4 +399,5 @@ def _panel_height(panel: Mapping[str, Any]) -> float:
     return max(1.4, 0.09 * points * max(len(series), 1) + 0.7)
 
 
-CHART_DRAWERS = {"heatmap": _heatmap, "line": _line, "bar": _bar, "image": _image, "small_multiples": _small_multiples}
+CHART_DRAWERS = {"heatmap": _heatmap, "line": _line, "bar": _bar, "histogram": _histogram, "image": _image,
+                 "small_multiples": _small_multiples}

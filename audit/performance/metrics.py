@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from audit.calibration import expected_calibration_error
+
 
 @dataclass(frozen=True)
 class Performance:
@@ -152,26 +154,6 @@ def balanced_weights(y: np.ndarray) -> np.ndarray:
     present = int((counts > 0).sum())
     weight: np.ndarray = len(y) / (present * counts[y])
     return weight
-
-
-def expected_calibration_error(proba: np.ndarray, y: np.ndarray, n_bins: int) -> tuple[float, list[list[float]]]:
-    """Top-label ECE with equal-width confidence bins. Returns (ece, rows of
-    [bin_low, bin_high, count, mean_confidence, accuracy])."""
-    confidence = proba.max(axis=1)
-    correct = (proba.argmax(axis=1) == y).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # bin i holds (edges[i], edges[i+1]]; confidence 0 goes to bin 0
-    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
-    counts = np.bincount(which, minlength=n_bins).astype(np.float64)
-    conf_sum = np.bincount(which, weights=confidence, minlength=n_bins)
-    acc_sum = np.bincount(which, weights=correct, minlength=n_bins)
-    ece = float(np.abs(acc_sum - conf_sum).sum() / len(y))
-    rows = []
-    for i in range(n_bins):
-        n = counts[i]
-        rows.append([float(edges[i]), float(edges[i + 1]), int(n),
-                     float(conf_sum[i] / n) if n else float("nan"), float(acc_sum[i] / n) if n else float("nan")])
-    return ece, rows
 
 
 def calibration(proba: np.ndarray, y: np.ndarray, n_bins: int) -> Calibration:

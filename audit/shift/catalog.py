@@ -96,3 +96,11 @@ def image_defaults(channels: int) -> list[str]:
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# out-of-distribution detectors of the ood section (audit.shift.ood), by what they need from the model
+LOGIT_DETECTORS: tuple[str, ...] = ("msp", "max_logit", "energy")
+GRADIENT_DETECTORS: tuple[str, ...] = ("odin",)
+FEATURE_DETECTORS: tuple[str, ...] = ("mahalanobis", "knn")
+INPUT_DETECTORS: tuple[str, ...] = ("autoencoder",)
+DETECTORS: tuple[str, ...] = (*LOGIT_DETECTORS, *GRADIENT_DETECTORS, *FEATURE_DETECTORS, *INPUT_DETECTORS)
