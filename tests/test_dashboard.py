@@ -375,7 +375,7 @@ def _run_app(monkeypatch: pytest.MonkeyPatch, root: Path, view: str | None = Non
 
 
 @pytest.mark.parametrize(("rule", "expected"), [
-    ("performance.accuracy >= 0.95", "Verdict: FAIL · 1 failing check(s)"),
+    ("performance.accuracy >= 0.95", "Verdict: FAIL · 1 failing check(s) · 1 high finding is not gated"),
     ("performance.accuracy >= 0.5", "Verdict: PASS · 1 high finding is not gated"),
 ])
 def test_verdict_from_the_runs_own_policy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rule: str,
@@ -420,7 +420,8 @@ def test_headline_cards_come_from_the_reports_headline(monkeypatch: pytest.Monke
     judged = verdict_view(data)
     assert judged["status"] == "fail" and judged["failing"]
     assert [plain(e.value) for e in at.error] == [f"Verdict: {judged['label']} · {len(judged['failing'])} failing "
-                                                  "check(s)"]
+                                                  "check(s)" + (f" · {judged['ungated_text']}" if judged["ungated"]
+                                                                else "")]
 
 
 def test_dashboard_shows_the_verdict_of_a_run_made_with_policy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
