@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from audit import __version__
-from audit.cli_decide import add_decide_commands
+from audit.cli_decide import add_decide_commands, check_new_run_waivers, verdict_summary
 from audit.cli_export import MLFLOW_HELP, add_export_commands, export_at_end
 from audit.cli_plan import add_plan_command
 from audit.cli_store import STORE_HELP, add_store_commands, register_run_at_end, run_store
@@ -107,6 +107,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from audit.policy import read_policy_file
 
         config.gate = read_policy_file(args.policy)
+    if resume is None:
+        check_new_run_waivers(config.gate, f"--policy {args.policy}" if args.policy else "gate")
     out = resume or (Path(args.out) if args.out else default_out_dir())
     existing: Existing = "resume" if resume is not None else "overwrite" if args.overwrite else "refuse"
     store = run_store(args.store, config.store, config_path)
@@ -222,16 +224,11 @@ def cmd_harden(args: argparse.Namespace) -> int:
 
 def _print_verdict(results: dict[str, Any], out: Path) -> None:
     """The run verdict stored in results.json, on one line."""
-    from audit.decide.verdict import failing_checks
-
     record = results.get("verdict")
     if record is None:
         print("verdict: not gated (no policy: add 'gate:' to the config or pass --policy)")
         return
-    failing = failing_checks(record)
-    detail = "; ".join(check["message"] for check in failing[:5])
-    print(f"verdict: {record['status'].upper()}" + (f" ({detail})" if detail else "")
-          + f"; re-check with `nnaudit gate {out}`")
+    print(f"verdict: {verdict_summary(record)}; re-check with `nnaudit gate {out}`")
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:

@@ -243,7 +243,7 @@ def parse_config(data: Any, *, base_dir: Path | None = None) -> AuditConfig:
     if config.gate is not None:
         from audit.policy import check_policy_data
 
-        check_policy_data(config.gate, key="gate")
+        config.gate = check_policy_data(config.gate, key="gate")
     if config.store is not None:
         _check_store(config.store)
     if base_dir is not None:

@@ -9,6 +9,10 @@ One grammar for ``nnaudit gate``, ``nnaudit compare`` and a run's own policy. A 
         value: 0.8
     fail_on_section_error: true                # default: an errored section fails the gate (exit 2)
     max_findings: {critical: 0, high: 2}       # optional: findings at that severity or worse
+    waivers:                                   # optional: accepted failures, with reason, author and expiry
+      - {check: performance.accuracy >= 0.9, reason: ..., by: alice, until: 2027-03-31}
+
+(waivers: ``audit.waivers`` parses them, ``audit.decide.waive`` applies them).
 
 A compare policy is a gate policy whose rules may also be rules on deltas (candidate - base), with two
 more keys::
@@ -40,6 +44,7 @@ from typing import Any, Literal
 from audit.errors import ConfigError
 from audit.numbers import format_number
 from audit.results import SEVERITIES
+from audit.waivers import Waiver, json_safe_waivers, parse_waivers
 
 RegressionMode = Literal["fail", "report"]
 DEFAULT_ALPHA = 0.05
@@ -57,7 +62,7 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "==": _close,
     "!=": lambda a, b: not _close(a, b),
 }
-POLICY_KEYS = ("rules", "fail_on_section_error", "max_findings")
+POLICY_KEYS = ("rules", "fail_on_section_error", "max_findings", "waivers")
 COMPARE_KEYS = ("significant_regressions", "alpha")
 RULE_KEYS = ("metric", "op", "value")
 
@@ -66,7 +71,8 @@ POLICY_NOT_FOUND = "no gate policy file at {path}; pass the path of a YAML polic
 POLICY_UNREADABLE = "cannot read the policy {path}: {error}"
 POLICY_NOT_MAPPING = "a policy is a YAML mapping with 'rules:' at the top level, got {kind}"
 POLICY_EMPTY = "the policy checks nothing: add 'rules:' (e.g. '- performance.accuracy >= 0.9') or 'max_findings:'"
-UNKNOWN_POLICY_KEY = "unknown key {key!r}{hint}; a policy has only: rules, fail_on_section_error, max_findings"
+UNKNOWN_POLICY_KEY = ("unknown key {key!r}{hint}; a policy has only: rules, fail_on_section_error, max_findings, "
+                      "waivers")
 RULES_NOT_LIST = "'rules' must be a list, one rule per item (e.g. '- performance.accuracy >= 0.9')"
 RULE_SYNTAX = ("cannot read rule {text!r}: write '<metric> <op> <number>' such as 'performance.accuracy >= 0.9', "
                "with <op> one of >=, >, <=, <, ==, !=")
@@ -116,6 +122,7 @@ class Policy:
     rules: tuple[Rule, ...] = ()
     fail_on_section_error: bool = True
     max_findings: Mapping[str, int] = field(default_factory=dict)
+    waivers: tuple[Waiver, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -219,9 +226,10 @@ def parse_policy(data: Any) -> Policy:
     rules = tuple(parse_rule(item, f"rules[{i}]") for i, item in enumerate(_rule_items(data)))
     flag = _section_error_flag(data)
     limits = _max_findings(data.get("max_findings"))
+    waivers = parse_waivers(data.get("waivers"))
     if not rules and not limits:
         raise ConfigError("rules", POLICY_EMPTY)
-    return Policy(rules=rules, fail_on_section_error=flag, max_findings=limits)
+    return Policy(rules=rules, fail_on_section_error=flag, max_findings=limits, waivers=waivers)
 
 
 def _delta_rule(item: Any, key: str) -> Rule | None:
@@ -247,7 +255,7 @@ def parse_compare_policy(data: Any) -> ComparePolicy:
     policy it may hold no rules at all (then the significance tests alone decide)."""
     if not isinstance(data, Mapping):
         raise ConfigError("policy", POLICY_NOT_MAPPING.format(kind=type(data).__name__))
-    known = (*POLICY_KEYS, *COMPARE_KEYS)
+    known = (*(k for k in POLICY_KEYS if k != "waivers"), *COMPARE_KEYS)  # waivers: the gate and run verdict only
     for key in data:
         if key not in known:
             raise ConfigError(str(key), UNKNOWN_COMPARE_KEY.format(key=key, hint=_did_you_mean(key, known),
@@ -308,13 +316,13 @@ def load_compare_policy(path: str | os.PathLike[str]) -> ComparePolicy:
 
 def check_policy_data(data: Any, *, key: str = "gate") -> dict[str, Any]:
     """Validate a gate policy mapping (a config's ``gate:`` block or a policy file); ``ConfigError`` names
-    ``key.<what>``."""
+    ``key.<what>``. Returns the mapping with waiver dates as ``YYYY-MM-DD`` text (it is stored in JSON)."""
     try:
         parse_policy(data)
     except ConfigError as err:
         where = key if err.key in ("policy", "<root>") else f"{key}.{err.key}"
         raise ConfigError(where, err.message) from err
-    return dict(data)
+    return json_safe_waivers(data)
 
 
 def read_policy_file(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -38,8 +38,9 @@ from audit.jsonio import decode_number as decode_number
 from audit.jsonio import dumps as dumps
 from audit.jsonio import encode_number as encode_number
 
-# 2.2: manifest run_id and git; 2.1: verdict, directions, figure kinds image_grid/tree/small_multiples; 2.0: "Infinity"
-SCHEMA_VERSION = "2.2"
+# 2.3: verdict waivers, ungated findings, check status waived; 2.2: manifest run_id and git;
+# 2.1: verdict, directions, figure kinds image_grid/tree/small_multiples; 2.0: "Infinity"
+SCHEMA_VERSION = "2.3"
 RESULTS_FILE = "results.json"
 ARTIFACTS_DIR = "artifacts"
 VERDICT_KEY = "verdict"  # the top-level run verdict (audit.decide.verdict builds it, the runner stores it)

@@ -7,7 +7,11 @@ status words, escaper (``reports.text``) and number formatter (``audit.numbers``
 
 JUnit: one ``<testsuite>`` (``nnaudit.gate`` or ``nnaudit.compare``), one testcase per check. A failed
 check is a ``<failure>``; a missing or null metric, an errored section or an unfinished run is an
-``<error>``; a skipped check is ``<skipped>``. Characters XML 1.0 cannot hold (an ESC or NUL byte in a
+``<error>``; a skipped check is ``<skipped>``. A waived check (a failure a policy waiver accepts) is a passing
+testcase: it does not fail the CI job, but its ``<system-out>`` starts with ``WAIVED by ... until ...: reason``
+and its ``<properties>`` hold ``waiver.reason``, ``waiver.by`` and ``waiver.until``; the suite's properties
+name every waiver with its state (``waiver`` = ``ACTIVE check '...': ...``) and the ungated high and critical
+findings (``ungated_findings``). Characters XML 1.0 cannot hold (an ESC or NUL byte in a
 class name or an error message) are replaced, so the file always parses. Never imports torch.
 """
 
@@ -16,9 +20,9 @@ from __future__ import annotations
 import os
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from audit.numbers import NumberStyle, format_number
 from audit.results import atomic_write_text
@@ -28,9 +32,10 @@ if TYPE_CHECKING:
     from audit.decide.checks import Check, Decision
 
 GATE_SUITE, COMPARE_SUITE = "nnaudit.gate", "nnaudit.compare"
-STATUS_MARKS = {"pass": "PASS", "fail": "FAIL", "missing": "MISSING", "error": "ERROR", "skipped": "SKIP"}
+STATUS_MARKS = {"pass": "PASS", "fail": "FAIL", "missing": "MISSING", "error": "ERROR", "skipped": "SKIP",
+                "waived": "WAIVED"}
 STATUS_TEXT = {"pass": "✅ pass", "fail": "❌ fail", "missing": "⚠️ missing", "error": "⚠️ error",
-               "skipped": "⏭️ skipped"}
+               "skipped": "⏭️ skipped", "waived": "🟡 WAIVED"}
 VERDICT_ICONS = {0: "✅", 1: "❌", 2: "⚠️"}
 SIGNED_KINDS = ("delta", "significance")  # their value is a change: shown with its sign
 # the gate's numbers are exact (10 significant digits, as in its messages); a comparison's are plain (4)
@@ -70,15 +75,36 @@ def check_table(decision: Decision) -> list[str]:
             for row in [header, *rows]]
 
 
+def ungated_line(decision: Decision) -> str:
+    """``3 high findings are not gated`` ("" when none): high and critical findings outside the policy."""
+    from audit.decide.waive import ungated_text
+
+    return ungated_text(decision.ungated_counts)
+
+
+def waiver_line(waiver: Mapping[str, Any]) -> str:
+    """``EXPIRED waiver of check 'X' (by alice until 2027-03-31: reason): expired on ...``: one waiver's state."""
+    target = (f"check {waiver['check']!r}" if "check" in waiver else
+              "finding " + ", ".join(f"{k} {v!r}" for k, v in waiver.get("finding", {}).items()))
+    return (f"{str(waiver.get('state', '')).upper()} waiver of {target} (by {waiver.get('by')} until "
+            f"{waiver.get('until')}: {waiver.get('reason')}): {waiver.get('message', '')}")
+
+
 def decision_line(decision: Decision) -> str:
-    """``gate FAILED (exit 1): 6 pass, 1 fail``: the closing line of the terminal text."""
-    return f"{decision.kind} {decision.verdict} (exit {decision.exit_code}): {counts_text(decision)}"
+    """``gate PASSED (exit 0): 14 pass; 3 high findings are not gated``: the closing line of the terminal text."""
+    ungated = ungated_line(decision)
+    return (f"{decision.kind} {decision.verdict} (exit {decision.exit_code}): {counts_text(decision)}"
+            + (f"; {ungated}" if ungated else ""))
 
 
 def format_gate(decision: Decision) -> str:
-    """A gate's decision as plain text for the terminal and CI logs: the run, the table, the verdict line."""
+    """A gate's decision as plain text for the terminal and CI logs: the run, the table, each waiver's state,
+    the ungated findings, the verdict line."""
     lines = [f"nnaudit gate: {decision.run_title}" if decision.run_title else "nnaudit gate"]
     lines += check_table(decision)
+    lines += [f"waiver: {waiver_line(w)}" for w in decision.waivers]
+    lines += [f"not gated: [{f.get('severity')}] {f.get('section', '')}: {f.get('message', '')}"
+              for f in decision.ungated]
     lines.append(decision_line(decision))
     return "\n".join(lines) + "\n"
 
@@ -101,6 +127,13 @@ def _testcase(suite: str, decision: Decision, check: Check) -> ET.Element:
         ET.SubElement(case, "error", {"message": message, "type": _ERROR_TYPES[check.status]}).text = message
     elif check.status == "skipped":
         ET.SubElement(case, "skipped", {"message": message})
+    elif check.status == "waived" and check.waiver is not None:
+        holder = ET.SubElement(case, "properties")
+        for key in ("reason", "by", "until"):
+            ET.SubElement(holder, "property", {"name": f"waiver.{key}", "value": xml_text(check.waiver.get(key, ""))})
+        ET.SubElement(case, "system-out").text = xml_text(
+            f"WAIVED by {check.waiver.get('by')} until {check.waiver.get('until')}: {check.waiver.get('reason')}"
+            f"\n{check.message}")
     else:
         ET.SubElement(case, "system-out").text = message
     return case
@@ -114,6 +147,9 @@ def junit_xml(decision: Decision, *, properties: Sequence[tuple[str, str]] | Non
     suite_name = GATE_SUITE if decision.kind == "gate" else COMPARE_SUITE
     if properties is None:
         properties = [("run", decision.run_title), ("exit_code", str(decision.exit_code))]
+    properties = [*properties, *(("waiver", waiver_line(w)) for w in decision.waivers)]
+    if decision.ungated:
+        properties.append(("ungated_findings", ungated_line(decision)))
     counts = {"tests": str(len(decision.checks)), "failures": str(decision.count("fail")),
               "errors": str(decision.count("missing") + decision.count("error")),
               "skipped": str(decision.count("skipped"))}
@@ -154,7 +190,7 @@ def gate_to_markdown(decision: Decision) -> str:
         f"## {VERDICT_ICONS[decision.exit_code]} nnaudit gate {decision.verdict}",
         "",
         f"Run: **{escape_markdown(decision.run_title or 'unnamed run')}** · exit code {decision.exit_code} · "
-        f"{counts_text(decision)}",
+        f"{counts_text(decision)}" + (f" · **{escape_markdown(ungated_line(decision))}**" if decision.ungated else ""),
         "",
         "| Check | Value | Threshold | Outcome | Detail |",
         "| --- | ---: | --- | --- | --- |",
@@ -168,6 +204,21 @@ def gate_to_markdown(decision: Decision) -> str:
                   f"{escape_markdown(f.get('message', ''))}" for f in decision.findings]
     else:
         lines.append("None.")
+    if decision.ungated:
+        lines += ["", f"**{escape_markdown(ungated_line(decision))}** (no rule or findings limit of the policy covers "
+                  "them; `nnaudit gate --strict` fails on them):", ""]
+        lines += [f"- **{escape_markdown(f.get('severity', ''))}** ({escape_markdown(f.get('section', ''))}): "
+                  f"{escape_markdown(f.get('message', ''))}" for f in decision.ungated]
+    if decision.waivers:
+        lines += ["", "### Waivers", "", "| State | Waives | By | Until | Reason | Detail |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for w in decision.waivers:
+            target = (code_span(str(w["check"])) if "check" in w else
+                      "finding " + escape_markdown(", ".join(f"{k} {v!r}" for k, v in w.get("finding", {}).items())))
+            lines.append(markdown_row([f"**{escape_markdown(str(w.get('state', '')).upper())}**", target,
+                                       escape_markdown(str(w.get("by", ""))), escape_markdown(str(w.get("until", ""))),
+                                       escape_markdown(str(w.get("reason", ""))),
+                                       escape_markdown(str(w.get("message", "")))]))
     return "\n".join(lines) + "\n"
 
 

@@ -40,7 +40,9 @@ DISPARITY_TABLE = "disparities"
 
 
 def verdict_view(results: Mapping[str, Any], run_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """``status`` (pass, fail, error, not_gated), ``label``, ``text``, ``failing`` checks, ``checks``.
+    """``status`` (pass, fail, error, not_gated), ``label``, ``text``, ``failing`` checks, ``checks``, ``waived``
+    checks (each with its ``waiver``), ``waivers`` (each with its state), ``ungated`` (the high and critical
+    findings no policy rule covers) and ``ungated_text`` ("3 high findings are not gated", "" for none).
 
     ``failing`` holds the checks that did not pass, each with ``name``, ``status``, ``message``,
     ``value`` and ``threshold`` (decoded numbers) and ``value_text``.
@@ -55,7 +57,8 @@ def verdict_view(results: Mapping[str, Any], run_dir: str | os.PathLike[str] | N
         check = _check_view({"name": "gate policy", "kind": "run", "status": "error",
                              "message": f"the policy the run carries is invalid: {err}"})
         return {"status": "error", "label": label, "text": "the run's gate policy cannot be read",
-                "failing": [check], "checks": [check], "n_checks": 1, "n_passed": 0, "source": "policy"}
+                "failing": [check], "checks": [check], "n_checks": 1, "n_passed": 0, "source": "policy",
+                **_waiver_view({})}
     source = "policy"
     if record is None:
         stored = results.get(VERDICT_KEY)
@@ -64,13 +67,26 @@ def verdict_view(results: Mapping[str, Any], run_dir: str | os.PathLike[str] | N
     if record is None:
         label, text = VERDICT_TEXT["not_gated"]
         return {"status": "not_gated", "label": label, "text": text, "failing": [], "checks": [], "n_checks": 0,
-                "n_passed": 0, "source": None}
+                "n_passed": 0, "source": None, **_waiver_view({})}
     status = str(record.get("status", "error"))
     label, text = VERDICT_TEXT.get(status, VERDICT_TEXT["error"])
     checks = [_check_view(c) for c in record.get("checks", [])]
     failing = [c for c in checks if c["status"] in ("fail", "missing", "error")]
     return {"status": status, "label": label, "text": text, "failing": failing, "checks": checks,
-            "n_checks": len(checks), "n_passed": sum(1 for c in checks if c["status"] == "pass"), "source": source}
+            "n_checks": len(checks), "n_passed": sum(1 for c in checks if c["status"] == "pass"), "source": source,
+            **_waiver_view(record)}
+
+
+def _waiver_view(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The waived checks, the waivers with their states and the ungated findings of a verdict record (records
+    written before waivers have none)."""
+    from audit.decide.waive import ungated_text
+
+    waived = [{**_check_view(c), "waiver": dict(c.get("waiver") or {})} for c in record.get("checks", [])
+              if c.get("status") == "waived"]
+    return {"waived": waived, "n_waived": len(waived), "waivers": [dict(w) for w in record.get("waivers", [])],
+            "ungated": [dict(f) for f in record.get("ungated", [])],
+            "ungated_text": ungated_text(record.get("ungated_findings") or {})}
 
 
 def _check_view(check: Mapping[str, Any]) -> dict[str, Any]:

@@ -180,6 +180,9 @@ class Comparison:
         deltas = out["deltas"]
         for row, d in zip(deltas, self.deltas, strict=True):
             row.update(regression=d.regression, improvement=d.improvement)
+        for check in out["checks"]:  # a waiver only where one applies (a comparison's policy holds none)
+            if check.get("waiver") is None:
+                check.pop("waiver", None)
         return {"exit_code": self.exit_code, "verdict": self.verdict, **out}
 
 

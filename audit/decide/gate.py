@@ -4,7 +4,9 @@
 ``Check`` per rule, per findings limit, for the run's state and (with ``fail_on_section_error``) per
 section. Exit codes: 0 every check passed; 1 a threshold failed or there were too many findings; 2 a
 metric is missing or could not be computed (null/NaN), a section errored, or the run did not finish
-(running, interrupted, or killed: incomplete) (2 wins over 1). Metric values are read through
+(running, interrupted, or killed: incomplete) (2 wins over 1). Waivers turn failed checks into ``waived``
+(not failing) and ``--strict`` fails on ungated high or critical findings (``audit.decide.waive``).
+Metric values are read through
 ``audit.results.decode_number``: an infinite value (``"Infinity"`` in results.json, e.g. the median
 minimal adversarial eps of a model no attack fooled) compares as infinity, so it passes ``>= 0.1`` and
 fails ``<= 0.5``; a NaN never passes any rule, ``!=`` included. ``==`` and ``!=`` compare with a
@@ -13,12 +15,21 @@ relative tolerance of 1e-9. Never runs a model, never imports torch.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from audit.decide.checks import Check, CheckStatus, Decision
+from audit.decide.waive import (
+    findings_limit_checks,
+    strict_check,
+    today_utc,
+    ungated_findings,
+    waive_checks,
+    waiver_states,
+)
 from audit.errors import ConfigError
 from audit.findings import run_findings, severity_rank
 from audit.numbers import format_number
@@ -39,6 +50,7 @@ RUN_COMPLETE = "the run completed"
 RUN_FAILED = "every section ran; {reason}"
 NO_POLICY = ("the run carries no gate policy: pass --policy FILE, or give the run one ('gate:' in its config or "
              "`nnaudit run --policy FILE`)")
+HIGH = severity_rank("high")
 RESUME_HINT = "; finish it with `nnaudit run --resume {run_dir}`"
 
 
@@ -106,20 +118,6 @@ def evaluate_rule(rule: Rule, metrics: Mapping[str, float | None],
     return _rule_check(rule, "pass" if ok else "fail", message, value)
 
 
-def _findings_checks(results: Mapping[str, Any], limits: Mapping[str, int]) -> list[Check]:
-    severities = [f.get("severity", "info") for s in results.get("sections", {}).values()
-                  for f in s.get("findings", [])]
-    checks = []
-    for severity, limit in limits.items():
-        count = sum(1 for s in severities if severity_rank(s) >= severity_rank(severity))
-        scope = severity if severity == "critical" else f"{severity} or worse"
-        ok = count <= limit
-        message = f"{count} finding{'' if count == 1 else 's'} at {scope}; at most {limit} allowed"
-        checks.append(Check(f"max_findings.{severity} <= {limit}", "findings", "pass" if ok else "fail", message,
-                            f"findings.{severity}", "<=", float(limit), float(count)))
-    return checks
-
-
 def _run_check(state: RunState, run_dir: str | os.PathLike[str] | None) -> Check:
     """The run's own check: a run that did not finish is an error whatever the policy says."""
     if state.status == "complete":
@@ -148,18 +146,29 @@ def _section_checks(results: Mapping[str, Any]) -> list[Check]:
 
 
 def evaluate_policy(results: Mapping[str, Any], policy: Policy, *,
-                    run_dir: str | os.PathLike[str] | None = None) -> Decision:
+                    run_dir: str | os.PathLike[str] | None = None, strict: bool = False,
+                    today: dt.date | None = None) -> Decision:
     """Check ``results`` (a loaded results dict) against ``policy``: the gate's ``Decision``. Pure.
 
     ``run_dir`` (where the results came from) tells a run still being written from one whose
     process died; without it a run stored as running is simply not finished. Either way it exits 2.
+    Waivers (``audit.decide.waive``) act on ``today`` (default: the current UTC date). ``strict`` adds a
+    check that fails on high or critical findings no rule covers and no waiver waives.
     """
+    day = today if today is not None else today_utc()
     metrics = all_metrics(dict(results))
     sections = results.get("sections", {})
+    findings = run_findings(results)
     checks = [evaluate_rule(rule, metrics, sections) for rule in policy.rules]
-    checks += _findings_checks(results, policy.max_findings)
+    checks += findings_limit_checks(findings, policy.max_findings, policy.waivers, today=day)
     checks.append(_run_check(run_state(dict(results), run_dir), run_dir))
     if policy.fail_on_section_error:
         checks += _section_checks(results)
+    checks = waive_checks(checks, policy.waivers, today=day)
+    ungated = ungated_findings(findings, policy, today=day)
+    if strict:
+        checks.append(strict_check(ungated))
     return Decision("gate", tuple(checks), run_title=run_title(results),
-                    findings=tuple(run_findings(results, min_severity="high")))
+                    findings=tuple(f for f in findings if severity_rank(f.get("severity", "info")) >= HIGH),
+                    waivers=tuple(waiver_states(checks, findings, policy.waivers, today=day)),
+                    ungated=tuple(ungated))

@@ -231,11 +231,17 @@ def show_verdict(results: dict[str, Any], run: Path | None) -> None:
     parts = [f"Verdict: {judged['label']}"]
     if judged["failing"]:
         parts.append(f"{len(judged['failing'])} failing check(s)")
+    if judged["n_waived"]:
+        parts.append(f"{judged['n_waived']} WAIVED")
+    if judged["ungated_text"]:
+        parts.append(judged["ungated_text"])
     if failed:
         parts.append(f"failed sections: {escape_markdown(', '.join(failed))}")
     line = " · ".join(parts)
     if judged["status"] in ("fail", "error") or failed:
         st.error(line, icon=":material/block:")
+    elif judged["status"] == "pass" and judged["ungated"]:
+        st.warning(line, icon=":material/warning:")
     elif judged["status"] == "pass" and run_state(results, run).status == "complete":
         st.success(line, icon=":material/check_circle:")
     else:
@@ -248,6 +254,26 @@ def show_verdict(results: dict[str, Any], run: Path | None) -> None:
         st.dataframe([{"check": c["name"], "status": c["status"], "value": c["value_text"] or "",
                        "threshold": c["threshold_text"] or "", "message": c["message"]} for c in judged["failing"]],
                      hide_index=True, column_config={"message": st.column_config.TextColumn(width="large")})
+    show_waivers(judged)
+
+
+def show_waivers(judged: dict[str, Any]) -> None:
+    """The waived checks (WAIVED, with reason, author and expiry), the waivers not in force and the ungated
+    findings of the verdict (``reports.headline.verdict_view``)."""
+    if judged["waived"]:
+        st.dataframe([{"check": c["name"], "status": "WAIVED", "value": c["value_text"] or "",
+                       "reason": c["waiver"].get("reason", ""), "by": c["waiver"].get("by", ""),
+                       "until": c["waiver"].get("until", "")} for c in judged["waived"]], hide_index=True)
+    for w in judged["waivers"]:
+        if w.get("state") != "active":
+            target = w.get("check") or f"finding {w.get('finding')}"
+            st.caption(escape_markdown(f"{str(w.get('state')).upper()} waiver of {target} (by {w.get('by')} until "
+                                       f"{w.get('until')}): {w.get('message', '')}"))
+    if judged["ungated"]:
+        st.caption(escape_markdown(f"{judged['ungated_text']} (no rule or findings limit covers them; "
+                                   "`nnaudit gate --strict` fails on them): "
+                                   + "; ".join(f"[{f.get('severity')}] {f.get('section', '')}: {f.get('message', '')}"
+                                               for f in judged["ungated"])))
 
 
 def show_headline(results: dict[str, Any]) -> None:
