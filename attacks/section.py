@@ -180,6 +180,10 @@ class RobustnessSection(SectionPlugin):
             result.status = "skipped"
             result.notes.append(str(err))
             return
+        from audit.model.onnx_convert import conversion_note
+
+        if (note := conversion_note(getattr(ctx.model, "conversion", None))) is not None:
+            result.notes.append(note)
         result.metric("clean_accuracy", clean_correct.mean())
         result.metric("n_samples", len(y))
         result.metric("n_attacked", int(clean_correct.sum()))
