@@ -14,6 +14,8 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from attacks.base import NORMS, Attack, AttackError, AttackNotApplicable, Domain, Norm
+from attacks.blackbox import BlackBoxParams, black_box
+from attacks.blackbox import record as record_black_box
 from attacks.chunks import ChunkInputs, NormPlan, evaluate_chunk, reduce_chunks
 from attacks.escalate import EscalationParams, escalate
 from attacks.escalate import record as record_escalation
@@ -39,7 +41,7 @@ class RobustnessParams(Params):
     restarts: int = Field(1, ge=1, le=100, description="random restarts of pgd / apgd (worst case per sample)")
     square: Literal["auto", "always", "never"] = Field(
         "auto", description="add the score-based square attack: auto = only when the model has no gradients")
-    square_queries: int = Field(1000, ge=1, description="queries per sample of the square attack")
+    square_queries: int = Field(5000, ge=1, description="queries per sample of the square attack (AutoAttack's 5,000)")
     minimal_norm: list[str] = Field(["fmn"], description=f"minimal-norm attacks (foolbox): {list(MINIMAL_ATTACKS)}")
     minimal_samples: int = Field(100, ge=0, description="samples given to the minimal-norm attacks")
     minimal_steps: int = Field(100, ge=1, description="iterations of the minimal-norm attacks")
@@ -54,6 +56,9 @@ class RobustnessParams(Params):
                             "artifacts as it finishes (a resumed run redoes only unfinished chunks), scheduled on "
                             "Ray workers with --backend ray, and the bound on the adversarial examples held in "
                             "memory (docs/scale.md)")
+    black_box: BlackBoxParams = Field(
+        default_factory=BlackBoxParams, description="models without gradients: per-query success curves, the "
+        "transfer attack from a surrogate, when the headline counts as converged (attacks/blackbox.py)")
     escalation: EscalationParams = Field(
         default_factory=EscalationParams, description="adaptive attacks (Square, BPDA, transfer, EOT) run when a red "
         "flag says likely masked, folded into the worst case (docs/defenses.md)")
@@ -123,7 +128,8 @@ class RobustnessSection(SectionPlugin):
         "*.median_min_eps": "higher", "*.mean_min_eps": "higher",
         # escalation: the worst case before the adaptive attacks were folded in; how many of them ran
         "escalation.*.robust_accuracy_before": "higher", "escalation.*.attacks": None,
-        "reliable": "higher", "red_flags.count": "lower", "red_flags.likely_masked": "lower",
+        "reliable": "higher", "black_box_only": None, "query_curve.*": None, "transfer.*": None,
+        "red_flags.count": "lower", "red_flags.likely_masked": "lower",
         "nonfinite_outputs.*": "lower",
         # sizes of the successful perturbations, the checks' own values, counts: no better direction
         "*.mean_perturbation": None, "*.max_perturbation": None, "red_flags.*": None, "n_samples": None,
@@ -226,9 +232,15 @@ class RobustnessSection(SectionPlugin):
                 record_escalation(result, esc, ev, section=self.section)
                 unreliable += esc.reasons
                 resolved |= esc.resolved
+            bb = black_box(ctx, ev, x, y, domain, params=p.black_box, escalation=p.escalation, steps=p.steps,
+                           section=self.section)
+            record_black_box(result, bb, section=self.section)
+            unreliable += bb.reasons
             record.norm(ev)
             unreliable += record.nonfinite(ev, nonfinite)
         record.tables()
+        if not ctx.model.has_gradients:
+            result.metric("black_box_only", 1)  # the headline card says "upper bound"
         if p.red_flags:
             record.flags(flags)
             unreliable = [f"red flag {f.code} says likely masked ({f.title.lower()})" for f in flags
