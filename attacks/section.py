@@ -25,6 +25,7 @@ from attacks.records import RobustnessRecord, fmt
 from attacks.redflags import RedFlag, RedFlagParams, run_red_flags
 from audit.engine.chunks import CHUNKS_DIR, DEFAULT_CHUNK_SIZE, ChunkStore, chunk_seed, plan, run_chunks, seed_all
 from audit.errors import ConfigError, NNAuditError, PluginError
+from audit.model.onnx_convert import model_notes
 from audit.plugin import Params, SectionPlugin
 from audit.results import Direction, SectionResult
 
@@ -186,10 +187,7 @@ class RobustnessSection(SectionPlugin):
             result.status = "skipped"
             result.notes.append(str(err))
             return
-        from audit.model.onnx_convert import conversion_note
-
-        if (note := conversion_note(getattr(ctx.model, "conversion", None))) is not None:
-            result.notes.append(note)
+        result.notes += model_notes(ctx.model)  # an ONNX model: converted graph or black box, and why
         result.metric("clean_accuracy", clean_correct.mean())
         result.metric("n_samples", len(y))
         result.metric("n_attacked", int(clean_correct.sum()))

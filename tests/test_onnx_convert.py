@@ -113,11 +113,11 @@ def test_bad_onnx_settings_name_the_key(digits_cnn: nn.Module, digits_test: Any,
     torch.testing.assert_close(adapter.logits(x), digits_cnn(torch.from_numpy(x)).detach(), rtol=0, atol=1e-4)
 
 
-def _config(model: dict[str, Any], **robustness: Any) -> Any:
+def _config(model: dict[str, Any], **sections: Any) -> Any:
     return parse_config({
         "model": {**model, "input_bounds": [0.0, 1.0]}, "data": {"source": "digits", "limit": 120}, "device": "cpu",
         "sections": {"robustness": {"eps": [0.1], "steps": 20, "minimal_samples": 0, "check_samples": 16,
-                                    "check_queries": 20, "gallery_size": 0, **robustness}},
+                                    "check_queries": 20, "gallery_size": 0}, **sections},
         "report": False})
 
 
@@ -129,7 +129,9 @@ def test_digits_onnx_gets_the_torch_models_white_box_headline(digits_onnx: Path,
     torch.save(digits_cnn.state_dict(), weights)
     torch_run = run_audit(_config({"factory": "audit.zoo:digits_cnn", "kwargs": {"width": 8},
                                    "weights": str(weights)}), tmp_path / "torch")
-    onnx_run = run_audit(_config({"onnx": str(digits_onnx)}), tmp_path / "onnx")
+    explain = {"methods": ["ig"], "n_samples": 4, "check_samples": 2, "background_size": 8, "quality": ["deletion"],
+               "quality_steps": 4, "bootstrap_resamples": 100, "stability": False}
+    onnx_run = run_audit(_config({"onnx": str(digits_onnx)}, explanations=explain), tmp_path / "onnx")
     key = "robustness.worst_case.linf.eps=0.1.robust_accuracy"
     metrics = [r["sections"]["robustness"]["metrics"] for r in (torch_run, onnx_run)]
     assert metrics[0][key] < metrics[0]["robustness.clean_accuracy"] - 0.2  # breakable: the comparison means something
@@ -141,3 +143,8 @@ def test_digits_onnx_gets_the_torch_models_white_box_headline(digits_onnx: Path,
     assert manifest["onnx_conversion"]["converted"] is True
     notes = onnx_run["sections"]["robustness"]["notes"]
     assert any("converted to torch" in n and "onnxruntime decides" in n for n in notes)
+    # integrated gradients (a gradient method) ran on the converted graph, and the section says so
+    explanations = onnx_run["sections"]["explanations"]
+    assert explanations["status"] == "ok", explanations.get("error")
+    assert any(k.startswith("explanations.ig.") for k in explanations["metrics"])
+    assert any("converted to torch" in n for n in explanations["notes"])

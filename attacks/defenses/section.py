@@ -35,6 +35,7 @@ from attacks.defenses.base import DEFENSES_GROUP, Defense
 from attacks.defenses.detection import evaluate_detector
 from attacks.defenses.evaluate import VERDICT_CODES, DefenseEvaluator, Evaluated, verdict
 from audit.errors import ConfigError
+from audit.model.onnx_convert import model_notes
 from audit.plugin import Params, SectionPlugin
 from audit.results import Direction, SectionResult, Severity
 
@@ -167,6 +168,7 @@ class DefensesSection(SectionPlugin):
     # -- run -------------------------------------------------------------------------------------
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
         p = self.params
+        result.notes += model_notes(ctx.model)  # an ONNX model: the adaptive attacks' gradients come from its graph
         keys = [k for k, o in sorted(ctx.adversarial.items(), key=lambda kv: (kv[1].norm, kv[1].eps))
                 if p.eps is None or any(math.isclose(o.eps, e, rel_tol=1e-9) for e in p.eps)]
         if not keys and self._custom_only(ctx, result):

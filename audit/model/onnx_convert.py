@@ -107,3 +107,9 @@ def conversion_note(record: dict[str, Any] | None) -> str | None:
                 f"|difference| from onnxruntime {record.get('max_abs_diff'):.2g} on {record.get('checked_inputs')} "
                 "inputs); onnxruntime decides every prediction")
     return f"the ONNX model runs as a black box: {record.get('reason')}"
+
+
+def model_notes(model: Any) -> list[str]:
+    """The note a section adds about where an ONNX model's gradients come from (none for other models)."""
+    note = conversion_note(getattr(model, "conversion", None))
+    return [] if note is None else [note]
