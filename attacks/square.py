@@ -8,9 +8,11 @@ channel) and sets a random square window to +-eps per channel; L2 starts from a 
 paper's centred pattern (nested squares weighted 1/(k+1)^2, top half minus bottom half) with a random sign per
 channel, scaled to norm eps, and each query moves the perturbation's mass from a second window into a new pattern in
 the first (side at least 3, odd), keeping the norm at eps. Windows and signs are drawn per sample (the reference
-draws one window per batch). Tabular data: the window is a random subset of the perturbable features. Samples leave
-as soon as they are misclassified; the query at which each one was fooled is recorded (``query_counts``), which
-gives the per-query success curve.
+draws one window per batch), their corners over all h - side + 1 positions: the reference code draws from
+[0, h - side), so its windows never reach the last row or column, which weakens it on small images
+(``reference_positions=True`` draws as it does, for parity checks: benchmarks/blackbox.py). Tabular data: the
+window is a random subset of the perturbable features. Samples leave as soon as they are misclassified; the query
+at which each one was fooled is recorded (``query_counts``), which gives the per-query success curve.
 """
 
 from __future__ import annotations
@@ -56,8 +58,12 @@ class Square(Attack):
     norms: ClassVar[tuple[Norm, ...]] = ("linf", "l2")
     needs_gradients = False
 
-    def __init__(self, *, norm: Norm = "linf", queries: int = 5000, p_init: float = 0.8) -> None:
+    def __init__(self, *, norm: Norm = "linf", queries: int = 5000, p_init: float = 0.8,
+                 reference_positions: bool = False) -> None:
         super().__init__(norm=norm)
+        # True: window corners drawn from [0, h - side) as the reference code does (never the last row or column;
+        # for parity checks); False: from all h - side + 1 positions
+        self.reference_positions = reference_positions
         if queries < 1 or not 0 < p_init <= 1:
             raise AttackError(f"square needs queries >= 1 and 0 < p_init <= 1, got {queries}, {p_init}")
         self.queries = queries
@@ -67,6 +73,7 @@ class Square(Attack):
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "steps": self.queries, "step_size": "eps (random squares)",
                 "restarts": 1, "random_start": True, "loss": "margin", "p_init": self.p_init,
+                "reference_positions": self.reference_positions,
                 "schedule": "Andriushchenko et al. 2020 (rescaled to the budget)"}
 
     def queries_per_sample(self) -> int:
@@ -89,7 +96,7 @@ class Square(Attack):
         n = x.shape[0]
         # draws on the model's device: no host-to-device copy per query (seeded from the global stream)
         gen = torch.Generator(device=x.device).manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()))
-        step = _Steps(x, eps, domain, gen, self.norm)
+        step = _Steps(x, eps, domain, gen, self.norm, reference_positions=self.reference_positions)
         best = domain.project(x + step.start(), x, eps, self.norm)
         score = self._scores(forward, best, y, target)  # > 0: fooled
         counts = torch.full((n,), math.inf, device=x.device)
@@ -115,8 +122,10 @@ class Square(Attack):
 class _Steps:
     """Square's start and proposals for one batch (perturbations ``delta`` relative to ``x``)."""
 
-    def __init__(self, x: torch.Tensor, eps: float, domain: Domain, gen: torch.Generator, norm: Norm) -> None:
+    def __init__(self, x: torch.Tensor, eps: float, domain: Domain, gen: torch.Generator, norm: Norm, *,
+                 reference_positions: bool = False) -> None:
         self.x, self.eps, self.gen, self.norm = x, eps, gen, norm
+        self.last = 0 if reference_positions else 1  # corners in [0, h - side + last)
         self.image = x.ndim == 4
         self.mask = domain.mask
         self.pert_idx = (torch.ones(x[0].numel(), dtype=torch.bool, device=x.device) if domain.mask is None
@@ -156,8 +165,8 @@ class _Steps:
             c, h, w = x.shape[1:]
             side = max(least, min(h, w, round((p * h * w) ** 0.5)))
             side = min(side + (1 - side % 2) * (least > 1), h, w)  # L2: odd sides, as in the paper
-            top = torch.randint(0, h - side + 1, (m,), generator=gen, device=x.device)
-            left = torch.randint(0, w - side + 1, (m,), generator=gen, device=x.device)
+            top = torch.randint(0, max(h - side + self.last, 1), (m,), generator=gen, device=x.device)
+            left = torch.randint(0, max(w - side + self.last, 1), (m,), generator=gen, device=x.device)
             rows, cols = torch.arange(h, device=x.device)[None, :], torch.arange(w, device=x.device)[None, :]
             in_r = (rows >= top[:, None]) & (rows < top[:, None] + side)
             in_c = (cols >= left[:, None]) & (cols < left[:, None] + side)

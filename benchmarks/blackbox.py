@@ -111,12 +111,15 @@ def parity(net: Any, test: Any, weights: Path, root: Path, args: argparse.Namesp
         print(f"no peer interpreter at {args.peer_python}: torchattacks skipped")
     print(f"\nSquare parity: digits CNN, {n} class-balanced test images (clean accuracy {ok.mean():.3f}), "
           f"{args.norm} eps={args.eps:g}, {args.threads} thread(s)")
+    variant = " (reference positions)" if args.reference_positions else ""
+    print(f"nnaudit{variant}: window corners drawn " + ("from [0, h - side) as the reference code" if variant else
+                                                        "from all h - side + 1 positions"))
     print(f"{'queries':>8} {'nnaudit':>16} {'s':>7} {'torchattacks':>18} {'s':>7} {'difference':>18} {'ratio s':>8}")
     for q in args.queries:
         torch.manual_seed(0)
         start = time.perf_counter()
-        out = Square(norm=args.norm, queries=q)(adapter, x[ok], y[ok], eps=args.eps,
-                                                domain=Domain.from_model_data(adapter, test))
+        attack = Square(norm=args.norm, queries=q, reference_positions=args.reference_positions)
+        out = attack(adapter, x[ok], y[ok], eps=args.eps, domain=Domain.from_model_data(adapter, test))
         ours_s = time.perf_counter() - start
         ours = float((ok.sum() - out.success.sum()) / n)
         row = f"{q:>8} {ours:>8.3f} ± {se(ours, n):.3f} {ours_s:>7.1f}"
@@ -167,6 +170,8 @@ def main() -> None:
     parser.add_argument("--peer-python", default="/work/wt/peers-venv/bin/python")
     parser.add_argument("--audits", action="store_true", help="also run the issue's table (nnaudit run x 4)")
     parser.add_argument("--no-parity", action="store_true")
+    parser.add_argument("--reference-positions", action="store_true",
+                        help="nnaudit's Square draws window corners as the reference code (never the last row/column)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

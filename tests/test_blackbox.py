@@ -152,6 +152,14 @@ def test_predict_fn_is_marked_the_same_way(predict_module: str, tmp_path: Path) 
     assert "black-box only" in reason and "no transfer attack ran" in reason
     assert not any(k.startswith("robustness.transfer_apgd") for k in m)
     assert headline_view(results)["robustness"][0]["bound"] == "upper bound"
+    # the report's headline card: "upper bound" beside the number (and not for a model with gradients)
+    from reports.html import render_html
+
+    badge = '<span class="badge rel-bad bound">upper bound</span>'
+    text = headline_view(results)["robustness"][0]["text"]
+    assert f"{text} {badge}" in render_html(results, tmp_path / "run")
+    del results["sections"]["robustness"]["metrics"]["robustness.black_box_only"]
+    assert badge not in render_html(results, tmp_path / "run")
 
 
 def test_converged_square_with_transfer_is_not_called_black_box_only(predict_module: str, tmp_path: Path) -> None:
