@@ -42,7 +42,8 @@ class RobustnessParams(Params):
     restarts: int = Field(1, ge=1, le=100, description="random restarts of pgd / apgd (worst case per sample)")
     square: Literal["auto", "always", "never"] = Field(
         "auto", description="add the score-based square attack: auto = only when the model has no gradients")
-    square_queries: int = Field(5000, ge=1, description="queries per sample of the square attack (AutoAttack's 5,000)")
+    square_queries: int | None = Field(None, ge=1, description="queries per sample of the square attack; default "
+                                       "5,000 (AutoAttack's) for a model without gradients, else 1,000")
     minimal_norm: list[str] = Field(["fmn"], description=f"minimal-norm attacks (foolbox): {list(MINIMAL_ATTACKS)}")
     minimal_samples: int = Field(100, ge=0, description="samples given to the minimal-norm attacks")
     minimal_steps: int = Field(100, ge=1, description="iterations of the minimal-norm attacks")
@@ -105,6 +106,10 @@ class RobustnessParams(Params):
         if unknown:
             raise ValueError(f"parameters for unknown attacks {unknown}; installed: {sorted(registered_attacks())}")
         return value
+
+    def queries(self, gradients: bool) -> int:
+        """Square's budget: ``square_queries``, else AutoAttack's 5,000 without gradients, 1,000 beside them."""
+        return self.square_queries if self.square_queries is not None else (1000 if gradients else 5000)
 
     def norms(self) -> list[Norm]:
         chosen = [self.norm] if isinstance(self.norm, str) else list(dict.fromkeys(self.norm))
@@ -225,7 +230,8 @@ class RobustnessSection(SectionPlugin):
                 nonfinite = nonfinite | checked.nonfinite
                 # a likely-masked flag: adaptive attacks join the worst case before it is recorded (attacks/escalate.py)
                 esc = escalate(ctx, ev, x, y, domain, checked.flags, norm_plan.keep, params=p.escalation,
-                               steps=p.steps, square_queries=p.square_queries, red_flag_params=p.red_flag_params,
+                               steps=p.steps, square_queries=p.queries(ctx.model.has_gradients),
+                               red_flag_params=p.red_flag_params,
                                section=self.section)
                 record_escalation(result, esc, ev, section=self.section)
                 unreliable += esc.reasons
@@ -261,13 +267,13 @@ class RobustnessSection(SectionPlugin):
                 except AttackError as err:  # settings the attack refuses
                     raise ConfigError(f"sections.{self.section}.attack_params.{name}", str(err)) from err
 
-    def _build(self, name: str, norm: Norm) -> Attack:
+    def _build(self, name: str, norm: Norm, gradients: bool = True) -> Attack:
         """One configured attack for ``norm``. Expected refusals pass through: AttackNotApplicable (it does not
         apply: a norm it lacks), ConfigError (a wrong attack_params entry), AttackError (settings it refuses).
         Anything else is a bug of the attack plugin: a PluginError that names it (the section's error)."""
         p = self.params
         try:
-            return make_attack(name, norm=norm, steps=p.steps, restarts=p.restarts, queries=p.square_queries,
+            return make_attack(name, norm=norm, steps=p.steps, restarts=p.restarts, queries=p.queries(gradients),
                                minimal_steps=p.minimal_steps, params=p.attack_params.get(name),
                                key=f"sections.{self.section}.attack_params")
         except NNAuditError:
@@ -311,7 +317,7 @@ class RobustnessSection(SectionPlugin):
         out: list[Attack] = []
         for name in dict.fromkeys(names):
             try:
-                attack = self._build(name, norm)
+                attack = self._build(name, norm, ctx.model.has_gradients)
                 if attack.needs_gradients and not ctx.model.has_gradients:
                     raise AttackNotApplicable(f"the model ({ctx.model.kind}) has no gradients; remove it from "
                                               f"sections.{self.section}.attacks")
@@ -319,6 +325,10 @@ class RobustnessSection(SectionPlugin):
                 result.notes.append(f"{name} ({norm}) skipped: {err}")
                 continue
             out.append(attack)
+        if "square" in names and p.square_queries is None:
+            where = "beside gradient attacks" if ctx.model.has_gradients else "without gradients (AutoAttack's)"
+            result.notes.append(f"square: {p.queries(ctx.model.has_gradients):,} queries per sample, the default "
+                                f"{where} (sections.{self.section}.square_queries)")
         if not ctx.model.has_gradients and "square" not in names:
             result.notes.append("the model has no gradients and square is off: no eps-bounded attack ran")
         return out

@@ -30,10 +30,27 @@ def test_square_schedule_and_patterns_follow_the_paper() -> None:
     shares = [window_share(0.8, q, 10_000) for q in (0, 10, 11, 50, 51, 200, 201, 8000, 8001, 9999)]
     assert shares == [0.8, 0.8, 0.4, 0.4, 0.2, 0.2, 0.1, 0.8 / 256, 0.8 / 512, 0.8 / 512]
     assert window_share(0.8, 5, 1000) == 0.8 / 2  # rescaled: query 5 of 1,000 is query 50 of 10,000 (past 10)
+    from attacks.section import RobustnessParams
+
+    assert RobustnessParams().queries(False) == 5000 and RobustnessParams().queries(True) == 1000  # AutoAttack's
+    assert RobustnessParams(square_queries=300).queries(False) == 300
     pattern = l2_pattern(5)
     assert float(pattern.pow(2).sum()) == pytest.approx(1.0)
     assert float(pattern[:2].sum()) > 0 > float(pattern[2:].sum())  # top half positive, bottom half negative
     assert float(pattern[1, 2]) == float(pattern[:2].max())  # the top half peaks at its centre
+
+
+def test_windows_reach_the_last_row_unless_drawn_as_the_reference_code() -> None:
+    from attacks.square import _Steps
+
+    x = torch.zeros(4000, 1, 8, 8)
+    domain = Domain(torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8), None)
+    for reference, reaches in ((False, True), (True, False)):
+        steps = _Steps(x, 0.1, domain, torch.Generator().manual_seed(0), "linf", reference_positions=reference)
+        window, side = steps.windows(len(x), 0.1)
+        assert side == 3
+        assert bool(window[:, 0, -1, :].any()) is reaches and bool(window[:, 0, :, -1].any()) is reaches
+        assert bool(window[:, 0, 0, :].any()) and bool(window[:, 0, -3, :].any())
 
 
 @pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 0.5)])
