@@ -39,14 +39,16 @@ CURVE_POINTS = 41
 
 
 class BlackBoxParams(Params):
-    converged_gain: float = Field(0.005, ge=0, le=1, description="a score-based attack converged when its success "
-                                  "rate rose by at most this over the last fifth of its query budget")
+    converged_gain: float = Field(
+        default=0.005, ge=0, le=1, description="a score-based attack converged when its success rate rose by at most "
+        "this over the last fifth of its query budget")
     transfer: Literal["auto", "never"] = Field(
-        "auto", description="auto: a transfer attack from a surrogate when the model has no gradients")
-    augment: int = Field(4, ge=0, le=100, description="noisy copies per audit sample the surrogate is distilled on "
-                         "(each costs one query of the black box)")
-    epochs: int = Field(40, ge=1, le=1000, description="epochs of the surrogate's distillation")
-    width: int = Field(32, ge=4, le=512, description="channels (images) or hidden units (tabular) of the surrogate")
+        default="auto", description="auto: a transfer attack from a surrogate when the model has no gradients")
+    augment: int = Field(default=4, ge=0, le=100, description="noisy copies per audit sample the surrogate is "
+                         "distilled on (each costs one query of the black box)")
+    epochs: int = Field(default=40, ge=1, le=1000, description="epochs of the surrogate's distillation")
+    width: int = Field(default=32, ge=4, le=512, description="channels (images) or hidden units (tabular) of the "
+                       "surrogate")
 
 
 @dataclass

@@ -72,8 +72,8 @@ def setup(samples: int, root: Path) -> tuple[Any, Any, Path, Path]:
     from audit.demo import _train
     from audit.zoo import digits_cnn
 
-    train = load_data(DataConfig(source="digits", split="train"), seed=0)
-    test = load_data(DataConfig(source="digits", limit=samples), seed=0)
+    train = load_data(DataConfig.model_validate({"source": "digits", "split": "train"}), seed=0)
+    test = load_data(DataConfig.model_validate({"source": "digits", "limit": samples}), seed=0)
     torch.manual_seed(0)
     net = digits_cnn(width=16)
     _train(net, train.x, train.y, epochs=10, lr=3e-3, seed=0)
@@ -89,7 +89,8 @@ def setup(samples: int, root: Path) -> tuple[Any, Any, Path, Path]:
 
 
 def parity(net: Any, test: Any, weights: Path, root: Path, args: argparse.Namespace) -> None:
-    from attacks import Domain, Square
+    from attacks.base import Domain
+    from attacks.square import Square
     from audit.model import TorchModelAdapter
 
     adapter = TorchModelAdapter.from_module(net, num_classes=10, bounds=(0.0, 1.0))
@@ -140,7 +141,8 @@ def audits(weights: Path, onnx_path: Path, root: Path, args: argparse.Namespace)
 
     base = {"data": {"source": "digits", "limit": args.samples}, "device": "cpu", "report": False, "seed": 0}
     robust = {"norm": args.norm, "eps": [args.eps]}
-    rows = [("torch model, white box (defaults)", {"factory": "audit.zoo:digits_cnn", "weights": str(weights)}, {}),
+    rows: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+        ("torch model, white box (defaults)", {"factory": "audit.zoo:digits_cnn", "weights": str(weights)}, {}),
             ("ONNX export, converted graph (defaults)", {"onnx": str(onnx_path)}, {})]
     rows += [(f"ONNX export, conversion off, Square {q:,} queries", {"onnx": str(onnx_path), "onnx_conversion": "off"},
               {"square_queries": q}) for q in args.queries]
