@@ -250,6 +250,8 @@ class AttackOutput:
     margin: np.ndarray | None = None
     # (N,) True where the model returned NaN/inf scores at x_adv (counted as success: never robust)
     nonfinite: np.ndarray | None = None
+    # (N,) score-based attacks: the query that fooled each sample (inf: none did); the per-query success curve
+    success_query: np.ndarray | None = None
 
     @property
     def robust(self) -> np.ndarray:
@@ -324,7 +326,7 @@ class Attack(ABC):
         if tt is not None and bool((tt == yt).any()):
             raise AttackError("a target class equals the true label; pick targets different from the labels")
         start_time = time.perf_counter()
-        outs, wins, sizes, margins, bad = [], [], [], [], []
+        outs, wins, sizes, margins, bad, counts = [], [], [], [], [], []
         batches: Iterable[int] = range(0, len(xt), batch_size)
         if progress is not None:
             where = f" eps={eps:g}" if eps is not None else ""
@@ -336,8 +338,9 @@ class Attack(ABC):
             end, j = min(i + batch_size, len(xt)), i
             while j < end:
                 try:
-                    adv, win, invalid, margin = self._one_batch(forward, xt[j : j + min(size, end - j)], yt, tt,
-                                                                st, j, eps, domain, device)
+                    adv, win, invalid, margin, count = self._one_batch(forward, xt[j : j + min(size, end - j)], yt, tt,
+                                                                st, j, eps, domain, device,
+                                                                verify=model.decision_logits)
                 except Exception as err:
                     if not is_out_of_memory(err) or size == 1:
                         raise
@@ -351,6 +354,7 @@ class Attack(ABC):
                 wins.append(win.cpu())
                 bad.append(invalid.cpu())
                 margins.append(margin.cpu())
+                counts.append(count)
                 sizes.append(flat_norm(adv_cpu - xt[j : j + len(adv)], self.norm))
                 j += len(adv)
         seconds = time.perf_counter() - start_time
@@ -365,13 +369,16 @@ class Attack(ABC):
             perturbation=torch.cat(sizes).numpy() if sizes else empty.numpy(),
             seconds=seconds, settings=settings, queries=self.queries_per_sample(),
             margin=torch.cat(margins).numpy() if margins else np.zeros(0, np.float32),
-            nonfinite=torch.cat(bad).numpy().astype(bool) if bad else np.zeros(0, bool))
+            nonfinite=torch.cat(bad).numpy().astype(bool) if bad else np.zeros(0, bool),
+            success_query=torch.cat([c.cpu() for c in counts]).numpy() if counts and all(c is not None for c in counts)
+            else None)
 
     def _one_batch(self, forward: Forward, x_cpu: torch.Tensor, yt: torch.Tensor, tt: torch.Tensor | None,
                    st: torch.Tensor | None, j: int, eps: float | None, domain: Domain,
-                   device: torch.device) -> tuple[torch.Tensor, ...]:
-        """Attack rows j.. of the inputs (as many as ``x_cpu`` holds) on ``device`` and verify with one forward
-        pass: (x_adv, success, invalid, margin), on the device."""
+                   device: torch.device, verify: Forward | None = None) -> tuple[Any, ...]:
+        """Attack rows j.. of the inputs (as many as ``x_cpu`` holds) on ``device`` and verify with one pass of
+        ``verify`` (the model's ``decision_logits``; default ``forward``): (x_adv, success, invalid, margin), on the
+        device; and the per-sample query counts of a score-based attack (``query_counts``) or None."""
         n = len(x_cpu)
         xb = x_cpu.to(device, non_blocking=True)
         yb = yt[j : j + n].to(device, non_blocking=True)
@@ -383,17 +390,22 @@ class Attack(ABC):
                 if st is not None else {}
             adv = self._attack_batch(forward, xb, yb, eps=eps, domain=domain, target=tb, **extra).detach()
             adv = domain.project(adv, xb, eps, self.norm)
+        count = self.query_counts() if eps != 0 else None
         broken = nonfinite_rows(adv.reshape(len(adv), -1))  # never hand on a NaN input
         adv = torch.where(batch_view(broken, adv), xb, adv)
         with torch.no_grad():
-            logits = forward(adv)
+            logits = (verify or forward)(adv)
             invalid = nonfinite_rows(logits) | broken
             win = fooled(logits, yb, tb) | invalid
             margin = margin_loss(logits, yb).float()
-        return adv, win, invalid, margin
+        return adv, win, invalid, margin, count
 
     def queries_per_sample(self) -> int:
         return 0
+
+    def query_counts(self) -> torch.Tensor | None:
+        """Score-based attacks: per sample of the batch just attacked, the query that fooled it (inf: none)."""
+        return None
 
 
 class ActiveSet:

@@ -6,7 +6,8 @@ their samples) on one chunk of the section's samples and returns its per-sample 
 arrays (``audit.engine.chunks`` saves them to ``artifacts/<section>/chunks/<k>.npz``):
 
 - ``<norm>/clean_correct``, ``<norm>/min_eps``, ``<norm>/nonfinite``
-- ``<norm>/run/<attack>/<eps>/{success,perturbation,margin,nonfinite,seconds}``, and ``x_adv`` for
+- ``<norm>/run/<attack>/<eps>/{success,perturbation,margin,nonfinite,seconds}``, ``success_query`` (score-based
+  attacks: the query that fooled each sample), and ``x_adv`` for
   the chunk's ``keep`` rows only (the red-flag check samples, which continue from them)
 - ``<norm>/minimal/<attack>/{index,success,perturbation,nonfinite,x_adv,seconds}``
 - ``<norm>/worst/<eps>/{robust,fooled_by,size,x_adv}``: the per-sample worst case, the adversarial
@@ -99,6 +100,8 @@ def chunk_outputs(ev: NormEvaluation, *, keep: np.ndarray, prefix: str) -> dict[
         out[base + "seconds"] = np.array(run.seconds)
         out[base + "batch"] = _batch_record(run.settings)
         out[base + "x_adv"] = run.x_adv[keep]
+        if run.success_query is not None:
+            out[base + "success_query"] = run.success_query
     for name, (index, run) in ev.minimal.items():
         base = f"minimal/{name}/"
         out[base + "index"] = index
@@ -171,7 +174,8 @@ def reduce_chunks(store: ChunkStore, chunks: list[Chunk], plan: NormPlan, *, n: 
                                        perturbation=acc.perturbation, seconds=acc.seconds,
                                        settings=_batch_settings(attack.settings(), acc.batch),
                                        queries=attack.queries_per_sample(), margin=acc.margin,
-                                       nonfinite=acc.nonfinite)
+                                       nonfinite=acc.nonfinite,
+                                       success_query=acc.success_query if acc.counted else None)
     for attack in plan.minimal_attacks:
         name = attack.name
         if name not in minimal:
@@ -204,6 +208,8 @@ class _Rows:
         self.nonfinite = np.zeros(n, bool)
         self.seconds = 0.0
         self.x_adv: list[np.ndarray] = []  # the kept rows only
+        self.success_query = np.full(n, np.inf)  # score-based attacks: the query that fooled each sample
+        self.counted = False
         self.batch: list[str] = []  # per chunk: the batch size the attack ran at, or its out-of-memory halvings
 
     def add(self, s: slice, arrays: dict[str, np.ndarray], base: str) -> None:
@@ -213,6 +219,9 @@ class _Rows:
         self.nonfinite[s] = arrays[base + "nonfinite"]
         self.seconds += float(arrays[base + "seconds"])
         self.x_adv.append(arrays[base + "x_adv"])
+        if base + "success_query" in arrays:
+            self.success_query[s] = arrays[base + "success_query"]
+            self.counted = True
         if base + "batch" in arrays:
             self.batch.append(str(arrays[base + "batch"]))
 

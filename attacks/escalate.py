@@ -177,6 +177,15 @@ def load_surrogate(ctx: AuditContext, params: EscalationParams, *, section: str)
         except Exception as err:
             raise ConfigError(wkey, f"cannot load the surrogate's weights: {err}") from err
     module = module.to(ctx.model.device).eval()
+    probe = torch.as_tensor(ctx.data.x[:2], dtype=torch.float32, device=ctx.model.device)
+    try:
+        with torch.no_grad():
+            width = module(probe).shape[-1]
+    except Exception as err:
+        raise ConfigError(key, f"the surrogate fails on the data's inputs: {type(err).__name__}: {err}") from err
+    if width != ctx.model.num_classes:
+        raise ConfigError(key, f"the surrogate returns {width} scores per sample; the model has "
+                          f"{ctx.model.num_classes} classes")
     for p in module.parameters():
         p.requires_grad_(False)
     return CraftingAdapter(ctx.model, module, kind="surrogate", description=f"surrogate {params.surrogate}")

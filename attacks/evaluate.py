@@ -152,9 +152,13 @@ def _expand(out: AttackOutput, index: np.ndarray, x: np.ndarray, n: int) -> Atta
     nonfinite = np.zeros(n, bool)
     if out.nonfinite is not None:
         nonfinite[index] = out.nonfinite
+    success_query = None
+    if out.success_query is not None:
+        success_query = np.full(n, np.inf)
+        success_query[index] = out.success_query
     return AttackOutput(attack=out.attack, norm=out.norm, eps=out.eps, x_adv=x_adv, success=success,
                         perturbation=size, seconds=out.seconds, settings=out.settings, queries=out.queries,
-                        margin=margin, nonfinite=nonfinite)
+                        margin=margin, nonfinite=nonfinite, success_query=success_query)
 
 
 def evaluate_norm(model: Any, x: np.ndarray, y: np.ndarray, *, norm: Norm, eps: list[float],

@@ -14,6 +14,8 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from attacks.base import NORMS, Attack, AttackError, AttackNotApplicable, Domain, Norm
+from attacks.blackbox import BlackBoxParams, black_box, budget_note
+from attacks.blackbox import record as record_black_box
 from attacks.chunks import ChunkInputs, NormPlan, evaluate_chunk, reduce_chunks
 from attacks.escalate import EscalationParams, escalate
 from attacks.escalate import record as record_escalation
@@ -23,6 +25,7 @@ from attacks.records import RobustnessRecord, fmt
 from attacks.redflags import RedFlag, RedFlagParams, run_red_flags
 from audit.engine.chunks import CHUNKS_DIR, DEFAULT_CHUNK_SIZE, ChunkStore, chunk_seed, plan, run_chunks, seed_all
 from audit.errors import ConfigError, NNAuditError, PluginError
+from audit.model.onnx_convert import model_notes
 from audit.plugin import Params, SectionPlugin
 from audit.results import Direction, SectionResult
 
@@ -39,7 +42,8 @@ class RobustnessParams(Params):
     restarts: int = Field(1, ge=1, le=100, description="random restarts of pgd / apgd (worst case per sample)")
     square: Literal["auto", "always", "never"] = Field(
         "auto", description="add the score-based square attack: auto = only when the model has no gradients")
-    square_queries: int = Field(1000, ge=1, description="queries per sample of the square attack")
+    square_queries: int | None = Field(None, ge=1, description="queries per sample of the square attack; default "
+                                       "5,000 (AutoAttack's) for a model without gradients, else 1,000")
     minimal_norm: list[str] = Field(["fmn"], description=f"minimal-norm attacks (foolbox): {list(MINIMAL_ATTACKS)}")
     minimal_samples: int = Field(100, ge=0, description="samples given to the minimal-norm attacks")
     minimal_steps: int = Field(100, ge=1, description="iterations of the minimal-norm attacks")
@@ -54,6 +58,9 @@ class RobustnessParams(Params):
                             "artifacts as it finishes (a resumed run redoes only unfinished chunks), scheduled on "
                             "Ray workers with --backend ray, and the bound on the adversarial examples held in "
                             "memory (docs/scale.md)")
+    black_box: BlackBoxParams = Field(
+        default_factory=BlackBoxParams, description="models without gradients: per-query success curves, the "
+        "transfer attack from a surrogate, when the headline counts as converged (attacks/blackbox.py)")
     escalation: EscalationParams = Field(
         default_factory=EscalationParams, description="adaptive attacks (Square, BPDA, transfer, EOT) run when a red "
         "flag says likely masked, folded into the worst case (docs/defenses.md)")
@@ -100,6 +107,10 @@ class RobustnessParams(Params):
             raise ValueError(f"parameters for unknown attacks {unknown}; installed: {sorted(registered_attacks())}")
         return value
 
+    def queries(self, gradients: bool) -> int:
+        """Square's budget: ``square_queries``, else AutoAttack's 5,000 without gradients, 1,000 beside them."""
+        return self.square_queries if self.square_queries is not None else (1000 if gradients else 5000)
+
     def norms(self) -> list[Norm]:
         chosen = [self.norm] if isinstance(self.norm, str) else list(dict.fromkeys(self.norm))
         return [n for n in NORMS if n in chosen]
@@ -123,7 +134,8 @@ class RobustnessSection(SectionPlugin):
         "*.median_min_eps": "higher", "*.mean_min_eps": "higher",
         # escalation: the worst case before the adaptive attacks were folded in; how many of them ran
         "escalation.*.robust_accuracy_before": "higher", "escalation.*.attacks": None,
-        "reliable": "higher", "red_flags.count": "lower", "red_flags.likely_masked": "lower",
+        "reliable": "higher", "black_box_only": None, "query_curve.*": None, "transfer.*": None,
+        "red_flags.count": "lower", "red_flags.likely_masked": "lower",
         "nonfinite_outputs.*": "lower",
         # sizes of the successful perturbations, the checks' own values, counts: no better direction
         "*.mean_perturbation": None, "*.max_perturbation": None, "red_flags.*": None, "n_samples": None,
@@ -180,6 +192,7 @@ class RobustnessSection(SectionPlugin):
             result.status = "skipped"
             result.notes.append(str(err))
             return
+        result.notes += model_notes(ctx.model)  # an ONNX model: converted graph or black box, and why
         result.metric("clean_accuracy", clean_correct.mean())
         result.metric("n_samples", len(y))
         result.metric("n_attacked", int(clean_correct.sum()))
@@ -217,14 +230,19 @@ class RobustnessSection(SectionPlugin):
                 nonfinite = nonfinite | checked.nonfinite
                 # a likely-masked flag: adaptive attacks join the worst case before it is recorded (attacks/escalate.py)
                 esc = escalate(ctx, ev, x, y, domain, checked.flags, norm_plan.keep, params=p.escalation,
-                               steps=p.steps, square_queries=p.square_queries, red_flag_params=p.red_flag_params,
-                               section=self.section)
+                               steps=p.steps, square_queries=p.queries(ctx.model.has_gradients),
+                               red_flag_params=p.red_flag_params, section=self.section)
                 record_escalation(result, esc, ev, section=self.section)
                 unreliable += esc.reasons
                 resolved |= esc.resolved
+            bb = black_box(ctx, ev, x, y, domain, params=p.black_box, escalation=p.escalation, steps=p.steps,
+                           section=self.section)
+            unreliable += record_black_box(result, bb, section=self.section)
             record.norm(ev)
             unreliable += record.nonfinite(ev, nonfinite)
         record.tables()
+        if not ctx.model.has_gradients:
+            result.metric("black_box_only", 1)  # the headline card says "upper bound"
         if p.red_flags:
             record.flags(flags)
             unreliable = [f"red flag {f.code} says likely masked ({f.title.lower()})" for f in flags
@@ -247,13 +265,13 @@ class RobustnessSection(SectionPlugin):
                 except AttackError as err:  # settings the attack refuses
                     raise ConfigError(f"sections.{self.section}.attack_params.{name}", str(err)) from err
 
-    def _build(self, name: str, norm: Norm) -> Attack:
+    def _build(self, name: str, norm: Norm, gradients: bool = True) -> Attack:
         """One configured attack for ``norm``. Expected refusals pass through: AttackNotApplicable (it does not
         apply: a norm it lacks), ConfigError (a wrong attack_params entry), AttackError (settings it refuses).
         Anything else is a bug of the attack plugin: a PluginError that names it (the section's error)."""
         p = self.params
         try:
-            return make_attack(name, norm=norm, steps=p.steps, restarts=p.restarts, queries=p.square_queries,
+            return make_attack(name, norm=norm, steps=p.steps, restarts=p.restarts, queries=p.queries(gradients),
                                minimal_steps=p.minimal_steps, params=p.attack_params.get(name),
                                key=f"sections.{self.section}.attack_params")
         except NNAuditError:
@@ -297,7 +315,7 @@ class RobustnessSection(SectionPlugin):
         out: list[Attack] = []
         for name in dict.fromkeys(names):
             try:
-                attack = self._build(name, norm)
+                attack = self._build(name, norm, ctx.model.has_gradients)
                 if attack.needs_gradients and not ctx.model.has_gradients:
                     raise AttackNotApplicable(f"the model ({ctx.model.kind}) has no gradients; remove it from "
                                               f"sections.{self.section}.attacks")
@@ -305,6 +323,9 @@ class RobustnessSection(SectionPlugin):
                 result.notes.append(f"{name} ({norm}) skipped: {err}")
                 continue
             out.append(attack)
+        if "square" in names and p.square_queries is None:
+            result.notes.append(budget_note(p.queries(ctx.model.has_gradients), ctx.model.has_gradients,
+                                            f"sections.{self.section}.square_queries"))
         if not ctx.model.has_gradients and "square" not in names:
             result.notes.append("the model has no gradients and square is off: no eps-bounded attack ran")
         return out

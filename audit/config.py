@@ -42,8 +42,14 @@ class ModelConfig(_Strict):
     weights: Path | None = Field(None, description="state_dict file: torch.save (loaded with weights_only=True) or "
                                  ".safetensors (needs the 'safetensors' extra)")
     torchscript: Path | None = Field(None, description="a TorchScript file (torch.jit.save)")
-    onnx: Path | None = Field(None, description="an ONNX file run by onnxruntime as a black box (no gradients; needs "
-                              "the 'onnx' extra)")
+    onnx: Path | None = Field(None, description="an ONNX file run by onnxruntime (needs the 'onnx' extra); its graph "
+                              "is converted to torch for gradients when it converts (model.onnx_conversion)")
+    onnx_conversion: Literal["auto", "off"] = Field(
+        "auto", description="auto: convert the ONNX graph to torch (onnx2torch) and audit it as a white box when the "
+        "converted module agrees with onnxruntime on the audit's inputs (onnxruntime still decides every prediction);"
+        " off: a black box (score- and decision-based attacks only)")
+    onnx_tolerance: float = Field(1e-3, gt=0, description="largest |converted - onnxruntime| output difference on the "
+                                  "audit's inputs for the converted graph to be used")
     predict_fn: str | None = Field(
         None, description="black-box: import path of a function numpy array -> scores (N, classes); no gradients"
     )

@@ -22,6 +22,7 @@ from audit.context import AttributionSet
 from audit.data import stratified_subset
 from audit.engine.chunks import CHUNKS_DIR, DEFAULT_CHUNK_SIZE, ChunkStore, plan, run_chunks
 from audit.errors import ConfigError
+from audit.model.onnx_convert import model_notes
 from audit.plugin import Params, SectionPlugin
 from audit.results import Direction, SectionResult
 from explain.base import Explainer, ExplainerError
@@ -175,6 +176,7 @@ class ExplanationsSection(SectionPlugin):
         # the background is keyed to the run seed alone: a sample's attributions do not depend on what else is explained
         background = data.x[stratified_subset(data.y, p.background_size, sample_seed(ctx.seed, "background", 0))]
         specs, explainers = self._explainers(ctx, result, background)
+        result.notes += model_notes(ctx.model)  # gradient methods on an ONNX model ran on its converted graph
         positions = stratified_subset(explained.target, p.check_samples, ctx.seed + 2)  # the costly checks' rows
         shared, cascade_note = self._inputs(ctx, explained, list(specs.values()), positions, background)
         got = self._chunks(ctx, result, shared)

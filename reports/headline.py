@@ -117,8 +117,11 @@ def _card(label: str, value: float | None, *, detail: str | None = None, metric:
 
 
 def robustness_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Worst-case robust accuracy per norm and eps, in recorded order."""
+    """Worst-case robust accuracy per norm and eps, in recorded order; ``bound`` is "upper bound" when the model had
+    no gradients (``robustness.black_box_only``)."""
     metrics = _metrics(results, "robustness")
+    # a model without gradients: the worst case comes from black-box attacks only, an upper bound
+    bound = "upper bound" if (_number(metrics, "robustness.black_box_only") or 0) >= 0.5 else None
     rows = []
     for name, raw in metrics.items():
         match = parse_metric_key(name).matches(*WORST_CASE)
@@ -126,7 +129,7 @@ def robustness_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             continue
         value = decode_number(raw)
         rows.append({"norm": match["2"], "eps": match["eps"], "value": value, "text": format_value(value),
-                     "metric": name})
+                     "metric": name, "bound": bound})
     return rows
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import system
 from pg_helpers import postgres_server  # noqa: F401 - the session's PostgreSQL server (results store tests)
 
 os.environ.setdefault("NNAUDIT_PROGRESS", "0")
@@ -19,6 +20,8 @@ os.environ.pop("NNAUDIT_STORE", None)  # a developer's or CI's results store nev
 # A shell starts a background job (`pytest ... &` in a script) with SIGINT ignored, and children inherit an
 # ignored signal: every `nnaudit run` the tests start would then ignore the SIGINT its test sends (the runner keeps
 # a signal its parent ignored ignored, as nohup asks) and wait forever. Children inherit a default instead.
+if system.required():  # CI: an optional Python package missing fails its tests instead of skipping them
+    pytest.importorskip = system.import_or_fail  # type: ignore[assignment]
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 

@@ -235,7 +235,7 @@ def digits_onnx(digits_cnn: nn.Module, tmp_path_factory: pytest.TempPathFactory)
 
 
 def test_onnx_adapter_matches_the_torch_model(digits_onnx: Path, digits_cnn: nn.Module, digits_test: Any) -> None:
-    adapter = load_model(ModelConfig(onnx=digits_onnx), num_classes=10, sample=digits_test.x,
+    adapter = load_model(ModelConfig(onnx=digits_onnx, onnx_conversion="off"), num_classes=10, sample=digits_test.x,
                          device=torch.device("cpu"), batch_size=37, default_bounds=None)
     assert adapter.kind == "onnx" and not adapter.has_gradients
     logits = adapter.logits(digits_test.x)
@@ -287,7 +287,7 @@ def test_onnx_digits_cnn_audited_end_to_end(digits_onnx: Path, digits_cnn: nn.Mo
     """The demo CNN exported to ONNX: score-based (square) and decision-based (HopSkipJump) attacks, KernelSHAP
     and LIME run; gradient methods asked for are refused with the config key to change."""
     config = parse_config({
-        "model": {"onnx": str(digits_onnx), "input_bounds": [0.0, 1.0]},
+        "model": {"onnx": str(digits_onnx), "input_bounds": [0.0, 1.0], "onnx_conversion": "off"},
         "data": {"source": "digits", "limit": 60},
         "device": "cpu",
         "sections": {
@@ -359,7 +359,7 @@ def test_onnx_black_box_attributions_equal_the_torch_models(digits_onnx: Path, d
     from explain.lime_methods import LimeExplainer
     from explain.shap_methods import ShapKernelExplainer
 
-    onnx = load_model(ModelConfig(onnx=digits_onnx), num_classes=10, sample=digits_test.x,
+    onnx = load_model(ModelConfig(onnx=digits_onnx, onnx_conversion="off"), num_classes=10, sample=digits_test.x,
                       device=torch.device("cpu"), batch_size=256, default_bounds=None)
     torch_adapter = make_context(digits_cnn, digits_test).model
     x, background = digits_test.x[:3], digits_test.x[10:30]

@@ -36,6 +36,7 @@ from attacks.defenses.detection import evaluate_detector
 from attacks.defenses.evaluate import VERDICT_CODES, DefenseEvaluator, Evaluated, verdict
 from audit.errors import ConfigError
 from audit.keys import metric_key
+from audit.model.onnx_convert import model_notes
 from audit.plugin import Params, SectionPlugin
 from audit.results import Direction, SectionResult, Severity
 
@@ -168,14 +169,14 @@ class DefensesSection(SectionPlugin):
     # -- run -------------------------------------------------------------------------------------
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
         p = self.params
+        result.notes += model_notes(ctx.model)  # an ONNX model: the adaptive attacks' gradients come from its graph
         keys = [k for k, o in sorted(ctx.adversarial.items(), key=lambda kv: (kv[1].norm, kv[1].eps))
                 if p.eps is None or any(math.isclose(o.eps, e, rel_tol=1e-9) for e in p.eps)]
         if not keys and self._custom_only(ctx, result):
             return
         if not keys:
             result.status = "skipped"
-            result.notes.append("no adversarial examples to start from: put the robustness section before defenses "
-                                "in the config (and check that eps lists eps the robustness section ran)")
+            result.notes.append("no adversarial examples: put the robustness section (same eps) before defenses")
             return
         defenses = self._defenses(ctx, result)
         custom = [d for d in defenses if d.evaluation != "transform"]
@@ -185,8 +186,7 @@ class DefensesSection(SectionPlugin):
             result.notes.append("no defense applies to this model and data")
             return
         domain = Domain.from_model_data(ctx.model, ctx.data)
-        first = ctx.adversarial[keys[0]]
-        rows = self._data_rows(ctx, first, self._rows(ctx, first))
+        rows = self._data_rows(ctx, ctx.adversarial[keys[0]], self._rows(ctx, ctx.adversarial[keys[0]]))
         summary_rows: list[list[Any]] = []
         for i, defense in enumerate(ctx.progress(defenses, desc="defenses", total=len(defenses))):
             torch.manual_seed(ctx.seed + i)

@@ -57,6 +57,14 @@ class ModelAdapter(ABC):
         raise ModelError(f"this model ({self.kind}) has no gradients; use attacks and explainers that only "
                          "need predictions (black-box / score-based)")
 
+    def decision_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The scores that decide whether an input is adversarial (attacks verify every example with them), on
+        ``x``'s device: ``forward`` for a white box, ``logits`` for a black box; an ONNX model converted to torch
+        answers with onnxruntime, the model that decides its predictions."""
+        if self.has_gradients:
+            return self.forward(x)
+        return self.logits(x).to(x.device)
+
     @abstractmethod
     def _logits_batch(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for one batch (each adapter kind calls its model here)."""

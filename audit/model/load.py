@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ from audit.errors import ConfigError
 from audit.model.base import Bounds, ModelAdapter
 from audit.model.blackbox import PredictFunctionAdapter
 from audit.model.loading import build_torch_module, file_sha256, import_object
-from audit.model.onnx_adapter import OnnxModelAdapter, onnx_output_key, onnx_session
+from audit.model.onnx_adapter import OnnxModelAdapter, check_input_shape, onnx_output_key, onnx_session
 from audit.model.outputs import SelectOutput, probe
 from audit.model.torch_adapter import AdaptedNetwork, Normalize, TorchModelAdapter
+
+log = logging.getLogger("nnaudit")
 
 
 def load_model(config: ModelConfig, *, num_classes: int, sample: np.ndarray, device: torch.device,
@@ -43,6 +46,7 @@ def load_model(config: ModelConfig, *, num_classes: int, sample: np.ndarray, dev
                                       sha256=hashlib.sha256(config.predict_fn.encode()).hexdigest(), **common)
     if config.onnx is not None:
         session = onnx_session(Path(config.onnx), device)
+        check_input_shape(session, Path(config.onnx), tuple(sample.shape[1:]))
         onnx_key = onnx_output_key(session, config.output_key)
         raw_adapter = OnnxModelAdapter(session, SelectOutput(onnx_key, "logits", False), output_kind="logits",
                                        source=str(config.onnx), sha256=file_sha256(Path(config.onnx)),
@@ -51,7 +55,7 @@ def load_model(config: ModelConfig, *, num_classes: int, sample: np.ndarray, dev
         kind = detected if config.output == "auto" else config.output
         raw_adapter.select = SelectOutput(onnx_key, kind, binary)
         raw_adapter.output_kind = kind
-        return raw_adapter
+        return _convert(config, raw_adapter, sample, device)
     module, source, digest = build_torch_module(config)
     module = module.to(device).eval()
     normalize = None
@@ -68,3 +72,20 @@ def load_model(config: ModelConfig, *, num_classes: int, sample: np.ndarray, dev
     kind = detected if config.output == "auto" else config.output
     network = AdaptedNetwork(module, normalize, SelectOutput(config.output_key, kind, binary))
     return TorchModelAdapter(network, output_kind=kind, source=source, sha256=digest, **common)
+
+
+def _convert(config: ModelConfig, runtime: OnnxModelAdapter, sample: np.ndarray, device: torch.device) -> ModelAdapter:
+    """``model.onnx_conversion: auto``: the graph converted to torch when it agrees with onnxruntime on the audit's
+    inputs (a white box), else the onnxruntime black box with the reason in its manifest record."""
+    if config.onnx_conversion == "off":
+        runtime.conversion = {"converted": False, "reason": "model.onnx_conversion is off"}
+        return runtime
+    from audit.model.onnx_convert import convert_onnx
+
+    converted, record = convert_onnx(Path(str(config.onnx)), runtime, sample, tolerance=config.onnx_tolerance,
+                                     device=device)
+    if converted is not None:
+        return converted
+    log.warning("model.onnx: %s; auditing it as a black box", record["reason"])
+    runtime.conversion = record
+    return runtime

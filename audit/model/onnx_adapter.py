@@ -34,10 +34,17 @@ class OnnxModelAdapter(ModelAdapter):
         self.input_name = first.name
         self.input_dtype = ONNX_FLOAT_TYPES.get(first.type, np.float32)
         self.output_names = [o.name for o in session.get_outputs()]
+        batch = first.shape[0] if first.shape else None
+        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None  # exported without a batch axis
+        self.conversion: dict[str, Any] | None = None  # model.onnx_conversion's record (audit.model.onnx_convert)
 
     def raw(self, x: torch.Tensor) -> Any:
-        """The session's outputs for one batch: a tensor, or a dict by output name when there are several."""
-        outs = self.session.run(None, {self.input_name: x.detach().cpu().numpy().astype(self.input_dtype)})
+        """The session's outputs for one batch: a tensor, or a dict by output name when there are several. A
+        graph exported with a fixed batch size runs in pieces of that size (the last one padded)."""
+        array = x.detach().cpu().numpy().astype(self.input_dtype)
+        if self.fixed_batch is not None and len(array) != self.fixed_batch:
+            return _concat([self.raw(piece) for piece in _pieces(x, self.fixed_batch)], len(x))
+        outs = self.session.run(None, {self.input_name: array})
         if len(outs) == 1:
             return torch.as_tensor(np.asarray(outs[0]), dtype=torch.float32)
         return {name: torch.as_tensor(np.asarray(out), dtype=torch.float32)
@@ -49,9 +56,41 @@ class OnnxModelAdapter(ModelAdapter):
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         out["execution_providers"] = list(self.session.get_providers())
+        if self.conversion is not None:
+            out["onnx_conversion"] = dict(self.conversion)
         if self.backoff.events:
             out["out_of_memory_backoff"] = self.backoff.describe()
         return out
+
+
+def _pieces(x: torch.Tensor, size: int) -> list[torch.Tensor]:
+    parts = list(x.split(size))
+    if parts and len(parts[-1]) < size:
+        pad = torch.zeros(size - len(parts[-1]), *x.shape[1:], dtype=x.dtype)
+        parts[-1] = torch.cat([parts[-1], pad])
+    return parts
+
+
+def _concat(outs: list[Any], n: int) -> Any:
+    if isinstance(outs[0], dict):
+        return {k: torch.cat([o[k] for o in outs])[:n] for k in outs[0]}
+    return torch.cat(outs)[:n]
+
+
+def check_input_shape(session: Any, path: Path, input_shape: tuple[int, ...]) -> None:
+    """The data's samples must fit the graph's declared input shape (named dimensions fit anything)."""
+    declared = list(session.get_inputs()[0].shape or [])
+    if not declared:
+        return
+    wanted = [None, *input_shape]
+    fixed = [d if isinstance(d, int) and d > 0 else None for d in declared]
+    if len(fixed) != len(wanted) or any(f is not None and w is not None and f != w
+                                        for f, w in zip(fixed, wanted, strict=True)):
+        shown = ["N" if not isinstance(d, int) or d <= 0 else d for d in declared]
+        raise ConfigError("model.onnx", f"{path} takes inputs of shape {shown}; the data's samples have shape "
+                          f"{list(input_shape)} (batches {['N', *input_shape]}). Export the model for this input shape"
+                          " (a dynamic batch axis: dynamic_axes={'x': {0: 'n'}}) or reshape the data with "
+                          "data.input_shape")
 
 
 def onnx_session(path: Path, device: torch.device) -> Any:

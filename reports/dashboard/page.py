@@ -286,7 +286,7 @@ def show_headline(results: dict[str, Any]) -> None:
         "reliable" if reliability["reliable"] else "NOT reliable (see below)"
     for item in head["robustness"]:
         label = f"Robust acc. {escape_markdown(item['norm'])} eps {escape_markdown(item['eps'])}"
-        cards.append((label, item["text"], reliable))
+        cards.append((label, item["text"] + (f" ({item['bound']})" if item.get("bound") else ""), reliable))
     if head["disparity"]:
         d = head["disparity"]
         interval = f" · 95% CI {d['interval_text']}" if d["interval_text"] else ""
