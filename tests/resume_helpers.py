@@ -10,7 +10,7 @@ from typing import Any
 TIMING_COLUMNS = frozenset({"seconds", "ms per sample"})
 TIMING = "<timing>"
 # notes only a resumed run writes: the chunks it kept from the interrupted attempt
-RESUME_NOTES = (re.compile(r"\d+ of \d+ chunks kept from the interrupted run \(artifacts/[^)]+\)"),)
+RESUME_NOTES = (re.compile(r"\d+ of \d+ chunks kept from the interrupted run( \(artifacts/[^)]+\))?"),)
 
 
 def comparable(results: dict[str, Any]) -> dict[str, Any]:

@@ -359,8 +359,8 @@ def test_onnx_model(digits_result: tuple[Any, Any], digits_cnn: Any, tmp_path: P
         warnings.simplefilter("ignore")  # the TorchScript exporter warns about its own deprecation
         torch.onnx.export(digits_cnn.eval(), (torch.zeros(2, 1, 8, 8),), str(path), dynamo=False,
                           input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}})
-    adapter = load_model(ModelConfig(onnx=path), num_classes=10, sample=ctx.data.x, device=torch.device("cpu"),
-                         batch_size=64, default_bounds=Bounds(0.0, 1.0))
+    adapter = load_model(ModelConfig(onnx=path, onnx_conversion="off"), num_classes=10, sample=ctx.data.x,
+                         device=torch.device("cpu"), batch_size=64, default_bounds=Bounds(0.0, 1.0))
     assert adapter.kind == "onnx" and not adapter.has_gradients
     box = AuditContext(model=adapter, data=ctx.data, run_dir=tmp_path / "run", seed=ctx.seed, batch_size=64)
     result = run(box, chunk_size=40, corruptions=["gaussian_noise", "zoom_blur", "spatter"])

@@ -176,7 +176,7 @@ class DefensesSection(SectionPlugin):
             return
         if not keys:
             result.status = "skipped"
-            result.notes.append("no adversarial examples: put the robustness section (same eps) before defenses")
+            result.notes.append("no adversarial examples: put the robustness section before defenses (same eps)")
             return
         defenses = self._defenses(ctx, result)
         custom = [d for d in defenses if d.evaluation != "transform"]

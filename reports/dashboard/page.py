@@ -25,6 +25,7 @@ from audit.results import RESULTS_FILE, load_results
 from audit.runs import find_runs, run_state
 from reports.dashboard import RUNS_ENV
 from reports.dashboard.charts import CHARTABLE, chart
+from reports.dashboard.waivers import show_waivers
 from reports.figures import figure_png
 from reports.headline import headline_view, verdict_view
 from reports.text import escape_markdown
@@ -255,25 +256,6 @@ def show_verdict(results: dict[str, Any], run: Path | None) -> None:
                        "threshold": c["threshold_text"] or "", "message": c["message"]} for c in judged["failing"]],
                      hide_index=True, column_config={"message": st.column_config.TextColumn(width="large")})
     show_waivers(judged)
-
-
-def show_waivers(judged: dict[str, Any]) -> None:
-    """The waived checks (WAIVED, with reason, author and expiry), the waivers not in force and the ungated
-    findings of the verdict (``reports.headline.verdict_view``)."""
-    if judged["waived"]:
-        st.dataframe([{"check": c["name"], "status": "WAIVED", "value": c["value_text"] or "",
-                       "reason": c["waiver"].get("reason", ""), "by": c["waiver"].get("by", ""),
-                       "until": c["waiver"].get("until", "")} for c in judged["waived"]], hide_index=True)
-    for w in judged["waivers"]:
-        if w.get("state") != "active":
-            target = w.get("check") or f"finding {w.get('finding')}"
-            st.caption(escape_markdown(f"{str(w.get('state')).upper()} waiver of {target} (by {w.get('by')} until "
-                                       f"{w.get('until')}): {w.get('message', '')}"))
-    if judged["ungated"]:
-        st.caption(escape_markdown(f"{judged['ungated_text']} (no rule or findings limit covers them; "
-                                   "`nnaudit gate --strict` fails on them): "
-                                   + "; ".join(f"[{f.get('severity')}] {f.get('section', '')}: {f.get('message', '')}"
-                                               for f in judged["ungated"])))
 
 
 def show_headline(results: dict[str, Any]) -> None:
