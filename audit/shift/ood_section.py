@@ -153,6 +153,7 @@ class OODSection(SectionPlugin):
         detectors = self._detectors(ctx, notes)
         hold, evaluate = setup.split_rows(data.y, p.max_samples, p.holdout, ctx.seed)
         shared = self._shared(ctx, detectors, evaluate, hold, notes)
+        detectors = list(shared.detectors)  # less a default detector these fit rows cannot fit
         chunks = plan(shared.length, p.chunk_size)
         store = ChunkStore(ctx.artifacts_dir / self.section / CHUNKS_DIR, ctx.fingerprints.get(self.section))
         from audit.shift.ood_eval import evaluate_chunk
@@ -214,7 +215,7 @@ class OODSection(SectionPlugin):
                      f"scaling; feature detectors and the autoencoder fit on {origin}")
         setup.fit_detectors(ctx, shared, fit_x, fit_y, fit_key=fit_key, layer=p.feature_layer,
                             ridge=p.mahalanobis_ridge, autoencoder=p.autoencoder.model_dump(), notes=notes,
-                            k_key=self._key("knn_k"))
+                            k_key=self._key("knn_k"), named=p.detectors is not None)
         return shared
 
     # -- recording -------------------------------------------------------------------------------

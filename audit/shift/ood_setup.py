@@ -185,8 +185,11 @@ def ranges(ctx: AuditContext, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, fl
 
 
 def fit_detectors(ctx: AuditContext, shared: OODInputs, x: np.ndarray, y: np.ndarray, *, fit_key: str,
-                  layer: str | None, ridge: float, autoencoder: dict[str, Any], notes: list[str], k_key: str) -> None:
-    """Fit Mahalanobis, KNN and the autoencoder on in-distribution ``x``, ``y`` into ``shared``."""
+                  layer: str | None, ridge: float, autoencoder: dict[str, Any], notes: list[str], k_key: str,
+                  named: bool = True) -> None:
+    """Fit Mahalanobis, KNN and the autoencoder on in-distribution ``x``, ``y`` into ``shared``. Too few fit rows
+    for Mahalanobis (a class missing) or KNN (fewer rows than k): a ConfigError when the user ``named`` the
+    detectors, else the detector is left out of ``shared.detectors`` with a note saying why."""
     from audit.shift.ood import default_layer, fit_mahalanobis, normalize, train_autoencoder
 
     dets = shared.detectors
@@ -195,15 +198,23 @@ def fit_detectors(ctx: AuditContext, shared: OODInputs, x: np.ndarray, y: np.nda
         feats = _features(shared, x)
         if "mahalanobis" in dets:
             missing = sorted(set(range(ctx.data.num_classes)) - set(np.asarray(y).tolist()))
+            why = (f"the in-distribution fit rows lack classes {missing[:10]}: Mahalanobis needs every class's mean; "
+                   "give more rows (or fit_data)")
+            if missing and named:
+                raise ConfigError(fit_key, why)
             if missing:
-                raise ConfigError(fit_key, f"the in-distribution fit rows lack classes {missing[:10]}: Mahalanobis "
-                                           "needs every class's mean; give more rows (or fit_data)")
-            shared.mahalanobis = fit_mahalanobis(feats, y, ctx.data.num_classes, ridge=ridge)
+                _leave_out(shared, "mahalanobis", why, notes)
+            else:
+                shared.mahalanobis = fit_mahalanobis(feats, y, ctx.data.num_classes, ridge=ridge)
         if "knn" in dets:
+            why = (f"k = {shared.knn_k} exceeds the {len(feats)} in-distribution fit rows; lower knn_k or give more "
+                   "fit rows")
+            if shared.knn_k > len(feats) and named:
+                raise ConfigError(k_key, why)
             if shared.knn_k > len(feats):
-                raise ConfigError(k_key, f"k = {shared.knn_k} exceeds the {len(feats)} in-distribution fit rows; "
-                                         "lower knn_k or give more fit rows")
-            shared.knn_bank = normalize(feats)
+                _leave_out(shared, "knn", why, notes)
+            else:
+                shared.knn_bank = normalize(feats)
         notes.append(f"feature detectors on layer {layer or 'input of ' + str(default_layer(_module(ctx)))} "
                      f"({feats.shape[1]} features, 4-d maps averaged over space)")
     if "autoencoder" in dets:
@@ -224,3 +235,9 @@ def _features(shared: OODInputs, x: np.ndarray) -> torch.Tensor:
         batch = torch.as_tensor(np.asarray(x[start : start + shared.batch_size]), dtype=torch.float32)
         out.append(shared.tap(batch.to(shared.model.device))[1].cpu())
     return torch.cat(out)
+
+
+def _leave_out(shared: OODInputs, detector: str, why: str, notes: list[str]) -> None:
+    """Drop a default detector that cannot be fitted on these rows, saying why."""
+    shared.detectors = tuple(d for d in shared.detectors if d != detector)
+    notes.append(f"{detector} left out: {why}")
