@@ -344,7 +344,9 @@ def test_resume_keeps_the_run_id_and_a_version_change_keeps_the_sections(weights
 def test_model_version_from_git(weights: Path, tmp_path: Path, store_url: str) -> None:
     git = shutil.which("git")
     if git is None:
-        pytest.skip("git is not installed")
+        import system
+
+        system.need("git is not installed (apt-get install git)")
     repo = tmp_path / "repo"
     config = write_config(repo, weights, name="gitmodel")
     (repo / "notes.txt").write_text("one\n")
