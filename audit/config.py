@@ -30,7 +30,7 @@ class Normalization(_Strict):
         return value
 
 
-MODEL_SOURCES = ("factory", "torchscript", "onnx", "predict_fn")
+MODEL_SOURCES = ("factory", "torchscript", "onnx", "predict_fn", "huggingface")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -53,6 +53,20 @@ class ModelConfig(_Strict):
     predict_fn: str | None = Field(
         None, description="black-box: import path of a function numpy array -> scores (N, classes); no gradients"
     )
+    huggingface: Path | None = Field(
+        None, description="text: a local directory saved with save_pretrained holding a transformers sequence "
+        "classifier and, unless model.tokenizer names another, its tokenizer (needs the 'text' extra; nothing is "
+        "downloaded)")
+    tokenizer: Path | None = Field(
+        None, description="text: a tokenizer directory (save_pretrained) or a tokenizers JSON file; a factory "
+        "model given one takes token ids and an attention mask (docs/text.md)")
+    max_length: int = Field(128, gt=1, description="text: tokens per text (longer texts are truncated)")
+    embedding_layer: str | None = Field(
+        None, description="text: dotted name of the token embedding module (default: a transformers model's input "
+        "embeddings, or the model's only nn.Embedding); used by gradient-guided attacks and Layer IG")
+    task: Literal["auto", "classification", "regression", "multilabel"] = Field(
+        "auto", description="what the model predicts: class scores, one number, or independent 0/1 labels; auto: "
+        "classification unless the target says otherwise unambiguously (docs/tasks.md)")
     trust_pickle: bool = Field(False, description="allow torch.load(weights_only=False): executes code in the file")
     input_bounds: tuple[float, float] | None = Field(
         None, description="valid input range [low, high]; default: the data loader's bounds"
@@ -70,7 +84,8 @@ class ModelConfig(_Strict):
         sources = [name for name in MODEL_SOURCES if getattr(self, name) is not None]
         if len(sources) != 1:
             found = ", ".join(sources) or "none"
-            raise ValueError(f"give exactly one of 'factory', 'torchscript', 'onnx' or 'predict_fn' (found: {found})")
+            raise ValueError("give exactly one of 'factory', 'torchscript', 'onnx', 'predict_fn' or 'huggingface' "
+                             f"(found: {found})")
         if self.weights is not None and self.factory is None:
             raise ValueError("'weights' goes with 'factory' (a TorchScript file already holds its weights)")
         if self.input_bounds is not None and not self.input_bounds[0] < self.input_bounds[1]:
@@ -80,11 +95,14 @@ class ModelConfig(_Strict):
 
 class DataConfig(_Strict):
     source: Literal["digits", "breast_cancer", "resume_names", "adult", "compas", "german", "csv", "parquet", "npz",
-                    "idx", "torch", "imagefolder"]
+                    "idx", "torch", "imagefolder", "jsonl", "hf_dataset"]
     path: Path | None = Field(None, description="file for csv/parquet/npz/torch; images file for idx; the root "
                               "folder (one sub-folder of images per class) for imagefolder")
     labels_path: Path | None = Field(None, description="idx: the labels file")
-    target: str | None = Field(None, description="csv/parquet: target column")
+    target: str | list[str] | None = Field(
+        None, description="csv/parquet/jsonl/hf_dataset: target column (multilabel: a list of 0/1 columns)")
+    text: str | None = Field(None, description="csv/parquet/jsonl/hf_dataset: the text column (text data: the model "
+                             "gets it tokenized by model.tokenizer or the huggingface model's tokenizer)")
     features: list[str] | None = Field(None, description="csv/parquet: feature columns (default: all but target)")
     categorical: list[str] = Field(default_factory=list, description="csv/parquet: columns to one-hot encode")
     sensitive: list[str] = Field(default_factory=list, description="columns kept per row as sensitive attributes")
@@ -112,7 +130,7 @@ class DataConfig(_Strict):
     def _needs_path(self) -> DataConfig:
         if self.source not in BUILTIN_DATASETS and self.path is None:
             raise ValueError(f"data source '{self.source}' needs 'path'")
-        if self.source in ("csv", "parquet") and not self.target:
+        if self.source in ("csv", "parquet", "jsonl", "hf_dataset") and not self.target:
             raise ValueError(f"data source '{self.source}' needs 'target' (the label column)")
         if self.source == "idx" and self.labels_path is None:
             raise ValueError("data source 'idx' needs 'labels_path' (the labels IDX file)")
@@ -275,6 +293,8 @@ def _resolve_paths(config: AuditConfig, base: Path) -> None:
         (config.model, "weights"),
         (config.model, "torchscript"),
         (config.model, "onnx"),
+        (config.model, "huggingface"),
+        (config.model, "tokenizer"),
         (config.data, "path"),
         (config.data, "labels_path"),
         *((config.train_data, name) for name in ("path", "labels_path") if config.train_data is not None),
@@ -293,6 +313,8 @@ def _check_files(config: AuditConfig) -> None:
         ("model.weights", config.model.weights),
         ("model.torchscript", config.model.torchscript),
         ("model.onnx", config.model.onnx),
+        ("model.huggingface", config.model.huggingface),
+        ("model.tokenizer", config.model.tokenizer),
         ("data.path", config.data.path),
         ("data.labels_path", config.data.labels_path),
         *((f"train_data.{name}", getattr(config.train_data, name)) for name in ("path", "labels_path")
@@ -301,6 +323,8 @@ def _check_files(config: AuditConfig) -> None:
         if value is not None and not Path(value).exists():
             raise ConfigError(key, f"file not found: {value}; fix the path (relative paths start at the config file)")
         if value is not None and key.startswith("model.") and not Path(value).is_file():
+            if key in ("model.huggingface", "model.tokenizer") and Path(value).is_dir():
+                continue
             kind = "a directory" if Path(value).is_dir() else "not a regular file (a device or pipe)"
             raise ConfigError(key, f"{value} is {kind}; point {key} at the saved model file")
     if config.data.source == "imagefolder" and config.data.path is not None and not Path(config.data.path).is_dir():

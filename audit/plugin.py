@@ -54,6 +54,11 @@ class SectionPlugin(ABC):
     description: ClassVar[str] = ""
     ParamsModel: ClassVar[type[Params]] = Params
     requires_gradients: ClassVar[bool] = False
+    # what the section can audit (preflight refuses any other combination with a ConfigError naming
+    # sections.<name>, before any section runs): tasks among classification, regression, multilabel (the
+    # data's task, model.task) and input kinds among continuous, tokens (text data: token ids)
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)
+    input_kinds: ClassVar[tuple[str, ...]] = ("continuous",)
     # plugins whose outputs (ctx.adversarial, ctx.attributions) this one uses when they ran before it
     reads_sections: ClassVar[tuple[str, ...]] = ()
     # the direction of better of the metrics this plugin writes: shell-style patterns of metric names relative
@@ -90,6 +95,19 @@ class SectionPlugin(ABC):
         """Check the parameters against the loaded model and data before any section runs (the runner calls it
         for every enabled plugin). Raise ``ConfigError`` naming the key to change; the default checks nothing."""
         return None
+
+    def check_supports(self, ctx: AuditContext) -> None:
+        """Refuse a task or input kind this section does not declare (``tasks``, ``input_kinds``), naming the key."""
+        task, kind = ctx.data.task, ctx.data.input_kind
+        if task not in self.tasks:
+            raise ConfigError(f"sections.{self.section}", f"section '{self.section}' (plugin '{self.name}') "
+                              f"audits {', '.join(self.tasks)} models, and this model's task is {task} "
+                              "(model.task): remove the section or set enabled: false")
+        if kind not in self.input_kinds:
+            what = "token ids (text)" if kind == "tokens" else "continuous inputs"
+            raise ConfigError(f"sections.{self.section}", f"section '{self.section}' (plugin '{self.name}') "
+                              f"does not take {what}: it audits {', '.join(self.input_kinds)} inputs; remove "
+                              "the section or set enabled: false")
 
     def check_precision(self, ctx: AuditContext, precision: str, *, configured: bool = True) -> dict[str, Any] | None:
         """Capability hook: whether running the model's differentiable path in ``precision`` (bf16, fp16) would

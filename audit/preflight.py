@@ -47,7 +47,11 @@ def check_data_in_bounds(data: AuditData, model: ModelAdapter) -> None:
 
 def preflight(ctx: AuditContext, plugins: Iterable[SectionPlugin]) -> None:
     """Every check that needs the loaded model and data, before any section runs."""
-    check_data_in_bounds(ctx.data, ctx.model)
+    if ctx.data.input_kind == "continuous":
+        check_data_in_bounds(ctx.data, ctx.model)
+    plugins = list(plugins)
+    for plugin in plugins:  # tasks and input kinds first: a section that cannot run on this model at all
+        plugin.check_supports(ctx)
     for plugin in plugins:
         try:
             plugin.validate(ctx)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 
 def digits_cnn(num_classes: int = 10, width: int = 16) -> nn.Module:
@@ -30,3 +31,24 @@ def tabular_mlp(in_features: int, num_classes: int = 2, hidden: int = 64, dropou
         nn.ReLU(),
         nn.Linear(hidden, num_classes),
     )
+
+
+class MeanPoolText(nn.Module):
+    """A small text classifier: token embeddings averaged over the attention mask, then a linear layer. Takes
+    (token ids, attention mask) as every text model nnaudit wraps does."""
+
+    def __init__(self, vocab_size: int, num_classes: int = 2, dim: int = 32, pad_id: int = 0) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
+        self.hidden = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, num_classes)
+
+    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+        weights = mask.unsqueeze(-1).to(self.embed.weight.dtype)
+        pooled = (self.embed(ids) * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        return self.out(torch.relu(self.hidden(pooled)))
+
+
+def text_classifier(vocab_size: int, num_classes: int = 2, dim: int = 32, pad_id: int = 0) -> nn.Module:
+    """``MeanPoolText`` for configs (``factory: audit.zoo:text_classifier``)."""
+    return MeanPoolText(vocab_size, num_classes, dim, pad_id)

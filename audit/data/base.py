@@ -14,18 +14,29 @@ import numpy as np
 
 from audit.errors import ConfigError, DataError
 
-Modality = Literal["image", "tabular"]
+Modality = Literal["image", "tabular", "text"]
+Task = Literal["classification", "regression", "multilabel"]
+InputKind = Literal["continuous", "tokens"]
+TASKS: tuple[str, ...] = ("classification", "regression", "multilabel")
+INPUT_KINDS: tuple[str, ...] = ("continuous", "tokens")
 SPLIT_SEED = 0
 TEST_FRACTION = 0.25
 
 
 @dataclass
 class AuditData:
-    """Inputs in raw space (what attacks perturb), integer labels, and what is known about them."""
+    """Inputs in raw space (what attacks perturb), targets, and what is known about them.
+
+    ``task`` says what ``y`` holds: ``classification``, class indices int64 (N,) and ``class_names`` the K
+    classes; ``regression``, float64 targets (N,) and ``class_names`` the one output's name; ``multilabel``,
+    0/1 int64 (N, L) and ``class_names`` the L labels. ``num_classes`` is the model's output width either way.
+    Text data (``texts`` set, ``modality`` "text", ``input_kind`` "tokens"): ``x`` holds the token ids, float32
+    (N, max_length), padded with the tokenizer's pad id, and ``texts`` the raw strings they came from.
+    """
 
     name: str
-    x: np.ndarray  # float32, (N, *input_shape)
-    y: np.ndarray  # int64, (N,)
+    x: np.ndarray  # float32, (N, *input_shape); text: token ids (N, max_length)
+    y: np.ndarray  # classification: int64 (N,); regression: float64 (N,); multilabel: int64 (N, L)
     class_names: list[str]
     modality: Modality
     feature_names: list[str] | None = None
@@ -34,10 +45,17 @@ class AuditData:
     upper: np.ndarray | None = None
     perturbable: np.ndarray | None = None  # bool mask, shape input_shape; None = all
     positive_class: int | None = None  # the favourable outcome's class, where the dataset has one (fairness)
+    task: Task = "classification"
+    texts: list[str] | None = None  # text data: the raw strings of x's token ids (row i -> texts[i])
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise DataError(f"{self.name}: task '{self.task}' is not one of {', '.join(TASKS)} (model.task)")
         self.x = np.ascontiguousarray(self.x, dtype=np.float32)
-        self.y = np.asarray(self.y, dtype=np.int64)
+        if self.task == "regression":
+            self.y = np.asarray(self.y, dtype=np.float64)
+        else:
+            self.y = np.asarray(self.y, dtype=np.int64)
         if self.x.shape[0] != self.y.shape[0]:
             raise DataError(f"{self.name}: {self.x.shape[0]} inputs but {self.y.shape[0]} labels; they must match")
         if self.x.shape[0] == 0:
@@ -45,6 +63,32 @@ class AuditData:
         if not np.isfinite(self.x).all():
             bad = int((~np.isfinite(self.x)).reshape(len(self.x), -1).any(axis=1).sum())
             raise DataError(f"{self.name}: {bad} samples hold NaN or infinite values; clean or drop them first")
+        if self.texts is not None and len(self.texts) != self.x.shape[0]:
+            raise DataError(f"{self.name}: {len(self.texts)} texts but {self.x.shape[0]} rows of token ids")
+        self._check_targets()
+        for key, values in self.sensitive.items():
+            if len(values) != len(self.y):
+                raise DataError(f"sensitive column '{key}' has {len(values)} rows, expected {len(self.y)}")
+
+    def _check_targets(self) -> None:
+        """The targets fit the task: class indices, finite numbers, or 0/1 per label."""
+        if self.task == "regression":
+            if self.y.ndim != 1:
+                raise DataError(f"{self.name}: a regression target must be one number per sample, got shape "
+                                f"{list(self.y.shape)}")
+            bad = int((~np.isfinite(self.y)).sum())
+            if bad:
+                raise DataError(f"{self.name}: {bad} regression targets are NaN or infinite; drop those rows or "
+                                "fill them before the audit")
+            return
+        if self.task == "multilabel":
+            if self.y.ndim != 2 or self.y.shape[1] != len(self.class_names):
+                raise DataError(f"{self.name}: multi-label targets must be (N, {len(self.class_names)}) 0/1, one "
+                                f"column per label in class_names; got shape {list(self.y.shape)}")
+            if not np.isin(self.y, (0, 1)).all():
+                raise DataError(f"{self.name}: multi-label targets must be 0 or 1, found "
+                                f"{sorted(set(np.unique(self.y).tolist()) - {0, 1})[:5]}")
+            return
         if self.positive_class is not None and not 0 <= self.positive_class < len(self.class_names):
             raise DataError(f"{self.name}: positive_class {self.positive_class} is not a class index "
                             f"0..{len(self.class_names) - 1}")
@@ -53,9 +97,6 @@ class AuditData:
                 f"{self.name}: labels range {self.y.min()}..{self.y.max()} but there are {len(self.class_names)} "
                 "class names; labels must be 0..K-1 (set data.class_names to the K classes)"
             )
-        for key, values in self.sensitive.items():
-            if len(values) != len(self.y):
-                raise DataError(f"sensitive column '{key}' has {len(values)} rows, expected {len(self.y)}")
 
     @property
     def n_samples(self) -> int:
@@ -67,12 +108,21 @@ class AuditData:
 
     @property
     def num_classes(self) -> int:
+        """The model's output width: K classes, 1 for regression, L labels."""
         return len(self.class_names)
+
+    @property
+    def input_kind(self) -> InputKind:
+        """``tokens`` for text (x holds token ids: no L-p perturbation, no input gradients), else ``continuous``."""
+        return "tokens" if self.texts is not None else "continuous"
 
     def sha256(self) -> str:
         digest = hashlib.sha256()
         digest.update(self.x.tobytes())
         digest.update(self.y.tobytes())
+        for text in self.texts or ():  # the token ids may map several texts to one (truncation, unknown words)
+            digest.update(text.encode("utf-8"))
+            digest.update(b"\0")
         return digest.hexdigest()
 
     def subset(self, index: np.ndarray) -> AuditData:
@@ -88,6 +138,8 @@ class AuditData:
             upper=self.upper,
             perturbable=self.perturbable,
             positive_class=self.positive_class,
+            task=self.task,
+            texts=[self.texts[int(i)] for i in np.arange(len(self.y))[index]] if self.texts is not None else None,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -96,6 +148,8 @@ class AuditData:
             "sha256": self.sha256(),
             "n_samples": self.n_samples,
             "modality": self.modality,
+            "task": self.task,
+            "input_kind": self.input_kind,
             "input_shape": list(self.input_shape),
             "class_names": list(self.class_names),
             "feature_names": list(self.feature_names) if self.feature_names is not None else None,

@@ -16,6 +16,9 @@ def load_table(config: DataConfig) -> AuditData:
     import pandas as pd
 
     assert config.path is not None and config.target is not None  # checked by DataConfig
+    if not isinstance(config.target, str):
+        raise ConfigError("data.target", "a list of target columns (multi-label) is not read from tables yet; "
+                          "name one column")
     try:
         frame = pd.read_csv(config.path) if config.source == "csv" else pd.read_parquet(config.path)
     except Exception as err:  # pandas raises many types for a bad file
