@@ -137,8 +137,10 @@ def resolve_baseline(ref: str, candidate: str | os.PathLike[str], store: str | N
                            config_dir=Path(config_path).parent if config_path else None)
     if url is None:
         raise NNAuditError(NO_BASELINE_STORE.format(ref=ref))
-    with open_store(url) as opened:
-        base = resolve_run(opened, ref)
+    from audit.engine.provenance import run_id_of
+
+    with open_store(url) as opened:  # never the candidate itself: CI registers it before comparing
+        base = resolve_run(opened, ref, exclude=run_id_of(manifest, candidate))
     (stream if stream is not None else sys.stdout).write(
         f"nnaudit compare: baseline {ref} is {base} (store {redact_url(url)})\n")
     return base

@@ -285,6 +285,11 @@ def test_resolve_run_refs(store_url: str, history_runs: list[Path], tmp_path: Pa
         assert resolve_run(store, "latest:other-model") == history_runs[2].resolve()
         assert resolve_run(store, ids[1]) == history_runs[1].resolve()
         assert resolve_run(store, ids[1][:8]) == history_runs[1].resolve()
+        # the candidate of a comparison is never its own baseline: the newest other run
+        assert resolve_run(store, "latest:digits-cnn", exclude=ids[3]) == history_runs[1].resolve()
+        assert resolve_run(store, "latest-pass:digits-cnn", exclude=ids[3]) == history_runs[0].resolve()
+        with pytest.raises(StoreError, match="whose verdict is pass other than the candidate"):
+            resolve_run(store, "latest-pass:digits-cnn", exclude=ids[0])
         for ref, expected in [("latest:nope", "has no run of model 'nope' (models: digits-cnn, other-model)"),
                               ("latest-pass:other-model", "no run of model 'other-model' whose verdict is pass"),
                               ("0" * 32, "no run with this id"), ("newest:digits-cnn", "not a run reference"),

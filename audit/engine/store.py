@@ -397,9 +397,11 @@ def register_run(url: str, run_dir: str | os.PathLike[str]) -> RunRecord:
 # -- references to runs --------------------------------------------------------------------------------
 
 
-def resolve_run(store: ResultsStore, ref: str) -> Path:
+def resolve_run(store: ResultsStore, ref: str, *, exclude: str | None = None) -> Path:
     """The run directory ``ref`` names: ``latest:NAME`` (the newest run of model NAME), ``latest-pass:NAME`` (the
-    newest whose stored verdict is pass) or a run id (or a unique prefix of one).
+    newest whose stored verdict is pass) or a run id (or a unique prefix of one). ``exclude``: a run id that
+    ``latest...`` never resolves to (the candidate of ``nnaudit compare``, registered before it is compared with
+    the latest run that passed: CI registers the candidate first).
 
     Raises ``StoreError`` naming ``ref`` when it resolves to no run, or when the run's directory is gone or now
     holds another run.
@@ -409,9 +411,10 @@ def resolve_run(store: ResultsStore, ref: str) -> Path:
         if not name:
             raise StoreError(f"{ref!r} names no model: write {kind}:NAME ({REF_FORMS})")
         verdict = "pass" if kind == "latest-pass" else None
-        found = store.runs(model=name, verdict=verdict, limit=1)
+        found = [r for r in store.runs(model=name, verdict=verdict, limit=2 if exclude else 1) if r.run_id != exclude]
         if not found:
-            what = f"no run of model {name!r}" + (" whose verdict is pass" if verdict else "")
+            what = f"no run of model {name!r}" + (" whose verdict is pass" if verdict else "") + \
+                (" other than the candidate" if exclude else "")
             models = store.model_names()
             known = f" (models: {', '.join(models)})" if models else " (it holds no runs yet)"
             raise StoreError(NO_RUN.format(ref=ref, url=store.display, what=what, known=known))
