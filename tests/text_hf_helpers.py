@@ -43,7 +43,7 @@ def wordpiece_tokenizer(texts: list[str], vocab_size: int = 3000):  # type: igno
 
 
 @functools.cache
-def hf_problem(epochs: int = 1, n_test: int = 200) -> HFProblem:
+def hf_problem(epochs: int = 3, n_test: int = 200) -> HFProblem:
     from transformers import BertConfig, BertForSequenceClassification
 
     from audit.data.base import split_indices, stratified_subset
@@ -60,11 +60,11 @@ def hf_problem(epochs: int = 1, n_test: int = 200) -> HFProblem:
     enc = tokenizer([texts[i] for i in train], truncation=True, max_length=MAX_LENGTH, padding="max_length",
                     return_tensors="pt")
     targets = torch.as_tensor(y[train])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
     model.train()
     for _ in range(epochs):
-        for batch in torch.randperm(len(targets), generator=generator).split(64):
+        for batch in torch.randperm(len(targets), generator=generator).split(32):
             optimizer.zero_grad()
             out = model(input_ids=enc["input_ids"][batch], attention_mask=enc["attention_mask"][batch],
                         labels=targets[batch])
