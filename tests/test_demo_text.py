@@ -52,3 +52,15 @@ def test_text_demo_audits_the_review_classifier(text_demo: tuple[Path, float]) -
     assert (out / "reviews-text" / "report.html").exists()
     assert main(["gate", str(out / "reviews-text"), "--policy", str(out / "policies" / "reviews-text.yaml")]) == 0
     print(f"text demo: {seconds:.1f} s")
+
+
+def test_the_config_in_docs_text_runs_on_the_demo_files(text_demo: tuple[Path, float], tmp_path: Path) -> None:
+    out, _ = text_demo
+    doc = (Path(__file__).parent.parent / "docs" / "text.md").read_text(encoding="utf-8")
+    block = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (config := out / "configs" / "from-docs.yaml").write_text(block, encoding="utf-8")
+    assert main(["run", str(config), "--out", str(tmp_path / "run")]) == 0
+    assert main(["gate", str(tmp_path / "run")]) == 0
+    ran = load_results(tmp_path / "run")
+    assert ran["sections"]["performance"]["metrics"] == \
+        load_results(out / "reviews-text")["sections"]["performance"]["metrics"]
