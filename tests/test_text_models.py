@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 from text_helpers import MAX_LENGTH, text_problem
+from torch import nn
 
 from audit.cli import main
 from audit.config import ModelConfig
@@ -23,6 +24,23 @@ from audit.model.text_load import load_tokenizer
 from audit.results import load_results
 
 TERM = "coffee"  # the sensitive column: whether the review mentions it
+
+
+class BagModel(nn.Module):
+    """The issue's token-id model: nn.EmbeddingBag + linear, forward(ids) without a mask."""
+
+    def __init__(self, vocab_size: int, num_classes: int = 2, dim: int = 16) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(vocab_size, dim, mode="mean", padding_idx=0)
+        self.out = nn.Linear(dim, num_classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.out(self.bag(ids.long()))
+
+
+def bag_model(vocab_size: int, num_classes: int = 2) -> nn.Module:
+    torch.manual_seed(0)
+    return BagModel(vocab_size, num_classes)
 
 
 def _reviews_csv(path: Path, texts: list[str], y: np.ndarray, names: list[str]) -> Path:
@@ -147,8 +165,43 @@ def test_huggingface_classifier_end_to_end(tmp_path: Path, monkeypatch: pytest.M
                          default_bounds=None)
     assert isinstance(adapter, TextModelAdapter)
     torch.testing.assert_close(adapter.text_logits(problem.test_texts), reference, atol=1e-5, rtol=1e-4)
+    assert model_record["labels"] == problem.class_names
+    assert model_record["architecture"] == "BertForSequenceClassification"
+    # the data's class names in another order than the model's id2label: refused naming data.class_names
+    config["data"] = {**config["data"], "class_names": problem.class_names[::-1]}
+    code, _ = _run(tmp_path, config, "label-order")
+    err = capsys.readouterr().err
+    assert code == 2 and "data.class_names" in err and "id2label" in err
     # another model's tokenizer: refused naming the key
     config["model"] = {"huggingface": str(problem.directory), "tokenizer": str(text_problem().tokenizer_file)}
     code, _ = _run(tmp_path, config, "wrong-tokenizer")
     err = capsys.readouterr().err
     assert code == 2 and "model.tokenizer" in err and "do not belong together" in err
+
+
+def test_embedding_bag_model_on_token_ids(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's case: an EmbeddingBag model on an NPZ of token ids. Without a tokenizer it is refused naming
+    model.tokenizer (not a torch gradient error inside robustness); with one, performance runs and robustness is
+    refused before any section runs."""
+    problem = text_problem()
+    data = problem.data
+    np.savez(npz := tmp_path / "ids.npz", x=data.x.astype(np.int64), y=data.y)
+    vocab = problem.adapter.tokenizer.vocab_size
+    model = {"factory": "test_text_models:bag_model", "kwargs": {"vocab_size": vocab}}
+    sections = {"performance": {}, "robustness": {}}
+    code, out = _run(tmp_path, {"model": model, "sections": sections, "data": {"source": "npz", "path": str(npz)}},
+                     "no-tokenizer")
+    err = capsys.readouterr().err
+    assert code == 2 and "model.tokenizer" in err and "token ids" in err
+    model = {**model, "tokenizer": str(problem.tokenizer_file), "max_length": MAX_LENGTH}
+    code, out = _run(tmp_path, {"model": model, "sections": sections, "data": {"source": "npz", "path": str(npz)}},
+                     "refused")
+    err = capsys.readouterr().err
+    assert code == 2 and "sections.robustness" in err and "token ids" in err
+    code, out = _run(tmp_path, {"model": model, "sections": {"performance": {}},
+                                "data": {"source": "npz", "path": str(npz)}}, "bag")
+    assert code == 0
+    with torch.no_grad():
+        expected = _expected(bag_model(vocab)(torch.as_tensor(data.x).long()), data.y)
+    assert load_results(out)["sections"]["performance"]["metrics"]["performance.accuracy"] == \
+        pytest.approx(expected, abs=1e-12)

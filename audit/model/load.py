@@ -79,6 +79,9 @@ def load_model(config: ModelConfig, *, num_classes: int, sample: np.ndarray, dev
         normalize = Normalize(config.normalization.mean, config.normalization.std, sample.ndim).to(device)
     pre = normalize if normalize is not None else nn.Identity()
     detected, binary, _ = probe(lambda t: module(pre(t.to(device))), sample_batch, config.output_key, num_classes)
+    from audit.model.text_load import refuse_token_model_without_tokenizer
+
+    refuse_token_model_without_tokenizer(module, lambda t: module(pre(t.to(device))), sample_batch, config.output_key)
     kind = detected if config.output == "auto" else config.output
     network = AdaptedNetwork(module, normalize, SelectOutput(config.output_key, kind, binary))
     return TorchModelAdapter(network, output_kind=kind, source=source, sha256=digest, **common)
