@@ -61,6 +61,7 @@ def test_the_config_in_docs_text_runs_on_the_demo_files(text_demo: tuple[Path, f
     (config := out / "configs" / "from-docs.yaml").write_text(block, encoding="utf-8")
     assert main(["run", str(config), "--out", str(tmp_path / "run")]) == 0
     assert main(["gate", str(tmp_path / "run")]) == 0
+    assert main(["plan", str(config)]) == 0  # nnaudit plan loads the tokenizer first too
     ran = load_results(tmp_path / "run")
     assert ran["sections"]["performance"]["metrics"] == \
         load_results(out / "reviews-text")["sections"]["performance"]["metrics"]

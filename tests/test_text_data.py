@@ -120,6 +120,8 @@ def test_bad_text_columns_name_the_key(frame: pd.DataFrame, tokenizer: TextToken
     assert isinstance(err, ConfigError) and err.key == "data.text" and "body" in str(err)
     err = _error(frame, tmp_path, tokenizer, sensitive=["gender"])
     assert isinstance(err, ConfigError) and err.key == "data.sensitive"
+    err = _error(frame, tmp_path, tokenizer, categorical=["mentions_coffee"])
+    assert isinstance(err, ConfigError) and err.key == "data.categorical"
     err = _error(frame, tmp_path, None)  # text data without a text model's tokenizer
     assert isinstance(err, ConfigError) and err.key == "model.tokenizer"
     err = _error(frame, tmp_path, tokenizer, text=None)  # a text model on a table without data.text

@@ -50,6 +50,10 @@ def load_text_data(config: DataConfig, tokenizer: TextTokenizer | None) -> Audit
                           "name it with data.text")
     if not is_text_config(config):
         return None
+    tabular = [k for k in ("features", "categorical", "standardize", "sensitive_as_features") if getattr(config, k)]
+    if tabular:
+        raise ConfigError(f"data.{tabular[0]}", "applies to tabular features; text data feeds the model the "
+                          "tokenized data.text column only: remove it")
     assert tokenizer is not None
     return load_text_table(config, tokenizer)
 
