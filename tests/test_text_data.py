@@ -138,6 +138,10 @@ def test_tokenizer_from_the_model_config(tmp_path: Path) -> None:
     assert tokenizer is not None and tokenizer.max_length == 16
     assert tokenizer.vocab_size == problem.adapter.tokenizer.vocab_size
     assert load_tokenizer(ModelConfig(factory="audit.zoo:digits_cnn")) is None
+    (script := tmp_path / "model.pt").write_bytes(b"PK")
+    with pytest.raises(ConfigError) as err:
+        load_tokenizer(ModelConfig(torchscript=script, tokenizer=problem.tokenizer_file))
+    assert err.value.key == "model.tokenizer" and "TorchScript" in str(err.value)
     (broken := tmp_path / "tok.json").write_text("{not json")
     with pytest.raises(ConfigError) as err:
         load_tokenizer(ModelConfig(factory="audit.zoo:text_classifier", tokenizer=broken))

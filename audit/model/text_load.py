@@ -3,7 +3,7 @@
 - ``model.huggingface: DIR``: ``AutoModelForSequenceClassification.from_pretrained(DIR, local_files_only=True)``
   and the tokenizer saved in the same directory (unless ``model.tokenizer`` names another); nothing is downloaded
   (a path is read, never a hub name, and ``local_files_only`` holds whatever ``HF_HUB_OFFLINE`` says);
-- ``model.factory`` (+ ``model.weights``) or ``model.torchscript`` with ``model.tokenizer``: a torch module called
+- ``model.factory`` (+ ``model.weights``) with ``model.tokenizer``: a torch module called
   as ``module(ids, mask)`` (e.g. ``audit.zoo:text_classifier``), its weights read as for any torch model
   (``weights_only=True`` or safetensors).
 
@@ -127,9 +127,10 @@ def load_tokenizer(config: ModelConfig) -> TextTokenizer | None:
     """The text model's tokenizer (``model.tokenizer``, else the ``model.huggingface`` directory's), or None for a
     model that is not a text model."""
     if config.tokenizer is not None:
-        if config.onnx is not None or config.predict_fn is not None:
-            raise ConfigError("model.tokenizer", "goes with model.huggingface, model.factory or model.torchscript (a "
-                              "torch module taking token ids and an attention mask)")
+        if config.factory is None and config.huggingface is None:
+            raise ConfigError("model.tokenizer", "goes with model.huggingface or model.factory (a torch module taking "
+                              "token ids and an attention mask); a TorchScript, ONNX or predict-function text model "
+                              "is not audited (its token embedding cannot be reached)")
         return TextTokenizer.from_path(config.tokenizer, max_length=config.max_length)
     if config.huggingface is not None:
         return TextTokenizer.from_path(config.huggingface, max_length=config.max_length, key="model.huggingface")
