@@ -176,7 +176,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out = Path(args.out)
     store = run_store(args.store, None, None)
-    runs = run_demo(out, seed=args.seed, device=args.device or "auto")
+    runs = run_demo(out, seed=args.seed, device=args.device or "auto", text=args.text)
     print(f"nnaudit: demo finished in {time.perf_counter() - start:.1f} s; runs in {out}")
     from audit.results import load_results
 
@@ -311,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     demo.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--text", action="store_true", help="audit a text classifier trained on shipped reviews "
+                      "instead (docs/text.md; needs the text extra)")
     demo.add_argument("--store", help=STORE_HELP + " both runs are registered in (default: $NNAUDIT_STORE)")
     demo.set_defaults(func=cmd_demo)
 

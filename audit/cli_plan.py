@@ -168,17 +168,19 @@ def make_plan(config: Any, *, config_dir: Path | None = None) -> Plan:
 
     from audit.data import load_data
     from audit.model import Bounds, load_model, resolve_device
+    from audit.model.text_load import load_tokenizer
     from audit.runner import build_plugins
 
     plugins = build_plugins(config)
     device = resolve_device(config.device)
-    data = load_data(config.data, seed=config.seed)
+    tokenizer = load_tokenizer(config.model)
+    data = load_data(config.data, seed=config.seed, tokenizer=tokenizer)
     bounds = None
     if data.modality == "image" and data.lower is not None and data.upper is not None:
         bounds = Bounds(float(data.lower.min()), float(data.upper.max()))
     model = load_model(config.model, num_classes=data.num_classes, sample=data.x, device=device,
                        batch_size=config.batch_size, default_bounds=bounds,
-                       extra_paths=[p for p in (config_dir, Path.cwd()) if p is not None])
+                       extra_paths=[p for p in (config_dir, Path.cwd()) if p is not None], tokenizer=tokenizer)
     forward, backward = probe_costs(model, data.x, config.batch_size)
     active = probe_active(model, data, config, plugins)
     setting = Setting(n=data.n_samples, batch_size=config.batch_size, modality=data.modality,

@@ -183,18 +183,20 @@ def policy_path(out: Path, run_name: str) -> Path:
     return Path(out) / "policies" / f"{run_name}.yaml"
 
 
-def run_demo(out: Path, *, seed: int = 0, device: str = "auto") -> list[Path]:
-    """Train, write configs and gate policies, audit both models (results, stored verdict, report). Returns the
-    run directories."""
+def run_demo(out: Path, *, seed: int = 0, device: str = "auto", text: bool = False) -> list[Path]:
+    """Train, write configs and gate policies, audit both models (results, stored verdict, report); with ``text``,
+    the review text classifier instead (``audit.demo_text``). Returns the run directories."""
     from audit.config import load_config
     from audit.decide.verdict import evaluate_verdict
+    from audit.demo_text import REVIEWS_POLICY, prepare_reviews
     from audit.runner import run_audit
     from reports.html import write_report
 
     out = Path(out)
     runs = []
-    for name, prepare, policy in (("digits-cnn", prepare_digits, DIGITS_POLICY),
-                                  ("resume-mlp", prepare_resume, RESUME_POLICY)):
+    demos = ((("reviews-text", prepare_reviews, REVIEWS_POLICY),) if text else
+             (("digits-cnn", prepare_digits, DIGITS_POLICY), ("resume-mlp", prepare_resume, RESUME_POLICY)))
+    for name, prepare, policy in demos:
         start = time.perf_counter()
         config_path = prepare(out, seed)
         _write_yaml(policy_path(out, name), policy, note="gate policy: nnaudit gate RUN_DIR --policy")

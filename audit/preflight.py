@@ -49,6 +49,10 @@ def preflight(ctx: AuditContext, plugins: Iterable[SectionPlugin]) -> None:
     """Every check that needs the loaded model and data, before any section runs."""
     if ctx.data.input_kind == "continuous":
         check_data_in_bounds(ctx.data, ctx.model)
+    else:  # text: a Hugging Face model's own label names against the data's
+        from audit.model.text_load import check_label_order
+
+        check_label_order(ctx.model, ctx.data.class_names)
     plugins = list(plugins)
     for plugin in plugins:  # tasks and input kinds first: a section that cannot run on this model at all
         plugin.check_supports(ctx)

@@ -32,6 +32,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "audit.mlflow_export": (5, "application"),
     "audit.cli_store": (5, "application"),
     "audit.demo": (5, "application"),
+    "audit.demo_text": (5, "application"),
     "audit.testing": (5, "application"),  # the conformance suite drives plugins of every kind, as the CLI does
     "reports.dashboard": (5, "application"),
     "reports": (4, "rendering"),

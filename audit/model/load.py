@@ -6,7 +6,7 @@ import hashlib
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,15 +21,25 @@ from audit.model.onnx_adapter import OnnxModelAdapter, check_input_shape, onnx_o
 from audit.model.outputs import SelectOutput, probe
 from audit.model.torch_adapter import AdaptedNetwork, Normalize, TorchModelAdapter
 
+if TYPE_CHECKING:
+    from audit.model.text import TextTokenizer
+
 log = logging.getLogger("nnaudit")
 
 
 def load_model(config: ModelConfig, *, num_classes: int, sample: np.ndarray, device: torch.device,
-               batch_size: int, default_bounds: Bounds | None, extra_paths: list[Path] | None = None) -> ModelAdapter:
-    """Build the adapter the config describes, and check it on a sample of the data."""
+               batch_size: int, default_bounds: Bounds | None, extra_paths: list[Path] | None = None,
+               tokenizer: TextTokenizer | None = None) -> ModelAdapter:
+    """Build the adapter the config describes, and check it on a sample of the data (a text model, given its
+    ``tokenizer`` from ``audit.model.text_load.load_tokenizer``: on token ids)."""
     for path in extra_paths or []:
         if str(path) not in sys.path:
             sys.path.insert(0, str(path))
+    if tokenizer is not None or config.huggingface is not None:
+        from audit.model.text_load import load_text_model, load_tokenizer
+
+        return load_text_model(config, tokenizer or load_tokenizer(config),  # type: ignore[arg-type]
+                               num_classes=num_classes, sample=sample, device=device, batch_size=batch_size)
     bounds = Bounds(*config.input_bounds) if config.input_bounds is not None else default_bounds
     sample_batch = torch.as_tensor(sample[:64], dtype=torch.float32)
     common: dict[str, Any] = {"num_classes": num_classes, "bounds": bounds, "device": device,
@@ -69,6 +79,9 @@ def load_model(config: ModelConfig, *, num_classes: int, sample: np.ndarray, dev
         normalize = Normalize(config.normalization.mean, config.normalization.std, sample.ndim).to(device)
     pre = normalize if normalize is not None else nn.Identity()
     detected, binary, _ = probe(lambda t: module(pre(t.to(device))), sample_batch, config.output_key, num_classes)
+    from audit.model.text_load import refuse_token_model_without_tokenizer
+
+    refuse_token_model_without_tokenizer(module, lambda t: module(pre(t.to(device))), sample_batch, config.output_key)
     kind = detected if config.output == "auto" else config.output
     network = AdaptedNetwork(module, normalize, SelectOutput(config.output_key, kind, binary))
     return TorchModelAdapter(network, output_kind=kind, source=source, sha256=digest, **common)

@@ -42,6 +42,7 @@ class PerformanceSection(SectionPlugin):
     title = "Performance"
     ParamsModel = PerformanceParams
     params: PerformanceParams
+    input_kinds = ("continuous", "tokens")  # predictions only: text models too
     metric_directions: ClassVar[dict[str, Direction]] = {
         "accuracy": "higher", "top*_accuracy": "higher", "error_rate": "lower", "loss": "lower",
         "n_samples": None, "majority_baseline_accuracy": None,
@@ -117,6 +118,7 @@ class ImbalanceSection(SectionPlugin):
     title = "Class imbalance and calibration"
     ParamsModel = ImbalanceParams
     params: ImbalanceParams
+    input_kinds = ("continuous", "tokens")  # predictions only: text models too
     metric_directions: ClassVar[dict[str, Direction]] = {
         "balanced_accuracy": "higher", "macro_f1": "higher", "weighted_f1": "higher", "mcc": "higher",
         "roc_auc_ovr": "higher", "pr_auc": "higher", "class=*.recall": "higher", "class=*.precision": "higher",
