@@ -1,0 +1,220 @@
+"""The robustness section on text (token-id inputs): the ``text`` block of its parameters, the text attacks
+registered in the ``nnaudit.text_attacks`` entry-point group, and what the section records for them.
+
+Metrics (relative to the section): ``<attack>.text.robust_accuracy``, ``.attack_success_rate``,
+``.mean_words_changed`` (fraction of the words, or tokens for HotFlip, of a successful adversarial text),
+``.queries_per_sample``, and the same under ``worst_case.text``; tables of the results and of the constraints;
+the adversarial texts in ``artifacts/<section>/text_adversarial.jsonl`` and side by side (changed words marked
+``⟦word⟧``) in the ``text_examples`` table; per-sample outcomes for the dashboard's explorer."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from attacks.text.base import Constraints, TextAttack, Words
+from attacks.text.evaluate import WORST, TextEvaluation, evaluate_text
+from audit.errors import ConfigError
+from audit.keys import metric_key
+from audit.plugin import TEXT_ATTACKS_GROUP, Params
+
+if TYPE_CHECKING:
+    from audit.context import AuditContext
+    from audit.results import SectionResult
+
+DEFAULT_TEXT_ATTACKS = ("deepwordbug", "synonym", "hotflip")
+# robustness keys that only mean something for continuous inputs (an L-p ball): refused on token ids
+LP_KEYS = ("eps", "norm")
+MARK = ("⟦", "⟧")
+
+
+def registered_text_attacks() -> dict[str, str]:
+    from audit.plugin import available
+
+    return available(TEXT_ATTACKS_GROUP)
+
+
+class TextParams(Params):
+    attacks: list[str] = Field(default=list(DEFAULT_TEXT_ATTACKS), description="text attacks (nnaudit.text_attacks): "
+                               "deepwordbug (characters), synonym (WordNet), hotflip (gradient-guided tokens)")
+    max_words_fraction: float = Field(default=0.25, gt=0, le=1, description="at most this share of a text's words "
+                                      "(tokens for hotflip) change; at least one")
+    max_edit_distance: int = Field(default=30, ge=1, description="character attacks: Levenshtein distance to the "
+                                   "original text (TextAttack's DeepWordBug recipe: 30)")
+    protected: list[str] = Field(default=[], description="words / tokens never modified (case-insensitive)")
+    query_budget: int = Field(default=2000, ge=1, description="distinct texts scored per sample and attack")
+    examples: int = Field(default=8, ge=0, le=100, description="adversarial texts shown side by side in the report")
+    attack_params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-attack parameters, "
+                                                     "e.g. {synonym: {max_candidates: 20}}")
+
+    @field_validator("attacks")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = [a for a in value if a not in registered_text_attacks()]
+        if unknown:
+            raise ValueError(f"unknown text attacks {unknown}; choose from {sorted(registered_text_attacks())}")
+        return list(dict.fromkeys(value))
+
+    def constraints(self) -> Constraints:
+        return Constraints(max_words_fraction=self.max_words_fraction, max_edit_distance=self.max_edit_distance,
+                           protected=frozenset(w.lower() for w in self.protected), query_budget=self.query_budget)
+
+
+def check_text_config(params: Params, section: str) -> None:
+    """Before any section runs, on text data: L-p keys set explicitly are a ConfigError naming the key; each
+    text attack must build with its parameters."""
+    for key in LP_KEYS:
+        if key in params.model_fields_set:
+            raise ConfigError(f"sections.{section}.{key}", f"'{key}' sets an L-p threat model, which has no meaning "
+                              "for token ids; text attacks take sections.robustness.text (max_words_fraction, "
+                              "max_edit_distance, protected, query_budget): remove it")
+    from attacks.base import AttackNotApplicable
+
+    text: TextParams = getattr(params, "text")  # noqa: B009
+    for name in text.attacks:
+        try:
+            build_text_attack(name, text, seed=0, section=section)
+        except AttackNotApplicable:
+            continue  # e.g. WordNet not installed: a note when the section runs
+
+
+def build_text_attack(name: str, params: TextParams, *, seed: int, section: str) -> TextAttack:
+    from audit.plugin import construct, plugin_class
+
+    key = f"sections.{section}.text.attack_params.{name}"
+    cls = plugin_class(name, TEXT_ATTACKS_GROUP, TextAttack, key=f"sections.{section}.text.attacks")
+    attack: TextAttack = construct(cls, name, key=key, defaults={}, params=params.attack_params.get(name, {}),
+                                   fixed={"constraints": params.constraints(), "seed": seed})
+    return attack
+
+
+def run_text(ctx: AuditContext, result: SectionResult, params: TextParams, *, section: str,
+             max_samples: int | None) -> None:
+    """The robustness section on text data: every configured text attack, recorded."""
+    from attacks.base import AttackNotApplicable
+    from audit.data import stratified_subset
+    from audit.model.text import TextModelAdapter
+
+    data, model = ctx.data, ctx.model
+    if not isinstance(model, TextModelAdapter) or data.texts is None:
+        result.status = "skipped"
+        result.notes.append("text attacks need a text model (model.huggingface or a token-id model with "
+                            "model.tokenizer) and text data (data.text)")
+        return
+    index = np.arange(data.n_samples)
+    if max_samples is not None and max_samples < data.n_samples:
+        index = stratified_subset(data.y, max_samples, ctx.seed)
+        result.notes.append(f"attacked a stratified subset of {len(index)} of {data.n_samples} samples (max_samples)")
+    texts = [data.texts[int(i)] for i in index]
+    y, pred = data.y[index], ctx.clean_predictions()[index]
+    attacks: list[TextAttack] = []
+    for name in params.attacks:
+        try:
+            attacks.append(build_text_attack(name, params, seed=ctx.seed, section=section))
+        except AttackNotApplicable as err:
+            result.notes.append(f"{name} skipped: {err}")
+    ev = evaluate_text(model, texts, y, pred, attacks, progress=ctx.progress)
+    record_text(ctx, result, ev, texts=texts, y=y, pred=pred, index=index, params=params, section=section)
+
+
+def marked(units: list[str], changed: list[int], joiner: str = " ") -> str:
+    """Units (words or tokens) joined, the changed ones marked ⟦so⟧."""
+    ch = set(changed)
+    return joiner.join(f"{MARK[0]}{u}{MARK[1]}" if i in ch else u for i, u in enumerate(units))
+
+
+def record_text(ctx: AuditContext, result: SectionResult, ev: TextEvaluation, *, texts: list[str], y: np.ndarray,
+                pred: np.ndarray, index: np.ndarray, params: TextParams, section: str) -> None:
+    from audit.outcomes import save_outcomes
+
+    names = ctx.data.class_names
+    result.metric("clean_accuracy", float(ev.clean_correct.mean()))
+    result.metric("n_samples", len(y))
+    result.metric("n_attacked", int(ev.clean_correct.sum()))
+    rows, settings, values = [], [], {"clean_accuracy": ev.clean_correct}
+    meta: dict[str, dict[str, Any]] = {"clean_accuracy": {"kind": "correct"}}
+    for name in [*ev.outputs, WORST]:
+        s = ev.summary(name)
+        for metric, value in s.metrics().items():
+            result.metric(metric_key(name, "text", metric), value)
+        key = metric_key(name, "text", "robust_accuracy")
+        values[key] = s.robust
+        meta[key] = {"kind": "robust", "attack": name, "norm": "text"}
+        rows.append([name, s.robust_accuracy, s.attack_success_rate, s.mean_words_changed, s.queries_per_sample,
+                     round(s.seconds, 3)])
+    for name, out in ev.outputs.items():
+        st = out.settings
+        settings.append([name, st.get("unit"), st.get("max_words_fraction"), st.get("max_edit_distance"),
+                         ", ".join(st.get("protected_tokens", [])) or "none", st.get("query_budget"),
+                         "; ".join(f"{k}: {v}" for k, v in st.items() if k in ("synonyms", "estimate", "text",
+                                                                             "max_candidates", "stopwords"))])
+    result.table("text_attacks", "Text attacks: robust accuracy under explicit constraints",
+                 ["attack", "robust accuracy", "attack success rate", "mean words changed", "queries/sample",
+                  "seconds"], rows, description="attack success rate: share of the clean-correct texts fooled; mean "
+                 "words changed: share of a successful adversarial text's words (tokens for hotflip) that changed; "
+                 "worst case: fooled by any attack (its example changes the fewest words)")
+    result.table("text_constraints", "Constraints behind every text-attack number",
+                 ["attack", "unit", "max words fraction", "max edit distance", "protected", "query budget", "notes"],
+                 settings)
+    path, rel = ctx.artifact_path(section, "text_adversarial.jsonl")
+    examples = write_examples(path, ev, texts=texts, y=y, pred=pred, index=index, class_names=names)
+    result.artifacts["text_adversarial"] = rel
+    shown = sorted(ev.worst.items())[: params.examples]
+    result.table("text_examples", "Adversarial texts beside the originals (changed words marked ⟦so⟧)",
+                 ["sample", "attack", "label", "prediction", "original", "adversarial"],
+                 [[int(index[row]), name, names[int(y[row])], f"{names[int(pred[row])]} -> "
+                   f"{names[int(np.argmax(r.proba))]}", *side_by_side(r)] for row, (name, r) in shown],
+                 description="hotflip shows the model's tokens (its text is the detokenized flipped tokens); full "
+                 f"texts of all {examples} attacked samples in {rel}")
+    worst = ev.summary(WORST)
+    if ev.outputs and int(ev.clean_correct.sum()):
+        result.finding("info", f"text attacks ({', '.join(ev.outputs)}) fool {worst.attack_success_rate:.1%} of "
+                       f"the correctly classified texts, changing on average {worst.mean_words_changed:.1%} of "
+                       f"their words (at most {params.max_words_fraction:.0%}): robust accuracy "
+                       f"{worst.robust_accuracy:.1%}", code="robustness.text.worst_case",
+                       metric=metric_key(section, WORST, "text", "robust_accuracy"), value=worst.robust_accuracy)
+    adv_pred = np.where(ev.clean_correct, pred, -1)
+    for row, (_, r) in ev.worst.items():
+        adv_pred[row] = int(np.argmax(r.proba))
+    fooled_by = np.array([ev.worst[row][0] if row in ev.worst else "" for row in range(len(y))]).astype(str)
+    save_outcomes(ctx, result, sample_id=index, values=values, meta=meta,
+                  extra={"label": y, "prediction": pred, "adv_prediction/text": adv_pred, "fooled_by/text": fooled_by})
+
+
+def side_by_side(r: Any) -> list[str]:
+    if r.unit == "token" and r.original_units is not None and r.adversarial_units is not None:
+        return [marked(r.original_units, r.changed), marked(r.adversarial_units, r.changed)]
+    a, b = Words.of(r.original), Words.of(r.adversarial)
+    if len(a) != len(b):  # cannot happen for word edits; show the texts unmarked rather than misaligned
+        return [r.original, r.adversarial]
+    return [_marked_text(a, r.changed), _marked_text(b, r.changed)]
+
+
+def _marked_text(w: Words, changed: list[int]) -> str:
+    ch = set(changed)
+    words = [f"{MARK[0]}{x}{MARK[1]}" if i in ch else x for i, x in enumerate(w.words)]
+    return Words(tuple(words), w.seps).text
+
+
+def write_examples(path: Any, ev: TextEvaluation, *, texts: list[str], y: np.ndarray, pred: np.ndarray,
+                   index: np.ndarray, class_names: list[str]) -> int:
+    """One JSON line per (attacked sample, attack): the original and adversarial text, label, predictions,
+    changed positions (words of the original, or tokens) and queries. Returns the attacked samples' count."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for name, out in ev.outputs.items():
+            for row, r in sorted(out.results.items()):
+                line = {"sample": int(index[row]), "attack": name, "label": int(y[row]),
+                        "label_name": class_names[int(y[row])], "clean_prediction": int(pred[row]),
+                        "adversarial_prediction": int(np.argmax(r.proba)), "success": bool(r.success),
+                        "original": r.original, "adversarial": r.adversarial, "unit": r.unit,
+                        "changed": [int(c) for c in r.changed], "n_units": r.n_units,
+                        "changed_fraction": r.changed_fraction, "queries": r.queries, "proba": r.proba}
+                if r.original_units is not None:
+                    line |= {"original_tokens": r.original_units, "adversarial_tokens": r.adversarial_units}
+                if r.note:
+                    line["note"] = r.note
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return len({row for out in ev.outputs.values() for row in out.results})
