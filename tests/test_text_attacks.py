@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -227,3 +228,29 @@ def test_lp_keys_on_text_are_config_errors(problem: Any, tmp_path: Any) -> None:
     with pytest.raises(ConfigError):
         RobustnessSection(text={"attacks": ["textfooler"]})
     RobustnessSection().validate(ctx)  # defaults on text: fine
+
+
+def test_text_pairs_in_the_report_escape_every_word(tmp_path: Any) -> None:
+    """The side-by-side figure: changed words in <mark>, every segment escaped (a review is never markup); the
+    dashboard's drawing and the schema accept it."""
+    from plugin_helpers import section_document, validate_section
+
+    from audit.results import SectionResult
+    from reports.figures import render_figure
+    from reports.html import figure_view, render_html
+
+    spec = {"name": "text_adversarial_examples", "kind": "text_pairs", "title": "pairs",
+            "pairs": [{"caption": "sample 3 · deepwordbug", "original": [["Great ", 0], ["<b>tasty</b>", 1]],
+                       "adversarial": [["Great ", 0], ["<b>tsaty</b>", 1]]}]}
+    result = SectionResult(name="robustness", plugin="robustness")
+    result.figure(spec)
+    view = figure_view(spec, None)
+    assert view["mode"] == "pairs" and view["pairs"][0]["original"][1] == ("<b>tasty</b>", True)
+
+    p = text_problem()
+    ctx = SimpleNamespace(seed=0, model=p.adapter, data=p.data)
+    validate_section(result, ctx)
+    html = render_html(section_document(result, ctx))
+    assert "<mark>&lt;b&gt;tsaty&lt;/b&gt;</mark>" in html and "<b>tsaty" not in html
+    fig = render_figure(spec)
+    assert "unknown figure kind" not in " ".join(t.get_text() for ax in fig.axes for t in ax.texts)

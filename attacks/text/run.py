@@ -162,13 +162,21 @@ def record_text(ctx: AuditContext, result: SectionResult, ev: TextEvaluation, *,
     path, rel = ctx.artifact_path(section, "text_adversarial.jsonl")
     examples = write_examples(path, ev, texts=texts, y=y, pred=pred, index=index, class_names=names)
     result.artifacts["text_adversarial"] = rel
-    shown = sorted(ev.worst.items())[: params.examples]
+    shown = pick_examples(ev, params.examples)
     result.table("text_examples", "Adversarial texts beside the originals (changed words marked ⟦so⟧)",
                  ["sample", "attack", "label", "prediction", "original", "adversarial"],
                  [[int(index[row]), name, names[int(y[row])], f"{names[int(pred[row])]} -> "
                    f"{names[int(np.argmax(r.proba))]}", *side_by_side(r)] for row, (name, r) in shown],
-                 description="hotflip shows the model's tokens (its text is the detokenized flipped tokens); full "
-                 f"texts of all {examples} attacked samples in {rel}")
+                 description="hotflip's text: the original with the flipped tokens' characters replaced (tokens "
+                 f"where the texts do not align word by word); full texts of all {examples} attacked samples in {rel}")
+    if shown:
+        result.figure({"name": "text_adversarial_examples", "kind": "text_pairs",
+                       "title": "Adversarial texts beside the originals (changed words marked)",
+                       "pairs": [pair(r, f"sample {int(index[row])} · {name} · label {names[int(y[row])]}: "
+                                      f"{names[int(pred[row])]} -> {names[int(np.argmax(r.proba))]} "
+                                      f"({max(r.proba):.0%}) · {len(r.changed)} of {r.n_units} {r.unit}s changed"
+                                      + (" · token flips, text detokenized" if r.unit == "token" else ""))
+                                 for row, (name, r) in shown]})
     worst = ev.summary(WORST)
     if ev.outputs and int(ev.clean_correct.sum()):
         result.finding("info", f"text attacks ({', '.join(ev.outputs)}) fool {worst.attack_success_rate:.1%} of "
@@ -184,13 +192,69 @@ def record_text(ctx: AuditContext, result: SectionResult, ev: TextEvaluation, *,
                   extra={"label": y, "prediction": pred, "adv_prediction/text": adv_pred, "fooled_by/text": fooled_by})
 
 
-def side_by_side(r: Any) -> list[str]:
-    if r.unit == "token" and r.original_units is not None and r.adversarial_units is not None:
-        return [marked(r.original_units, r.changed), marked(r.adversarial_units, r.changed)]
+def pick_examples(ev: TextEvaluation, k: int) -> list[tuple[int, tuple[str, Any]]]:
+    """Up to ``k`` successful adversarial texts, the attacks taking turns (each sample shown once)."""
+    queues = {name: [(row, r) for row, r in sorted(out.results.items()) if r.success]
+              for name, out in ev.outputs.items()}
+    shown: list[tuple[int, tuple[str, Any]]] = []
+    used: set[int] = set()
+    while len(shown) < k and any(queues.values()):
+        for name, queue in queues.items():
+            while queue and queue[0][0] in used:
+                queue.pop(0)
+            if queue and len(shown) < k:
+                row, r = queue.pop(0)
+                shown.append((row, (name, r)))
+                used.add(row)
+    return shown
+
+
+def pair(r: Any, caption: str) -> dict[str, Any]:
+    """A ``text_pairs`` figure entry: both texts as [text, changed] segments (hotflip: the words its flipped
+    tokens changed, or the tokens where the texts do not align word by word)."""
+    a, b, ch = *_aligned(r), set(r.changed)
+    if a is None or b is None:
+        return {"caption": caption, "original": _token_segments(r.original_units, ch),
+                "adversarial": _token_segments(r.adversarial_units, ch)}
+    ch = {i for i, (x, y) in enumerate(zip(a.words, b.words, strict=True)) if x != y} if r.unit == "token" else ch
+    return {"caption": caption, "original": _word_segments(a, ch), "adversarial": _word_segments(b, ch)}
+
+
+def _aligned(r: Any) -> tuple[Words | None, Words | None]:
     a, b = Words.of(r.original), Words.of(r.adversarial)
+    if len(a) == len(b) or r.original_units is None or r.adversarial_units is None:
+        return a, b
+    return None, None
+
+
+def _token_segments(units: list[str], ch: set[int]) -> list[list[Any]]:
+    out: list[list[Any]] = []
+    for i, u in enumerate(units):
+        if i:
+            out.append([" ", 0])
+        out.append([u, int(i in ch)])
+    return out
+
+
+def _word_segments(w: Words, ch: set[int]) -> list[list[Any]]:
+    out: list[list[Any]] = []
+    for i, sep in enumerate(w.seps):
+        if sep:
+            out.append([sep, 0])
+        if i < len(w.words):
+            out.append([w.words[i], int(i in ch)])
+    return out
+
+
+def side_by_side(r: Any) -> list[str]:
+    a, b = _aligned(r)
+    if a is None or b is None:
+        return [marked(r.original_units, r.changed), marked(r.adversarial_units, r.changed)]
     if len(a) != len(b):  # cannot happen for word edits; show the texts unmarked rather than misaligned
         return [r.original, r.adversarial]
-    return [_marked_text(a, r.changed), _marked_text(b, r.changed)]
+    ch = [i for i, (x, y) in enumerate(zip(a.words, b.words, strict=True)) if x != y] if r.unit == "token" \
+        else r.changed
+    return [_marked_text(a, ch), _marked_text(b, ch)]
 
 
 def _marked_text(w: Words, changed: list[int]) -> str:
