@@ -209,7 +209,19 @@ def test_robustness_section_on_text(problem: Any, tmp_path: Any) -> None:
     for line in lines:
         assert line["original"] == data.texts[line["sample"]] and line["label"] == int(data.y[line["sample"]])
         assert line["success"] == (line["adversarial_prediction"] != line["label"])
+        joined = {k: "".join(t for t, _ in line["segments"][k]) for k in ("original", "adversarial")}
+        assert joined == {"original": line["original"], "adversarial": line["adversarial"]}
     validate_section(result, ctx)
+    # the dashboard's sample explorer reads the same file
+    from plugin_helpers import section_document
+
+    from reports.dashboard.text_samples import example_lines, load_text_examples
+
+    examples = load_text_examples(ctx.run_dir, section_document(result, ctx))
+    assert sum(len(v) for v in examples.values()) == len(lines)
+    entries = next(iter(examples.values()))
+    shown = example_lines(entries[0], data.class_names)
+    assert shown[0].startswith(f"**{entries[0]['attack']}**") and shown[1].startswith("original: ")
 
 
 def test_lp_keys_on_text_are_config_errors(problem: Any, tmp_path: Any) -> None:
@@ -254,3 +266,10 @@ def test_text_pairs_in_the_report_escape_every_word(tmp_path: Any) -> None:
     assert "<mark>&lt;b&gt;tsaty&lt;/b&gt;</mark>" in html and "<b>tsaty" not in html
     fig = render_figure(spec)
     assert "unknown figure kind" not in " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+
+
+def test_explorer_markdown_escapes_every_segment() -> None:
+    from reports.dashboard.text_samples import segments_markdown
+
+    md = segments_markdown([["Great ", 0], ["![](http://host/x.png)", 1], [" and <b>", 0], ["*so*", 1], [".", 0]])
+    assert md == r"Great **\!\[\]\(http\:\/\/host\/x\.png\)** and \<b\>**\*so\***\."

@@ -276,6 +276,8 @@ def write_examples(path: Any, ev: TextEvaluation, *, texts: list[str], y: np.nda
                         "original": r.original, "adversarial": r.adversarial, "unit": r.unit,
                         "changed": [int(c) for c in r.changed], "n_units": r.n_units,
                         "changed_fraction": r.changed_fraction, "queries": r.queries, "proba": r.proba}
+                found = pair(r, "")
+                line["segments"] = {"original": found["original"], "adversarial": found["adversarial"]}
                 if r.original_units is not None:
                     line |= {"original_tokens": r.original_units, "adversarial_tokens": r.adversarial_units}
                 if r.note:
