@@ -187,7 +187,7 @@ def test_robustness_section_on_text(problem: Any, tmp_path: Any) -> None:
     ctx = AuditContext(model=p.adapter, data=data, run_dir=tmp_path / "run", seed=0, batch_size=64)
     attacks = ["deepwordbug", "hotflip"] + (["synonym"] if wordnet_missing() is None else [])
     section = RobustnessSection(text={"attacks": attacks, "max_words_fraction": 0.15, "protected": ["Great"],
-                                      "examples": 3})
+                                      "examples": 3, "embedding_eps": [0.5]})
     preflight(ctx, [section])  # token inputs are supported; no L-p key was given
     result = section(ctx)
     assert result.status == "ok", result.error
@@ -199,7 +199,11 @@ def test_robustness_section_on_text(problem: Any, tmp_path: Any) -> None:
     assert m["robustness.clean_accuracy"] == pytest.approx(
         float((p.adapter.logits(data.x).argmax(1).numpy() == data.y).mean()))
     tables = {t.name: t for t in result.tables}
-    assert {"text_attacks", "text_constraints", "text_examples"} <= set(tables)
+    assert {"text_attacks", "text_constraints", "text_examples", "embedding_pgd"} <= set(tables)
+    # the embedding-space bound is reported apart: it never enters the text worst case
+    fooled_by_text = 1 - m[f"robustness.{WORST}.text.robust_accuracy"] / m["robustness.clean_accuracy"]
+    assert m[f"robustness.{WORST}.text.attack_success_rate"] == pytest.approx(fooled_by_text)
+    assert 0 <= m["robustness.embedding_pgd.eps=0.5.attack_success_rate_upper_bound"] <= 1
     assert all(row[2] == 0.15 and row[4] == "great" for row in tables["text_constraints"].rows)
     examples = tables["text_examples"].rows
     assert 0 < len(examples) <= 3 and all("⟦" in row[4] and "⟦" in row[5] for row in examples)
@@ -273,3 +277,17 @@ def test_explorer_markdown_escapes_every_segment() -> None:
 
     md = segments_markdown([["Great ", 0], ["![](http://host/x.png)", 1], [" and <b>", 0], ["*so*", 1], [".", 0]])
     assert md == r"Great **\!\[\]\(http\:\/\/host\/x\.png\)** and \<b\>**\*so\***\."
+
+
+def test_embedding_pgd_stays_in_its_ball(problem: Any) -> None:
+    from attacks.text.embedding import embedding_pgd
+
+    p, _, ok = problem
+    rows = ok[:40]
+    small = embedding_pgd(p.adapter, p.data.x, p.data.y, rows, eps=0.01, steps=10)
+    large = embedding_pgd(p.adapter, p.data.x, p.data.y, rows, eps=1.0, steps=10)
+    for b in (small, large):
+        assert 0 < b.max_token_norm <= b.radius * (1 + 1e-4)
+        assert not b.fooled[np.setdiff1d(np.arange(len(p.data.y)), rows)].any()  # only attacked rows
+    assert large.radius == pytest.approx(100 * small.radius)
+    assert large.fooled.sum() >= small.fooled.sum() and large.fooled[rows].mean() > 0.5

@@ -49,6 +49,16 @@ class TextParams(Params):
     examples: int = Field(default=8, ge=0, le=100, description="adversarial texts shown side by side in the report")
     attack_params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-attack parameters, "
                                                      "e.g. {synonym: {max_candidates: 20}}")
+    embedding_eps: list[float] = Field(default=[], description="also run embedding-space PGD at these radii (relative "
+                                       "to the median token-embedding norm): reported apart, as a bound, never text")
+    embedding_steps: int = Field(default=20, ge=1, description="iterations of the embedding-space PGD")
+
+    @field_validator("embedding_eps")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(not e > 0 for e in value):
+            raise ValueError(f"embedding_eps values must be > 0, got {value}")
+        return sorted(value)
 
     @field_validator("attacks")
     @classmethod
@@ -118,6 +128,34 @@ def run_text(ctx: AuditContext, result: SectionResult, params: TextParams, *, se
             result.notes.append(f"{name} skipped: {err}")
     ev = evaluate_text(model, texts, y, pred, attacks, progress=ctx.progress)
     record_text(ctx, result, ev, texts=texts, y=y, pred=pred, index=index, params=params, section=section)
+    if params.embedding_eps:
+        record_embedding_bound(ctx, result, data.x[index], y, ev.clean_correct, params)
+
+
+def record_embedding_bound(ctx: AuditContext, result: SectionResult, ids: np.ndarray, y: np.ndarray,
+                           clean_correct: np.ndarray, params: TextParams) -> None:
+    """Embedding-space PGD at each ``embedding_eps``: metrics ``embedding_pgd.eps=<e>.attack_success_rate_upper_bound``
+    and ``.robust_accuracy_lower_bound``, a table, and a note that no text stands behind them."""
+    from attacks.text.embedding import embedding_pgd
+
+    rows = []
+    n_ok = int(clean_correct.sum())
+    for e in params.embedding_eps:
+        b = embedding_pgd(ctx.model, ids, y, np.flatnonzero(clean_correct), eps=e,  # type: ignore[arg-type]
+                          steps=params.embedding_steps, batch_size=ctx.batch_size, seed=ctx.seed)
+        rate = float(b.fooled.sum() / n_ok) if n_ok else float("nan")
+        robust = float((clean_correct & ~b.fooled).mean())
+        result.metric(metric_key("embedding_pgd", ("eps", e), "attack_success_rate_upper_bound"), rate)
+        result.metric(metric_key("embedding_pgd", ("eps", e), "robust_accuracy_lower_bound"), robust)
+        rows.append([e, b.radius, b.steps, rate, robust, b.max_token_norm, round(b.seconds, 3)])
+    result.table("embedding_pgd", "Embedding-space PGD: a bound, not text adversarial examples",
+                 ["eps (x median embedding norm)", "radius", "steps", "success rate (upper bound)",
+                  "robust accuracy (lower bound)", "largest token perturbation", "seconds"], rows,
+                 description="PGD on the token embeddings (L2 ball per real token). No text corresponds to the "
+                 "perturbed embeddings: these numbers bound what substitutions within the ball could do and never "
+                 "join the text attacks' worst case")
+    result.notes.append("embedding-space PGD is reported as a bound only (table embedding_pgd); its perturbed "
+                        "embeddings are not texts")
 
 
 def marked(units: list[str], changed: list[int], joiner: str = " ") -> str:
