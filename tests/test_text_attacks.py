@@ -291,3 +291,47 @@ def test_embedding_pgd_stays_in_its_ball(problem: Any) -> None:
         assert not b.fooled[np.setdiff1d(np.arange(len(p.data.y)), rows)].any()  # only attacked rows
     assert large.radius == pytest.approx(100 * small.radius)
     assert large.fooled.sum() >= small.fooled.sum() and large.fooled[rows].mean() > 0.5
+
+
+def test_hotflip_on_a_wordpiece_transformers_classifier(tmp_path: Any) -> None:
+    """A transformers BERT classifier (tiny, built from a config) behind a WordPiece tokenizer saved with
+    save_pretrained: word pieces ("##ing") are never flipped or inserted, and every flipped text tokenizes back
+    to the flipped ids (special tokens stay)."""
+    transformers = pytest.importorskip("transformers")
+    from text_helpers import reviews
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    from audit.model.outputs import SelectOutput
+    from audit.model.text import TextModelAdapter, TextTokenizer, find_embedding
+
+    texts = reviews()[0][:1500]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=1500, special_tokens=specials))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                         sep_token="[SEP]").save_pretrained(tmp_path)
+    tokenizer = TextTokenizer.from_path(tmp_path, max_length=40)
+    torch.manual_seed(0)
+    module = transformers.BertForSequenceClassification(transformers.BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, num_labels=2))
+    adapter = TextModelAdapter(module, tokenizer, embedding=find_embedding(module, None),
+                               select=SelectOutput("logits", "logits", False), call_style="transformers",
+                               num_classes=2, output_kind="logits", device=torch.device("cpu"), batch_size=64,
+                               source="bert", sha256=None)
+    sample = texts[:10]
+    labels = _predict(adapter, sample)  # attack the model's own predictions
+    out = HotFlip(Constraints(max_words_fraction=0.2)).run(adapter, sample, labels, list(range(10)))
+    flips = 0
+    for r in out.results.values():
+        assert not r.note, r.note  # the detokenized text tokenizes back to the flipped ids
+        for i in r.changed:
+            assert not r.original_units[i].startswith("##") and not r.adversarial_units[i].startswith("##")
+            nxt = r.original_units[i + 1] if i + 1 < len(r.original_units) else ""
+            assert not nxt.startswith("##") and r.original_units[i] not in ("[CLS]", "[SEP]")
+        flips += len(r.changed)
+    assert flips > 0

@@ -5,7 +5,8 @@ to the token embeddings (``TextModelAdapter.forward_embeddings``) and estimates,
 of replacing the token at position ``i`` by vocabulary token ``v`` as ``(E[v] - E[ids_i]) . g_i``; the best
 (position, token) pair is flipped, and the model is asked again. Stops at success or at the word budget
 (``max_words_fraction`` of the sample's tokens; a position flips at most once). Never flipped: padding, special
-tokens, stopwords and protected tokens; never inserted: special tokens.
+tokens, stopwords, protected tokens and the pieces of a word split by WordPiece; never inserted: special tokens
+and WordPiece continuations ("##ing").
 
 The adversarial example is a token sequence. Its text is the original text with each flipped token's characters
 (the tokenizer's offsets) replaced by the new token's decoding (the decoding of all ids where the tokenizer has
@@ -52,7 +53,11 @@ def flipped_text(model: TextModelAdapter, text: str, ids: list[int], changed: li
     out = text
     for p in sorted(changed, key=lambda q: -spans[q][0]):
         start, end = spans[p]
-        out = out[:start] + decode(model, [ids[p]]).strip() + out[end:]
+        new = decode(model, [ids[p]]).strip()
+        # a space where the token touched other characters: the new token must not fuse with its neighbours
+        left = " " if start > 0 and not out[start - 1].isspace() else ""
+        right = " " if end < len(out) and not out[end].isspace() else ""
+        out = out[:start] + left + new + right + out[end:]
     return out
 
 
@@ -81,14 +86,17 @@ class HotFlip(TextAttack):
         special[[i for i in tok.special_ids if i < vocab]] = True
         special[tok.pad_id] = True
         keep = np.array([not c.modifiable(s.lstrip("#Ġ▁")) for s in strings]) | special
-        self._blocked = (model, keep, special)
-        return keep, special
+        # WordPiece continuations ("##ing"): never inserted, and a word split into pieces is never flipped (a
+        # piece swapped inside a word makes another word, which re-tokenizes to other pieces)
+        self._pieces = np.array([s.startswith("##") for s in strings])
+        self._blocked = (model, keep, special | self._pieces)
+        return keep, special | self._pieces
 
     def attack_one(self, model: TextModelAdapter, text: str, label: int, row: int) -> SampleResult:
         import torch
         import torch.nn.functional as F
 
-        keep, special = self._blocked_tokens(model)
+        keep, special = self._blocked_tokens(model)  # also sets self._pieces
         ids = torch.as_tensor(model.tokenizer.encode([text])[:1], dtype=torch.long, device=model.device)
         original = ids.clone()
         real = np.flatnonzero(ids[0].cpu().numpy() != model.tokenizer.pad_id)
@@ -100,7 +108,8 @@ class HotFlip(TextAttack):
         changed: list[int] = []
         queries = 0
         for _ in range(limit):
-            frozen = keep[ids[0].cpu().numpy()]
+            now = ids[0].cpu().numpy()
+            frozen = keep[now] | self._pieces[now] | np.append(self._pieces[now][1:], False)
             frozen[changed] = True
             if frozen.all():
                 break

@@ -158,12 +158,6 @@ def record_embedding_bound(ctx: AuditContext, result: SectionResult, ids: np.nda
                         "embeddings are not texts")
 
 
-def marked(units: list[str], changed: list[int], joiner: str = " ") -> str:
-    """Units (words or tokens) joined, the changed ones marked ⟦so⟧."""
-    ch = set(changed)
-    return joiner.join(f"{MARK[0]}{u}{MARK[1]}" if i in ch else u for i, u in enumerate(units))
-
-
 def record_text(ctx: AuditContext, result: SectionResult, ev: TextEvaluation, *, texts: list[str], y: np.ndarray,
                 pred: np.ndarray, index: np.ndarray, params: TextParams, section: str) -> None:
     from audit.outcomes import save_outcomes
@@ -248,30 +242,26 @@ def pick_examples(ev: TextEvaluation, k: int) -> list[tuple[int, tuple[str, Any]
 
 
 def pair(r: Any, caption: str) -> dict[str, Any]:
-    """A ``text_pairs`` figure entry: both texts as [text, changed] segments (hotflip: the words its flipped
-    tokens changed, or the tokens where the texts do not align word by word)."""
-    a, b, ch = *_aligned(r), set(r.changed)
-    if a is None or b is None:
-        return {"caption": caption, "original": _token_segments(r.original_units, ch),
-                "adversarial": _token_segments(r.adversarial_units, ch)}
-    ch = {i for i, (x, y) in enumerate(zip(a.words, b.words, strict=True)) if x != y} if r.unit == "token" else ch
-    return {"caption": caption, "original": _word_segments(a, ch), "adversarial": _word_segments(b, ch)}
+    """A ``text_pairs`` figure entry: both texts as [text, changed] segments that join back to the texts."""
+    a, b, ch_a, ch_b = changed_words(r)
+    return {"caption": caption, "original": _word_segments(a, ch_a), "adversarial": _word_segments(b, ch_b)}
 
 
-def _aligned(r: Any) -> tuple[Words | None, Words | None]:
+def changed_words(r: Any) -> tuple[Words, Words, set[int], set[int]]:
+    """Both texts as words and the changed words of each: the attack's own positions for word attacks; a word
+    diff for hotflip, whose flipped tokens may add or merge words."""
+    import difflib
+
     a, b = Words.of(r.original), Words.of(r.adversarial)
-    if len(a) == len(b) or r.original_units is None or r.adversarial_units is None:
-        return a, b
-    return None, None
-
-
-def _token_segments(units: list[str], ch: set[int]) -> list[list[Any]]:
-    out: list[list[Any]] = []
-    for i, u in enumerate(units):
-        if i:
-            out.append([" ", 0])
-        out.append([u, int(i in ch)])
-    return out
+    if r.unit != "token" and len(a) == len(b):
+        return a, b, set(r.changed), set(r.changed)
+    ch_a: set[int] = set()
+    ch_b: set[int] = set()
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a.words, b.words, autojunk=False).get_opcodes():
+        if op != "equal":
+            ch_a.update(range(i1, i2))
+            ch_b.update(range(j1, j2))
+    return a, b, ch_a, ch_b
 
 
 def _word_segments(w: Words, ch: set[int]) -> list[list[Any]]:
@@ -285,18 +275,11 @@ def _word_segments(w: Words, ch: set[int]) -> list[list[Any]]:
 
 
 def side_by_side(r: Any) -> list[str]:
-    a, b = _aligned(r)
-    if a is None or b is None:
-        return [marked(r.original_units, r.changed), marked(r.adversarial_units, r.changed)]
-    if len(a) != len(b):  # cannot happen for word edits; show the texts unmarked rather than misaligned
-        return [r.original, r.adversarial]
-    ch = [i for i, (x, y) in enumerate(zip(a.words, b.words, strict=True)) if x != y] if r.unit == "token" \
-        else r.changed
-    return [_marked_text(a, ch), _marked_text(b, ch)]
+    a, b, ch_a, ch_b = changed_words(r)
+    return [_marked_text(a, ch_a), _marked_text(b, ch_b)]
 
 
-def _marked_text(w: Words, changed: list[int]) -> str:
-    ch = set(changed)
+def _marked_text(w: Words, ch: set[int]) -> str:
     words = [f"{MARK[0]}{x}{MARK[1]}" if i in ch else x for i, x in enumerate(w.words)]
     return Words(tuple(words), w.seps).text
 
