@@ -123,7 +123,7 @@ class HotFlip(TextAttack):
             gain = g @ matrix.T - (g * matrix[ids[0]]).sum(dim=1, keepdim=True)  # (L, V)
             gain[torch.as_tensor(frozen, device=gain.device)] = -torch.inf
             gain[:, no_insert] = -torch.inf
-            gain[torch.arange(len(g)), ids[0]] = -torch.inf
+            gain[torch.arange(len(g), device=gain.device), ids[0]] = -torch.inf
             flat = int(torch.argmax(gain))
             pos, token = divmod(flat, gain.shape[1])
             if not torch.isfinite(gain[pos, token]):
