@@ -23,6 +23,7 @@ from attacks.evaluate import BOUNDED_ATTACKS, MINIMAL_ATTACKS, attack_class, mak
 from attacks.precision import precision_check
 from attacks.records import RobustnessRecord, fmt
 from attacks.redflags import RedFlag, RedFlagParams, run_red_flags
+from attacks.text.run import TextParams, check_text_config, run_text
 from audit.engine.chunks import CHUNKS_DIR, DEFAULT_CHUNK_SIZE, ChunkStore, chunk_seed, plan, run_chunks, seed_all
 from audit.errors import ConfigError, NNAuditError, PluginError
 from audit.model.onnx_convert import model_notes
@@ -67,6 +68,7 @@ class RobustnessParams(Params):
     attack_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-attack constructor parameters, e.g. {pgd: {rel_step_size: 0.1}}; they "
         "override steps / restarts / square_queries for that attack (built-in and third-party attacks alike)")
+    text: TextParams = Field(default_factory=TextParams, description="text data: attacks/text/run.py")
 
     @field_validator("eps")
     @classmethod
@@ -128,6 +130,7 @@ class RobustnessSection(SectionPlugin):
     title = "Adversarial robustness"
     ParamsModel = RobustnessParams
     params: RobustnessParams
+    input_kinds: ClassVar[tuple[str, ...]] = ("continuous", "tokens")
     metric_directions: ClassVar[dict[str, Direction]] = {
         "*.robust_accuracy": "higher", "*.worst_class_robust_accuracy": "higher", "clean_accuracy": "higher",
         "*.attack_success_rate": "lower", "*.success_rate": "lower",  # a minimal-norm attack's
@@ -136,15 +139,16 @@ class RobustnessSection(SectionPlugin):
         "escalation.*.robust_accuracy_before": "higher", "escalation.*.attacks": None,
         "reliable": "higher", "black_box_only": None, "query_curve.*": None, "transfer.*": None,
         "red_flags.count": "lower", "red_flags.likely_masked": "lower",
-        "nonfinite_outputs.*": "lower",
+        "nonfinite_outputs.*": "lower", "*.mean_words_changed": None, "*.queries_per_sample": None,  # text attacks
         # sizes of the successful perturbations, the checks' own values, counts: no better direction
         "*.mean_perturbation": None, "*.max_perturbation": None, "red_flags.*": None, "n_samples": None,
         "n_attacked": None,
     }
 
     def validate(self, ctx: AuditContext) -> None:
-        """Before any section runs: every eps must fit in the input range (a larger one allows every input in
-        the box, so the numbers would mean nothing); every attack's parameters (attack_params) must fit it."""
+        """Before any section runs: eps within the input range, valid attack_params; text: attacks/text/run.py."""
+        if ctx.data.input_kind == "tokens":
+            return check_text_config(self.params, self.section)
         self._check_attack_params()
         try:
             domain = Domain.from_model_data(ctx.model, ctx.data)
@@ -168,8 +172,7 @@ class RobustnessSection(SectionPlugin):
                                       "model.input_bounds")
 
     def check_precision(self, ctx: AuditContext, precision: str, *, configured: bool = True) -> dict[str, Any] | None:
-        """The mixed-precision check (``attacks.precision``) at this section's first norm, middle eps and first
-        gradient attack; not configured: L-inf PGD at 1/32 of the input range."""
+        """The mixed-precision check (``attacks.precision``); not configured: L-inf PGD at 1/32 of the range."""
         return precision_check(ctx, precision, self.params if configured else None)
 
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
@@ -177,6 +180,8 @@ class RobustnessSection(SectionPlugin):
 
         p = self.params
         data = ctx.data
+        if data.input_kind == "tokens":
+            return run_text(ctx, result, p.text, section=self.section, max_samples=p.max_samples)
         index = np.arange(data.n_samples)
         if p.max_samples is not None and p.max_samples < data.n_samples:
             index = stratified_subset(data.y, p.max_samples, ctx.seed)
@@ -251,10 +256,7 @@ class RobustnessSection(SectionPlugin):
         record.save_outcomes()
 
     def _check_attack_params(self) -> None:
-        """Build each configured attack once per norm: a wrong ``attack_params`` entry is a ConfigError now, not
-        after the other sections ran. A norm an attack lacks is only a note at run time; a bug in an attack plugin
-        (the PluginError ``_build`` raises) is not the config's fault: run() builds the attack again and records
-        the error as this section's, while the rest of the audit goes on."""
+        """Build each attack per norm: a wrong ``attack_params`` entry is a ConfigError now (a plugin's bug: run())."""
         p = self.params
         for norm in p.norms():
             for name in dict.fromkeys([*p.attacks, *p.minimal_norm, *p.attack_params]):
@@ -266,9 +268,8 @@ class RobustnessSection(SectionPlugin):
                     raise ConfigError(f"sections.{self.section}.attack_params.{name}", str(err)) from err
 
     def _build(self, name: str, norm: Norm, gradients: bool = True) -> Attack:
-        """One configured attack for ``norm``. Expected refusals pass through: AttackNotApplicable (it does not
-        apply: a norm it lacks), ConfigError (a wrong attack_params entry), AttackError (settings it refuses).
-        Anything else is a bug of the attack plugin: a PluginError that names it (the section's error)."""
+        """One configured attack for ``norm``. AttackNotApplicable, ConfigError and AttackError pass through;
+        anything else is a bug of the attack plugin: a PluginError that names it (the section's error)."""
         p = self.params
         try:
             return make_attack(name, norm=norm, steps=p.steps, restarts=p.restarts, queries=p.queries(gradients),
@@ -280,7 +281,6 @@ class RobustnessSection(SectionPlugin):
             raise PluginError(f"attack '{name}' ({registered_attacks().get(name, '?')}) raised "
                               f"{type(err).__name__} while being built for norm {norm}: {err}") from err
 
-    # -- which attacks -------------------------------------------------------------------------
     def _plans(self, ctx: AuditContext, domain: Domain, clean_correct: np.ndarray,
                result: SectionResult) -> list[NormPlan]:
         """Per norm: its eps, attacks, the minimal-norm attacks' samples and the red-flag check samples."""

@@ -37,7 +37,8 @@ SECTIONS_GROUP = "nnaudit.sections"
 ATTACKS_GROUP = "nnaudit.attacks"
 DEFENSES_GROUP = "nnaudit.defenses"
 EXPLAINERS_GROUP = "nnaudit.explainers"
-GROUPS = (SECTIONS_GROUP, ATTACKS_GROUP, DEFENSES_GROUP, EXPLAINERS_GROUP)
+TEXT_ATTACKS_GROUP = "nnaudit.text_attacks"  # attacks on texts (attacks/text/), beside the L-p attacks
+GROUPS = (SECTIONS_GROUP, ATTACKS_GROUP, DEFENSES_GROUP, EXPLAINERS_GROUP, TEXT_ATTACKS_GROUP)
 
 
 class Params(BaseModel):

@@ -130,6 +130,14 @@ def robustness_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
         value = decode_number(raw)
         rows.append({"norm": match["2"], "eps": match["eps"], "value": value, "text": format_value(value),
                      "metric": name, "bound": bound})
+    text_key = "robustness.worst_case.text.robust_accuracy"  # text attacks (attacks/text/run.py): no eps
+    if text_key in metrics:
+        params = results.get("sections", {}).get("robustness", {}).get("params", {}).get("text", {})
+        fraction = params.get("max_words_fraction") if isinstance(params, Mapping) else None
+        value = decode_number(metrics[text_key])
+        budget = f"≤ {fraction:.0%} of words" if isinstance(fraction, (int, float)) else ""
+        rows.append({"norm": "text attacks", "eps": budget, "value": value, "text": format_value(value),
+                     "metric": text_key, "bound": None})
     return rows
 
 

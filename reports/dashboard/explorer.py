@@ -15,6 +15,7 @@ import streamlit as st
 
 from audit.results import RESULTS_FILE
 from reports.dashboard.samples import Samples, SamplesUnavailable, attribution_image, load_samples, to_image, upscale
+from reports.dashboard.text_samples import show_text_sample
 from reports.text import escape_markdown
 
 ALL = "all"
@@ -109,7 +110,10 @@ def show_explorer(run: Path, results: dict[str, Any]) -> None:
     x_adv = adv.x_adv[position] if adv is not None and position is not None else None
     proba_adv = adv.proba[position] if adv is not None and adv.proba is not None and position is not None else None
     table = _predictions(samples, row, proba_adv, adv is not None and position is not None)
-    if samples.modality == "image":
+    if samples.modality == "text":  # adversarial texts beside the original (reports/dashboard/text_samples.py)
+        _probabilities(table)
+        show_text_sample(run, results, row, samples.class_names)
+    elif samples.modality == "image":
         _images(samples, row, x_adv, adv, table)
     else:
         _probabilities(table)
