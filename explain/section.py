@@ -35,6 +35,7 @@ from explain.quality import perturbation_quality
 from explain.randomization import CascadeSimilarity, cascade_layers, judge_randomization
 from explain.seeds import sample_seed
 from explain.stability import NotMeasured, stability_under_attack
+from explain.text_section import check_methods, run_text
 
 if TYPE_CHECKING:
     from audit.context import AuditContext
@@ -150,6 +151,7 @@ class ExplanationsSection(SectionPlugin):
     ParamsModel = ExplanationsParams
     params: ExplanationsParams
     reads_sections: ClassVar[tuple[str, ...]] = ("robustness",)
+    input_kinds: ClassVar[tuple[str, ...]] = ("continuous", "tokens")  # tokens: explain.text_section
     metric_directions: ClassVar[dict[str, Direction]] = {
         "*.ci_low": None, "*.ci_high": None, "random.*": None,  # interval bounds; the random-ordering reference
         "*.deletion_auc": "lower", "*.insertion_auc": "higher", "*.faithfulness_rank": "lower",
@@ -168,9 +170,14 @@ class ExplanationsSection(SectionPlugin):
                                   f"moved: write it as method_params: {{{where}}}")
         super().__init__(section=section, **params)
 
+    def validate(self, ctx: AuditContext) -> None:
+        check_methods(self, ctx.data.input_kind)
+
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
         p = self.params
         data = ctx.data
+        if data.input_kind == "tokens":
+            return run_text(self, ctx, result)
         index = stratified_subset(data.y, p.n_samples, ctx.seed)
         explained = Explained(index, data.x[index], ctx.clean_predictions()[index].astype(np.int64))
         # the background is keyed to the run seed alone: a sample's attributions do not depend on what else is explained

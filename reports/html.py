@@ -21,6 +21,7 @@ from audit.results import atomic_write_text, decode_number, load_results, resolv
 from audit.runs import RunState, run_state
 from reports.figures import FigureSpecError, artifact_data_uri, figure_data_uri, image_grid_view, tree_view
 from reports.headline import headline_view, verdict_view
+from reports.tokens import token_heatmap_view
 from reports.views import (
     SEVERITIES_WORST_FIRST,
     all_findings,
@@ -71,7 +72,7 @@ def _pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
-WIDE_KINDS = ("image_grid", "tree", "small_multiples", "image")
+WIDE_KINDS = ("image_grid", "tree", "small_multiples", "image", "token_heatmap")
 
 
 def figure_view(spec: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
@@ -93,6 +94,8 @@ def figure_view(spec: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
                     "fidelity_text": None if fidelity is None else format_value(decode_number(fidelity))}
         if kind == "image":
             return {**view, "data_uri": artifact_data_uri(spec, run_dir)}
+        if kind == "token_heatmap":
+            return {**view, "mode": "tokens", "rows": token_heatmap_view(spec)}
     except (FigureSpecError, OSError, ValueError, KeyError, TypeError):
         pass  # drawn below: the placeholder says what is wrong
     return {**view, "data_uri": figure_data_uri(spec, run_dir)}

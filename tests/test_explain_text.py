@@ -1,0 +1,187 @@
+"""Text explanations: layer_ig, shap_text and lime_text equal captum, shap and lime called directly on the same
+inputs; token deletion / insertion curves recomputed by hand; the explanations section on text end to end (metrics,
+heatmap figure, schema, report with escaped tokens); methods that cannot explain the input kind refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from text_helpers import text_problem
+
+from audit.errors import ConfigError
+from explain.seeds import sample_seed
+from explain.text_methods import LayerIntegratedGradientsExplainer, LimeTextExplainer, ShapTextExplainer, token_layout
+from explain.text_quality import token_curves
+
+
+def _offsets(adapter: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """The test tokenizer's own ids and character offsets (a word-level tokenizer: no special tokens), cut at
+    max_length as the model sees them: independent of explain.text_methods."""
+    enc = adapter.tokenizer.backend.encode(text)
+    limit = adapter.tokenizer.max_length
+    return list(enc.ids[:limit]), [tuple(o) for o in enc.offsets[:limit]]
+
+
+def _visible(adapter: Any, text: str) -> str:
+    _, offsets = _offsets(adapter, text)
+    return text[: offsets[-1][1]]
+
+
+def _sample() -> tuple[Any, list[str], np.ndarray]:
+    problem = text_problem()
+    adapter, data = problem.adapter, problem.data
+    rows = np.array([0, 3, 7, 11, 150, 199])
+    texts = [data.texts[i] for i in rows]  # type: ignore[index]
+    return adapter, texts, adapter.predict(adapter.encode(texts))
+
+
+def test_layout_matches_the_model_ids() -> None:
+    adapter, texts, _ = _sample()
+    ids = adapter.tokenizer.encode(texts)
+    for text, row in zip(texts, ids, strict=True):
+        found = token_layout(adapter.tokenizer, text)
+        assert [int(row[p]) for p in found.positions] == found.ids
+        assert (adapter.tokenizer.encode([found.text])[0] == row).all()  # the visible text encodes to the same ids
+    assert any(len(adapter.tokenizer.backend.encode(t).ids) > 64 for t in texts)  # truncation is exercised
+
+
+def test_layer_ig_equals_captum() -> None:
+    from captum.attr import LayerIntegratedGradients
+
+    adapter, texts, target = _sample()
+    got = LayerIntegratedGradientsExplainer(adapter, n_steps=24, batch_size=4).explain_texts(texts, target)
+    ids = torch.as_tensor(adapter.tokenizer.encode(texts))
+    pad = adapter.tokenizer.pad_id
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        return adapter.module(batch, (batch != pad).long())
+
+    reference = LayerIntegratedGradients(forward, adapter.module.embed).attribute(
+        ids, baselines=torch.full_like(ids, pad), target=torch.as_tensor(target), n_steps=24).sum(-1).numpy()
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-6)
+    assert np.abs(reference).max() > 0.1 and (got[ids.numpy() == pad] == 0).all()
+    # completeness: the attributions sum to the logit difference between the text and the all-padding text
+    logits = forward(ids).detach().numpy()
+    empty = forward(torch.full_like(ids, pad)).detach().numpy()
+    gap = logits[np.arange(len(ids)), target] - empty[np.arange(len(ids)), target]
+    np.testing.assert_allclose(got.sum(1), gap, atol=0.05 * np.abs(gap).max())
+
+
+def test_shap_text_equals_shap_partition() -> None:
+    import shap
+
+    adapter, texts, target = _sample()
+    texts, target = texts[:3], target[:3]
+    got = ShapTextExplainer(adapter, max_evals=120).explain_texts(texts, target)
+
+    def tokenizer(s: str, return_offsets_mapping: bool = False, **_: Any) -> dict[str, Any]:
+        ids, offsets = _offsets(adapter, s)
+        return {"input_ids": ids, **({"offset_mapping": offsets} if return_offsets_mapping else {})}
+
+    masker = shap.maskers.Text(tokenizer, mask_token="...", collapse_mask_token=True)
+    explainer = shap.explainers.Partition(lambda s: adapter.text_predict_proba([str(t) for t in s]), masker)
+    for row, text in enumerate(texts):
+        values = explainer([_visible(adapter, text)], max_evals=120, silent=True).values[0][:, target[row]]
+        np.testing.assert_allclose(got[row, : len(values)], values, rtol=1e-9, atol=1e-12)
+        assert (got[row, len(values) :] == 0).all() and np.abs(values).max() > 0
+
+
+def test_lime_text_equals_lime() -> None:
+    from lime.lime_text import LimeTextExplainer as Lime
+
+    adapter, texts, target = _sample()
+    ids = np.array([5, 6, 7, 8, 9, 10])
+    got = LimeTextExplainer(adapter, n_samples=150, seed=3, batch_size=4).explain_texts(texts, target, ids)
+    for row, text in enumerate(texts):
+        visible = _visible(adapter, text)
+        lime = Lime(split_expression=lambda s: [s[a:b] for a, b in _offsets(adapter, s)[1]], bow=False,
+                    mask_string="", random_state=sample_seed(3, "lime_text", int(ids[row])))
+        n = len(_offsets(adapter, visible)[0])
+        found = dict(lime.explain_instance(visible, adapter.text_predict_proba, labels=(int(target[row]),),
+                                           num_features=n, num_samples=150).as_map()[int(target[row])])
+        np.testing.assert_allclose(got[row, :n], [found[i] for i in range(n)], rtol=1e-9, atol=1e-12)
+    # keyed per sample: a row alone gets the same values
+    alone = LimeTextExplainer(adapter, n_samples=150, seed=3).explain_texts(texts[4:5], target[4:5], ids[4:5])
+    np.testing.assert_array_equal(alone[0], got[4])
+
+
+def test_token_curves_by_hand() -> None:
+    adapter, texts, target = _sample()
+    ids = adapter.tokenizer.encode(texts)
+    values = LayerIntegratedGradientsExplainer(adapter).explain_texts(texts, target)
+    curves = token_curves(adapter, ids, target, {"layer_ig": values}, steps=4, seed=0, sample_ids=np.arange(6))
+    pad = adapter.tokenizer.pad_id
+    row = 1
+    positions = np.flatnonzero(ids[row] != pad)
+    top = positions[np.argsort(-values[row][positions], kind="stable")][: round(0.5 * len(positions))]
+    deleted, inserted = ids[row].copy(), np.full_like(ids[row], pad)
+    deleted[top] = pad
+    inserted[top] = ids[row][top]
+    proba = adapter.probabilities(np.stack([deleted, inserted]).astype(np.float32)).numpy()[:, target[row]]
+    np.testing.assert_allclose([curves["layer_ig"].deletion[row, 2], curves["layer_ig"].insertion[row, 2]], proba,
+                               rtol=1e-5)
+    full = adapter.probabilities(ids[row : row + 1].astype(np.float32)).numpy()[0, target[row]]
+    for name in ("layer_ig", "random"):
+        np.testing.assert_allclose(curves[name].deletion[:, 0], curves[name].insertion[:, -1], rtol=1e-5)
+    np.testing.assert_allclose(curves["layer_ig"].deletion[row, 0], full, rtol=1e-5)
+    # removing the tokens Layer IG ranks first lowers the explained class faster than a random order
+    assert curves["layer_ig"].deletion_auc < curves["random"].deletion_auc
+
+
+FAST_TEXT = {"n_samples": 24, "bootstrap_resamples": 200, "quality_steps": 6, "figure_samples": 2,
+             "method_params": {"shap_text": {"max_evals": 60}, "lime_text": {"n_samples": 60}}}
+
+
+def test_text_section_end_to_end(make_context: Any, tmp_path: Any) -> None:
+    from plugin_helpers import section_document, validate_section
+
+    from explain.section import ExplanationsSection
+    from reports.html import render_html
+
+    problem = text_problem()
+    data = problem.data.subset(np.arange(200))
+    data.texts[0] = "<script>alert(1)</script> & great coffee"  # type: ignore[index]
+    data.x[0] = problem.adapter.encode([data.texts[0]])[0]  # type: ignore[index]
+    ctx = make_context(problem.adapter, data)
+    section = ExplanationsSection(**FAST_TEXT)
+    section.check_supports(ctx)
+    section.validate(ctx)
+    result = section(ctx)
+    assert result.status == "ok", result.error
+    validate_section(result, ctx)
+    m = result.metrics
+    for method in ("layer_ig", "shap_text", "lime_text"):
+        for kind in ("deletion_auc", "insertion_auc"):
+            assert m[f"explanations.{method}.{kind}.ci_low"] <= m[f"explanations.{method}.{kind}"] <= m[
+                f"explanations.{method}.{kind}.ci_high"]
+        assert ctx.attributions[method].values.shape == (24, 64)
+        assert m[f"explanations.{method}.faithfulness_rank"] >= 1
+    assert m["explanations.layer_ig.deletion_auc"] < m["explanations.random.deletion_auc"]
+    figure = next(f for f in result.figures if f["kind"] == "token_heatmap")
+    assert len(figure["rows"]) == 2 * 3 and all(len(r["tokens"]) == len(r["values"]) for r in figure["rows"])
+    top = next(t for t in result.tables if t.name == "top_tokens")
+    assert {row[0] for row in top.rows} == {"layer_ig", "shap_text", "lime_text"}
+    # a token from the data is escaped in the report
+    figure["rows"][0]["tokens"][0] = "<script>"
+    html = render_html(section_document(result, ctx))
+    assert "&lt;script&gt;" in html and "<script>alert" not in html and "class=\"tok\"" in html
+
+
+def test_methods_that_do_not_fit_the_input_kind_are_refused(make_context: Any) -> None:
+    from explain.section import ExplanationsSection
+
+    problem = text_problem()
+    ctx = make_context(problem.adapter, problem.data)
+    with pytest.raises(ConfigError, match=r"sections\.explanations\.methods.*\['lime'\].*layer_ig"):
+        ExplanationsSection(methods=["layer_ig", "lime"]).validate(ctx)
+    ExplanationsSection(methods=["lime_text"]).validate(ctx)
+    from audit.data import AuditData
+
+    tabular = AuditData(name="t", x=np.zeros((4, 3), np.float32), y=np.array([0, 1, 0, 1]), class_names=["a", "b"],
+                        modality="tabular")
+    ctx_tab = make_context(torch.nn.Linear(3, 2), tabular)
+    with pytest.raises(ConfigError, match=r"sections\.explanations\.methods.*layer_ig"):
+        ExplanationsSection(methods=["ig", "layer_ig"]).validate(ctx_tab)
