@@ -19,7 +19,7 @@ import explain.records as records
 from audit.context import AttributionSet
 from audit.data import stratified_subset
 from audit.errors import ConfigError
-from explain.base import ExplainerError
+from explain.base import Explainer, ExplainerError
 from explain.chunks import ExplainerSpec
 from explain.faithfulness import rank_faithfulness
 from explain.text_methods import TextExplainer
@@ -28,11 +28,20 @@ from explain.text_quality import content_mask, token_curves
 if TYPE_CHECKING:
     from audit.context import AuditContext
     from audit.results import SectionResult
-    from explain.section import ExplanationsSection
+
+ExplanationsSection = Any  # explain.section's, which imports this module (no cycle back to it)
+EXPLAINERS_GROUP = "nnaudit.explainers"
 
 TEXT_METHODS = ["layer_ig", "shap_text", "lime_text"]  # the default methods on text
 TEXT_QUALITY = ("deletion", "insertion")
 TOP_TOKENS = 15
+
+
+def _classes(section: ExplanationsSection) -> dict[str, type[Explainer]]:
+    from audit.plugin import available, plugin_class
+
+    return {name: plugin_class(name, EXPLAINERS_GROUP, Explainer, key=f"sections.{section.section}.methods")
+            for name in available(EXPLAINERS_GROUP)}
 
 
 def methods_for(section: ExplanationsSection, input_kind: str) -> list[str]:
@@ -45,9 +54,7 @@ def methods_for(section: ExplanationsSection, input_kind: str) -> list[str]:
 
 def check_methods(section: ExplanationsSection, input_kind: str) -> None:
     """A method that does not explain this input kind (lime on token ids, layer_ig on pixels) is a ConfigError."""
-    from explain.section import explainer_classes
-
-    classes = explainer_classes()
+    classes = _classes(section)
     methods = methods_for(section, input_kind)
     wrong = [m for m in methods if input_kind not in getattr(classes[m], "input_kinds", ("continuous",))]
     if wrong:
@@ -96,10 +103,8 @@ def run_text(section: ExplanationsSection, ctx: AuditContext, result: SectionRes
 def _attributions(section: ExplanationsSection, ctx: AuditContext, result: SectionResult, texts: list[str],
                   target: np.ndarray, index: np.ndarray,
                   ) -> tuple[dict[str, np.ndarray], dict[str, tuple[float, int, int]]]:
-    from explain.section import explainer_classes
-
     p = section.params
-    classes = explainer_classes()
+    classes = _classes(section)
     values: dict[str, np.ndarray] = {}
     costs: dict[str, tuple[float, int, int]] = {}
     methods = methods_for(section, "tokens")
