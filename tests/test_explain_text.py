@@ -185,3 +185,25 @@ def test_methods_that_do_not_fit_the_input_kind_are_refused(make_context: Any) -
     ctx_tab = make_context(torch.nn.Linear(3, 2), tabular)
     with pytest.raises(ConfigError, match=r"sections\.explanations\.methods.*layer_ig"):
         ExplanationsSection(methods=["ig", "layer_ig"]).validate(ctx_tab)
+
+
+def test_the_documented_config_builds_both_sections(make_context: Any) -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from audit.fairness.section import FairnessSection
+    from explain.section import ExplanationsSection
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "text-explain.md").read_text(encoding="utf-8")
+    config = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))  # type: ignore[union-attr]
+    assert config["data"]["text"] and config["model"]["tokenizer"]
+    problem = text_problem()
+    ctx = make_context(problem.adapter, problem.data)
+    explanations = ExplanationsSection(**config["sections"]["explanations"])
+    explanations.check_supports(ctx)
+    explanations.validate(ctx)
+    fairness = FairnessSection(**config["sections"]["fairness"])
+    fairness.check_supports(ctx)
+    assert fairness.params.identity_terms is not None and "female" in fairness.params.identity_terms
