@@ -85,7 +85,8 @@ def run_text(section: ExplanationsSection, ctx: AuditContext, result: SectionRes
         ctx.attributions[method] = AttributionSet(method=method, index=index, target=target, values=v)
     records.cost(result, costs, len(index))
     path, rel = ctx.artifact_path(section.section, "attributions.npz")
-    np.savez_compressed(path, index=index, target=target, x=ids, **values)  # type: ignore[arg-type]
+    tokens = np.array([row + [""] * (ids.shape[1] - len(row)) for row in _position_tokens(model, ids)], dtype=str)
+    np.savez_compressed(path, index=index, target=target, x=ids, tokens=tokens, **values)  # type: ignore[arg-type]
     result.artifacts["attributions"] = rel
     skipped = [q for q in p.quality if q not in TEXT_QUALITY]
     if skipped and "quality" in p.model_fields_set:
@@ -124,6 +125,18 @@ def _attributions(section: ExplanationsSection, ctx: AuditContext, result: Secti
             continue
         costs[method] = (time.perf_counter() - start, explainer.counter.rows, explainer.counter.calls)
     return values, costs
+
+
+def _position_tokens(model: Any, ids: np.ndarray) -> list[list[str]]:
+    """Each row's token strings by position ('' at padding), for the dashboard's explorer."""
+    kept = model.tokens(ids)
+    out = []
+    for row, strings in zip(ids, kept, strict=True):
+        cells, it = [""] * len(row), iter(strings)
+        for j in np.flatnonzero(row != model.tokenizer.pad_id):
+            cells[int(j)] = str(next(it, ""))
+        out.append(cells)
+    return out
 
 
 def _faithfulness(section: ExplanationsSection, ctx: AuditContext, result: SectionResult, ids: np.ndarray,

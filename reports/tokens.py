@@ -50,6 +50,37 @@ def token_heatmap_view(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
             for row in token_rows(spec)]
 
 
+def explained_text_spec(run_dir: Path, results: Mapping[str, Any], row: int) -> dict[str, Any] | None:
+    """A token_heatmap spec of one data row from the explanations section's ``attributions.npz`` (saved on text
+    with each row's tokens by position), every method one line; None when the row was not explained or the run
+    saved no token attributions."""
+    import numpy as np
+
+    for name, section in results.get("sections", {}).items():
+        rel = section.get("artifacts", {}).get("attributions")
+        if section.get("plugin") != "explanations" or not rel:
+            continue
+        path = (run_dir / rel).resolve()
+        if not path.is_relative_to(run_dir.resolve()) or not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as saved:
+            if "tokens" not in saved.files:
+                return None
+            hits = np.flatnonzero(saved["index"] == row)
+            if not len(hits):
+                return None
+            at = int(hits[0])
+            tokens = saved["tokens"][at]
+            kept = tokens != ""
+            skip = {"index", "target", "x", "tokens"}
+            rows = [{"label": method, "tokens": [str(t) for t in tokens[kept]],
+                     "values": [float(v) for v in saved[method][at][kept]]}
+                    for method in saved.files if method not in skip]
+            return {"name": "token_heatmap", "kind": "token_heatmap", "rows": rows,
+                    "title": f"Token attributions ({name}), toward class {int(saved['target'][at])}"}
+    return None
+
+
 def draw_token_heatmap(spec: Mapping[str, Any], run_dir: Path | None) -> Figure:
     """The heatmap as a matplotlib figure (PNG exports, the dashboard): tokens wrapped into lines per row."""
     rows = token_rows(spec)

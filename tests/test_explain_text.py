@@ -168,6 +168,18 @@ def test_text_section_end_to_end(make_context: Any, tmp_path: Any) -> None:
     figure["rows"][0]["tokens"][0] = "<script>"
     html = render_html(section_document(result, ctx))
     assert "&lt;script&gt;" in html and "<script>alert" not in html and "class=\"tok\"" in html
+    # the dashboard explorer's heatmap of one explained row, from the saved attributions and tokens
+    from reports.figures import figure_png
+    from reports.tokens import explained_text_spec
+
+    row = int(ctx.attributions["layer_ig"].index[3])
+    spec = explained_text_spec(ctx.run_dir, section_document(result, ctx), row)
+    assert spec is not None and [r["label"] for r in spec["rows"]] == ["layer_ig", "shap_text", "lime_text"]
+    assert spec["rows"][0]["tokens"] == problem.adapter.tokens(data.x[row : row + 1])[0]
+    np.testing.assert_allclose(spec["rows"][0]["values"], ctx.attributions["layer_ig"].values[3][
+        data.x[row] != problem.adapter.tokenizer.pad_id])
+    assert figure_png(spec).startswith(b"\x89PNG")
+    assert explained_text_spec(ctx.run_dir, section_document(result, ctx), -1) is None
 
 
 def test_methods_that_do_not_fit_the_input_kind_are_refused(make_context: Any) -> None:
