@@ -128,7 +128,8 @@ class TextExplainer(Explainer):
 
 class LayerIntegratedGradientsExplainer(TextExplainer):
     """captum's LayerIntegratedGradients on the token embedding module (``adapter.embedding``): from the padding
-    token's embeddings to the text's, summed over the embedding dimension per token."""
+    token's embeddings to the text's, summed over the embedding dimension per token. Special tokens ([CLS], [SEP])
+    keep their own embeddings in the baseline, so they get 0."""
 
     method = "layer_ig"
 
@@ -152,7 +153,10 @@ class LayerIntegratedGradientsExplainer(TextExplainer):
 
     def attribute_ids(self, ids: torch.Tensor, target: torch.Tensor) -> np.ndarray:
         """Attributions (n, L) of token ids (int64) toward ``target``."""
-        baseline = torch.full_like(ids, self.text_adapter.tokenizer.pad_id)
+        from explain.text_quality import content_mask
+
+        content = torch.as_tensor(content_mask(self.text_adapter, ids.cpu().numpy()), device=ids.device)
+        baseline = torch.where(content, self.text_adapter.tokenizer.pad_id, ids)  # special tokens stay
         with torch.enable_grad():
             attr = self.algorithm.attribute(ids, baselines=baseline, target=target, n_steps=self.n_steps,
                                             internal_batch_size=max(len(ids), self.internal_batch_size))

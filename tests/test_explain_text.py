@@ -219,3 +219,50 @@ def test_the_documented_config_builds_both_sections(make_context: Any) -> None:
     fairness = FairnessSection(**config["sections"]["fairness"])
     fairness.check_supports(ctx)
     assert fairness.params.identity_terms is not None and "female" in fairness.params.identity_terms
+
+
+def test_a_transformers_classifier_with_special_tokens(tmp_path: Any) -> None:
+    """A small BERT (random weights, built from a config) behind a fast tokenizer that adds [CLS] and [SEP]: the
+    special tokens are not features of shap or lime and keep their embeddings in Layer IG's baseline; layer_ig
+    equals captum called directly with that baseline."""
+    from captum.attr import LayerIntegratedGradients
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    from audit.model.outputs import SelectOutput
+    from audit.model.text import TextModelAdapter, TextTokenizer, find_embedding
+
+    problem = text_problem()
+    words = [w for w in problem.adapter.tokenizer.backend.get_vocab() if not w.startswith("[")]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words)[:1500]]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab))
+    BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"), do_lower_case=True).save_pretrained(tmp_path / "tok")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    module = BertForSequenceClassification(config).eval()
+    tokenizer = TextTokenizer.from_path(tmp_path / "tok", max_length=24)
+    adapter = TextModelAdapter(module, tokenizer, embedding=find_embedding(module, None),
+                               select=SelectOutput("logits", "logits", False), call_style="transformers",
+                               num_classes=2, output_kind="logits", device=torch.device("cpu"), batch_size=64,
+                               source="bert", sha256=None)
+    texts = problem.data.texts[:3]  # type: ignore[index]
+    ids = tokenizer.encode(texts)
+    target = adapter.predict(ids.astype(np.float32))
+    layout = token_layout(tokenizer, texts[0])
+    assert ids[0][0] == 2 and layout.positions[0] == 1 and ids[0][layout.positions[-1] + 1] == 3  # [CLS] .. [SEP]
+    got = LayerIntegratedGradientsExplainer(adapter, n_steps=16).explain_texts(texts, target)
+    special = np.isin(ids, [2, 3])
+    t_ids = torch.as_tensor(ids)
+    baseline = torch.where(torch.as_tensor(special) | (t_ids == 0), t_ids, torch.zeros_like(t_ids))
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        return module(input_ids=batch, attention_mask=(batch != 0).long()).logits
+
+    reference = LayerIntegratedGradients(forward, module.bert.embeddings.word_embeddings).attribute(
+        t_ids, baselines=baseline, target=torch.as_tensor(target), n_steps=16).sum(-1).detach().numpy()
+    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-7)
+    assert (got[special] == 0).all()
+    for explainer in (ShapTextExplainer(adapter, max_evals=40), LimeTextExplainer(adapter, n_samples=40)):
+        values = explainer.explain_texts(texts, target)
+        assert (values[special] == 0).all() and (values[ids == 0] == 0).all()
+        assert np.abs(values[0, layout.positions]).max() > 0

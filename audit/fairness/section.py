@@ -59,6 +59,8 @@ class FairnessSection(SectionPlugin):
         "*.ci_low": None, "*.ci_high": None, "*.enough_rows": None, "*.group=*": None,  # bounds, flags, groups
         "*_difference": "lower", "*_ratio": "higher",  # gaps between groups; min / max rate
         "*.max_importance_gap": "lower",
+        "*.subgroup_auc": "higher", "*.bpsn_auc": "higher", "*.bnsp_auc": "higher", "overall.auc": "higher",  # text
+        "counterfactual.flip_rate": "lower", "counterfactual.mean_abs_score_change": "lower",
         "overall.accuracy": "higher", "overall.balanced_accuracy": "higher",
         "*": None,  # overall rates, counts
     }
