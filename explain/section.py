@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 # the built-in methods (their order in tables); every method, these too, loads from its entry point
 METHODS: tuple[str, ...] = ("ig", "saliency", "gradient_shap", "deeplift", "lrp", "occlusion", "shap_gradient",
-                            "shap_deep", "shap_kernel", "lime")
+                            "shap_deep", "shap_kernel", "lime", "layer_ig", "shap_text", "lime_text")  # last 3: text
 EXPLAINERS_GROUP = "nnaudit.explainers"
 DEFAULT_METHODS = ["ig", "saliency", "gradient_shap", "lrp", "occlusion", "shap_gradient", "lime"]
 Quality = Literal["deletion", "insertion", "infidelity", "sensitivity", "randomization"]
@@ -68,7 +68,8 @@ def explainer_classes() -> dict[str, type[Explainer]]:
 
 class ExplanationsParams(Params):
     methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS),
-                               description=f"attribution methods, any of: {', '.join(METHODS)}")
+                               description=f"attribution methods, any of: {', '.join(METHODS)} (default on "
+                               "text: layer_ig, shap_text, lime_text)")
     method_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-method constructor parameters, e.g. {ig: {n_steps: 64}, lime: "
         "{n_samples: 200}}; each method's own defaults otherwise (docs/explanations.md lists them)")
