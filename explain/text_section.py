@@ -173,7 +173,8 @@ def _heatmaps(result: SectionResult, model: Any, ids: np.ndarray, target: np.nda
 
 def _top_tokens(result: SectionResult, model: Any, ids: np.ndarray, target: np.ndarray,
                 values: dict[str, np.ndarray], class_names: list[str]) -> None:
-    """The tokens with the largest mean attribution toward each explained class, per method."""
+    """The tokens with the largest mean attribution toward each explained class, per method (those occurring at
+    least twice first)."""
     content = content_mask(model, ids)
     table: list[list[Any]] = []
     for method, v in values.items():
@@ -182,10 +183,11 @@ def _top_tokens(result: SectionResult, model: Any, ids: np.ndarray, target: np.n
             sums: dict[int, list[float]] = defaultdict(list)
             for token, value in zip(ids[rows][content[rows]], v[rows][content[rows]], strict=True):
                 sums[int(token)].append(float(value))
-            ranked = sorted(sums.items(), key=lambda kv: -float(np.mean(kv[1])))[:TOP_TOKENS]
+            # tokens seen more than once first: one occurrence says little about what the model weighs
+            ranked = sorted(sums.items(), key=lambda kv: (len(kv[1]) < 2, -float(np.mean(kv[1]))))[:TOP_TOKENS]
             names = model.tokens(np.array([[t for t, _ in ranked]]))[0] if ranked else []
             table += [[method, class_names[int(label)], name, float(np.mean(vals)), len(vals)]
                       for name, (_, vals) in zip(names, ranked, strict=True)]
     result.table("top_tokens", f"Tokens with the largest mean attribution toward the explained class (top "
-                 f"{TOP_TOKENS} per method and class)", ["method", "class", "token", "mean attribution",
-                                                        "occurrences"], table)
+                 f"{TOP_TOKENS} per method and class; tokens occurring twice or more first)",
+                 ["method", "class", "token", "mean attribution", "occurrences"], table)

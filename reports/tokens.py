@@ -76,9 +76,15 @@ def explained_text_spec(run_dir: Path, results: Mapping[str, Any], row: int) -> 
             rows = [{"label": method, "tokens": [str(t) for t in tokens[kept]],
                      "values": [float(v) for v in saved[method][at][kept]]}
                     for method in saved.files if method not in skip]
+            label = _class_name(results, int(saved["target"][at]))
             return {"name": "token_heatmap", "kind": "token_heatmap", "rows": rows,
-                    "title": f"Token attributions ({name}), toward class {int(saved['target'][at])}"}
+                    "title": f"Token attributions ({name}) toward class {label}"}
     return None
+
+
+def _class_name(results: Mapping[str, Any], index: int) -> str:
+    names = results.get("manifest", {}).get("data", {}).get("class_names") or []
+    return str(names[index]) if 0 <= index < len(names) else str(index)
 
 
 def draw_token_heatmap(spec: Mapping[str, Any], run_dir: Path | None) -> Figure:
