@@ -266,3 +266,16 @@ def test_a_transformers_classifier_with_special_tokens(tmp_path: Any) -> None:
         values = explainer.explain_texts(texts, target)
         assert (values[special] == 0).all() and (values[ids == 0] == 0).all()
         assert np.abs(values[0, layout.positions]).max() > 0
+
+
+def test_a_malformed_token_heatmap_is_a_placeholder_not_an_error() -> None:
+    from reports.html import figure_view
+    from reports.tokens import token_heatmap_view
+
+    view = figure_view({"name": "t", "title": "t", "kind": "token_heatmap", "rows": [{"tokens": ["a"], "values": []}]},
+                       None)
+    assert view["mode"] == "img" and view["data_uri"].startswith("data:image/png")
+    rows = token_heatmap_view({"rows": [{"label": "x", "tokens": ["a", "<b>", "c"], "values": [2.0, -1.0, None]}]})
+    assert [t["text"] for t in rows[0]["tokens"]] == ["a", "<b>", "c"]
+    assert rows[0]["tokens"][0]["style"] == "background: rgba(220, 38, 38, 0.850)"  # the largest |value|: full
+    assert rows[0]["tokens"][1]["style"] == "background: rgba(37, 99, 235, 0.425)"  # against, half
