@@ -103,19 +103,24 @@ class TextExplainer(Explainer):
         self.counter.add(len(texts))
         return self.text_adapter.text_predict_proba(texts)
 
-    def explain_texts(self, texts: list[str], target: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+    def explain_texts(self, texts: list[str], target: np.ndarray, ids: np.ndarray | None = None, *,
+                      progress: Any = None) -> np.ndarray:
         """Per-token attributions (n, max_length) float64 toward each row's ``target`` class; ``ids`` key each
-        row's random draws (default: row numbers)."""
+        row's random draws (default: row numbers). ``progress``: ``ctx.progress``, wrapped around the batches (one
+        text each for shap and lime, which explain one at a time)."""
         target = np.asarray(target, np.int64).reshape(-1)
         if len(target) != len(texts):
             raise ExplainerError(f"{len(texts)} texts but {len(target)} targets; give one class per text")
         ids = np.arange(len(texts)) if ids is None else np.asarray(ids, np.int64).reshape(-1)
         start = time.perf_counter()
         out = np.zeros((len(texts), self.text_adapter.tokenizer.max_length), np.float64)
-        for lo in range(0, len(texts), self.batch_size):
-            self.batch_ids = ids[lo : lo + self.batch_size]
-            out[lo : lo + len(self.batch_ids)] = self._attribute_texts(texts[lo : lo + self.batch_size],
-                                                                        target[lo : lo + self.batch_size])
+        step = 1 if self.per_sample else self.batch_size
+        starts: Any = range(0, len(texts), step)
+        if progress is not None:
+            starts = progress(starts, desc=f"explanations: {self.method}", total=len(starts), unit="batch")
+        for lo in starts:
+            self.batch_ids = ids[lo : lo + step]
+            out[lo : lo + len(self.batch_ids)] = self._attribute_texts(texts[lo : lo + step], target[lo : lo + step])
         self.seconds += time.perf_counter() - start
         return out
 

@@ -119,7 +119,7 @@ def _attributions(section: ExplanationsSection, ctx: AuditContext, result: Secti
             if not isinstance(explainer, TextExplainer):
                 raise ExplainerError("not a text explainer")
             start = time.perf_counter()
-            values[method] = explainer.explain_texts(texts, target, index)
+            values[method] = explainer.explain_texts(texts, target, index, progress=ctx.progress)
         except ExplainerError as err:
             section._unavailable(result, method, err)
             continue

@@ -279,3 +279,16 @@ def test_a_malformed_token_heatmap_is_a_placeholder_not_an_error() -> None:
     assert [t["text"] for t in rows[0]["tokens"]] == ["a", "<b>", "c"]
     assert rows[0]["tokens"][0]["style"] == "background: rgba(220, 38, 38, 0.850)"  # the largest |value|: full
     assert rows[0]["tokens"][1]["style"] == "background: rgba(37, 99, 235, 0.425)"  # against, half
+
+
+def test_progress_per_text_for_shap_and_lime_per_batch_for_layer_ig() -> None:
+    adapter, texts, target = _sample()
+    seen: list[tuple[str, int]] = []
+
+    def recording(iterable: Any, *, desc: str, total: int | None = None, unit: str = "it") -> Any:
+        seen.append((desc, int(total or 0)))
+        return iterable
+
+    LimeTextExplainer(adapter, n_samples=20).explain_texts(texts, target, progress=recording)
+    LayerIntegratedGradientsExplainer(adapter, batch_size=4).explain_texts(texts, target, progress=recording)
+    assert seen == [("explanations: lime_text", 6), ("explanations: layer_ig", 2)]
