@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 import explain.records as records
 from audit.context import AttributionSet
 from audit.data import stratified_subset
+from audit.engine.chunks import CHUNKS_DIR, Chunk, ChunkStore, iter_chunks, plan, run_chunks
 from audit.errors import ConfigError
 from explain.base import Explainer, ExplainerError
 from explain.chunks import ExplainerSpec
@@ -101,29 +103,71 @@ def run_text(section: ExplanationsSection, ctx: AuditContext, result: SectionRes
                             "are not kept as embedding-space inputs to compare attributions on")
 
 
+@dataclass
+class TextChunkInputs:
+    """What every chunk of explained texts needs (``text_chunk``); the same on Ray workers."""
+
+    model: Any
+    texts: list[str]  # the explained texts, in order
+    target: np.ndarray
+    ids: np.ndarray  # their sample ids (rows of the data): they key each text's random draws
+    specs: list[ExplainerSpec]
+
+
+def text_chunk(shared: TextChunkInputs, chunk: Chunk, progress: Any) -> dict[str, np.ndarray]:
+    """Every method's attributions of one chunk of texts, and its cost (seconds, model rows, calls); ``progress``:
+    the backend's reporter (None: quiet)."""
+    rows = chunk.rows
+    texts = [shared.texts[int(i)] for i in rows]
+    out: dict[str, np.ndarray] = {}
+    for spec in shared.specs:
+        explainer = spec.build(shared.model)
+        assert isinstance(explainer, TextExplainer)
+        start = time.perf_counter()
+        out[spec.method] = explainer.explain_texts(texts, shared.target[rows], shared.ids[rows], progress=progress)
+        out[f"cost.{spec.method}"] = np.array([time.perf_counter() - start, explainer.counter.rows,
+                                               explainer.counter.calls], np.float64)
+    return out
+
+
 def _attributions(section: ExplanationsSection, ctx: AuditContext, result: SectionResult, texts: list[str],
                   target: np.ndarray, index: np.ndarray,
                   ) -> tuple[dict[str, np.ndarray], dict[str, tuple[float, int, int]]]:
+    """Every method built once here (one that cannot run on this model is noted before any work), then the texts in
+    chunks through the engine's chunk runner: saved as each finishes, kept by a resumed run, on Ray with
+    ``--backend ray``."""
     p = section.params
     classes = _classes(section)
-    values: dict[str, np.ndarray] = {}
-    costs: dict[str, tuple[float, int, int]] = {}
-    methods = methods_for(section, "tokens")
-    for method in ctx.progress(methods, desc="explanations: text methods", total=len(methods)):
+    specs: list[ExplainerSpec] = []
+    for method in methods_for(section, "tokens"):
         defaults = classes[method].section_defaults(batch_size=p.batch_size, seed=ctx.seed, background=None,
                                                     modality=ctx.data.modality, memory_mb=p.memory_mb)
         spec = ExplainerSpec(method, classes[method], f"sections.{section.section}.method_params.{method}",
                              defaults, dict(p.method_params.get(method, {})))
         try:
-            explainer = spec.build(ctx.model)
-            if not isinstance(explainer, TextExplainer):
-                raise ExplainerError("not a text explainer")
-            start = time.perf_counter()
-            values[method] = explainer.explain_texts(texts, target, index, progress=ctx.progress)
+            if not isinstance(spec.build(ctx.model), TextExplainer):
+                raise ExplainerError("it does not explain texts")
         except ExplainerError as err:
             section._unavailable(result, method, err)
             continue
-        costs[method] = (time.perf_counter() - start, explainer.counter.rows, explainer.counter.calls)
+        specs.append(spec)
+    if not specs:
+        return {}, {}
+    chunks = plan(len(index), p.chunk_size)
+    store = ChunkStore(ctx.artifacts_dir / section.section / CHUNKS_DIR, ctx.fingerprints.get(section.section))
+    ran = run_chunks(store, chunks, text_chunk, TextChunkInputs(ctx.model, texts, target, index, specs),
+                     backend=ctx.backend, progress=ctx.progress, desc="explanations: text chunks",
+                     device=str(ctx.device))
+    records.chunk_notes(result, ctx.backend, ran, len(chunks), p.chunk_size)
+    parts: dict[str, list[np.ndarray]] = defaultdict(list)
+    for _, arrays in iter_chunks(store, chunks):
+        for name, value in arrays.items():
+            parts[name].append(value)
+    values = {s.method: np.concatenate(parts[s.method]) for s in specs}
+    costs: dict[str, tuple[float, int, int]] = {}
+    for s in specs:
+        seconds, evaluated, calls = np.sum(parts[f"cost.{s.method}"], axis=0).tolist()
+        costs[s.method] = (float(seconds), int(evaluated), int(calls))
     return values, costs
 
 

@@ -292,3 +292,26 @@ def test_progress_per_text_for_shap_and_lime_per_batch_for_layer_ig() -> None:
     LimeTextExplainer(adapter, n_samples=20).explain_texts(texts, target, progress=recording)
     LayerIntegratedGradientsExplainer(adapter, batch_size=4).explain_texts(texts, target, progress=recording)
     assert seen == [("explanations: lime_text", 6), ("explanations: layer_ig", 2)]
+
+
+def test_text_chunks_are_kept_by_a_resumed_run(make_context: Any) -> None:
+    from audit.engine.chunks import CHUNKS_DIR
+    from explain.section import ExplanationsSection
+
+    problem = text_problem()
+    ctx = make_context(problem.adapter, problem.data)
+    ctx.fingerprints["explanations"] = "fp-1"
+    params = {"methods": ["layer_ig", "lime_text"], "n_samples": 12, "chunk_size": 5, "bootstrap_resamples": 100,
+              "quality_steps": 4, "method_params": {"lime_text": {"n_samples": 30}}}
+    first = ExplanationsSection(**params)(ctx)
+    assert first.status == "ok", first.error
+    values = {m: ctx.attributions[m].values.copy() for m in ("layer_ig", "lime_text")}
+    folder = ctx.artifacts_dir / "explanations" / CHUNKS_DIR
+    saved = sorted(p for p in folder.iterdir() if p.name.endswith(".npz"))
+    assert len(saved) == 3
+    saved[1].unlink()  # as if the run had been killed in the second chunk
+    second = ExplanationsSection(**params)(ctx)
+    assert "2 of 3 chunks kept from the interrupted run" in second.notes
+    for method, before in values.items():
+        np.testing.assert_array_equal(ctx.attributions[method].values, before)
+    assert second.metrics["explanations.lime_text.deletion_auc"] == first.metrics["explanations.lime_text.deletion_auc"]
