@@ -229,6 +229,11 @@ class LimeTextExplainer(TextExplainer):
                         mask_string=self.mask_string, random_state=int(self.row_seeds()[row]))
             explanation = lime.explain_instance(found.text, self.proba, labels=(int(label),),
                                                 num_features=len(found.spans), num_samples=self.n_samples)
+            # a feature's token by where it starts in the text (lime's own segmentation, read back)
+            indexed = explanation.domain_mapper.indexed_string
+            starts = {a: k for k, (a, _) in enumerate(found.spans)}
             for feature, weight in explanation.as_map()[int(label)]:
-                out[row, found.positions[feature]] = weight
+                k = starts.get(int(indexed.string_position(feature)[0]))
+                if k is not None:
+                    out[row, found.positions[k]] = weight
         return out
