@@ -119,3 +119,29 @@ def test_a_subgroup_the_model_gets_wrong_is_a_finding(make_context: Any) -> None
 def test_identity_terms_need_terms() -> None:
     with pytest.raises(ConfigError, match=r"sections\.fairness\.identity_terms"):
         FairnessSection(identity_terms={"female": []})
+
+
+def test_identity_terms_share_of_the_attributions(make_context: Any) -> None:
+    from explain.section import ExplanationsSection
+
+    problem = text_problem()
+    ctx = make_context(problem.adapter, problem.data)
+    explained = ExplanationsSection(methods=["layer_ig"], n_samples=60, quality=[])(ctx)
+    assert explained.status == "ok", explained.error
+    result = FairnessSection(identity_terms=TERMS, n_resamples=0, counterfactual=False)(ctx)
+    assert result.status == "ok", result.error
+    found = ctx.attributions["layer_ig"]
+    ids = ctx.data.x[found.index].astype(np.int64)
+    pad = problem.adapter.tokenizer.pad_id
+    shares, token_shares = [], []
+    for row, tokens in zip(range(len(ids)), problem.adapter.tokens(ids), strict=True):
+        hit = np.array([t in TERMS["male"] for t in tokens])  # the word-level tokenizer lower-cases
+        values = found.values[row][ids[row] != pad]
+        if hit.any():
+            shares.append(np.abs(values[hit]).sum() / np.abs(values).sum())
+            token_shares.append(hit.mean())
+    assert len(shares) >= 3
+    key = "fairness.identity.group=male.layer_ig"
+    assert result.metrics[f"{key}.attribution_share"] == pytest.approx(np.mean(shares), rel=1e-12)
+    assert result.metrics[f"{key}.token_share"] == pytest.approx(np.mean(token_shares), rel=1e-12)
+    assert any(t.name == "identity_attributions" for t in result.tables)

@@ -59,7 +59,55 @@ def record_text(result: SectionResult, ctx: AuditContext, params: FairnessParams
                                 "[she, her, woman], male: [he, him, man]}) or sensitive columns (data.sensitive)")
     if params.counterfactual:
         audited = _record_counterfactual(result, ctx, params, texts, positive, section) or audited
+    if params.identity_terms and ctx.attributions:
+        _record_term_attributions(result, ctx, params.identity_terms)
     return audited
+
+
+def _word(token: str) -> str:
+    """A token as a word: lower case, without a subword marker (##ing, Ġword, ▁word)."""
+    return token.lower().removeprefix("##").lstrip("Ġ▁")
+
+
+def _record_term_attributions(result: SectionResult, ctx: AuditContext, identity_terms: dict[str, list[str]]) -> None:
+    """How much of each explained text's |attribution| falls on its identity-term tokens, per method, next to their
+    share of the tokens (an identity word weighing like an average token gets its token share)."""
+    model, pad = ctx.model, getattr(getattr(ctx.model, "tokenizer", None), "pad_id", None)
+    if pad is None:
+        return
+    rows: list[list[Any]] = []
+    for method, found in ctx.attributions.items():
+        ids = np.asarray(ctx.data.x[found.index], np.int64)
+        if found.values.shape != ids.shape:
+            continue
+        words = [[_word(t) for t in row] for row in model.tokens(ids)]  # type: ignore[attr-defined]
+        for name, terms in identity_terms.items():
+            wanted = {t.strip().lower() for t in terms}
+            shares, token_shares, signed = [], [], []
+            for r, row_words in enumerate(words):
+                hit = np.array([w in wanted for w in row_words], bool)
+                values = found.values[r][ids[r] != pad]
+                total = float(np.abs(values).sum())
+                if not hit.any() or total == 0 or len(values) != len(hit):
+                    continue
+                shares.append(float(np.abs(values[hit]).sum()) / total)
+                token_shares.append(float(hit.mean()))
+                signed.append(float(values[hit].sum()))
+            if not shares:
+                continue
+            key = metric_key("identity", ("group", metric_segment(name) or "_"), method)
+            result.metric(metric_key(key, "attribution_share"), float(np.mean(shares)))
+            result.metric(metric_key(key, "token_share"), float(np.mean(token_shares)))
+            rows.append([name, method, len(shares), float(np.mean(shares)), float(np.mean(token_shares)),
+                         float(np.mean(signed))])
+    if rows:
+        result.table("identity_attributions", "How much the identity terms weigh in the explanations",
+                     ["identity", "method", "explained texts with a term", "share of |attribution| on the terms",
+                      "share of the tokens", "mean attribution of the terms toward the explained class"], rows,
+                     description="per explained text that holds a single-word term of the identity (the "
+                     "explanations section's texts): the terms' share of the text's total |attribution|, beside "
+                     "their share of its tokens; a share of attribution well above the share of tokens says the "
+                     "model leans on the identity words themselves")
 
 
 def _subgroups(ctx: AuditContext, params: FairnessParams, texts: list[str]) -> list[tuple[str, str, np.ndarray]]:
