@@ -211,6 +211,9 @@ def test_the_documented_config_builds_both_sections(make_context: Any) -> None:
     text = (Path(__file__).resolve().parents[1] / "docs" / "text-explain.md").read_text(encoding="utf-8")
     config = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))  # type: ignore[union-attr]
     assert config["data"]["text"] and config["model"]["tokenizer"]
+    from audit.config import AuditConfig
+
+    assert list(AuditConfig.model_validate(config).sections) == ["performance", "explanations", "fairness"]
     problem = text_problem()
     ctx = make_context(problem.adapter, problem.data)
     explanations = ExplanationsSection(**config["sections"]["explanations"])
