@@ -55,6 +55,7 @@ class FairnessSection(SectionPlugin):
     ParamsModel = FairnessParams
     params: FairnessParams
     reads_sections = ("robustness", "explanations")
+    input_kinds = ("continuous", "tokens")  # group metrics need predictions only: text models too
     metric_directions: ClassVar[dict[str, Direction]] = {
         "*.ci_low": None, "*.ci_high": None, "*.enough_rows": None, "*.group=*": None,  # bounds, flags, groups
         "*_difference": "lower", "*_ratio": "higher",  # gaps between groups; min / max rate
@@ -64,8 +65,6 @@ class FairnessSection(SectionPlugin):
         "overall.accuracy": "higher", "overall.balanced_accuracy": "higher",
         "*": None,  # overall rates, counts
     }
-
-    input_kinds: ClassVar[tuple[str, ...]] = ("continuous", "tokens")  # tokens: audit.fairness.text
 
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
         data = ctx.data
