@@ -87,7 +87,7 @@ def run_text(section: ExplanationsSection, ctx: AuditContext, result: SectionRes
         ctx.attributions[method] = AttributionSet(method=method, index=index, target=target, values=v)
     records.cost(result, costs, len(index))
     path, rel = ctx.artifact_path(section.section, "attributions.npz")
-    tokens = np.array([row + [""] * (ids.shape[1] - len(row)) for row in _position_tokens(model, ids)], dtype=str)
+    tokens = np.array(_position_tokens(model, ids), dtype=str).reshape(ids.shape)
     np.savez_compressed(path, index=index, target=target, x=ids, tokens=tokens, **values)  # type: ignore[arg-type]
     result.artifacts["attributions"] = rel
     skipped = [q for q in p.quality if q not in TEXT_QUALITY]
