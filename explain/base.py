@@ -67,6 +67,8 @@ class Explainer(ABC):
     needs_gradients: ClassVar[bool] = True
     # the whole batch goes to the library in one call (lime, kernel shap explain one row at a time)
     per_sample: ClassVar[bool] = False
+    # the inputs it explains: continuous tensors (images, tabular rows) or tokens (texts; explain.text_methods)
+    input_kinds: ClassVar[tuple[str, ...]] = ("continuous",)
 
     def __init__(self, adapter: ModelAdapter, *, batch_size: int = 64, seed: int = 0,
                  background: np.ndarray | None = None, modality: str = "image",

@@ -58,7 +58,10 @@ def faithfulness(result: SectionResult, found: Faithfulness, level: str, section
                         f"{found.baseline_probability:.2f} on average on it (the end of every deletion curve); "
                         f"{found.informative_share:.0%} of the features differ from it, and the random ordering "
                         "deletes those first")
-    if baseline != "lower":
+    if baseline == "pad":
+        result.notes.append("deleted tokens become the padding token, outside the attention mask: the model no "
+                            "longer sees them; inserted tokens are restored into an all-padding text")
+    elif baseline != "lower":
         result.notes.append(f"deleting to the {'dataset mean' if baseline == 'mean' else 'blurred input'} "
                             "asks how the prediction moves toward an uninformative input: methods whose own "
                             "reference is the background (gradient_shap, shap_*) answer that question, those "

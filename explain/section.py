@@ -35,13 +35,14 @@ from explain.quality import perturbation_quality
 from explain.randomization import CascadeSimilarity, cascade_layers, judge_randomization
 from explain.seeds import sample_seed
 from explain.stability import NotMeasured, stability_under_attack
+from explain.text_section import check_methods, run_text
 
 if TYPE_CHECKING:
     from audit.context import AuditContext
 
 # the built-in methods (their order in tables); every method, these too, loads from its entry point
 METHODS: tuple[str, ...] = ("ig", "saliency", "gradient_shap", "deeplift", "lrp", "occlusion", "shap_gradient",
-                            "shap_deep", "shap_kernel", "lime")
+                            "shap_deep", "shap_kernel", "lime", "layer_ig", "shap_text", "lime_text")  # last 3: text
 EXPLAINERS_GROUP = "nnaudit.explainers"
 DEFAULT_METHODS = ["ig", "saliency", "gradient_shap", "lrp", "occlusion", "shap_gradient", "lime"]
 Quality = Literal["deletion", "insertion", "infidelity", "sensitivity", "randomization"]
@@ -67,7 +68,8 @@ def explainer_classes() -> dict[str, type[Explainer]]:
 
 class ExplanationsParams(Params):
     methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS),
-                               description=f"attribution methods, any of: {', '.join(METHODS)}")
+                               description=f"attribution methods, any of: {', '.join(METHODS)} (default on "
+                               "text: layer_ig, shap_text, lime_text)")
     method_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-method constructor parameters, e.g. {ig: {n_steps: 64}, lime: "
         "{n_samples: 200}}; each method's own defaults otherwise (docs/explanations.md lists them)")
@@ -150,6 +152,7 @@ class ExplanationsSection(SectionPlugin):
     ParamsModel = ExplanationsParams
     params: ExplanationsParams
     reads_sections: ClassVar[tuple[str, ...]] = ("robustness",)
+    input_kinds: ClassVar[tuple[str, ...]] = ("continuous", "tokens")  # tokens: explain.text_section
     metric_directions: ClassVar[dict[str, Direction]] = {
         "*.ci_low": None, "*.ci_high": None, "random.*": None,  # interval bounds; the random-ordering reference
         "*.deletion_auc": "lower", "*.insertion_auc": "higher", "*.faithfulness_rank": "lower",
@@ -168,9 +171,14 @@ class ExplanationsSection(SectionPlugin):
                                   f"moved: write it as method_params: {{{where}}}")
         super().__init__(section=section, **params)
 
+    def validate(self, ctx: AuditContext) -> None:
+        check_methods(self, ctx.data.input_kind)
+
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
         p = self.params
         data = ctx.data
+        if data.input_kind == "tokens":
+            return run_text(self, ctx, result)
         index = stratified_subset(data.y, p.n_samples, ctx.seed)
         explained = Explained(index, data.x[index], ctx.clean_predictions()[index].astype(np.int64))
         # the background is keyed to the run seed alone: a sample's attributions do not depend on what else is explained

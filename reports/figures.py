@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from reports.plots import CHART_DRAWERS, DPI, FigureSpecError, decorate, new_figure, resolve_artifact, wrap_text
 from reports.text_pairs import draw_text_pairs
+from reports.tokens import draw_token_heatmap
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 UNKNOWN_KIND = ("unknown figure kind {kind!r}: expected one of heatmap, line, bar, histogram, image, image_grid, "
-                "tree, small_multiples, text_pairs")
+                "tree, small_multiples, text_pairs, token_heatmap")
 BAD_SPEC = "cannot draw figure {name!r}: {error}"
 
 # errors a malformed spec can raise while drawing; anything else is a bug and propagates
@@ -307,4 +308,5 @@ def artifact_data_uri(spec: Mapping[str, Any], run_dir: str | Path | None) -> st
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-_DRAWERS = {**CHART_DRAWERS, "image_grid": _image_grid, "tree": _tree, "text_pairs": draw_text_pairs}
+_DRAWERS = {**CHART_DRAWERS, "image_grid": _image_grid, "tree": _tree, "text_pairs": draw_text_pairs,
+            "token_heatmap": draw_token_heatmap}

@@ -22,6 +22,7 @@ from audit.runs import RunState, run_state
 from reports.figures import FigureSpecError, artifact_data_uri, figure_data_uri, image_grid_view, tree_view
 from reports.headline import headline_view, verdict_view
 from reports.text_pairs import text_pairs_view
+from reports.tokens import token_heatmap_view
 from reports.views import (
     SEVERITIES_WORST_FIRST,
     all_findings,
@@ -72,7 +73,7 @@ def _pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
-WIDE_KINDS = ("image_grid", "tree", "small_multiples", "image", "text_pairs")
+WIDE_KINDS = ("image_grid", "tree", "small_multiples", "image", "text_pairs", "token_heatmap")
 
 
 def figure_view(spec: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
@@ -96,6 +97,8 @@ def figure_view(spec: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
             return {**view, "data_uri": artifact_data_uri(spec, run_dir)}
         if kind == "text_pairs":  # adversarial texts: laid out as escaped HTML text, changed words in <mark>
             return {**view, "mode": "pairs", "pairs": text_pairs_view(spec)}
+        if kind == "token_heatmap":
+            return {**view, "mode": "tokens", "rows": token_heatmap_view(spec)}
     except (FigureSpecError, OSError, ValueError, KeyError, TypeError):
         pass  # drawn below: the placeholder says what is wrong
     return {**view, "data_uri": figure_data_uri(spec, run_dir)}

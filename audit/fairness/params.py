@@ -35,6 +35,30 @@ class FairnessParams(Params):
                                        "between groups to flag")
     explanation_top_k: int = Field(10, ge=1, le=100, description="features shown in the explanation disparity table")
 
+    # text (token inputs): audit.fairness.text
+    identity_terms: dict[str, list[str]] | None = Field(
+        None, description="text: identity subgroups as term lists, e.g. {female: [she, her, woman], male: [he, him, "
+                          "man]}; a text mentioning any term (whole word, any case) is in the subgroup. Subgroup, "
+                          "BPSN and BNSP AUCs (Borkan et al. 2019) per subgroup and per sensitive column value")
+    auc_gap_max: float = Field(0.05, gt=0, le=1, description="text: a subgroup, BPSN or BNSP AUC this far below the "
+                               "overall AUC is flagged")
+    counterfactual: bool = Field(True, description="text: swap paired identity terms and compare predictions")
+    counterfactual_pairs: list[tuple[str, str]] | None = Field(
+        None, description="text: the swapped word pairs, e.g. [[he, she], [his, her]] (default: 31 gendered pairs, "
+                          "docs/text-explain.md)")
+    counterfactual_flip_max: float = Field(0.05, gt=0, le=1, description="text: prediction flip rate to flag")
+    counterfactual_score_max: float = Field(0.05, gt=0, le=1, description="text: mean absolute change of the score "
+                                            "to flag")
+
+    @field_validator("identity_terms")
+    @classmethod
+    def _terms(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        if value is not None:
+            empty = [name for name, terms in value.items() if not [t for t in terms if str(t).strip()]]
+            if empty or not value:
+                raise ValueError(f"give each identity at least one term; {empty or 'none'} given without any")
+        return value
+
     @field_validator("positive_label", mode="before")
     @classmethod
     def _name_or_index(cls, value: Any) -> Any:

@@ -22,6 +22,7 @@ from audit.fairness.groups import GroupSet, build_group_sets
 from audit.fairness.params import FairnessParams
 from audit.fairness.parity import record_parity
 from audit.fairness.robustness import record_robustness
+from audit.fairness.text import record_text
 from audit.plugin import SectionPlugin
 from audit.results import Direction, SectionResult
 
@@ -59,12 +60,19 @@ class FairnessSection(SectionPlugin):
         "*.ci_low": None, "*.ci_high": None, "*.enough_rows": None, "*.group=*": None,  # bounds, flags, groups
         "*_difference": "lower", "*_ratio": "higher",  # gaps between groups; min / max rate
         "*.max_importance_gap": "lower",
+        "*.subgroup_auc": "higher", "*.bpsn_auc": "higher", "*.bnsp_auc": "higher", "overall.auc": "higher",  # text
+        "counterfactual.flip_rate": "lower", "counterfactual.mean_abs_score_change": "lower",
         "overall.accuracy": "higher", "overall.balanced_accuracy": "higher",
         "*": None,  # overall rates, counts
     }
 
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
         data = ctx.data
+        if data.input_kind == "tokens":
+            audited = record_text(result, ctx, self.params, self._favourable(data).index, self.section)
+            if not data.sensitive:
+                result.status = "ok" if audited else "skipped"
+                return
         if not data.sensitive:
             result.status = "skipped"
             result.notes.append(NO_SENSITIVE)
@@ -87,7 +95,9 @@ class FairnessSection(SectionPlugin):
                 record_robustness(result, ctx, gs, params=self.params, section=self.section)
         else:
             result.notes.append(NO_ADVERSARIAL)
-        if ctx.attributions:
+        if ctx.attributions and data.input_kind == "tokens":
+            result.notes.append("explanation disparity is not computed on text (attributions by token position)")
+        elif ctx.attributions:
             for gs in group_sets:
                 record_explanations(result, ctx, gs, params=self.params, section=self.section)
         else:

@@ -115,6 +115,9 @@ def show_explorer(run: Path, results: dict[str, Any]) -> None:
         show_text_sample(run, results, row, samples.class_names)
     elif samples.modality == "image":
         _images(samples, row, x_adv, adv, table)
+    elif samples.modality == "text":
+        _probabilities(table)
+        _tokens(run, results, row)
     else:
         _probabilities(table)
         _features(samples, row, x_adv)
@@ -184,6 +187,18 @@ def _images(samples: Samples, row: int, x_adv: np.ndarray | None, adv: Any, tabl
         target = samples.class_names[int(attribution.target[position])]
         columns[index % len(columns)].image(upscale(attribution_image(attribution.values[position])), width=160,
                                             caption=escape_markdown(f"{method} (class {target})"), clamp=True)
+
+
+def _tokens(run: Path, results: dict[str, Any], row: int) -> None:
+    """Text: the sample's tokens coloured by every method's attribution (the one renderer draws them)."""
+    from reports.figures import figure_png
+    from reports.tokens import explained_text_spec
+
+    spec = explained_text_spec(run, results, row)
+    if spec is None:
+        st.caption("This sample was not explained: no token attributions (tick 'Only explained samples').")
+        return
+    st.image(figure_png(spec), caption=escape_markdown(spec["title"]))
 
 
 def _features(samples: Samples, row: int, x_adv: np.ndarray | None) -> None:
