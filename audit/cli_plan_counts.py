@@ -111,7 +111,30 @@ def _attack(section: SectionCount, name: str, params: Any, n: int, s: Setting, w
     section.add(f"{name} {where} (scoring)", n, s.batch_size)
 
 
+def text_robustness(section: SectionCount, p: Any, s: Setting) -> None:
+    """Text attacks (docs/text-attacks.md): per sample, one scoring of each word left out (the importance order),
+    then up to ``max_words_fraction`` of the words edited with a few candidates each, within ``query_budget``; an
+    upper count, since an attack stops at the first success. HotFlip: one gradient and one scoring per flip."""
+    texts = getattr(s.data, "texts", None) or [""]
+    words = max(1.0, sum(len(t.split()) for t in texts) / len(texts))
+    edits = max(1.0, p.text.max_words_fraction * words)
+    for name in p.text.attacks:
+        if name == "hotflip":
+            _iterated(section, "hotflip (gradients)", s.n, edits, s.batch_size, grad=True)
+            _batched(section, "hotflip (scoring)", s.n, edits, s.batch_size, grad=False)
+            continue
+        from audit.plugin import TEXT_ATTACKS_GROUP, load_plugin
+
+        default = getattr(load_plugin(name, TEXT_ATTACKS_GROUP), "max_candidates", None) or 1
+        candidates = int(p.text.attack_params.get(name, {}).get("max_candidates", default))
+        queries = min(float(p.text.query_budget), words + edits * candidates)
+        _batched(section, f"{name} (queries)", s.n, queries, 1, grad=False)
+
+
 def robustness(section: SectionCount, p: Any, s: Setting) -> None:
+    if s.modality == "text":
+        text_robustness(section, p, s)
+        return
     n = min(s.n, p.max_samples or s.n)
     attacks = list(p.attacks)
     if not s.has_gradients:

@@ -26,12 +26,19 @@ MAX_LENGTH = 64
 VOCAB_SIZE = 4000
 TOPIC = "mentions_coffee_or_tea"
 TOPIC_WORDS = ("coffee", "tea")
+IDENTITY_TERMS: dict[str, list[str]] = {  # gendered words, as in the identity-term fairness literature
+    "female": ["she", "her", "hers", "woman", "women", "wife", "mother", "mom", "daughter", "girl", "sister"],
+    "male": ["he", "him", "his", "man", "men", "husband", "father", "dad", "son", "boy", "brother"],
+}
 REVIEWS_SECTIONS: dict[str, Any] = {
     "performance": {},
     "imbalance": {},
-    # text attacks (robustness) and token explanations (explanations) join here once they audit token inputs;
-    # fairness reads their outputs when they run before it
-    "fairness": {"positive_label": "great"},
+    # text attacks (DeepWordBug, WordNet synonyms, HotFlip) under a 25% word budget: docs/text-attacks.md
+    "robustness": {"text": {"max_words_fraction": 0.25, "examples": 6}},
+    # token attributions (captum Layer IG, lime's text explainer) on 30 reviews: docs/text-explain.md
+    "explanations": {"methods": ["layer_ig", "lime_text"], "n_samples": 30},
+    # groups by topic, identity-term AUCs and gendered counterfactual swaps; reads the two sections above
+    "fairness": {"positive_label": "great", "identity_terms": IDENTITY_TERMS},
 }
 REVIEWS_POLICY: dict[str, Any] = {
     "rules": [
@@ -127,7 +134,7 @@ def prepare_reviews(out: Path, seed: int) -> Path:
                   "weights": "../models/reviews-text.pt", "tokenizer": "../models/reviews-tokenizer.json",
                   "max_length": MAX_LENGTH},
         "data": {"source": "csv", "path": "../data/reviews-test.csv", "text": "review", "target": "score",
-                 "sensitive": [TOPIC]},
+                 "sensitive": [TOPIC], "limit": 300},
         "seed": seed,
         "sections": REVIEWS_SECTIONS,
         "gate": REVIEWS_POLICY,

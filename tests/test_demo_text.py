@@ -13,6 +13,7 @@ import torch
 
 from audit.cli import main
 from audit.config import load_config
+from audit.data.base import stratified_subset
 from audit.demo_text import TOPIC
 from audit.model import load_model
 from audit.model.text_load import load_tokenizer
@@ -32,8 +33,8 @@ def test_text_demo_audits_the_review_classifier(text_demo: tuple[Path, float]) -
     assert sorted(p.name for p in out.iterdir() if (p / "results.json").exists()) == ["reviews-text"]
     results = load_results(out / "reviews-text")
     assert results["manifest"]["status"] == "complete"
-    assert results["manifest"]["data"]["input_kind"] == "tokens" and results["manifest"]["data"]["n_samples"] == 1000
-    assert set(results["sections"]) == {"performance", "imbalance", "fairness"}
+    assert results["manifest"]["data"]["input_kind"] == "tokens" and results["manifest"]["data"]["n_samples"] == 300
+    assert set(results["sections"]) == {"performance", "imbalance", "robustness", "explanations", "fairness"}
     assert all(s["status"] == "ok" for s in results["sections"].values())
     # the run's accuracy is the model's, loaded from the written config and called on the held-out reviews
     config_path = out / "configs" / "reviews-text.yaml"
@@ -41,6 +42,7 @@ def test_text_demo_audits_the_review_classifier(text_demo: tuple[Path, float]) -
     tokenizer = load_tokenizer(config.model)
     assert tokenizer is not None
     frame = pd.read_csv(out / "data" / "reviews-test.csv")
+    frame = frame.iloc[stratified_subset((frame["score"] == "other").to_numpy().astype(np.int64), 300, config.seed)]
     model = load_model(config.model, num_classes=2, sample=tokenizer.encode(frame["review"].tolist()[:8]),
                        device=torch.device("cpu"), batch_size=256, default_bounds=None, tokenizer=tokenizer)
     pred = model.logits(tokenizer.encode(frame["review"].tolist())).argmax(1).numpy()
@@ -48,7 +50,16 @@ def test_text_demo_audits_the_review_classifier(text_demo: tuple[Path, float]) -
     metrics = results["sections"]["performance"]["metrics"]
     assert metrics["performance.accuracy"] == pytest.approx(float((pred == y).mean()), abs=1e-12)
     assert metrics["performance.accuracy"] > 0.7
-    assert f"fairness.{TOPIC}.demographic_parity_ratio" in results["sections"]["fairness"]["metrics"]
+    fairness = results["sections"]["fairness"]["metrics"]
+    assert f"fairness.{TOPIC}.demographic_parity_ratio" in fairness
+    assert {"fairness.identity.group=female.bpsn_auc", "fairness.counterfactual.flip_rate"} <= set(fairness)
+    robust = results["sections"]["robustness"]["metrics"]
+    for attack in ("deepwordbug", "synonym", "hotflip", "worst_case"):
+        assert robust[f"robustness.{attack}.text.mean_words_changed"] > 0
+    adversarial = (out / "reviews-text" / "artifacts" / "robustness" / "text_adversarial.jsonl").read_text()
+    assert adversarial.count("\n") >= 1
+    kinds = {f["kind"] for f in results["sections"]["explanations"]["figures"]}
+    assert "token_heatmap" in kinds
     assert (out / "reviews-text" / "report.html").exists()
     assert main(["gate", str(out / "reviews-text"), "--policy", str(out / "policies" / "reviews-text.yaml")]) == 0
     print(f"text demo: {seconds:.1f} s")

@@ -5,7 +5,6 @@ measured times. Timing is not tested (it depends on the machine)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import yaml
 
 from audit.cli_plan_counts import Setting, count
 from audit.config import parse_config
+from audit.results import load_results
 from audit.runner import build_plugins
 
 SECTIONS: dict[str, Any] = {
@@ -92,7 +92,7 @@ def test_plan_command_and_run_estimate(tmp_path: Path, digits_cnn: Any, capsys: 
     assert main(["run", str(path), "--out", str(tmp_path / "run"), "--estimate"]) == 0
     printed = capsys.readouterr().out
     assert "measured / estimate" in printed
-    estimate = json.loads((tmp_path / "run/results.json").read_text())["manifest"]["estimate"]
+    estimate = load_results(tmp_path / "run")["manifest"]["estimate"]  # validated: the schema holds the estimate
     for name in ("robustness", "corruptions"):
         entry = estimate["sections"][name]
         assert entry["seconds"] > 0 and entry["measured_seconds"] > 0
