@@ -172,13 +172,14 @@ def make_plan(config: Any, *, config_dir: Path | None = None) -> Plan:
 
     plugins = build_plugins(config)
     device = resolve_device(config.device)
-    data = load_data(config.data, seed=config.seed)
+    data = load_data(config.data, seed=config.seed, task=config.model.task)
     bounds = None
     if data.modality == "image" and data.lower is not None and data.upper is not None:
         bounds = Bounds(float(data.lower.min()), float(data.upper.max()))
     model = load_model(config.model, num_classes=data.num_classes, sample=data.x, device=device,
                        batch_size=config.batch_size, default_bounds=bounds,
-                       extra_paths=[p for p in (config_dir, Path.cwd()) if p is not None])
+                       extra_paths=[p for p in (config_dir, Path.cwd()) if p is not None], task=data.task,
+                       task_auto=config.model.task == "auto")
     forward, backward = probe_costs(model, data.x, config.batch_size)
     active = probe_active(model, data, config, plugins)
     setting = Setting(n=data.n_samples, batch_size=config.batch_size, modality=data.modality,

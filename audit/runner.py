@@ -305,13 +305,14 @@ def _run(config: AuditConfig, out: Path, plugins: list[SectionPlugin], *, config
     start = time.perf_counter()
     previous = check_out_dir(out, existing, holding_lock=True)  # again: it may have changed meanwhile
     device = resolve_device(config.device)
-    data = load_data(config.data, seed=config.seed)
+    data = load_data(config.data, seed=config.seed, task=config.model.task)
     default_bounds = None
     if data.modality == "image" and data.lower is not None and data.upper is not None:
         default_bounds = Bounds(float(data.lower.min()), float(data.upper.max()))
     extra = [p for p in (config_dir, Path.cwd()) if p is not None]
     adapter = load_model(config.model, num_classes=data.num_classes, sample=data.x, device=device,
-                         batch_size=config.batch_size, default_bounds=default_bounds, extra_paths=extra)
+                         batch_size=config.batch_size, default_bounds=default_bounds, extra_paths=extra,
+                         task=data.task, task_auto=config.model.task == "auto")
     run = Run(config, out, config_path=config_path, verdict_of=verdict_of)
     run.manifest["model"] = adapter.describe()
     run.manifest["data"] = data.describe()
