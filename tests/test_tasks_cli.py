@@ -32,6 +32,7 @@ sections:
 """
 SECTIONS = """\
   performance: {}
+  fairness: {n_resamples: 200}
 """
 
 
@@ -68,7 +69,8 @@ def test_regression_mlp_end_to_end(tmp_path: Path) -> None:
     assert "performance.rmse" in html and "RMSE" in html and "Clean accuracy" not in html
     rmse = m["performance.rmse"]
     passing, failing = tmp_path / "pass.yaml", tmp_path / "fail.yaml"
-    passing.write_text(f"rules:\n  - performance.rmse <= {rmse * 1.01:.6f}\n  - performance.r2 >= 0.2\n")
+    passing.write_text(f"rules:\n  - performance.rmse <= {rmse * 1.01:.6f}\n  - performance.r2 >= 0.2\n"
+                       "  - fairness.sex.mae_ratio >= 0.5\n")
     failing.write_text(f"rules:\n  - performance.rmse <= {rmse * 0.5:.6f}\n")
     assert main(["gate", str(out), "--policy", str(passing)]) == 0
     assert main(["gate", str(out), "--policy", str(failing)]) == 1
