@@ -1,9 +1,8 @@
-"""The ``robustness`` section: robust accuracy under the strongest configured attacks, robustness
-curves, minimal adversarial epsilons, gradient-masking red flags and an adversarial gallery.
-
-The section orchestrates (which attacks, in chunks; which checks) and records: the attacks run in
-``attacks/chunks.py`` (``NormEvaluation`` per norm), the red flags in ``attacks/redflags/`` (``FlagRun``),
-the escalation in ``attacks/escalate.py``; ``attacks/records.py`` writes the metrics, tables and figures."""
+"""The ``robustness`` section: robust accuracy under the strongest configured attacks, robustness curves, minimal
+adversarial epsilons, gradient-masking red flags and an adversarial gallery; a regression model's worst-case
+output change and error instead (``attacks/regression.py``). The section orchestrates (which attacks, in chunks;
+which checks) and records: the attacks run in ``attacks/chunks.py`` (``NormEvaluation`` per norm), the red flags in
+``attacks/redflags/`` (``FlagRun``), the escalation in ``attacks/escalate.py``; ``attacks/records.py`` records."""
 
 from __future__ import annotations
 
@@ -23,6 +22,9 @@ from attacks.evaluate import BOUNDED_ATTACKS, MINIMAL_ATTACKS, attack_class, mak
 from attacks.precision import precision_check
 from attacks.records import RobustnessRecord, fmt
 from attacks.redflags import RedFlag, RedFlagParams, run_red_flags
+from attacks.regression import DIRECTIONS as REGRESSION_DIRECTIONS
+from attacks.regression import run_regression
+from audit.data import stratified_subset
 from audit.engine.chunks import CHUNKS_DIR, DEFAULT_CHUNK_SIZE, ChunkStore, chunk_seed, plan, run_chunks, seed_all
 from audit.errors import ConfigError, NNAuditError, PluginError
 from audit.model.onnx_convert import model_notes
@@ -128,6 +130,7 @@ class RobustnessSection(SectionPlugin):
     title = "Adversarial robustness"
     ParamsModel = RobustnessParams
     params: RobustnessParams
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")
     metric_directions: ClassVar[dict[str, Direction]] = {
         "*.robust_accuracy": "higher", "*.worst_class_robust_accuracy": "higher", "clean_accuracy": "higher",
         "*.attack_success_rate": "lower", "*.success_rate": "lower",  # a minimal-norm attack's
@@ -139,8 +142,7 @@ class RobustnessSection(SectionPlugin):
         "nonfinite_outputs.*": "lower",
         # sizes of the successful perturbations, the checks' own values, counts: no better direction
         "*.mean_perturbation": None, "*.max_perturbation": None, "red_flags.*": None, "n_samples": None,
-        "n_attacked": None,
-    }
+        "n_attacked": None, **REGRESSION_DIRECTIONS}
 
     def validate(self, ctx: AuditContext) -> None:
         """Before any section runs: every eps must fit in the input range (a larger one allows every input in
@@ -168,13 +170,12 @@ class RobustnessSection(SectionPlugin):
                                       "model.input_bounds")
 
     def check_precision(self, ctx: AuditContext, precision: str, *, configured: bool = True) -> dict[str, Any] | None:
-        """The mixed-precision check (``attacks.precision``) at this section's first norm, middle eps and first
-        gradient attack; not configured: L-inf PGD at 1/32 of the input range."""
+        """The mixed-precision check (``attacks.precision``): first norm, middle eps, first gradient attack."""
         return precision_check(ctx, precision, self.params if configured else None)
 
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
-        from audit.data import stratified_subset
-
+        if ctx.data.task == "regression":
+            return run_regression(ctx, result, self.params, self.section)
         p = self.params
         data = ctx.data
         index = np.arange(data.n_samples)
@@ -182,8 +183,7 @@ class RobustnessSection(SectionPlugin):
             index = stratified_subset(data.y, p.max_samples, ctx.seed)
             result.notes.append(f"attacked a stratified subset of {len(index)} of {data.n_samples} samples "
                                 "(max_samples)")
-        subset = len(index) < data.n_samples
-        x, y = (data.x[index] if subset else data.x), data.y[index]
+        x, y = (data.x[index] if len(index) < data.n_samples else data.x), data.y[index]
         pred = ctx.clean_predictions()[index]
         clean_correct = pred == y
         try:

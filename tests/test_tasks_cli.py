@@ -32,6 +32,7 @@ sections:
 """
 SECTIONS = """\
   performance: {}
+  robustness: {eps: [0.1, 0.3], steps: 10}
   fairness: {n_resamples: 200}
 """
 
@@ -67,10 +68,13 @@ def test_regression_mlp_end_to_end(tmp_path: Path) -> None:
     assert not any("accuracy" in name for name in every), "a regressor has no accuracy"
     html = (out / "report.html").read_text()
     assert "performance.rmse" in html and "RMSE" in html and "Clean accuracy" not in html
+    assert "Adversarial MAE (linf, eps 0.3)" in html and "robustness.linf.eps=0.3.adversarial_mae" in html
+    robust = sections["robustness"]["metrics"]
+    assert robust["robustness.linf.eps=0.3.adversarial_mae"] >= robust["robustness.clean_mae"]
     rmse = m["performance.rmse"]
     passing, failing = tmp_path / "pass.yaml", tmp_path / "fail.yaml"
     passing.write_text(f"rules:\n  - performance.rmse <= {rmse * 1.01:.6f}\n  - performance.r2 >= 0.2\n"
-                       "  - fairness.sex.mae_ratio >= 0.5\n")
+                       "  - fairness.sex.mae_ratio >= 0.5\n  - robustness.linf.eps=0.1.error_increase <= 1000\n")
     failing.write_text(f"rules:\n  - performance.rmse <= {rmse * 0.5:.6f}\n")
     assert main(["gate", str(out), "--policy", str(passing)]) == 0
     assert main(["gate", str(out), "--policy", str(failing)]) == 1
