@@ -16,7 +16,7 @@ eps and a headline finding; perturbations stay within the data's bounds and its 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -26,11 +26,24 @@ from audit.engine.chunks import chunk_seed, seed_all
 from audit.keys import metric_key
 
 if TYPE_CHECKING:
-    from attacks.section import RobustnessParams
     from audit.context import AuditContext
     from audit.results import Direction, SectionResult
 
 Forward = Any  # x -> (N, 1) differentiable outputs
+
+
+class Settings(Protocol):
+    """What this module reads of the robustness section's parameters (``RobustnessParams``)."""
+
+    steps: int
+    restarts: int
+    max_samples: int | None
+
+    def norms(self) -> list[Norm]: ...
+
+    def eps_for(self, norm: Norm) -> list[float] | None: ...
+
+
 DIRECTIONS: dict[str, Direction] = {
     "clean_mae": "lower", "clean_rmse": "lower", "*.mean_output_change": "lower", "*.max_output_change": "lower",
     "*.adversarial_mae": "lower", "*.adversarial_rmse": "lower", "*.error_increase": "lower"}
@@ -93,7 +106,7 @@ def attack_regression(ctx: AuditContext, x: np.ndarray, y: np.ndarray, *, norm: 
     return RegressionAttack(norm, eps, np.concatenate(changes), np.concatenate(errors), largest)
 
 
-def run_regression(ctx: AuditContext, result: SectionResult, params: RobustnessParams, section: str) -> None:
+def run_regression(ctx: AuditContext, result: SectionResult, params: Settings, section: str) -> None:
     """The robustness section for a regression model (``RobustnessSection.run`` dispatches here)."""
     from attacks.base import AttackNotApplicable
 
