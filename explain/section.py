@@ -35,6 +35,7 @@ from explain.quality import perturbation_quality
 from explain.randomization import CascadeSimilarity, cascade_layers, judge_randomization
 from explain.seeds import sample_seed
 from explain.stability import NotMeasured, stability_under_attack
+from explain.tasks import run_task_explanations
 
 if TYPE_CHECKING:
     from audit.context import AuditContext
@@ -150,6 +151,7 @@ class ExplanationsSection(SectionPlugin):
     ParamsModel = ExplanationsParams
     params: ExplanationsParams
     reads_sections: ClassVar[tuple[str, ...]] = ("robustness",)
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "multilabel")  # others: explain/tasks.py
     metric_directions: ClassVar[dict[str, Direction]] = {
         "*.ci_low": None, "*.ci_high": None, "random.*": None,  # interval bounds; the random-ordering reference
         "*.deletion_auc": "lower", "*.insertion_auc": "higher", "*.faithfulness_rank": "lower",
@@ -169,6 +171,8 @@ class ExplanationsSection(SectionPlugin):
         super().__init__(section=section, **params)
 
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
+        if ctx.data.task != "classification":  # the predicted value, or each label (explain/tasks.py)
+            return run_task_explanations(ctx, result, self.params, self.section)
         p = self.params
         data = ctx.data
         index = stratified_subset(data.y, p.n_samples, ctx.seed)
