@@ -1,6 +1,6 @@
 """The ``robustness`` section: robust accuracy under the strongest configured attacks, robustness curves, minimal
-adversarial epsilons, gradient-masking red flags and an adversarial gallery; a regression model's worst-case
-output change and error instead (``attacks/regression.py``). The section orchestrates (which attacks, in chunks;
+adversarial epsilons, gradient-masking red flags and an adversarial gallery; regression and multi-label models
+get their own attacks (``attacks/tasks.py``). The section orchestrates (which attacks, in chunks;
 which checks) and records: the attacks run in ``attacks/chunks.py`` (``NormEvaluation`` per norm), the red flags in
 ``attacks/redflags/`` (``FlagRun``), the escalation in ``attacks/escalate.py``; ``attacks/records.py`` records."""
 
@@ -22,8 +22,8 @@ from attacks.evaluate import BOUNDED_ATTACKS, MINIMAL_ATTACKS, attack_class, mak
 from attacks.precision import precision_check
 from attacks.records import RobustnessRecord, fmt
 from attacks.redflags import RedFlag, RedFlagParams, run_red_flags
-from attacks.regression import DIRECTIONS as REGRESSION_DIRECTIONS
-from attacks.regression import run_regression
+from attacks.tasks import DIRECTIONS as TASK_DIRECTIONS
+from attacks.tasks import run_task_robustness
 from audit.data import stratified_subset
 from audit.engine.chunks import CHUNKS_DIR, DEFAULT_CHUNK_SIZE, ChunkStore, chunk_seed, plan, run_chunks, seed_all
 from audit.errors import ConfigError, NNAuditError, PluginError
@@ -130,7 +130,7 @@ class RobustnessSection(SectionPlugin):
     title = "Adversarial robustness"
     ParamsModel = RobustnessParams
     params: RobustnessParams
-    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "multilabel")  # attacks/tasks.py
     metric_directions: ClassVar[dict[str, Direction]] = {
         "*.robust_accuracy": "higher", "*.worst_class_robust_accuracy": "higher", "clean_accuracy": "higher",
         "*.attack_success_rate": "lower", "*.success_rate": "lower",  # a minimal-norm attack's
@@ -142,7 +142,7 @@ class RobustnessSection(SectionPlugin):
         "nonfinite_outputs.*": "lower",
         # sizes of the successful perturbations, the checks' own values, counts: no better direction
         "*.mean_perturbation": None, "*.max_perturbation": None, "red_flags.*": None, "n_samples": None,
-        "n_attacked": None, **REGRESSION_DIRECTIONS}
+        "n_attacked": None, **TASK_DIRECTIONS}
 
     def validate(self, ctx: AuditContext) -> None:
         """Before any section runs: every eps must fit in the input range (a larger one allows every input in
@@ -174,8 +174,8 @@ class RobustnessSection(SectionPlugin):
         return precision_check(ctx, precision, self.params if configured else None)
 
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
-        if ctx.data.task == "regression":
-            return run_regression(ctx, result, self.params, self.section)
+        if ctx.data.task != "classification":
+            return run_task_robustness(ctx, result, self.params, self.section)
         p = self.params
         data = ctx.data
         index = np.arange(data.n_samples)

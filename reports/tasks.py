@@ -16,6 +16,10 @@ CARDS: dict[str, tuple[tuple[str, str], ...]] = {
                    ("Macro F1", "performance.macro_f1"), ("Hamming loss", "performance.hamming_loss")),
 }
 
+# the robustness card per task: (metric at the largest eps of each norm, label)
+ROBUSTNESS_CARD = {"regression": ("adversarial_mae", "Adversarial MAE"),
+                   "multilabel": ("any_label_flip_rate", "Any-label flip rate")}
+
 
 def task_of(results: Mapping[str, Any]) -> str:
     """The run's task (runs written before tasks existed are classification)."""
@@ -32,25 +36,26 @@ def task_cards(results: Mapping[str, Any]) -> list[dict[str, Any]] | None:
     for label, metric in CARDS[task]:
         cards.append(_card(label, _number(sections, metric), metric))
     robustness = sections.get("robustness", {})
-    if task == "regression" and robustness.get("status") == "ok":
-        cards += _regression_robustness(robustness.get("metrics", {}))
+    if robustness.get("status") == "ok":
+        cards += _robustness(robustness.get("metrics", {}), *ROBUSTNESS_CARD[task])
     return cards
 
 
-def _regression_robustness(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Per norm, the adversarial MAE at the largest eps (``robustness.<norm>.eps=<e>.adversarial_mae``)."""
+def _robustness(metrics: Mapping[str, Any], quantity: str, label: str) -> list[dict[str, Any]]:
+    """Per norm, ``quantity`` at the largest eps (``robustness.<norm>.eps=<e>.<quantity>``)."""
     largest: dict[str, tuple[float, str]] = {}
+    suffix = f".{quantity}"
     for name in metrics:
         parts = name.split(".")
-        if name.endswith(".adversarial_mae") and len(parts) >= 4 and parts[2].startswith("eps="):
-            eps_text = name[len(f"robustness.{parts[1]}.eps="):-len(".adversarial_mae")]
+        if name.endswith(suffix) and len(parts) >= 4 and parts[2].startswith("eps="):
+            eps_text = name[len(f"robustness.{parts[1]}.eps="):-len(suffix)]
             try:
                 eps = float(eps_text)
             except ValueError:
                 continue
             if parts[1] not in largest or eps > largest[parts[1]][0]:
                 largest[parts[1]] = (eps, name)
-    return [_card(f"Adversarial MAE ({norm}, eps {eps:g})", decode_number(metrics[name]), name)
+    return [_card(f"{label} ({norm}, eps {eps:g})", decode_number(metrics[name]), name)
             for norm, (eps, name) in sorted(largest.items())]
 
 

@@ -3,7 +3,6 @@ first comment line) are audited with `nnaudit run`, and the numbers are the ones
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -35,9 +34,14 @@ def test_tasks_doc_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert results["manifest"]["data"]["task"] == "regression" and results["verdict"]["status"] == "pass"
     metrics = {k: v for s in results["sections"].values() for k, v in s["metrics"].items()}
     assert 0.2 < metrics["performance.r2"] < 0.8 and "robustness.l2.eps=1.adversarial_mae" in metrics
+    assert "explanations.ig.deletion_auc" in metrics
     assert not any("accuracy" in k for k in metrics)
     assert main(["run", "digits-multilabel.yaml", "--out", "runs/digits"]) == 0
     multi = load_results(tmp_path / "runs" / "digits")
     assert multi["manifest"]["data"]["task"] == "multilabel"
     assert multi["sections"]["performance"]["metrics"]["performance.micro_f1"] > 0.8
-    assert os.path.exists("runs/digits/report.html")
+    assert all(s["status"] == "ok" for s in multi["sections"].values())
+    assert "robustness.linf.eps=0.1.any_label_flip_rate" in multi["sections"]["robustness"]["metrics"]
+    assert "explanations.label=prime.ig.deletion_auc" in multi["sections"]["explanations"]["metrics"]
+    html = Path("runs/digits/report.html").read_text()
+    assert "Any-label flip rate (linf, eps 0.1)" in html and "Subset accuracy" in html

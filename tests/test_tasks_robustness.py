@@ -72,3 +72,37 @@ def test_diabetes_mlp_invariants(tmp_path: Path) -> None:
 
     outcomes = load_outcomes(tmp_path / "run", "robustness")
     assert outcomes is not None
+
+
+W3 = torch.tensor([[1.0, -2.0, 0.5, 0.0, 0.0], [0.0, 0.5, 0.5, -1.0, 0.0], [2.0, 0.0, 0.0, 1.0, -1.0]])
+
+
+def test_multilabel_flips_on_a_linear_model_are_exact(tmp_path: Path) -> None:
+    """Label j of a linear model flips under L-inf eps exactly when |z_j| < eps * ||w_j||_1."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(80, 5)).astype(np.float32)
+    model = torch.nn.Linear(5, 3)
+    with torch.no_grad():
+        model.weight.copy_(W3)
+        model.bias.copy_(torch.tensor([0.2, -0.1, 0.3]))
+        z = model(torch.as_tensor(x)).double().numpy()
+    y = (z >= 0).astype(np.int64)
+    y[:10, 0] = 1 - y[:10, 0]  # 10 rows the model gets wrong
+    data = AuditData(name="linear-ml", x=x, y=y, class_names=["a", "b", "c"], modality="tabular", task="multilabel")
+    ctx = AuditContext(model=TorchModelAdapter.from_module(model, num_classes=3), data=data, run_dir=tmp_path / "run")
+    result = RobustnessSection(eps=[0.1, 0.4], steps=20)(ctx)
+    assert result.status == "ok", result.error
+    m = result.metrics
+    l1 = W3.abs().sum(dim=1).numpy()
+    assert m["robustness.clean_subset_accuracy"] == pytest.approx(70 / 80)
+    for eps in (0.1, 0.4):
+        flips = np.abs(z) < eps * l1
+        key = f"robustness.linf.eps={eps:g}"
+        for j, name in enumerate("abc"):
+            assert m[f"{key}.label={name}.flip_rate"] == pytest.approx(flips[:, j].mean(), abs=1e-12)
+        assert m[f"{key}.any_label_flip_rate"] == pytest.approx(flips.any(axis=1).mean(), abs=1e-12)
+        robust = (y == (z >= 0)).all(axis=1) & ~flips.any(axis=1)
+        assert m[f"{key}.robust_subset_accuracy"] == pytest.approx(robust.mean(), abs=1e-12)
+    assert m["robustness.linf.eps=0.4.any_label_flip_rate"] > m["robustness.linf.eps=0.1.any_label_flip_rate"] > 0
+    assert result.directions["robustness.linf.eps=0.4.label=a.flip_rate"] == "lower"
+    assert [f.code for f in result.findings] == ["robustness.multilabel_headline"]
