@@ -161,7 +161,9 @@ def record_multilabel(result: SectionResult, ctx: AuditContext, section: str) ->
                   values={"subset_accuracy": (pred == y).all(axis=1).astype(np.float64),
                           "hamming_loss": (pred != y).mean(axis=1)},
                   meta={"subset_accuracy": {"kind": "correct"}, "hamming_loss": {"kind": "wrong_label_fraction"}},
-                  extra={"label": y, "prediction": pred, "proba": ctx.clean_label_probabilities().astype(np.float32)})
+                  # not the sample explorer's label / proba names: it shows one class per row (a softmax)
+                  extra={"labels": y, "predicted_labels": pred,
+                         "label_proba": ctx.clean_label_probabilities().astype(np.float32)})
 
 
 def _safe(name: str) -> str:
