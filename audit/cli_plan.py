@@ -100,8 +100,8 @@ def probe_active(model: Any, data: Any, config: Any, plugins: list[Any]) -> floa
     from attacks.base import Domain
 
     robust = next((p for p in plugins if p.name == "robustness"), None)
-    if robust is None or not model.has_gradients:
-        return 1.0
+    if robust is None or not model.has_gradients or data.task != "classification":
+        return 1.0  # regression and multi-label attacks never stop early: every sample stays active
     p = robust.params
     norm = p.norms()[0]
     eps_list = p.eps_for(norm) or []

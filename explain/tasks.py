@@ -135,7 +135,7 @@ def _faithfulness(ctx: AuditContext, result: SectionResult, x: np.ndarray, targe
         result.metric(metric_key(*prefix, method, "faithfulness_rank"), deletion.ranks[method])
         rows.append([deletion.ranks[method], method, est.mean, est.low, est.high, ins.mean, vs.mean, vs.low, vs.high])
         if not deletion.better(method, RANDOM):
-            what = "the predicted value" if name is None else f"label '{name}''s probability"
+            what = "the predicted value" if name is None else f"the probability of label '{name}'"
             result.finding("medium", f"{method}: deleting its most important features first lowers {what} no faster "
                            f"than a random order of the informative features (deletion AUC {est.mean:.4g} vs "
                            f"{deletion.estimates[RANDOM].mean:.4g}); it is not shown to be faithful",
