@@ -104,3 +104,11 @@ def digits_multilabel_problem() -> Problem:
     for j, name in enumerate(MULTILABELS):
         frame[name] = y[test, j]
     return Problem(model, frame, features, list(MULTILABELS), x[test], y[test])
+
+
+def diabetes_predict(x: np.ndarray) -> np.ndarray:
+    """The diabetes MLP as a black box: numpy (N, 10) -> (N,) predicted values (model.predict_fn)."""
+    import torch
+
+    with torch.no_grad():
+        return diabetes_problem().model(torch.as_tensor(x, dtype=torch.float32))[:, 0].numpy()

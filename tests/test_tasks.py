@@ -174,3 +174,23 @@ def test_binary_single_logit_stays_classification(tmp_path: Path, cancer_test: A
     kind, binary, _ = probe(torch.nn.Linear(30, 1), torch.as_tensor(cancer_test.x[:16]), None, 2,
                             "classification", task_auto=True)
     assert binary and kind == "logits"
+
+
+def test_black_box_regression(tmp_path: Path) -> None:
+    """A predict function returning one number per row (N,): audited as a regression model without gradients."""
+    from attacks.section import RobustnessSection
+    from audit.context import AuditContext
+    from audit.performance import PerformanceSection
+
+    p = diabetes_problem()
+    data = load_data(_table(_csv(tmp_path, p.frame), "target", p.features), task="regression")
+    adapter = load_model(ModelConfig(predict_fn="task_helpers:diabetes_predict"), num_classes=1, sample=data.x,
+                         device=torch.device("cpu"), batch_size=64, default_bounds=None, task="regression")
+    assert not adapter.has_gradients and adapter.output_kind == "values"
+    ctx = AuditContext(model=adapter, data=data, run_dir=tmp_path / "run")
+    with torch.no_grad():
+        expected = p.model(torch.as_tensor(data.x))[:, 0].double().numpy()
+    assert np.allclose(ctx.clean_values(), expected, rtol=1e-6)
+    assert PerformanceSection()(ctx).status == "ok"
+    robust = RobustnessSection(eps=[0.1])(ctx)
+    assert robust.status == "skipped" and "needs gradients" in robust.notes[-1]
