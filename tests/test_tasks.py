@@ -133,6 +133,12 @@ def test_npz_targets_by_task(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_data(DataConfig(source="digits"), task="regression")
     assert info.value.key == "model.task"
+    onehot = np.eye(3, dtype=np.int64)[np.arange(len(p.x)) % 3]  # one-hot rows: classes or labels? not auto
+    np.savez(tmp_path / "onehot.npz", x=p.x, y=onehot)
+    with pytest.raises(ConfigError, match="exactly one 1") as info:
+        load_data(DataConfig(source="npz", path=tmp_path / "onehot.npz"))
+    assert info.value.key == "model.task"
+    assert load_data(DataConfig(source="npz", path=tmp_path / "onehot.npz"), task="multilabel").task == "multilabel"
 
 
 def test_multilabel_probe_sigmoid_not_softmax(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Targets by task (``model.task``): class indices, numbers (regression) or 0/1 per label (multi-label), and
 ``model.task: auto`` resolved only where the target says so unambiguously.
 
-- 2-D 0/1 targets (``data.target: [col, col]``, an npz ``y`` of shape (N, L)) are multi-label;
+- 2-D 0/1 targets (``data.target: [col, col]``, an npz ``y`` of shape (N, L)) are multi-label, unless every row
+  holds exactly one 1 (one-hot class labels look the same: a ``ConfigError`` naming ``model.task``);
 - whole-number or text labels stay classification, as before (a single output with 0/1 labels is a binary
   classifier's logit: ``audit.model.outputs.check_width``);
 - a target with fractional values is refused with a ``ConfigError`` naming ``model.task``: it could be a number
@@ -95,6 +96,10 @@ def _multilabel(values: np.ndarray, *, task: str, class_names: list[str] | None,
         found = sorted({str(v) for v in np.unique(values.astype(str))} - {"0", "1", "0.0", "1.0", "True", "False"})
         raise DataError(f"multi-label targets ({key}) must be 0 or 1 in every column, found {found[:5]}; encode "
                         "each label as 0/1")
+    if task == "auto" and (as_float.sum(axis=1) == 1).all():
+        raise ConfigError("model.task", f"every row of {key} holds exactly one 1 among {n_labels} columns: one-hot "
+                          "class labels or multi-label data? Set model.task: multilabel, or store class indices "
+                          "(the argmax) for a classifier")
     if class_names is not None and len(class_names) != n_labels:
         raise ConfigError("data.class_names", f"{key} holds {n_labels} labels; give {n_labels} names, not "
                           f"{len(class_names)}")
