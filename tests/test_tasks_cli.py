@@ -78,6 +78,28 @@ def test_regression_mlp_end_to_end(tmp_path: Path) -> None:
     failing.write_text(f"rules:\n  - performance.rmse <= {rmse * 0.5:.6f}\n")
     assert main(["gate", str(out), "--policy", str(passing)]) == 0
     assert main(["gate", str(out), "--policy", str(failing)]) == 1
+    _dashboard(out, ["RMSE", "MAE", "R²", "Adversarial MAE (linf, eps 0.3)"])
+
+
+def _dashboard(run: Path, cards: list[str]) -> None:
+    """The dashboard shows the run's task cards, and its sample explorer says why it has no samples for it."""
+    import sys
+
+    from streamlit.testing.v1 import AppTest
+
+    app = Path(__file__).resolve().parents[1] / "app.py"
+    argv = sys.argv
+    try:
+        sys.argv = ["app.py", str(run)]
+        for view in ("overview", "samples"):
+            at = AppTest.from_file(str(app), default_timeout=120)
+            at.query_params["view"] = view
+            at.run()
+            assert not at.exception
+            assert [m.label for m in at.metric][: len(cards)] == cards
+        assert any("sample explorer shows a classifier" in i.value for i in at.info)
+    finally:
+        sys.argv = argv
 
 
 def test_regression_without_task_names_model_task(tmp_path: Path, capsys: object) -> None:
@@ -107,3 +129,4 @@ def test_multilabel_end_to_end(tmp_path: Path) -> None:
         pred = (torch.sigmoid(p.model(torch.as_tensor(p.x))) >= 0.5).long().numpy()
     assert abs(m["performance.micro_f1"] - skm.f1_score(p.y, pred, average="micro")) <= 1e-9
     assert "Subset accuracy" in (out / "report.html").read_text()
+    _dashboard(out, ["Subset accuracy", "Micro F1", "Macro F1", "Hamming loss"])
