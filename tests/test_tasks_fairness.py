@@ -4,18 +4,23 @@ predictions, disparities with bootstrap intervals, a finding when one group's er
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from fairlearn.metrics import MetricFrame
-from sklearn.metrics import mean_absolute_error, root_mean_squared_error
-from task_helpers import diabetes_problem
+from sklearn.metrics import accuracy_score, hamming_loss, mean_absolute_error, root_mean_squared_error
+from task_helpers import diabetes_problem, digits_multilabel_problem
 from test_tasks_performance import regression_context
 
 from audit.bootstrap import stratified_resamples
+from audit.context import AuditContext
+from audit.data import AuditData
 from audit.fairness import FairnessSection
+from audit.fairness.multilabel import group_mean_statistic
 from audit.fairness.regression import group_error_statistic
+from audit.model import TorchModelAdapter
 
 
 def test_group_errors_equal_fairlearn(tmp_path: Path) -> None:
@@ -73,3 +78,57 @@ def test_one_group_far_worse_is_a_finding(tmp_path: Path) -> None:
     assert "fairness.mae_ratio" in found and found["fairness.mae_ratio"].severity == "high"
     assert result.metrics["fairness.sex.mae_ratio.ci_high"] < 0.8
     assert "'2'" in found["fairness.mae_ratio"].message
+
+
+def multilabel_groups_context(tmp_path: Path, model: Any = None) -> AuditContext:
+    """Digits with three labels, grouped by how much ink the digit has (above or below the median): a property of
+    each real image."""
+    p = digits_multilabel_problem()
+    ink = p.x.mean(axis=1)
+    group = np.where(ink > np.median(ink), "heavy", "light")
+    data = AuditData(name="digits-ml", x=p.x, y=p.y, class_names=list(p.target), modality="tabular",
+                     task="multilabel", sensitive={"ink": group})
+    adapter = TorchModelAdapter.from_module(model if model is not None else p.model, num_classes=3)
+    return AuditContext(model=adapter, data=data, run_dir=tmp_path / "run")
+
+
+def test_multilabel_group_metrics_equal_fairlearn(tmp_path: Path) -> None:
+    ctx = multilabel_groups_context(tmp_path)
+    result = FairnessSection(n_resamples=300)(ctx)
+    assert result.status == "ok", result.error
+    y, pred, ink = ctx.data.y, ctx.clean_label_predictions(), ctx.data.sensitive["ink"]
+    frame = MetricFrame(metrics={"subset_accuracy": accuracy_score, "hamming_loss": hamming_loss}, y_true=y,
+                        y_pred=pred, sensitive_features=pd.Series(ink, name="ink"))
+    m = result.metrics
+    for group in ("heavy", "light"):
+        assert m[f"fairness.ink.group={group}.subset_accuracy"] == frame.by_group.loc[group, "subset_accuracy"]
+        assert m[f"fairness.ink.group={group}.hamming_loss"] == frame.by_group.loc[group, "hamming_loss"]
+    acc = frame.by_group["subset_accuracy"]
+    assert abs(m["fairness.ink.subset_accuracy_difference"] - (acc.max() - acc.min())) <= 1e-12
+    assert abs(m["fairness.ink.worst_group_subset_accuracy"] - acc.min()) <= 1e-12
+    assert m["fairness.ink.subset_accuracy_difference.ci_low"] < m["fairness.ink.subset_accuracy_difference.ci_high"]
+    assert result.directions["fairness.ink.worst_group_subset_accuracy"] == "higher"
+    assert result.directions["fairness.ink.worst_group_hamming_loss"] == "lower"
+    codes = (ink == "light").astype(np.int64)
+    statistic = group_mean_statistic(codes, {"subset_accuracy": (pred == y).all(axis=1).astype(float),
+                                             "hamming_loss": (pred != y).mean(axis=1)}, 2)
+    index = next(stratified_resamples(codes, 3, seed=2))
+    rows = index[0]
+    again = MetricFrame(metrics={"hamming_loss": hamming_loss}, y_true=y[rows], y_pred=pred[rows],
+                        sensitive_features=codes[rows])
+    assert np.allclose(statistic(index)["group.hamming_loss"][0], again.by_group["hamming_loss"].to_numpy())
+
+
+def test_multilabel_group_far_worse_is_a_finding(tmp_path: Path) -> None:
+    base = digits_multilabel_problem().model
+    threshold = float(np.median(digits_multilabel_problem().x.mean(axis=1)))
+
+    class Biased(torch.nn.Module):  # every label inverted for the heavy-ink digits
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            heavy = (x.mean(dim=1, keepdim=True) > threshold).float()
+            return base(x) * (1 - 2 * heavy)
+
+    result = FairnessSection(n_resamples=200)(multilabel_groups_context(tmp_path, Biased()))
+    found = {f.code: f for f in result.findings}
+    assert found["fairness.subset_accuracy_difference"].severity == "high"
+    assert "'heavy'" in found["fairness.subset_accuracy_difference"].message

@@ -21,8 +21,8 @@ from audit.fairness.explanations import record_explanations
 from audit.fairness.groups import GroupSet, build_group_sets
 from audit.fairness.params import FairnessParams
 from audit.fairness.parity import record_parity
-from audit.fairness.regression import record_regression_fairness
 from audit.fairness.robustness import record_robustness
+from audit.fairness.tasks import record_task_fairness
 from audit.plugin import SectionPlugin
 from audit.results import Direction, SectionResult
 
@@ -55,13 +55,14 @@ class FairnessSection(SectionPlugin):
     ParamsModel = FairnessParams
     params: FairnessParams
     reads_sections = ("robustness", "explanations")
-    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")  # regression: errors per group
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "multilabel")  # others: fairness/tasks.py
     metric_directions: ClassVar[dict[str, Direction]] = {
         "*.ci_low": None, "*.ci_high": None, "*.enough_rows": None, "*.group=*": None,  # bounds, flags, groups
         "*_difference": "lower", "*_ratio": "higher",  # gaps between groups; min / max rate
         "*.max_importance_gap": "lower",
         "overall.accuracy": "higher", "overall.balanced_accuracy": "higher",
-        "*.worst_group_*": "lower", "overall.mae": "lower", "overall.rmse": "lower",
+        "*.worst_group_subset_accuracy": "higher", "overall.subset_accuracy": "higher",
+        "*.worst_group_*": "lower", "overall.mae": "lower", "overall.rmse": "lower", "overall.hamming_loss": "lower",
         "*": None,  # overall rates, counts
     }
 
@@ -71,9 +72,9 @@ class FairnessSection(SectionPlugin):
             result.status = "skipped"
             result.notes.append(NO_SENSITIVE)
             return
-        if data.task == "regression":  # the error per group (audit.fairness.regression)
-            record_regression_fairness(result, ctx, self._group_sets(result, data, ctx.seed), params=self.params,
-                                       section=self.section)
+        if data.task != "classification":  # errors or label metrics per group (audit.fairness.tasks)
+            record_task_fairness(result, ctx, self._group_sets(result, data, ctx.seed), params=self.params,
+                                 section=self.section)
             return
         favourable = self._favourable(data)
         group_sets = self._group_sets(result, data, ctx.seed)
