@@ -1,9 +1,7 @@
-"""The ``robustness`` section: robust accuracy under the strongest configured attacks, robustness
-curves, minimal adversarial epsilons, gradient-masking red flags and an adversarial gallery.
-
-The section orchestrates (which attacks, in chunks; which checks) and records: the attacks run in
-``attacks/chunks.py`` (``NormEvaluation`` per norm), the red flags in ``attacks/redflags/`` (``FlagRun``),
-the escalation in ``attacks/escalate.py``; ``attacks/records.py`` writes the metrics, tables and figures."""
+"""The ``robustness`` section: robust accuracy under the strongest attacks, curves, minimal eps, gradient-masking
+red flags, a gallery; regression/multi-label: ``attacks/tasks.py``; text: ``attacks/text/``. It orchestrates (which
+attacks, in chunks; which checks) and records: attacks run in ``attacks/chunks.py`` (``NormEvaluation`` per norm),
+red flags in ``attacks/redflags/``, escalation in ``attacks/escalate.py``; ``attacks/records.py`` records."""
 
 from __future__ import annotations
 
@@ -23,7 +21,10 @@ from attacks.evaluate import BOUNDED_ATTACKS, MINIMAL_ATTACKS, attack_class, mak
 from attacks.precision import precision_check
 from attacks.records import RobustnessRecord, fmt
 from attacks.redflags import RedFlag, RedFlagParams, run_red_flags
+from attacks.tasks import DIRECTIONS as TASK_DIRECTIONS
+from attacks.tasks import run_task_robustness
 from attacks.text.run import TextParams, check_text_config, run_text
+from audit.data import stratified_subset
 from audit.engine.chunks import CHUNKS_DIR, DEFAULT_CHUNK_SIZE, ChunkStore, chunk_seed, plan, run_chunks, seed_all
 from audit.errors import ConfigError, NNAuditError, PluginError
 from audit.model.onnx_convert import model_notes
@@ -131,6 +132,7 @@ class RobustnessSection(SectionPlugin):
     ParamsModel = RobustnessParams
     params: RobustnessParams
     input_kinds: ClassVar[tuple[str, ...]] = ("continuous", "tokens")
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "multilabel")  # attacks/tasks.py
     metric_directions: ClassVar[dict[str, Direction]] = {
         "*.robust_accuracy": "higher", "*.worst_class_robust_accuracy": "higher", "clean_accuracy": "higher",
         "*.attack_success_rate": "lower", "*.success_rate": "lower",  # a minimal-norm attack's
@@ -142,8 +144,7 @@ class RobustnessSection(SectionPlugin):
         "nonfinite_outputs.*": "lower", "*.mean_words_changed": None, "*.queries_per_sample": None,  # text attacks
         # sizes of the successful perturbations, the checks' own values, counts: no better direction
         "*.mean_perturbation": None, "*.max_perturbation": None, "red_flags.*": None, "n_samples": None,
-        "n_attacked": None,
-    }
+        "n_attacked": None, **TASK_DIRECTIONS}
 
     def validate(self, ctx: AuditContext) -> None:
         """Before any section runs: eps within the input range, valid attack_params; text: attacks/text/run.py."""
@@ -176,8 +177,8 @@ class RobustnessSection(SectionPlugin):
         return precision_check(ctx, precision, self.params if configured else None)
 
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
-        from audit.data import stratified_subset
-
+        if ctx.data.task != "classification":
+            return run_task_robustness(ctx, result, self.params, self.section)
         p = self.params
         data = ctx.data
         if data.input_kind == "tokens":
@@ -187,8 +188,7 @@ class RobustnessSection(SectionPlugin):
             index = stratified_subset(data.y, p.max_samples, ctx.seed)
             result.notes.append(f"attacked a stratified subset of {len(index)} of {data.n_samples} samples "
                                 "(max_samples)")
-        subset = len(index) < data.n_samples
-        x, y = (data.x[index] if subset else data.x), data.y[index]
+        x, y = (data.x[index] if len(index) < data.n_samples else data.x), data.y[index]
         pred = ctx.clean_predictions()[index]
         clean_correct = pred == y
         try:

@@ -100,8 +100,8 @@ def probe_active(model: Any, data: Any, config: Any, plugins: list[Any]) -> floa
     from attacks.base import Domain
 
     robust = next((p for p in plugins if p.name == "robustness"), None)
-    if robust is None or not model.has_gradients:
-        return 1.0
+    if robust is None or not model.has_gradients or data.task != "classification":
+        return 1.0  # regression and multi-label attacks never stop early: every sample stays active
     p = robust.params
     norm = p.norms()[0]
     eps_list = p.eps_for(norm) or []
@@ -174,13 +174,14 @@ def make_plan(config: Any, *, config_dir: Path | None = None) -> Plan:
     plugins = build_plugins(config)
     device = resolve_device(config.device)
     tokenizer = load_tokenizer(config.model)
-    data = load_data(config.data, seed=config.seed, tokenizer=tokenizer)
+    data = load_data(config.data, seed=config.seed, tokenizer=tokenizer, task=config.model.task)
     bounds = None
     if data.modality == "image" and data.lower is not None and data.upper is not None:
         bounds = Bounds(float(data.lower.min()), float(data.upper.max()))
     model = load_model(config.model, num_classes=data.num_classes, sample=data.x, device=device,
                        batch_size=config.batch_size, default_bounds=bounds,
-                       extra_paths=[p for p in (config_dir, Path.cwd()) if p is not None], tokenizer=tokenizer)
+                       extra_paths=[p for p in (config_dir, Path.cwd()) if p is not None], tokenizer=tokenizer,
+                       task=data.task, task_auto=config.model.task == "auto")
     forward, backward = probe_costs(model, data.x, config.batch_size)
     active = probe_active(model, data, config, plugins)
     setting = Setting(n=data.n_samples, batch_size=config.batch_size, modality=data.modality,

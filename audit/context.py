@@ -304,6 +304,25 @@ class AuditContext:
         pred: np.ndarray = self._cache["pred"]
         return pred
 
+    # -- task-aware views of the same logits (clean_probabilities / clean_predictions are classification's)
+    def clean_values(self) -> np.ndarray:
+        """Regression: the predicted number per sample, (N,) float64: the model's raw output, never a softmax."""
+        if "values" not in self._cache:
+            self._cache["values"] = self.clean_logits()[:, 0].double().numpy()
+        values: np.ndarray = self._cache["values"]
+        return values
+
+    def clean_label_probabilities(self) -> np.ndarray:
+        """Multi-label: each label's probability, a sigmoid per output (N, L) float64, not a softmax."""
+        if "label_proba" not in self._cache:
+            self._cache["label_proba"] = torch.sigmoid(self.clean_logits().double()).numpy()
+        proba: np.ndarray = self._cache["label_proba"]
+        return proba
+
+    def clean_label_predictions(self) -> np.ndarray:
+        """Multi-label: 0/1 per label (N, L) int64, a label predicted where its probability is at least 0.5."""
+        return (self.clean_label_probabilities() >= 0.5).astype(np.int64)
+
 
 OUTPUT_STORES: tuple[str, ...] = ("adversarial", "attributions")
 REMOVED_STORES = {"shared": "ctx.shared, which nnaudit no longer has (nothing read it)"}

@@ -307,14 +307,14 @@ def _run(config: AuditConfig, out: Path, plugins: list[SectionPlugin], *, config
     previous = check_out_dir(out, existing, holding_lock=True)  # again: it may have changed meanwhile
     device = resolve_device(config.device)
     tokenizer = load_tokenizer(config.model)  # a text model's: the data is tokenized with it
-    data = load_data(config.data, seed=config.seed, tokenizer=tokenizer)
+    data = load_data(config.data, seed=config.seed, tokenizer=tokenizer, task=config.model.task)
     default_bounds = None
     if data.modality == "image" and data.lower is not None and data.upper is not None:
         default_bounds = Bounds(float(data.lower.min()), float(data.upper.max()))
     extra = [p for p in (config_dir, Path.cwd()) if p is not None]
     adapter = load_model(config.model, num_classes=data.num_classes, sample=data.x, device=device,
                          batch_size=config.batch_size, default_bounds=default_bounds, extra_paths=extra,
-                         tokenizer=tokenizer)
+                         tokenizer=tokenizer, task=data.task, task_auto=config.model.task == "auto")
     run = Run(config, out, config_path=config_path, verdict_of=verdict_of)
     run.manifest["model"] = adapter.describe()
     run.manifest["data"] = data.describe()

@@ -5,8 +5,7 @@ explainers from the registry (``method_params`` on top of each method's own defa
 samples to the engine's chunk runner (``explain.chunks``: attributions and per-sample quality scores; in this
 process, or on Ray with ``--backend ray``; a resumed run keeps the finished chunks), then reduces the chunks with
 ``explain.faithfulness``, ``explain.quality``, ``explain.randomization``, ``explain.global_importance`` and
-``explain.stability``, and records what they return (``explain.records``: metrics, tables, figure data, findings).
-"""
+``explain.stability``, and records what they return (``explain.records``). Text: ``explain.text_section``."""
 
 from __future__ import annotations
 
@@ -35,6 +34,7 @@ from explain.quality import perturbation_quality
 from explain.randomization import CascadeSimilarity, cascade_layers, judge_randomization
 from explain.seeds import sample_seed
 from explain.stability import NotMeasured, stability_under_attack
+from explain.tasks import run_task_explanations
 from explain.text_section import check_methods, run_text
 
 if TYPE_CHECKING:
@@ -153,6 +153,7 @@ class ExplanationsSection(SectionPlugin):
     params: ExplanationsParams
     reads_sections: ClassVar[tuple[str, ...]] = ("robustness",)
     input_kinds: ClassVar[tuple[str, ...]] = ("continuous", "tokens")  # tokens: explain.text_section
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "multilabel")  # others: explain/tasks.py
     metric_directions: ClassVar[dict[str, Direction]] = {
         "*.ci_low": None, "*.ci_high": None, "random.*": None,  # interval bounds; the random-ordering reference
         "*.deletion_auc": "lower", "*.insertion_auc": "higher", "*.faithfulness_rank": "lower",
@@ -175,6 +176,8 @@ class ExplanationsSection(SectionPlugin):
         check_methods(self, ctx.data.input_kind)
 
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
+        if ctx.data.task != "classification":  # the predicted value, or each label (explain/tasks.py)
+            return run_task_explanations(ctx, result, self.params, self.section)
         p = self.params
         data = ctx.data
         if data.input_kind == "tokens":
@@ -273,8 +276,7 @@ class ExplanationsSection(SectionPlugin):
         return shared, None
 
     def _chunks(self, ctx: AuditContext, result: SectionResult, shared: ChunkInputs) -> Gathered:
-        """The chunks of explained samples through the engine's chunk runner; finished chunks of a killed run with
-        the same fingerprint are kept."""
+        """Chunks of explained samples through the engine's chunk runner; a killed run's finished chunks are kept."""
         chunks = plan(len(shared.ids), self.params.chunk_size)
         store = ChunkStore(ctx.artifacts_dir / self.section / CHUNKS_DIR, ctx.fingerprints.get(self.section))
         ran = run_chunks(store, chunks, explain_chunk, shared, backend=ctx.backend, progress=ctx.progress,

@@ -22,6 +22,7 @@ from typing import Any
 
 from audit.keys import metric_key, parse_metric_key
 from audit.results import decode_number
+from reports.tasks import task_cards
 from reports.views import all_findings, count_findings, format_value
 
 VERDICT_TEXT: dict[str, tuple[str, str]] = {
@@ -262,11 +263,13 @@ def headline_view(results: Mapping[str, Any]) -> dict[str, Any]:
     performance, imbalance = _metrics(results, "performance"), _metrics(results, "imbalance")
     accuracy = _number(performance, "performance.accuracy")
     balanced = _number(imbalance, "imbalance.balanced_accuracy")
-    cards = []
-    if accuracy is not None or "performance" in results.get("sections", {}):
-        cards.append(_card("Clean accuracy", accuracy, metric="performance.accuracy"))
-    if balanced is not None or "imbalance" in results.get("sections", {}):
-        cards.append(_card("Balanced accuracy", balanced, metric="imbalance.balanced_accuracy"))
+    cards = task_cards(results)  # regression, multi-label: their own cards (reports.tasks)
+    if cards is None:
+        cards = []
+        if accuracy is not None or "performance" in results.get("sections", {}):
+            cards.append(_card("Clean accuracy", accuracy, metric="performance.accuracy"))
+        if balanced is not None or "imbalance" in results.get("sections", {}):
+            cards.append(_card("Balanced accuracy", balanced, metric="imbalance.balanced_accuracy"))
     cards += shift_cards(results)
     findings = all_findings(results)
     return {

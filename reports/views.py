@@ -217,6 +217,9 @@ def run_summary(results: Mapping[str, Any], state: RunState | None = None) -> di
     }
 
 
+OUTPUT_WIDTH = {"regression": "one value (regression)", "multilabel": "{} labels (a sigmoid each)"}
+
+
 def _model_view(model: Mapping[str, Any]) -> dict[str, Any]:
     bounds = model.get("input_bounds")
     return {
@@ -245,6 +248,8 @@ def _data_view(data: Mapping[str, Any]) -> dict[str, Any]:
         "sha256_short": short_hash(data.get("sha256")),
         "n_samples": data.get("n_samples"),
         "modality": data.get("modality"),
+        "task": data.get("task") or "classification",
+        "task_reason": data.get("task_reason"),
         "class_names": class_names,
         "n_classes": len(class_names),
         "input_shape_text": None if not shape else " × ".join(str(d) for d in shape),
@@ -260,8 +265,10 @@ def manifest_rows(results: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows = [
         ("Model", f"{model['kind']}" + (f" ({model['source']})" if model["source"] else "")),
         ("Model sha256", model["sha256_short"]),
-        ("Output", f"{model['output_kind']}, {model['num_classes']} classes, "
+        ("Output", f"{model['output_kind']}, "
+                   f"{OUTPUT_WIDTH.get(data['task'], '{} classes').format(model['num_classes'])}, "
                    f"{'gradients' if model['has_gradients'] else 'black-box (no gradients)'}"),
+        ("Task", data["task"] + (f" ({data['task_reason']})" if data["task_reason"] else "")),
         ("Data", f"{data['name']} ({data['modality']}, {format_value(data['n_samples'])} samples)"),
         ("Data sha256", data["sha256_short"]),
         ("Device", str(summary["device"])),

@@ -12,7 +12,7 @@ import numpy as np
 
 from audit.config import DataConfig
 from audit.data.base import AuditData, image_or_tabular
-from audit.data.labels import encode_labels
+from audit.data.targets import task_targets
 from audit.errors import ConfigError, DataError
 
 IDX_DTYPES: dict[int, Any] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -34,7 +34,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     return data.reshape(dims)
 
 
-def load_arrays(config: DataConfig) -> AuditData:
+def load_arrays(config: DataConfig, *, task: str = "auto") -> AuditData:
     assert config.path is not None
     stored: dict[str, Any] = {}  # per-row arrays beside x and y that data.sensitive may name
     holds: list[str] = []
@@ -75,8 +75,11 @@ def load_arrays(config: DataConfig) -> AuditData:
     elif config.source == "idx" and x.max() > 1.0:
         x = x / 255.0
     label_key = "data.labels_path" if config.source == "idx" else f"data.y_key '{config.y_key}'"
-    y_codes, class_names = encode_labels(np.asarray(y).reshape(-1), config.class_names,
-                                          f"{label_key} in {Path(config.path).name}")
+    y = np.asarray(y)
+    key = f"{label_key} in {Path(config.path).name}"
+    if y.ndim > 2 or (y.ndim == 2 and len(y) != len(x)):
+        y = y.reshape(-1)  # e.g. labels stored (1, N): as before, one label per row
+    found = task_targets(y, task=task, class_names=config.class_names, key=key)
     missing = [c for c in config.sensitive if c not in stored]
     if missing:
         raise ConfigError("data.sensitive", f"{missing} not in {config.path}, which holds {holds or 'only x and y'}; "
@@ -85,11 +88,13 @@ def load_arrays(config: DataConfig) -> AuditData:
     return AuditData(
         name=Path(config.path).name,
         x=x,
-        y=y_codes,
-        class_names=class_names,
+        y=found.y,
+        class_names=found.class_names,
         modality=modality,
         feature_names=None if modality == "image" else [f"x{i}" for i in range(x.shape[1])],
         sensitive={c: np.asarray(stored[c]).reshape(-1).astype(str) for c in config.sensitive},
         lower=None,
         upper=None,
+        task=found.task,
+        task_reason=found.reason,
     )

@@ -47,6 +47,7 @@ class AuditData:
     positive_class: int | None = None  # the favourable outcome's class, where the dataset has one (fairness)
     task: Task = "classification"
     texts: list[str] | None = None  # text data: the raw strings of x's token ids (row i -> texts[i])
+    task_reason: str | None = None  # why this task (model.task, or what auto saw in the target): the manifest's
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -140,6 +141,7 @@ class AuditData:
             positive_class=self.positive_class,
             task=self.task,
             texts=[self.texts[int(i)] for i in np.arange(len(self.y))[index]] if self.texts is not None else None,
+            task_reason=self.task_reason,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -149,6 +151,7 @@ class AuditData:
             "n_samples": self.n_samples,
             "modality": self.modality,
             "task": self.task,
+            "task_reason": self.task_reason,
             "input_kind": self.input_kind,
             "input_shape": list(self.input_shape),
             "class_names": list(self.class_names),

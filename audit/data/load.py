@@ -8,11 +8,12 @@ import numpy as np
 
 from audit.config import DataConfig
 from audit.data.arrays import load_arrays
-from audit.data.base import AuditData, image_or_tabular, select_sensitive, stratified_subset
+from audit.data.base import AuditData, image_or_tabular, select_sensitive
 from audit.data.builtin import load_breast_cancer_data, load_digits_data, load_resume_names_data
 from audit.data.fairness import load_fairness_dataset
 from audit.data.imagefolder import load_image_folder
 from audit.data.tabular import load_table
+from audit.data.targets import subset_rows
 from audit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -22,12 +23,20 @@ PRESET_SOURCES = ("digits", "breast_cancer", "resume_names", "adult", "compas", 
 
 
 def load_data(config: DataConfig, *, seed: int = 0, limit: int | None = None,
-              tokenizer: TextTokenizer | None = None) -> AuditData:
+              tokenizer: TextTokenizer | None = None, task: str = "auto") -> AuditData:
     """Load the data a config describes, then reshape and subset it. ``tokenizer`` (a text model's): text columns
-    are tokenized with it, token ids of array files checked against it (``audit.data.text``)."""
+    are tokenized with it, token ids of array files checked against it (``audit.data.text``). ``task``:
+    ``model.task`` (user files read their targets for it, ``audit.data.targets``; the built-in datasets and text
+    data are classification)."""
     from audit.data.text import as_token_data, load_text_data
 
+    if config.source in (*PRESET_SOURCES, "imagefolder", "idx") and task not in ("auto", "classification"):
+        raise ConfigError("model.task", f"data source '{config.source}' holds class labels; model.task {task} needs "
+                          "a csv, parquet or npz file with its targets (docs/tasks.md)")
     text_data = load_text_data(config, tokenizer)  # None: not a text table
+    if text_data is not None and task not in ("auto", "classification"):
+        raise ConfigError("model.task", f"text data (data.text) is read as class labels; model.task {task} on text "
+                          "is not supported yet: audit a text classifier (docs/text.md)")
     if text_data is not None:
         data = text_data
     elif config.source == "digits":
@@ -42,13 +51,16 @@ def load_data(config: DataConfig, *, seed: int = 0, limit: int | None = None,
         data = load_fairness_dataset(config.source, config.path, config.split,
                                      sensitive_as_features=config.sensitive_as_features, sensitive=config.sensitive)
     elif config.source in ("csv", "parquet"):
-        data = load_table(config)
+        data = load_table(config, task=task)
     elif config.source == "imagefolder":
         data = load_image_folder(config, seed=seed, limit=limit if limit is not None else config.limit)
     else:
-        data = load_arrays(config)
+        data = load_arrays(config, task=task)
         if tokenizer is not None:
             data = as_token_data(data, tokenizer)
+    if data.task_reason is None:
+        data.task_reason = "set by model.task" if task == "classification" else (
+            f"model.task auto: data source '{config.source}' holds class labels")
     if config.class_names is not None and config.source in PRESET_SOURCES:
         if len(config.class_names) != data.num_classes:
             raise ConfigError("data.class_names", f"{data.name} has {data.num_classes} classes, "
@@ -65,5 +77,5 @@ def load_data(config: DataConfig, *, seed: int = 0, limit: int | None = None,
         data.sensitive = select_sensitive(config.source, data.sensitive, config.sensitive)
     effective = limit if limit is not None else config.limit
     if effective is not None and effective < data.n_samples:
-        data = data.subset(stratified_subset(data.y, effective, seed))
+        data = data.subset(subset_rows(data, effective, seed))
     return data

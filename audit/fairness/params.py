@@ -33,6 +33,8 @@ class FairnessParams(Params):
     attack_success_difference_max: float = Field(0.1, gt=0, le=1, description="attack success rate gap to flag")
     explanation_gap_max: float = Field(0.1, gt=0, le=1, description="gap in a feature's share of total |attribution| "
                                        "between groups to flag")
+    error_ratio_min: float = Field(0.8, gt=0, le=1, description="regression: the best group's error (MAE, RMSE) / "
+                                   "the worst group's below this is flagged")
     explanation_top_k: int = Field(10, ge=1, le=100, description="features shown in the explanation disparity table")
 
     # text (token inputs): audit.fairness.text

@@ -22,6 +22,7 @@ from audit.fairness.groups import GroupSet, build_group_sets
 from audit.fairness.params import FairnessParams
 from audit.fairness.parity import record_parity
 from audit.fairness.robustness import record_robustness
+from audit.fairness.tasks import record_task_fairness
 from audit.fairness.text import record_text
 from audit.plugin import SectionPlugin
 from audit.results import Direction, SectionResult
@@ -56,6 +57,7 @@ class FairnessSection(SectionPlugin):
     params: FairnessParams
     reads_sections = ("robustness", "explanations")
     input_kinds = ("continuous", "tokens")  # group metrics need predictions only: text models too
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "multilabel")  # others: fairness/tasks.py
     metric_directions: ClassVar[dict[str, Direction]] = {
         "*.ci_low": None, "*.ci_high": None, "*.enough_rows": None, "*.group=*": None,  # bounds, flags, groups
         "*_difference": "lower", "*_ratio": "higher",  # gaps between groups; min / max rate
@@ -63,6 +65,8 @@ class FairnessSection(SectionPlugin):
         "*.subgroup_auc": "higher", "*.bpsn_auc": "higher", "*.bnsp_auc": "higher", "overall.auc": "higher",  # text
         "counterfactual.flip_rate": "lower", "counterfactual.mean_abs_score_change": "lower",
         "overall.accuracy": "higher", "overall.balanced_accuracy": "higher",
+        "*.worst_group_subset_accuracy": "higher", "overall.subset_accuracy": "higher",
+        "*.worst_group_*": "lower", "overall.mae": "lower", "overall.rmse": "lower", "overall.hamming_loss": "lower",
         "*": None,  # overall rates, counts
     }
 
@@ -76,6 +80,10 @@ class FairnessSection(SectionPlugin):
         if not data.sensitive:
             result.status = "skipped"
             result.notes.append(NO_SENSITIVE)
+            return
+        if data.task != "classification":  # errors or label metrics per group (audit.fairness.tasks)
+            record_task_fairness(result, ctx, self._group_sets(result, data, ctx.seed), params=self.params,
+                                 section=self.section)
             return
         favourable = self._favourable(data)
         group_sets = self._group_sets(result, data, ctx.seed)

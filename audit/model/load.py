@@ -18,7 +18,7 @@ from audit.model.base import Bounds, ModelAdapter
 from audit.model.blackbox import PredictFunctionAdapter
 from audit.model.loading import build_torch_module, file_sha256, import_object
 from audit.model.onnx_adapter import OnnxModelAdapter, check_input_shape, onnx_output_key, onnx_session
-from audit.model.outputs import SelectOutput, probe
+from audit.model.outputs import SelectOutput, chosen_kind, probe
 from audit.model.torch_adapter import AdaptedNetwork, Normalize, TorchModelAdapter
 
 if TYPE_CHECKING:
@@ -29,9 +29,11 @@ log = logging.getLogger("nnaudit")
 
 def load_model(config: ModelConfig, *, num_classes: int, sample: np.ndarray, device: torch.device,
                batch_size: int, default_bounds: Bounds | None, extra_paths: list[Path] | None = None,
-               tokenizer: TextTokenizer | None = None) -> ModelAdapter:
+               tokenizer: TextTokenizer | None = None, task: str = "classification",
+               task_auto: bool = False) -> ModelAdapter:
     """Build the adapter the config describes, and check it on a sample of the data (a text model, given its
-    ``tokenizer`` from ``audit.model.text_load.load_tokenizer``: on token ids)."""
+    ``tokenizer`` from ``audit.model.text_load.load_tokenizer``: on token ids). ``task``: the data's task
+    (``task_auto``: chosen by model.task: auto), which the output width must fit."""
     for path in extra_paths or []:
         if str(path) not in sys.path:
             sys.path.insert(0, str(path))
@@ -49,9 +51,9 @@ def load_model(config: ModelConfig, *, num_classes: int, sample: np.ndarray, dev
         if not callable(fn):
             raise ConfigError("model.predict_fn", f"'{config.predict_fn}' is not callable")
         detected, binary, _ = probe(lambda t: torch.as_tensor(np.asarray(fn(t.numpy())), dtype=torch.float32),
-                                    sample_batch, config.output_key, num_classes)
-        kind = detected if config.output == "auto" else config.output
-        select = SelectOutput(config.output_key, kind, binary)
+                                    sample_batch, config.output_key, num_classes, task, task_auto)
+        kind = chosen_kind(detected, config.output, task)
+        select = SelectOutput(config.output_key, kind, binary, task)
         return PredictFunctionAdapter(fn, select, output_kind=kind, source=config.predict_fn,
                                       sha256=hashlib.sha256(config.predict_fn.encode()).hexdigest(), **common)
     if config.onnx is not None:
@@ -61,9 +63,9 @@ def load_model(config: ModelConfig, *, num_classes: int, sample: np.ndarray, dev
         raw_adapter = OnnxModelAdapter(session, SelectOutput(onnx_key, "logits", False), output_kind="logits",
                                        source=str(config.onnx), sha256=file_sha256(Path(config.onnx)),
                                        **{**common, "device": torch.device("cpu")})
-        detected, binary, _ = probe(raw_adapter.raw, sample_batch, onnx_key, num_classes)
-        kind = detected if config.output == "auto" else config.output
-        raw_adapter.select = SelectOutput(onnx_key, kind, binary)
+        detected, binary, _ = probe(raw_adapter.raw, sample_batch, onnx_key, num_classes, task, task_auto)
+        kind = chosen_kind(detected, config.output, task)
+        raw_adapter.select = SelectOutput(onnx_key, kind, binary, task)
         raw_adapter.output_kind = kind
         return _convert(config, raw_adapter, sample, device)
     module, source, digest = build_torch_module(config)
@@ -78,12 +80,13 @@ def load_model(config: ModelConfig, *, num_classes: int, sample: np.ndarray, dev
                                   f"{channels} channels/features (give 1 or {channels})")
         normalize = Normalize(config.normalization.mean, config.normalization.std, sample.ndim).to(device)
     pre = normalize if normalize is not None else nn.Identity()
-    detected, binary, _ = probe(lambda t: module(pre(t.to(device))), sample_batch, config.output_key, num_classes)
+    detected, binary, _ = probe(lambda t: module(pre(t.to(device))), sample_batch, config.output_key, num_classes,
+                                task, task_auto)
     from audit.model.text_load import refuse_token_model_without_tokenizer
 
     refuse_token_model_without_tokenizer(module, lambda t: module(pre(t.to(device))), sample_batch, config.output_key)
-    kind = detected if config.output == "auto" else config.output
-    network = AdaptedNetwork(module, normalize, SelectOutput(config.output_key, kind, binary))
+    kind = chosen_kind(detected, config.output, task)
+    network = AdaptedNetwork(module, normalize, SelectOutput(config.output_key, kind, binary, task))
     return TorchModelAdapter(network, output_kind=kind, source=source, sha256=digest, **common)
 
 

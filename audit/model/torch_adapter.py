@@ -76,7 +76,7 @@ class TorchModelAdapter(ModelAdapter):
                     bounds: Bounds | tuple[float, float] | None = None, device: str | torch.device = "cpu",
                     batch_size: int = 256, output_kind: str = "logits", output_key: str | int | None = None,
                     normalize: nn.Module | None = None, source: str | None = None,
-                    sha256: str | None = None) -> AdapterT:
+                    sha256: str | None = None, task: str = "classification") -> AdapterT:
         """Wrap a torch network that is already in memory.
 
         ``module`` returns ``num_classes`` scores per sample (a tensor, or a tuple/dict picked by
@@ -86,13 +86,17 @@ class TorchModelAdapter(ModelAdapter):
         ``device``: a torch device or its name (``"auto"``: CUDA when available). The network is moved to the
         device, put in eval mode and its parameters frozen, as ``load_model`` does. ``sha256`` defaults to a
         hash of the module's state_dict (computed when first read: wrapping copies nothing to the host), ``source`` to
-        its class name.
+        its class name. ``task``: ``regression`` (``module`` returns one number per sample, used as is: the
+        output kind is ``values``) or ``multilabel`` (one score per label, read with a sigmoid) besides
+        classification.
         """
-        if output_kind not in OUTPUT_KINDS:
+        if task == "regression":
+            output_kind = "values"
+        elif output_kind not in OUTPUT_KINDS:
             raise ValueError(f"output_kind must be one of {OUTPUT_KINDS}, got {output_kind!r}")
         if not isinstance(module, nn.Module):
             raise TypeError(f"from_module wraps a torch nn.Module, got {type(module).__name__}")
-        network = AdaptedNetwork(module, normalize, SelectOutput(output_key, output_kind, False))
+        network = AdaptedNetwork(module, normalize, SelectOutput(output_key, output_kind, False, task))
         return cls(network, num_classes=num_classes, output_kind=output_kind,
                    bounds=Bounds(*bounds) if bounds is not None else None,
                    device=device if isinstance(device, torch.device) else resolve_device(device),

@@ -24,6 +24,8 @@ from audit.performance.metrics import (
     performance,
     scores,
 )
+from audit.performance.tasks import DIRECTIONS as TASK_DIRECTIONS
+from audit.performance.tasks import record_multilabel, record_regression
 from audit.plugin import Params, SectionPlugin
 from audit.results import Direction, SectionResult, Severity
 
@@ -36,19 +38,25 @@ class PerformanceParams(Params):
 
 
 class PerformanceSection(SectionPlugin):
-    """Accuracy, cross-entropy loss and the confusion matrix on the audited data."""
+    """Accuracy, cross-entropy loss and the confusion matrix on the audited data; regression and multi-label
+    models get their own metrics (``audit.performance.tasks``)."""
 
     name = "performance"
     title = "Performance"
     ParamsModel = PerformanceParams
     params: PerformanceParams
     input_kinds = ("continuous", "tokens")  # predictions only: text models too
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "multilabel")
     metric_directions: ClassVar[dict[str, Direction]] = {
         "accuracy": "higher", "top*_accuracy": "higher", "error_rate": "lower", "loss": "lower",
-        "n_samples": None, "majority_baseline_accuracy": None,
+        "n_samples": None, "majority_baseline_accuracy": None, **TASK_DIRECTIONS,
     }
 
     def run(self, ctx: AuditContext, result: SectionResult) -> None:
+        if ctx.data.task == "regression":
+            return record_regression(result, ctx, self.section)
+        if ctx.data.task == "multilabel":
+            return record_multilabel(result, ctx, self.section)
         y, pred, proba = ctx.data.y, ctx.clean_predictions(), ctx.clean_probabilities()
         perf = performance(y, pred, proba, top_k=self.params.top_k)
         result.metric("accuracy", perf.accuracy)

@@ -169,6 +169,10 @@ def load_samples(run: str | Path, results: Mapping[str, Any]) -> Samples:
     """Everything the explorer shows for a run. Raises ``SamplesUnavailable`` when the clean samples are absent."""
     run = Path(run)
     data = results.get("manifest", {}).get("data", {})
+    if data.get("task", "classification") != "classification":  # its views are per class (a softmax)
+        raise SamplesUnavailable(f"the sample explorer shows a classifier's class probabilities; this is a "
+                                 f"{data['task']} model (its per-sample errors are in the performance section's "
+                                 f"{OUTCOMES_FILE})")
     name = _section_name(results, "performance")
     saved = load_outcomes(run, name) if name else None
     needed = (EXTRA_INPUTS, EXTRA_LABEL, EXTRA_PROBA)
