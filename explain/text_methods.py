@@ -142,6 +142,9 @@ class LayerIntegratedGradientsExplainer(TextExplainer):
         at_least("n_steps", n_steps, 2)
         at_least("internal_batch_size", internal_batch_size, 1)
         super().__init__(adapter, **kwargs)
+        if not self.text_adapter.has_embedding_gradients:
+            raise ExplainerError("the model's token embedding pools the tokens inside the layer (nn.EmbeddingBag): "
+                                 "no per-token attribution; use lime_text or shap_text")
         from captum.attr import LayerIntegratedGradients
 
         self.n_steps = n_steps

@@ -4,6 +4,7 @@ sequence classifier (a tiny BERT built from a config, tokenizer trained here) fr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def _factory_model(problem: Any) -> dict[str, Any]:
 
 
 def _run(tmp_path: Path, config: dict[str, Any], name: str = "run") -> tuple[int, Path]:
-    (path := tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+    (path := tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     out = tmp_path / name
     return main(["run", str(path), "--out", str(out)]), out
 
@@ -119,11 +120,11 @@ def test_token_model_end_to_end_on_csv_and_npz(tmp_path: Path, capsys: pytest.Ca
     assert code == 0
     assert load_results(out)["sections"]["performance"]["metrics"]["performance.accuracy"] == \
         pytest.approx(expected, abs=1e-12)
-    # gradient sections are refused before any section runs, naming the section, with a word about token ids
-    code, out = _run(tmp_path, {"model": _factory_model(problem), "sections": {"performance": {}, "robustness": {}},
+    # sections that need continuous inputs are refused before any section runs, naming the section and token ids
+    code, out = _run(tmp_path, {"model": _factory_model(problem), "sections": {"performance": {}, "defenses": {}},
                                 "data": {"source": "npz", "path": str(npz)}}, "refused")
     err = capsys.readouterr().err
-    assert code == 2 and "sections.robustness" in err and "token ids" in err
+    assert code == 2 and "sections.defenses" in err and "token ids" in err
     assert not (out / "results.json").exists()
 
 
@@ -181,8 +182,8 @@ def test_huggingface_classifier_end_to_end(tmp_path: Path, monkeypatch: pytest.M
 
 def test_embedding_bag_model_on_token_ids(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The issue's case: an EmbeddingBag model on an NPZ of token ids. Without a tokenizer it is refused naming
-    model.tokenizer (not a torch gradient error inside robustness); with one, performance runs and robustness is
-    refused before any section runs."""
+    model.tokenizer (not a torch gradient error inside robustness); with one, performance runs, and robustness runs
+    the word-level attacks and skips HotFlip with a note (an EmbeddingBag has no per-token embedding)."""
     problem = text_problem()
     data = problem.data
     np.savez(npz := tmp_path / "ids.npz", x=data.x.astype(np.int64), y=data.y)
@@ -194,10 +195,18 @@ def test_embedding_bag_model_on_token_ids(tmp_path: Path, capsys: pytest.Capture
     err = capsys.readouterr().err
     assert code == 2 and "model.tokenizer" in err and "token ids" in err
     model = {**model, "tokenizer": str(problem.tokenizer_file), "max_length": MAX_LENGTH}
-    code, out = _run(tmp_path, {"model": model, "sections": sections, "data": {"source": "npz", "path": str(npz)}},
-                     "refused")
-    err = capsys.readouterr().err
-    assert code == 2 and "sections.robustness" in err and "token ids" in err
+    explained = {"explanations": {"methods": ["layer_ig", "lime_text"], "n_samples": 6}}
+    code, out = _run(tmp_path, {"model": model, "sections": {**sections, **explained},
+                                "data": {"source": "npz", "path": str(npz)}}, "robust")
+    explanations = load_results(out)["sections"]["explanations"]
+    assert "explanations.lime_text.deletion_auc" in explanations["metrics"]
+    assert not any(k.startswith("explanations.layer_ig.") for k in explanations["metrics"])
+    assert "EmbeddingBag" in json.dumps(explanations)
+    robust = load_results(out)["sections"]["robustness"]
+    assert code == 0 and robust["status"] == "ok", robust.get("error")
+    assert any(n.startswith("hotflip skipped: the model's token embedding pools") for n in robust["notes"])
+    assert "robustness.deepwordbug.text.robust_accuracy" in robust["metrics"]
+    assert not any(k.startswith("robustness.hotflip.") for k in robust["metrics"])
     code, out = _run(tmp_path, {"model": model, "sections": {"performance": {}},
                                 "data": {"source": "npz", "path": str(npz)}}, "bag")
     assert code == 0

@@ -192,6 +192,7 @@ class TextAttack(ABC):
     description: ClassVar[str] = ""
     unit: ClassVar[str] = "word"
     library: ClassVar[str] = "nnaudit"
+    needs_token_embeddings: ClassVar[bool] = False  # gradients at each token's embedding (HotFlip)
 
     def __init__(self, constraints: Constraints | None = None, *, seed: int = 0) -> None:
         self.constraints = constraints or Constraints()

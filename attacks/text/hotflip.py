@@ -67,6 +67,7 @@ class HotFlip(TextAttack):
     name = "hotflip"
     description = "gradient-guided token substitution (HotFlip, first-order, beam 1)"
     unit = "token"
+    needs_token_embeddings = True
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "max_edit_distance": "n/a (whole tokens)", "beam": 1,

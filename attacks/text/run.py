@@ -29,6 +29,9 @@ DEFAULT_TEXT_ATTACKS = ("deepwordbug", "synonym", "hotflip")
 # robustness keys that only mean something for continuous inputs (an L-p ball): refused on token ids
 LP_KEYS = ("eps", "norm")
 MARK = ("⟦", "⟧")
+NO_TOKEN_EMBEDDINGS = ("the model's token embedding pools the tokens inside the layer (nn.EmbeddingBag), so no "
+                       "token's embedding has a gradient of its own; set model.embedding_layer to a per-token "
+                       "nn.Embedding if the model has one")
 
 
 def registered_text_attacks() -> dict[str, str]:
@@ -123,12 +126,19 @@ def run_text(ctx: AuditContext, result: SectionResult, params: TextParams, *, se
     attacks: list[TextAttack] = []
     for name in params.attacks:
         try:
-            attacks.append(build_text_attack(name, params, seed=ctx.seed, section=section))
+            attack = build_text_attack(name, params, seed=ctx.seed, section=section)
         except AttackNotApplicable as err:
             result.notes.append(f"{name} skipped: {err}")
+            continue
+        if attack.needs_token_embeddings and not model.has_embedding_gradients:
+            result.notes.append(f"{name} skipped: {NO_TOKEN_EMBEDDINGS}")
+            continue
+        attacks.append(attack)
     ev = evaluate_text(model, texts, y, pred, attacks, progress=ctx.progress)
     record_text(ctx, result, ev, texts=texts, y=y, pred=pred, index=index, params=params, section=section)
-    if params.embedding_eps:
+    if params.embedding_eps and not model.has_embedding_gradients:
+        result.notes.append(f"embedding-space PGD skipped: {NO_TOKEN_EMBEDDINGS}")
+    elif params.embedding_eps:
         record_embedding_bound(ctx, result, data.x[index], y, ev.clean_correct, params)
 
 

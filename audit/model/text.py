@@ -135,6 +135,9 @@ class TextModelAdapter(ModelAdapter):
             parameter.requires_grad_(False)
         self.tokenizer = tokenizer
         self.embedding = embedding
+        # per-token embeddings to differentiate (HotFlip, embedding PGD, Layer IG): an nn.Embedding gives (N, L, D);
+        # an nn.EmbeddingBag pools the tokens inside the layer, so no single token's embedding can be reached
+        self.has_embedding_gradients = isinstance(embedding, nn.Embedding)
         self.select = select
         self.call_style = call_style
         self._replace = _Replace()
