@@ -12,8 +12,12 @@ Peers (each repeat runs every peer once; medians reported):
 - ``nnaudit deepwordbug``, ``nnaudit synonym`` (WordNet; left out when Debian's wordnet-base is missing),
   ``nnaudit hotflip``.
 
-Usage: ``python benchmarks/text.py [--repeats 3] [--samples 100] [--threads 1]``. Prints seconds per attacked
-sample, the ratio to the reference, success rate, mean words changed and queries per sample.
+Then, in the same run, nnaudit's Layer IG against captum's ``LayerIntegratedGradients`` called directly on the same
+texts (``benchmarks/text_explain.py``'s ``layer_ig``; that script alone also times shap_text and lime_text).
+
+Usage: ``python benchmarks/text.py [--repeats 3] [--samples 100] [--threads 1] [--ig-samples 64]``. Prints seconds
+per attacked sample, the ratio to the reference, success rate, mean words changed and queries per sample, then Layer
+IG's time per text against captum's.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=100, help="clean-correct reviews attacked")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--fraction", type=float, default=0.25, help="max_words_fraction")
+    parser.add_argument("--ig-samples", type=int, default=64, help="texts for Layer IG vs captum (0: skip)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     p = text_problem()
@@ -101,6 +106,11 @@ def main() -> None:
         t = statistics.median(times[name])
         s, w, q = stats[name]
         print(f"{name:24s} {t:9.4f} {t / base:6.2f}x {s:8.3f} {w:9.3f} {q:8.1f}")
+    if args.ig_samples:
+        from text_explain import layer_ig
+
+        ig_texts = texts[: args.ig_samples]
+        layer_ig(p, ig_texts, adapter.predict(adapter.encode(ig_texts)), 32, 64, max(3, args.repeats))
 
 
 if __name__ == "__main__":
