@@ -5,6 +5,7 @@ sequence classifier (a tiny BERT built from a config, tokenizer trained here) fr
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -150,13 +151,41 @@ def test_huggingface_classifier_end_to_end(tmp_path: Path, monkeypatch: pytest.M
     config = {"model": {"huggingface": str(problem.directory), "max_length": HF_LENGTH},
               "data": {"source": "csv", "path": str(csv), "text": "review", "target": "score",
                        "sensitive": ["mentions"]},
-              "sections": {"performance": {}, "imbalance": {}, "fairness": {}}, "gate": gate}
+              "sections": {"performance": {}, "imbalance": {},
+                           "robustness": {"max_samples": 24, "text": {"attacks": ["deepwordbug", "hotflip"]}},
+                           "explanations": {"methods": ["layer_ig", "lime_text"], "n_samples": 6,
+                                            "method_params": {"lime_text": {"n_samples": 200}}},
+                           "fairness": {"identity_terms": {"coffee": ["coffee"], "tea": ["tea"]}}}, "gate": gate}
     code, out = _run(tmp_path, config, "hf")
     assert code == 0, capsys.readouterr().err
     results = load_results(out)
     assert results["sections"]["performance"]["metrics"]["performance.accuracy"] == \
         pytest.approx(expected, abs=1e-12)
     assert all(s["status"] == "ok" for s in results["sections"].values())
+    # all five sections on the transformers model: text attacks, token attributions, identity-term AUCs
+    sections = results["sections"]
+    assert {"robustness.deepwordbug.text.attack_success_rate", "robustness.hotflip.text.attack_success_rate",
+            "robustness.worst_case.text.robust_accuracy"} <= set(sections["robustness"]["metrics"])
+    assert {"explanations.layer_ig.deletion_auc", "explanations.lime_text.deletion_auc"} <= \
+        set(sections["explanations"]["metrics"])
+    assert "fairness.identity.group=coffee.bpsn_auc" in sections["fairness"]["metrics"]
+    # the dashboard's sample explorer on this run: the adversarial texts and token heatmaps, no exception
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setattr(sys, "argv", ["app.py", str(out.parent)])
+    at = AppTest.from_file(str(Path(__file__).parent.parent / "app.py"), default_timeout=120)
+    at.query_params["view"] = "samples"
+    at.run()
+    assert not at.exception
+    explained = at.selectbox(key="explore_sample").value  # explained samples first: its token heatmap is drawn
+    assert len(at.image) == 1  # the token heatmap of the explained review
+    adversarial = [json.loads(line) for line in (out / "artifacts" / "robustness" / "text_adversarial.jsonl")
+                   .read_text(encoding="utf-8").splitlines()]
+    at.checkbox(key="explore_explained").uncheck().run()
+    at.selectbox(key="explore_sample").set_value(adversarial[0]["sample"]).run()
+    assert not at.exception
+    shown = " ".join(str(m.value) for m in at.markdown)
+    assert "original:" in shown and explained is not None  # an attacked review beside its adversarial text
     model_record = results["manifest"]["model"]
     assert model_record["source"] == str(problem.directory) and model_record["tokenizer"]["vocab_size"] == len(tok)
     assert (out / "report.html").exists() and main(["gate", str(out)]) == 0

@@ -110,14 +110,12 @@ def show_explorer(run: Path, results: dict[str, Any]) -> None:
     x_adv = adv.x_adv[position] if adv is not None and position is not None else None
     proba_adv = adv.proba[position] if adv is not None and adv.proba is not None and position is not None else None
     table = _predictions(samples, row, proba_adv, adv is not None and position is not None)
-    if samples.modality == "text":  # adversarial texts beside the original (reports/dashboard/text_samples.py)
+    if samples.modality == "text":  # adversarial texts beside the original (text_samples.py), token heatmaps
         _probabilities(table)
         show_text_sample(run, results, row, samples.class_names)
+        _tokens(run, results, row)
     elif samples.modality == "image":
         _images(samples, row, x_adv, adv, table)
-    elif samples.modality == "text":
-        _probabilities(table)
-        _tokens(run, results, row)
     else:
         _probabilities(table)
         _features(samples, row, x_adv)
