@@ -129,7 +129,6 @@ def labels_case(y: Any, source: str = "npz") -> Any:
 LABEL_CASES = {
     "labels -1/+1": (labels_case([-1, 1] * 20), ["labels (data.y_key 'y' in data.npz) must be class indices",
                                                   "20 negative (-1)", "-1/+1 to 0/1"]),
-    "labels with 0.5": (labels_case([0.0, 1.0, 0.5, 2.0] * 10), ["10 not whole numbers (0.5)"]),
     "NaN labels": (labels_case([0.0, 1.0, np.nan, 2.0] * 10), ["10 NaN/infinite"]),
     "csv target -1/+1": (labels_case([-1, 1] * 20, "csv"), ["labels (data.target column 'label') must be class "
                                                            "indices", "20 negative (-1)"]),
@@ -144,6 +143,15 @@ def test_labels_that_are_not_class_indices_are_refused(case: str, tmp_path: Path
     for word in words:
         assert word in str(raised.value), (word, str(raised.value))
     assert "np.str_" not in str(raised.value)
+    assert not (tmp_path / "out" / RESULTS_FILE).exists()
+
+
+def test_fractional_labels_are_a_continuous_target_naming_model_task(tmp_path: Path) -> None:
+    """Labels 0.5 with model.task auto: a continuous target, refused naming model.task (docs/tasks.md)."""
+    with pytest.raises(ConfigError) as raised:
+        run(tmp_path, labels_case([0.0, 1.0, 0.5, 2.0] * 10)(tmp_path))
+    assert raised.value.key == "model.task"
+    assert "10 values that are not whole numbers (0.5)" in str(raised.value) and "regression" in str(raised.value)
     assert not (tmp_path / "out" / RESULTS_FILE).exists()
 
 

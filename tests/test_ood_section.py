@@ -197,7 +197,7 @@ def test_gate_rule_on_a_real_run(tmp_path: Path, digits_cnn: Any, inverted: Path
 
 def test_demo_runs_the_ood_section(demo_dir: Path) -> None:
     """The digits demo: Fashion-MNIST among the OOD sets (when installed), the autoencoder's AUROC reported,
-    temperature scaling lowers the ECE without changing a prediction, and the figures are drawn in report.html."""
+    temperature scaling changes no prediction, and the figures are drawn in report.html."""
     from system import fashion_mnist_missing, need
 
     from audit.results import load_results
@@ -206,8 +206,10 @@ def test_demo_runs_the_ood_section(demo_dir: Path) -> None:
     assert section["status"] == "ok", section["error"]
     m = section["metrics"]
     assert 0.5 < m["ood.autoencoder.auroc"] <= 1.0
-    assert m["ood.calibration.predictions_changed"] == 0
-    assert m["ood.calibration.ece_scaled"] < m["ood.calibration.ece"]
+    assert m["ood.calibration.predictions_changed"] == 0  # one T > 0 divides every logit: no argmax moves
+    # no direction for the ECE: T minimizes the NLL of the held-out fit rows, which bounds neither the NLL nor the
+    # binned ECE of the evaluated rows (on 2026-12-08 the demo's ECE rose for seeds 0, 1 and 2 with T 1.04-1.09)
+    assert 0 < m["ood.calibration.temperature"] < 10 and 0 <= m["ood.calibration.ece_scaled"] <= 1
     html = (demo_dir / "digits-cnn" / "report.html").read_text()
     for spec in section["figures"]:
         assert spec["title"] in html.replace("&#39;", "'").replace("&amp;", "&"), spec["name"]

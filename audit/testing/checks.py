@@ -232,6 +232,10 @@ def check_explainer(explainer: type, *, params: dict[str, Any] | None = None, se
     if not (isinstance(explainer, type) and issubclass(explainer, Explainer)):
         raise _fail("explainer", name, "is not a subclass of explain.base.Explainer")
     report = Report(name, "explainer")
+    if tuple(getattr(explainer, "input_kinds", ())) == ("tokens",):  # a text explainer: audit.testing.text
+        from audit.testing.text import check_text_explainer
+
+        return check_text_explainer(explainer, report, _fail, params=params, seed=seed, n=n)
     problem = problem or tiny_problem(modality, n=12, seed=seed)
     x, ids = problem.x[:n], np.arange(100, 100 + n)
     target = problem.y[:n]
