@@ -11,7 +11,6 @@ import torch
 
 if TYPE_CHECKING:
     from audit.model.text import TextModelAdapter
-    from audit.testing.checks import Report
 
 WORDS = ("the", "coffee", "tea", "was", "great", "bad", "not", "very", "good", "taste", "she", "he", "loved",
          "it", "again", "never")
@@ -42,10 +41,11 @@ def tiny_text_model(seed: int = 0) -> TextModelAdapter:
                             sha256=None)
 
 
-def check_text_explainer(explainer: type, report: Report, fail: Any, *, params: dict[str, Any] | None, seed: int,
-                         n: int) -> Report:
+def check_text_explainer(explainer: Any, report: Any, fail: Any, *, params: dict[str, Any] | None, seed: int,
+                         n: int) -> Any:
     """``explain_texts`` gives finite (n, max_length) attributions, zero at padding, deterministic for a seed and
-    independent of the other texts explained with it."""
+    independent of the other texts explained with it. ``report`` and ``fail``: audit.testing.checks' Report and
+    error factory (passed in, so this module does not import checks, which imports it)."""
     name = report.plugin
     adapter = tiny_text_model(seed)
     texts = list(SENTENCES[:n])
