@@ -27,6 +27,9 @@ DIGITS_SECTIONS: dict[str, Any] = {
     # naive vs adaptive (BPDA, EOT, transfer) robust accuracy of two input-transform defenses, and the
     # feature-squeezing detector, on the robustness section's worst case (docs/defenses.md)
     "defenses": {"defenses": ["bit_depth", "gaussian_noise"]},
+    # the 15 ImageNet-C corruptions and 3 extra ones at severities 1-5, beside the attacks' worst case
+    # (is the CNN robust to attacks but fragile to blur? docs/shift.md)
+    "corruptions": {},
     "explanations": {},
     # out-of-distribution detection against Fashion-MNIST (when installed), synthetic and near (corrupted) OOD,
     # and calibration under corruption with temperature scaling (docs/shift.md); ood_sections() fills it in
@@ -57,6 +60,8 @@ DIGITS_POLICY: dict[str, Any] = {
         # scaling changed no prediction
         "ood.best_auroc >= 0.9",
         "ood.calibration.predictions_changed == 0",
+        # common corruptions: mean accuracy over every corruption and severity
+        "corruptions.mean_accuracy >= 0.6",
     ],
     "max_findings": {"critical": 0},
 }

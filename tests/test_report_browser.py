@@ -25,7 +25,7 @@ from system import need
 
 from reports.html import write_report
 
-MAX_HEIGHT = 9000  # the digits demo report: seven sections (ood included) under a verdict card that lists its findings
+MAX_HEIGHT = 11000  # the digits demo report: eight sections (corruptions, ood) under a verdict card with its findings
 WIDTH = 1280
 
 
