@@ -107,18 +107,10 @@ def attack_labels(ctx: AuditContext, x: np.ndarray, clean: np.ndarray, *, norm: 
     return FlipOutcome(norm, eps, np.concatenate(any_parts), np.concatenate(label_parts))
 
 
-def run_multilabel(ctx: AuditContext, result: SectionResult, params: Settings, section: str) -> None:
-    """The robustness section for a multi-label model."""
+def run_multilabel(ctx: AuditContext, result: SectionResult, params: Settings, section: str, domain: Domain,
+                   index: np.ndarray) -> None:
+    """The robustness section for a multi-label model on the rows ``index`` (``attacks.tasks`` sets them up)."""
     data = ctx.data
-    if not ctx.model.has_gradients:
-        result.status = "skipped"
-        result.notes.append(f"multi-label robustness needs gradients; this model ({ctx.model.kind}) has none")
-        return
-    domain = Domain.from_model_data(ctx.model, data)
-    index = np.arange(data.n_samples)
-    if params.max_samples is not None and params.max_samples < data.n_samples:
-        index = np.sort(np.random.default_rng(ctx.seed).choice(data.n_samples, params.max_samples, replace=False))
-        result.notes.append(f"attacked a random subset of {len(index)} of {data.n_samples} samples (max_samples)")
     clean = ctx.clean_label_predictions()[index]
     exact = (clean == data.y[index]).all(axis=1)
     result.metric("clean_subset_accuracy", float(exact.mean()))

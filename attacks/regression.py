@@ -106,25 +106,10 @@ def attack_regression(ctx: AuditContext, x: np.ndarray, y: np.ndarray, *, norm: 
     return RegressionAttack(norm, eps, np.concatenate(changes), np.concatenate(errors), largest)
 
 
-def run_regression(ctx: AuditContext, result: SectionResult, params: Settings, section: str) -> None:
-    """The robustness section for a regression model (``RobustnessSection.run`` dispatches here)."""
-    from attacks.base import AttackNotApplicable
-
+def run_regression(ctx: AuditContext, result: SectionResult, params: Settings, section: str, domain: Domain,
+                   index: np.ndarray) -> None:
+    """The robustness section for a regression model on the rows ``index`` (``attacks.tasks`` sets them up)."""
     data = ctx.data
-    if not ctx.model.has_gradients:
-        result.status = "skipped"
-        result.notes.append(f"regression robustness needs gradients; this model ({ctx.model.kind}) has none")
-        return
-    try:
-        domain = Domain.from_model_data(ctx.model, data)
-    except AttackNotApplicable as err:
-        result.status = "skipped"
-        result.notes.append(str(err))
-        return
-    index = np.arange(data.n_samples)
-    if params.max_samples is not None and params.max_samples < data.n_samples:
-        index = np.sort(np.random.default_rng(ctx.seed).choice(data.n_samples, params.max_samples, replace=False))
-        result.notes.append(f"attacked a random subset of {len(index)} of {data.n_samples} samples (max_samples)")
     x, y = data.x[index], data.y[index]
     clean_error = np.abs(ctx.clean_values()[index] - y)
     clean_mae, clean_rmse = float(clean_error.mean()), float(np.sqrt((clean_error ** 2).mean()))

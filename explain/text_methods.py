@@ -14,6 +14,7 @@ token the model sees (after truncation at ``model.max_length``). The model funct
 from __future__ import annotations
 
 import time
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -127,8 +128,9 @@ class TextExplainer(Explainer):
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor | np.ndarray:
         raise ExplainerError(f"explainer '{self.method}' explains texts: call explain_texts")
 
+    @abstractmethod
     def _attribute_texts(self, texts: list[str], target: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Per-token attributions (len(texts), max_length) of one batch; each method writes its own."""
 
 
 class LayerIntegratedGradientsExplainer(TextExplainer):
